@@ -1,0 +1,48 @@
+"""The application factory: the shell's routers plus every domain's."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.templating import Jinja2Templates
+
+from govshare import __version__, audit, oauth, observability
+from govshare.db import Database
+from govshare.errors import install_error_handlers
+from govshare.keys import KeyStore
+from govshare.settings import Settings, get_settings
+
+TEMPLATES_DIR = Path(__file__).parent / "templates"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """A govshare app over the store that ``settings`` names (which must be initialised)."""
+    settings = settings or get_settings()
+    keystore = KeyStore(settings.resolved_keys_dir)
+    database = Database(settings.resolved_database_url, keystore=keystore)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        database.dispose()
+
+    app = FastAPI(
+        title="govshare",
+        version=__version__,
+        summary="Data-sharing exchange and resource directory for government departments",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.keystore = keystore
+    app.state.database = database
+    app.state.templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
+    app.state.metrics = observability.RequestMetrics()
+    app.add_middleware(observability.MetricsMiddleware, metrics=app.state.metrics)
+    install_error_handlers(app)
+
+    app.include_router(observability.router)
+    app.include_router(oauth.router)
+    app.include_router(audit.router)
+    return app

@@ -1,0 +1,110 @@
+"""Who is calling: bearer tokens checked on every request, and role requirements.
+
+A token is accepted when its signature is one of ours, it has not expired, its
+``jti`` is on record and not revoked, and its client is still enabled. The last
+two are one indexed read, so revocation takes effect on the next request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from authlib.oauth2.rfc6750.errors import InvalidTokenError
+from authlib.oauth2.rfc9068 import JWTBearerTokenValidator
+from fastapi import Depends, Request
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from govshare.db import DbSession
+from govshare.errors import Forbidden, Unauthenticated
+from govshare.keys import KeyStore
+from govshare.models import Client, IssuedToken, Role
+from govshare.permissions import roles_for
+from govshare.settings import Settings
+
+
+@dataclass(frozen=True)
+class Caller:
+    """An authenticated client acting within its token's roles."""
+
+    client_id: str
+    department: str
+    roles: frozenset[str]
+    token_id: str
+
+    @property
+    def actor(self) -> str:
+        """How the caller is named in the audit log and the ledger."""
+        return f"client:{self.client_id}"
+
+    def has_role(self, *roles: Role | str) -> bool:
+        return any(str(role) in self.roles for role in roles)
+
+
+class _Validator(JWTBearerTokenValidator):
+    def __init__(self, settings: Settings, keystore: KeyStore) -> None:
+        super().__init__(issuer=settings.issuer, resource_server=settings.issuer)
+        self._keystore = keystore
+
+    def get_jwks(self) -> Any:
+        return self._keystore.public_keyset()
+
+
+def authenticate_bearer(session: Session, *, settings: Settings, keystore: KeyStore, token: str) -> Caller:
+    """The caller a bearer token stands for, or ``Unauthenticated``."""
+    validator = _Validator(settings, keystore)
+    try:
+        claims = validator.authenticate_token(token)
+        validator.validate_token(claims, scopes=None, request=None)
+    except InvalidTokenError:
+        raise Unauthenticated("the access token is invalid or has expired") from None
+    row = session.execute(
+        select(IssuedToken.revoked_at, Client.disabled_at, Client.department_code)
+        .join(Client, Client.client_id == IssuedToken.client_id)
+        .where(IssuedToken.jti == str(claims["jti"]))
+    ).first()
+    if row is None:
+        raise Unauthenticated("the access token is not known to this exchange")
+    revoked_at, disabled_at, department = row
+    if revoked_at is not None:
+        raise Unauthenticated("the access token has been revoked")
+    if disabled_at is not None:
+        raise Unauthenticated("the client of this access token has been disabled")
+    return Caller(
+        client_id=str(claims["client_id"]),
+        department=department,
+        roles=frozenset(str(claims.get("scope") or "").split()),
+        token_id=str(claims["jti"]),
+    )
+
+
+def _bearer_token(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated()
+    return token.strip()
+
+
+def get_caller(request: Request, session: DbSession) -> Caller:
+    """The authenticated caller of this request."""
+    state = request.app.state
+    return authenticate_bearer(session, settings=state.settings, keystore=state.keystore, token=_bearer_token(request))
+
+
+CurrentCaller = Annotated[Caller, Depends(get_caller)]
+
+
+def require(action: str):
+    """A dependency that lets through only callers holding a role allowed to perform ``action``."""
+    allowed = roles_for(action)
+
+    def _check(caller: CurrentCaller) -> Caller:
+        if not caller.has_role(*allowed):
+            needed = ", ".join(sorted(str(role) for role in allowed)) or "no role"
+            raise Forbidden(f"'{action}' needs one of the roles: {needed}")
+        return caller
+
+    _check.__name__ = f"require_{action.replace('.', '_')}"
+    return _check

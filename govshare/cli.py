@@ -1,0 +1,186 @@
+"""The ``govshare`` command."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from govshare import audit, demo, identities
+from govshare.db import Database
+from govshare.errors import GovshareError
+from govshare.keys import KeyStore
+from govshare.settings import Settings, get_settings
+from govshare.store import initialise
+
+app = typer.Typer(help="govshare: data-sharing exchange and resource directory", no_args_is_help=True)
+departments_app = typer.Typer(help="Departments that provide and demand data", no_args_is_help=True)
+clients_app = typer.Typer(help="Machine clients (OAuth2 client credentials)", no_args_is_help=True)
+users_app = typer.Typer(help="People who sign in to the web UI", no_args_is_help=True)
+audit_app = typer.Typer(help="The hash-chained audit log", no_args_is_help=True)
+keys_app = typer.Typer(help="The exchange's signing keys", no_args_is_help=True)
+app.add_typer(departments_app, name="departments")
+app.add_typer(clients_app, name="clients")
+app.add_typer(users_app, name="users")
+app.add_typer(audit_app, name="audit")
+app.add_typer(keys_app, name="keys")
+
+
+def _settings() -> Settings:
+    return get_settings()
+
+
+def _database(settings: Settings) -> Database:
+    keystore = KeyStore(settings.resolved_keys_dir)
+    return Database(settings.resolved_database_url, keystore=keystore)
+
+
+def _fail(message: str, code: int = 1) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@app.command()
+def init() -> None:
+    """Create or migrate the store under GOVSHARE_HOME (safe to run again)."""
+    result = initialise(_settings())
+    typer.echo(f"store ready at {result.home}")
+    typer.echo(f"  records:  {result.database_url} (schema {result.revision})")
+    typer.echo(f"  keys:     {'generated' if result.keys_created else 'kept'}")
+
+
+@departments_app.command("add")
+def departments_add(code: str, name: Annotated[str, typer.Option(help="the department's full name")]) -> None:
+    """Register a department."""
+    with _database(_settings()).transaction() as session:
+        department = identities.add_department(session, code=code, name=name)
+        typer.echo(f"department {department.code} added")
+
+
+@departments_app.command("list")
+def departments_list() -> None:
+    """List departments."""
+    from sqlalchemy import select
+
+    from govshare.models import Department
+
+    with _database(_settings()).transaction(write=False) as session:
+        for department in session.execute(select(Department).order_by(Department.code)).scalars():
+            typer.echo(f"{department.code}\t{department.name}")
+
+
+@clients_app.command("add")
+def clients_add(
+    department: Annotated[str, typer.Option(help="the client's department code")],
+    roles: Annotated[str, typer.Option(help="comma-separated: provider,demander,manager,service,citizen_portal,admin")],
+    name: Annotated[Optional[str], typer.Option(help="a label for people")] = None,
+    jwks_file: Annotated[Optional[Path], typer.Option(help="public JWKS for private_key_jwt")] = None,
+    no_secret: Annotated[bool, typer.Option("--no-secret", help="authenticate by private_key_jwt only")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print {client_id, client_secret} as JSON")] = False,
+) -> None:
+    """Register a machine client; its secret is printed once and stored only as a hash."""
+    public_jwks = json.loads(jwks_file.read_text()) if jwks_file else None
+    with _database(_settings()).transaction() as session:
+        created = identities.add_client(
+            session, department_code=department, roles=roles.split(","), name=name,
+            public_jwks=public_jwks, with_secret=not no_secret,
+        )
+        client_id, secret = created.client.client_id, created.client_secret
+    if as_json:
+        typer.echo(json.dumps({"client_id": client_id, "client_secret": secret}))
+    else:
+        typer.echo(f"client_id:     {client_id}")
+        if secret:
+            typer.echo(f"client_secret: {secret}   (shown once: store it now)")
+
+
+@clients_app.command("list")
+def clients_list(department: Annotated[Optional[str], typer.Option()] = None) -> None:
+    """List clients (never their secrets)."""
+    with _database(_settings()).transaction(write=False) as session:
+        for client in identities.list_clients(session, department_code=department):
+            state = "active" if client.active else "disabled"
+            typer.echo(f"{client.client_id}\t{client.department_code}\t{','.join(client.roles)}\t{state}\t{client.name}")
+
+
+@clients_app.command("disable")
+def clients_disable(client_id: str) -> None:
+    """Disable a client: its tokens are refused from the next request on."""
+    with _database(_settings()).transaction() as session:
+        identities.disable_client(session, client_id=client_id)
+    typer.echo(f"client {client_id} disabled")
+
+
+@users_app.command("add")
+def users_add(
+    name: str,
+    role: Annotated[str, typer.Option(help="comma-separated roles, e.g. manager")],
+    department: Annotated[Optional[str], typer.Option()] = None,
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="read the password from standard input")] = False,
+) -> None:
+    """Register a person for the web UI (password hashed with scrypt)."""
+    if not password_stdin:
+        _fail("give the password on standard input with --password-stdin (never on the command line)", 2)
+    password = sys.stdin.readline().rstrip("\r\n")
+    with _database(_settings()).transaction() as session:
+        user = identities.add_user(session, name=name, roles=role.split(","), password=password, department_code=department)
+        typer.echo(f"user {user.name} added with roles {','.join(user.roles)}")
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Check the whole audit chain; exits 1 and names the first broken entry if it is broken."""
+    with _database(_settings()).transaction(write=False) as session:
+        result = audit.verify(session)
+    typer.echo(json.dumps(result.as_dict(), indent=2))
+    if not result.ok:
+        broken = result.first_broken
+        typer.echo(f"audit chain BROKEN at entry {broken.seq}: {broken.reason}", err=True)
+        raise typer.Exit(1)
+
+
+@keys_app.command("rotate")
+def keys_rotate() -> None:
+    """Add a new signing key and make it active; old keys stay published for verification."""
+    kid = KeyStore(_settings().resolved_keys_dir).rotate()
+    typer.echo(f"new active signing key {kid}")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+    demo_data: Annotated[bool, typer.Option("--demo", help="fill an empty store with demo data first")] = False,
+) -> None:
+    """Run the server (creating or migrating the store first)."""
+    import uvicorn
+
+    from govshare.app import create_app
+
+    settings = _settings()
+    initialise(settings)
+    if demo_data:
+        _seed_demo(settings)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+
+
+def _seed_demo(settings: Settings) -> None:
+    with _database(settings).transaction() as session:
+        if not demo.store_is_empty(session):
+            typer.echo(f"store already holds data; demo credentials are in {settings.resolved_home / 'demo-credentials.json'}")
+            return
+        credentials = demo.seed_identities(session)
+    demo.save_credentials(settings.resolved_home, credentials)
+    typer.echo(demo.describe(credentials, settings.issuer))
+
+
+def main() -> None:
+    """Entry point: domain errors become one clear line and a non-zero exit."""
+    try:
+        app()
+    except GovshareError as error:
+        typer.echo(f"error: {error.detail}", err=True)
+        sys.exit(1)

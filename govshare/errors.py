@@ -1,0 +1,169 @@
+"""One error model: RFC 9457 problem details for clients, an error page for browsers.
+
+Every domain raises subclasses of ``GovshareError`` (in its own ``errors.py``); the
+handlers installed by ``install_error_handlers`` turn any error, including
+framework ones and unexpected exceptions, into the same shape.
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("govshare.errors")
+
+PROBLEM_BASE = "urn:govshare:problem:"
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+
+class GovshareError(Exception):
+    """An error a caller can act on; ``type`` is stable and documented."""
+
+    status: int = 500
+    type: str = "internal-error"
+    title: str = "Internal error"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        status: int | None = None,
+        type: str | None = None,
+        title: str | None = None,
+        extra: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        if status is not None:
+            self.status = status
+        if type is not None:
+            self.type = type
+        if title is not None:
+            self.title = title
+        self.extra = extra or {}
+        self.headers = headers or {}
+
+
+class Unauthenticated(GovshareError):
+    status, type, title = 401, "unauthenticated", "Authentication required"
+
+    def __init__(self, detail: str = "a valid bearer token is required", **kwargs: Any) -> None:
+        kwargs.setdefault("headers", {"WWW-Authenticate": 'Bearer realm="govshare"'})
+        super().__init__(detail, **kwargs)
+
+
+class Forbidden(GovshareError):
+    status, type, title = 403, "forbidden", "Not allowed"
+
+
+class NotFound(GovshareError):
+    status, type, title = 404, "not-found", "Not found"
+
+
+class Conflict(GovshareError):
+    status, type, title = 409, "conflict", "Conflicting state"
+
+
+class InvalidInput(GovshareError):
+    status, type, title = 422, "invalid-input", "Invalid input"
+
+
+# Framework errors (routing, method, body size) keep a stable type per status.
+_STATUS_TYPES = {
+    400: "bad-request",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not-found",
+    405: "method-not-allowed",
+    408: "request-timeout",
+    409: "conflict",
+    413: "payload-too-large",
+    415: "unsupported-media-type",
+    422: "invalid-input",
+    429: "rate-limited",
+    500: "internal-error",
+    503: "unavailable",
+}
+
+
+def problem_body(*, status: int, type: str, title: str, detail: str, instance: str | None, extra: dict[str, Any]) -> dict[str, Any]:
+    """The problem+json document (RFC 9457) for one error."""
+    body: dict[str, Any] = {
+        "type": PROBLEM_BASE + type,
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
+    if instance:
+        body["instance"] = instance
+    body.update(extra)
+    return body
+
+
+def _wants_html(request: Request) -> bool:
+    accept = request.headers.get("accept", "")
+    return request.url.path.startswith("/ui") and "text/html" in accept
+
+
+def _render(request: Request, body: dict[str, Any], headers: dict[str, str] | None = None):
+    if _wants_html(request):
+        templates = request.app.state.templates
+        return templates.TemplateResponse(
+            request, "error.html", {"problem": body}, status_code=body["status"], headers=headers
+        )
+    return JSONResponse(body, status_code=body["status"], media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Make every 4xx and 5xx of ``app`` a problem+json (or an error page under /ui)."""
+
+    @app.exception_handler(GovshareError)
+    async def _govshare_error(request: Request, exc: GovshareError):
+        body = problem_body(
+            status=exc.status, type=exc.type, title=exc.title, detail=exc.detail,
+            instance=request.url.path, extra=exc.extra,
+        )
+        return _render(request, body, exc.headers or None)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError):
+        errors = [
+            {"location": list(error.get("loc", ())), "message": error.get("msg", ""), "rule": error.get("type", "")}
+            for error in exc.errors()
+        ]
+        first = errors[0] if errors else {"location": [], "message": "invalid request"}
+        where = ".".join(str(part) for part in first["location"])
+        body = problem_body(
+            status=422, type="invalid-input", title="Invalid input",
+            detail=f"{where}: {first['message']}" if where else first["message"],
+            instance=request.url.path, extra={"errors": errors},
+        )
+        return _render(request, body)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        status = exc.status_code
+        phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
+        detail = exc.detail if isinstance(exc.detail, str) else phrase
+        body = problem_body(
+            status=status, type=_STATUS_TYPES.get(status, f"http-{status}"), title=phrase,
+            detail=detail, instance=request.url.path, extra={},
+        )
+        return _render(request, body, getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        body = problem_body(
+            status=500, type="internal-error", title="Internal error",
+            detail="the server failed to handle this request; it has been logged",
+            instance=request.url.path, extra={},
+        )
+        return _render(request, body)

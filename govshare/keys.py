@@ -1,0 +1,157 @@
+"""The exchange's signing keys: generated at init, kept under the keys folder, rotatable.
+
+Keys are EC P-256 (ES256). The newest key signs access tokens, audit entries and
+extract manifests; every key ever used stays published in the JWKS so that what it
+signed can still be verified after a rotation.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from joserfc.jwk import ECKey, KeySet
+
+from govshare.db import utcnow
+from govshare.errors import GovshareError
+
+KEYSET_FILE = "signing-keys.json"
+SESSION_SECRET_FILE = "session-secret"
+ALGORITHM = "ES256"
+
+
+class KeysMissing(GovshareError):
+    status, type, title = 503, "keys-missing", "Signing keys missing"
+
+
+def _write_private(path: Path, content: str) -> None:
+    """Write ``content`` atomically to ``path``, readable only by its owner."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _new_key() -> ECKey:
+    key = ECKey.generate_key("P-256", private=True)
+    stamp = utcnow().strftime("%Y%m%dT%H%M%S")
+    kid = f"{stamp}-{key.thumbprint()[:12]}"
+    return ECKey.import_key(key.as_dict(private=True), {"kid": kid, "alg": ALGORITHM, "use": "sig"})
+
+
+@dataclass(frozen=True)
+class Signature:
+    key_id: str
+    value: str  # base64url of the DER ECDSA signature
+
+
+class KeyStore:
+    """The signing keys in one folder; safe to share between threads."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._lock = threading.Lock()
+        self._keys: list[ECKey] | None = None
+        self._mtime: float | None = None
+
+    @property
+    def path(self) -> Path:
+        return self.folder / KEYSET_FILE
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def ensure(self) -> bool:
+        """Create the first key (and the UI session secret) if missing; True if created."""
+        created = False
+        with self._lock:
+            if not self.path.exists():
+                self._save([_new_key()])
+                created = True
+            secret_path = self.folder / SESSION_SECRET_FILE
+            if not secret_path.exists():
+                _write_private(secret_path, base64.urlsafe_b64encode(os.urandom(32)).decode())
+        return created
+
+    def rotate(self) -> str:
+        """Add a new signing key and make it the active one; returns its key id."""
+        with self._lock:
+            keys = list(self._load())
+            key = _new_key()
+            keys.append(key)
+            self._save(keys)
+            return key.kid
+
+    def _save(self, keys: list[ECKey]) -> None:
+        document = {"keys": [key.as_dict(private=True) for key in keys]}
+        _write_private(self.path, json.dumps(document, indent=2))
+        self._keys, self._mtime = keys, self.path.stat().st_mtime
+
+    def _load(self) -> list[ECKey]:
+        try:
+            mtime = self.path.stat().st_mtime
+        except FileNotFoundError:
+            raise KeysMissing(f"no signing keys at {self.path}; run 'govshare init'") from None
+        # Reload when another process (a rotation from the CLI) changed the file.
+        if self._keys is None or mtime != self._mtime:
+            document = json.loads(self.path.read_text())
+            self._keys = [ECKey.import_key(entry) for entry in document["keys"]]
+            self._mtime = mtime
+        return self._keys
+
+    def keys(self) -> list[ECKey]:
+        with self._lock:
+            return list(self._load())
+
+    def active_key(self) -> ECKey:
+        """The newest key: it signs everything new."""
+        return self.keys()[-1]
+
+    def private_keyset(self) -> KeySet:
+        return KeySet([self.active_key()])
+
+    def public_keyset(self) -> KeySet:
+        return KeySet([ECKey.import_key(key.as_dict(private=False)) for key in self.keys()])
+
+    def public_jwks(self) -> dict:
+        """The JWKS document published at /oauth/jwks."""
+        return {"keys": [key.as_dict(private=False) for key in self.keys()]}
+
+    def session_secret(self) -> str:
+        return (self.folder / SESSION_SECRET_FILE).read_text().strip()
+
+    def sign(self, message: bytes) -> Signature:
+        """Sign ``message`` with the active key."""
+        key = self.active_key()
+        private = key.private_key
+        der = private.sign(message, ec.ECDSA(hashes.SHA256()))
+        return Signature(key.kid, base64.urlsafe_b64encode(der).decode().rstrip("="))
+
+    def verify(self, message: bytes, signature: Signature) -> bool:
+        """Whether ``signature`` over ``message`` was made by one of our keys."""
+        for key in self.keys():
+            if key.kid == signature.key_id:
+                der = base64.urlsafe_b64decode(signature.value + "=" * (-len(signature.value) % 4))
+                try:
+                    key.public_key.verify(der, message, ec.ECDSA(hashes.SHA256()))
+                    return True
+                except InvalidSignature:
+                    return False
+        return False

@@ -1,0 +1,21 @@
+"""Who may do what: the one table every authorization check and its test read.
+
+Each action names the roles that may perform it. Finer checks (own department,
+within a grant) are made by the dependency that loads the object acted on.
+"""
+
+from __future__ import annotations
+
+from govshare.models import Role
+
+P, D, M, S, C, A = Role.provider, Role.demander, Role.manager, Role.service, Role.citizen_portal, Role.admin
+
+PERMISSIONS: dict[str, frozenset[Role]] = {
+    "audit.verify": frozenset({M, A}),
+    "departments.read": frozenset({P, D, M, S, C, A}),
+}
+
+
+def roles_for(action: str) -> frozenset[Role]:
+    """The roles allowed to perform ``action``; unknown actions are allowed to nobody."""
+    return PERMISSIONS.get(action, frozenset())

@@ -1,0 +1,92 @@
+"""Settings: one class, read from ``GOVSHARE_*`` environment variables."""
+
+from __future__ import annotations
+
+import ipaddress
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything that can be configured. Each field is documented in README.md."""
+
+    model_config = SettingsConfigDict(env_prefix="GOVSHARE_", extra="ignore")
+
+    home: Path = Field(default=Path(".govshare"), description="where the embedded store lives")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL of the record store; default a SQLite file under home"
+    )
+    data_dir: Path | None = Field(default=None, description="snapshots and extracts; default home/data")
+    keys_dir: Path | None = Field(default=None, description="signing keys; default home/keys")
+    issuer: str = Field(
+        default="http://127.0.0.1:8000",
+        description="public base URL of this server: the token issuer and the audience of tokens",
+    )
+    token_ttl_seconds: int = Field(default=3600, ge=60, le=86400, description="access token lifetime")
+    client_assertion_max_age_seconds: int = Field(
+        default=3600, ge=30, le=86400, description="longest accepted lifetime of a private_key_jwt assertion"
+    )
+    allow_insecure_http: bool = Field(
+        default=False, description="allow a plain-http issuer on a non-loopback host (never in production)"
+    )
+    max_request_bytes: int = Field(default=64 * 1024 * 1024, description="largest accepted request body")
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer_has_no_trailing_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _issuer_is_https_or_loopback(self) -> Settings:
+        # OAuth2 must run over TLS. TLS usually ends at a proxy in front of us, so the
+        # rule is applied to the public URL clients use, not to each request.
+        url = urlsplit(self.issuer)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ValueError(f"GOVSHARE_ISSUER must be an absolute http(s) URL, got {self.issuer!r}")
+        if url.scheme == "http" and not _is_loopback(url.hostname) and not self.allow_insecure_http:
+            raise ValueError(
+                "GOVSHARE_ISSUER must be https (or http on a loopback address); "
+                "set GOVSHARE_ALLOW_INSECURE_HTTP=true only for a closed test network"
+            )
+        return self
+
+    @property
+    def resolved_home(self) -> Path:
+        return self.home.expanduser().resolve()
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.resolved_home / 'govshare.db'}"
+
+    @property
+    def resolved_data_dir(self) -> Path:
+        return (self.data_dir or self.resolved_home / "data").expanduser().resolve()
+
+    @property
+    def resolved_keys_dir(self) -> Path:
+        return (self.keys_dir or self.resolved_home / "keys").expanduser().resolve()
+
+    @property
+    def token_endpoint(self) -> str:
+        return f"{self.issuer}/oauth/token"
+
+
+def _is_loopback(hostname: str) -> bool:
+    if hostname == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(hostname).is_loopback
+    except ValueError:
+        return False
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings; tests clear the cache to override them."""
+    return Settings()
