@@ -12,7 +12,6 @@ P, D, M, S, C, A = Role.provider, Role.demander, Role.manager, Role.service, Rol
 
 PERMISSIONS: dict[str, frozenset[Role]] = {
     "audit.verify": frozenset({M, A}),
-    "departments.read": frozenset({P, D, M, S, C, A}),
 }
 
 

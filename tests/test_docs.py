@@ -1,0 +1,59 @@
+"""The README stays true: every setting, command and route a user meets is documented."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import typer.main
+from fastapi.routing import APIRoute
+
+from govshare.cli import app as cli_app
+from govshare.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+FRAMEWORK_ROUTES = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+
+
+def _commands(group, prefix: str = "govshare") -> list[str]:
+    found = []
+    for name, command in group.commands.items():
+        path = f"{prefix} {name}"
+        if hasattr(command, "commands"):  # a group of subcommands
+            found.extend(_commands(command, path))
+        else:
+            found.append(path)
+    return found
+
+
+def test_every_setting_is_documented():
+    missing = [f"GOVSHARE_{name.upper()}" for name in Settings.model_fields if f"`GOVSHARE_{name.upper()}`" not in README]
+    assert missing == []
+
+
+def test_every_command_is_documented():
+    commands = _commands(typer.main.get_command(cli_app))
+    assert "govshare audit verify" in commands
+    missing = [command for command in commands if f"`{command}" not in README]
+    assert missing == []
+
+
+def test_every_route_is_documented(app):
+    missing = []
+    for route in app.routes:
+        if isinstance(route, APIRoute) and route.path not in FRAMEWORK_ROUTES:
+            for method in sorted(route.methods - {"HEAD"}):
+                if f"`{method} {route.path}" not in README:
+                    missing.append(f"{method} {route.path}")
+    assert missing == []
+
+
+def test_readme_has_exactly_two_setup_commands_and_ci_runs_the_test_one():
+    setup = README.split("## Set up", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```sh\n(.*?)\n```", setup, re.S)
+    assert len(blocks) == 2
+    run_command, test_command = blocks
+    assert run_command.endswith("govshare serve --demo")
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert f"TEST_COMMAND='{test_command}'" in ci
