@@ -12,6 +12,7 @@ from govshare import __version__, audit, oauth, observability
 from govshare.db import Database
 from govshare.errors import install_error_handlers
 from govshare.keys import KeyStore
+from govshare.limits import BodySizeLimit
 from govshare.settings import Settings, get_settings
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
@@ -39,6 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.database = database
     app.state.templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
     app.state.metrics = observability.RequestMetrics()
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(observability.MetricsMiddleware, metrics=app.state.metrics)
     install_error_handlers(app)
 

@@ -96,3 +96,30 @@ def test_browser_pages_under_ui_get_an_html_error_page(client):
     assert response.status_code == 404
     assert response.headers["content-type"].startswith("text/html")
     assert "<h1>Not Found</h1>" in response.text
+
+
+@pytest.fixture
+def small_limit_client(settings):
+    from starlette.testclient import TestClient
+
+    from govshare.app import create_app
+
+    limited = create_app(settings.model_copy(update={"max_request_bytes": 1024}))
+    with TestClient(limited, base_url="http://localhost", raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+def test_a_body_over_the_limit_is_a_413_problem_and_the_server_stays_up(small_limit_client):
+    response = small_limit_client.post("/oauth/token", content=b"grant_type=client_credentials&x=" + b"a" * 4096,
+                                       headers={"Content-Type": "application/x-www-form-urlencoded"})
+    body = _assert_problem(response, 413, "payload-too-large")
+    assert "1024 bytes" in body["detail"]
+
+    def chunks():
+        yield b"grant_type=client_credentials&x="
+        for _ in range(8):
+            yield b"a" * 512
+
+    streamed = small_limit_client.post("/oauth/token", content=chunks(), headers={"Content-Type": "application/x-www-form-urlencoded"})
+    _assert_problem(streamed, 413, "payload-too-large")
+    assert small_limit_client.get("/healthz").status_code == 200
