@@ -8,6 +8,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.templating import Jinja2Templates
 
+from directory import api as directory_api
 from govshare import __version__, audit, oauth, observability
 from govshare.db import Database
 from govshare.errors import install_error_handlers
@@ -47,4 +48,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(observability.router)
     app.include_router(oauth.router)
     app.include_router(audit.router)
+    app.include_router(directory_api.router)
     return app

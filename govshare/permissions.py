@@ -12,6 +12,9 @@ P, D, M, S, C, A = Role.provider, Role.demander, Role.manager, Role.service, Rol
 
 PERMISSIONS: dict[str, frozenset[Role]] = {
     "audit.verify": frozenset({M, A}),
+    "datasets.read": frozenset({P, D, M, S, C, A}),
+    "datasets.write": frozenset({P}),
+    "datasets.upload": frozenset({P}),
 }
 
 

@@ -55,3 +55,54 @@ class Factory:
     def caller(self, department: str, *roles: str) -> dict[str, str]:
         """Bearer headers of a new client of ``department`` holding ``roles``."""
         return self.headers(self.client(department, *roles))
+
+
+# --- directory ---------------------------------------------------------------------------
+
+
+def dataset_document(code: str = "PSB-HOUSEHOLD", department: str = "PSB", **changes) -> dict:
+    """The contract's example dataset body (DESIGN.md), for ``department``, with ``changes`` applied."""
+    document = {
+        "code": code, "title": "Household registration", "department": department,
+        "summary": "Registered residents and their households", "domain": "household",
+        "share_type": "conditional", "open_type": "closed", "update_frequency": "daily",
+        "lookup_key": "citizen_id", "delivery_modes": ["extract", "interface"],
+        "items": [
+            {"name": "citizen_id", "type": "string", "description": "national ID number",
+             "sensitivity": "personal", "required": True, "pattern": "^[0-9]{17}[0-9X]$"},
+            {"name": "name", "type": "string", "description": "full name", "sensitivity": "personal"},
+            {"name": "district", "type": "string", "description": "district code", "sensitivity": "internal"},
+            {"name": "birth_date", "type": "date", "description": "date of birth", "sensitivity": "personal"},
+        ],
+    }
+    document.update(changes)
+    return document
+
+
+def citizen_id(first17: str) -> str:
+    """A valid 18-character citizen ID (GB 11643) for 17 digits, computed independently of the code under test."""
+    weights = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+    return first17 + "10X98765432"[sum(int(d) * w for d, w in zip(first17, weights)) % 11]
+
+
+class DirectoryFactory:
+    """Registers datasets and uploads versions through the HTTP API, as the department's provider."""
+
+    def __init__(self, factory: Factory) -> None:
+        self.factory, self.http = factory, factory.http
+        self._providers: dict[str, dict[str, str]] = {}
+
+    def provider(self, department: str) -> dict[str, str]:
+        if department not in self._providers:
+            self._providers[department] = self.factory.caller(department, "provider")
+        return self._providers[department]
+
+    def dataset(self, code: str = "PSB-HOUSEHOLD", department: str = "PSB", **changes) -> dict:
+        response = self.http.post("/api/v1/datasets", json=dataset_document(code, department, **changes), headers=self.provider(department))
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    def upload(self, code: str, content: bytes, filename: str = "data.csv", department: str = "PSB"):
+        return self.http.post(
+            f"/api/v1/datasets/{code}/versions", files={"file": (filename, content)}, headers=self.provider(department)
+        )

@@ -1,0 +1,85 @@
+"""The unified format: JSON Schema files (Draft 2020-12), loaded once, and their validator.
+
+The files in this folder are the one definition of each shape; the API, the CLI
+and the tests all validate through ``validate``. A failure raises
+``InvalidInput`` naming the field path and the rule that failed.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator, FormatChecker
+from jsonschema.exceptions import ValidationError
+from referencing import Registry, Resource
+
+from govshare.errors import InvalidInput
+
+SCHEMAS_DIR = Path(__file__).parent
+NAMES = ("item", "dataset", "row_filter", "application", "rating")
+MAX_REPORTED = 20
+
+
+class SchemaViolation(InvalidInput):
+    type, title = "schema-violation", "Does not match the unified format"
+
+
+def load(name: str) -> dict[str, Any]:
+    """The JSON Schema document called ``name`` (e.g. "dataset")."""
+    return _documents()[name]
+
+
+@cache
+def _documents() -> dict[str, dict[str, Any]]:
+    return {name: json.loads((SCHEMAS_DIR / f"{name}.json").read_text(encoding="utf-8")) for name in NAMES}
+
+
+@cache
+def _validator(name: str) -> Draft202012Validator:
+    documents = _documents()
+    registry = Registry().with_resources(
+        (document["$id"], Resource.from_contents(document)) for document in documents.values()
+    )
+    return Draft202012Validator(documents[name], registry=registry, format_checker=FormatChecker())
+
+
+def field_path(error: ValidationError) -> str:
+    """``items[2].name`` style path of the field an error is about ("(document)" for the root)."""
+    text = ""
+    for part in error.absolute_path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(document)"
+
+
+def _describe(error: ValidationError) -> dict[str, str]:
+    field = field_path(error)
+    if error.validator == "required":
+        # jsonschema reports a missing property at its parent; name the property itself.
+        missing = error.message.split("'")[1] if "'" in error.message else ""
+        field = f"{field}.{missing}" if field != "(document)" else missing
+    elif error.validator == "additionalProperties" and "'" in error.message:
+        unknown = error.message.split("'")[1]
+        field = f"{field}.{unknown}" if field != "(document)" else unknown
+    return {"field": field, "rule": str(error.validator), "message": error.message}
+
+
+def errors(name: str, document: Any) -> list[dict[str, str]]:
+    """Every way ``document`` breaks schema ``name``, in document order: field, rule, message."""
+    found = sorted(_validator(name).iter_errors(document), key=lambda e: [str(p) for p in e.absolute_path])
+    return [_describe(error) for error in found]
+
+
+def validate(name: str, document: Any) -> Any:
+    """Return ``document`` if it matches schema ``name``; raise ``SchemaViolation`` otherwise."""
+    found = errors(name, document)
+    if found:
+        first = found[0]
+        more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+        raise SchemaViolation(
+            f"{first['field']}: {first['message']} (rule '{first['rule']}'){more}",
+            extra={"schema": name, "errors": found[:MAX_REPORTED]},
+        )
+    return document
