@@ -1,0 +1,101 @@
+"""Searching the directory: full text, filters, facets and paging, for any role."""
+
+from __future__ import annotations
+
+import pytest
+
+from directory import search
+
+
+@pytest.fixture
+def catalog(directory):
+    directory.dataset("PSB-HOUSEHOLD", "PSB", keywords=["hukou"])
+    directory.dataset(
+        "CAB-MARRIAGE", "CAB", title="Marriage registrations", summary="Marriages and divorces registered",
+        domain="civil-affairs", share_type="unconditional", delivery_modes=["interface"],
+        items=[{"name": "spouse_id", "type": "string", "description": "spouse's citizen ID", "sensitivity": "personal"}],
+        lookup_key="spouse_id",
+    )
+    directory.dataset(
+        "HEALTH-BIRTH", "HEALTH", title="Birth medical certificates", summary="Births in hospitals",
+        domain="health", share_type="conditional", delivery_modes=["extract"],
+        items=[{"name": "mother_id", "type": "string", "description": "mother's residence district", "sensitivity": "personal"}],
+        lookup_key="mother_id",
+    )
+    directory.dataset("PSB-VEHICLE", "PSB", title="Motor vehicles", summary="Registered vehicles", domain="traffic", share_type="none")
+    return directory
+
+
+def _codes(client, headers, **params) -> list[str]:
+    response = client.get("/api/v1/datasets", params=params, headers=headers)
+    assert response.status_code == 200, response.text
+    return [item["code"] for item in response.json()["items"]]
+
+
+def test_full_text_finds_title_summary_item_names_descriptions_and_keywords(client, factory, catalog):
+    headers = factory.caller("EDU", "demander")
+    assert _codes(client, headers, q="marriage") == ["CAB-MARRIAGE"]
+    assert _codes(client, headers, q="divorces") == ["CAB-MARRIAGE"]
+    assert _codes(client, headers, q="spouse_id") == ["CAB-MARRIAGE"]
+    assert _codes(client, headers, q="residence") == ["HEALTH-BIRTH"]
+    assert _codes(client, headers, q="HUKOU") == ["PSB-HOUSEHOLD"]
+    assert _codes(client, headers, q="regist") == ["CAB-MARRIAGE", "PSB-HOUSEHOLD", "PSB-VEHICLE"]
+    assert _codes(client, headers, q="registered vehicles") == ["PSB-VEHICLE"]
+    assert _codes(client, headers, q="nothing-like-this") == []
+
+
+def test_filters_combine_and_facets_count_the_matches(client, factory, catalog):
+    headers = factory.caller("DATA", "manager")
+    body = client.get("/api/v1/datasets", headers=headers).json()
+    assert body["total"] == 4
+    assert body["facets"] == {
+        "department": {"CAB": 1, "HEALTH": 1, "PSB": 2},
+        "domain": {"civil-affairs": 1, "health": 1, "household": 1, "traffic": 1},
+        "share_type": {"conditional": 2, "none": 1, "unconditional": 1},
+    }
+    assert _codes(client, headers, department="PSB") == ["PSB-HOUSEHOLD", "PSB-VEHICLE"]
+    assert _codes(client, headers, domain="health") == ["HEALTH-BIRTH"]
+    assert _codes(client, headers, share_type="conditional") == ["HEALTH-BIRTH", "PSB-HOUSEHOLD"]
+    assert _codes(client, headers, delivery="interface") == ["CAB-MARRIAGE", "PSB-HOUSEHOLD", "PSB-VEHICLE"]
+    assert _codes(client, headers, delivery="extract", share_type="conditional", department="health") == ["HEALTH-BIRTH"]
+    filtered = client.get("/api/v1/datasets", params={"q": "registered"}, headers=headers).json()
+    assert filtered["total"] == 3
+    assert filtered["facets"]["department"] == {"CAB": 1, "PSB": 2}
+
+
+def test_paging(client, factory, catalog):
+    headers = factory.caller("EDU", "service")
+    first = client.get("/api/v1/datasets", params={"page_size": 3}, headers=headers).json()
+    second = client.get("/api/v1/datasets", params={"page_size": 3, "page": 2}, headers=headers).json()
+    assert first["total"] == second["total"] == 4
+    assert [i["code"] for i in first["items"]] + [i["code"] for i in second["items"]] == [
+        "CAB-MARRIAGE", "HEALTH-BIRTH", "PSB-HOUSEHOLD", "PSB-VEHICLE"
+    ]
+    assert client.get("/api/v1/datasets", params={"page_size": 500}, headers=headers).status_code == 422
+    assert client.get("/api/v1/datasets", params={"delivery": "fax"}, headers=headers).status_code == 422
+
+
+def test_search_follows_updates_and_shows_a_summary(client, catalog):
+    headers = catalog.provider("CAB")
+    client.patch("/api/v1/datasets/CAB-MARRIAGE", json={"title": "Wedding registrations"}, headers=headers)
+    assert _codes(client, headers, q="wedding") == ["CAB-MARRIAGE"]
+    assert _codes(client, headers, q="divorces") == ["CAB-MARRIAGE"]
+    client.patch("/api/v1/datasets/CAB-MARRIAGE", json={"summary": "Unions"}, headers=headers)
+    assert _codes(client, headers, q="divorces") == []
+    [hit] = client.get("/api/v1/datasets", params={"q": "wedding"}, headers=headers).json()["items"]
+    assert hit["title"] == "Wedding registrations" and hit["department"] == "CAB"
+    assert hit["delivery_modes"] == ["interface"] and hit["share_type"] == "unconditional"
+
+
+def test_chinese_text_is_found_by_character_pairs(client, directory):
+    directory.dataset("PSB-HUKOU", "PSB", title="户籍人口信息", summary="全市常住人口户籍登记")
+    headers = directory.provider("PSB")
+    assert _codes(client, headers, q="户籍") == ["PSB-HUKOU"]
+    assert _codes(client, headers, q="人口户籍") == ["PSB-HUKOU"]
+    assert _codes(client, headers, q="婚姻") == []
+
+
+def test_query_terms_are_words_and_cjk_pairs():
+    assert search.query_terms("Household  REGISTRATION!") == ["household", "registration"]
+    assert search.query_terms("户籍人口") == ["户籍", "籍人", "人口"]
+    assert "citizen" in search.index_terms("citizen_id")
