@@ -8,6 +8,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.templating import Jinja2Templates
 
+from approvals import api as approvals_api
 from directory import api as directory_api
 from govshare import __version__, audit, oauth, observability
 from govshare.db import Database
@@ -49,4 +50,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(oauth.router)
     app.include_router(audit.router)
     app.include_router(directory_api.router)
+    app.include_router(approvals_api.router)
     return app

@@ -13,7 +13,8 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import JSONResponse
+from sqlalchemy.orm.exc import StaleDataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("govshare.errors")
@@ -157,6 +158,16 @@ def install_error_handlers(app: FastAPI) -> None:
             detail=detail, instance=request.url.path, extra={},
         )
         return _render(request, body, getattr(exc, "headers", None))
+
+    @app.exception_handler(StaleDataError)
+    async def _stale(request: Request, exc: StaleDataError):
+        # An optimistic lock lost: someone else changed the same record in the meantime.
+        body = problem_body(
+            status=409, type="conflict", title="Conflicting state",
+            detail="someone else changed this record at the same time; reload it and try again",
+            instance=request.url.path, extra={},
+        )
+        return _render(request, body)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):

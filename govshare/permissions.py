@@ -15,6 +15,13 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "datasets.read": frozenset({P, D, M, S, C, A}),
     "datasets.write": frozenset({P}),
     "datasets.upload": frozenset({P}),
+    "applications.file": frozenset({D}),
+    "applications.read": frozenset({P, D, M, A}),
+    "applications.decide": frozenset({M}),
+    "applications.provider_decide": frozenset({P}),
+    "grants.read": frozenset({P, D, M, S, A}),
+    "grants.revoke": frozenset({M, A}),
+    "events.read": frozenset({P, D, M, S, A}),
 }
 
 

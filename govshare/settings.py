@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from datetime import date
 from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -33,6 +34,12 @@ class Settings(BaseSettings):
     allow_insecure_http: bool = Field(
         default=False, description="allow a plain-http issuer on a non-loopback host (never in production)"
     )
+    inspection_working_days: int = Field(default=2, ge=0, le=60, description="working days allowed for the normative inspection")
+    decision_working_days: int = Field(default=10, ge=1, le=120, description="working days allowed from filing to decision")
+    max_usage_months: int = Field(default=12, ge=1, le=120, description="longest usage period an application may ask for")
+    holidays: list[date] = Field(default_factory=list, description="public holidays, as a JSON list of dates")
+    extra_working_days: list[date] = Field(default_factory=list, description="weekend days that are working days (JSON list)")
+    timezone: str = Field(default="UTC", description="the time zone working days and usage periods are counted in")
     max_request_bytes: int = Field(default=64 * 1024 * 1024, description="largest accepted request body")
 
     @field_validator("issuer")

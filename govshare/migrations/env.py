@@ -2,6 +2,7 @@
 
 from alembic import context
 
+import approvals.models  # noqa: F401  (applications, grants)
 import directory.models  # noqa: F401  (the directory's tables)
 from govshare.db import Base
 

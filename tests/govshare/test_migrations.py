@@ -16,7 +16,7 @@ DOMAINS = ("directory", "approvals", "exchange", "evaluation", "connectors")
 
 def _load_every_model() -> None:
     for domain in DOMAINS:
-        if importlib.util.find_spec(f"{domain}.models") is not None:
+        if importlib.util.find_spec(domain) is not None and importlib.util.find_spec(f"{domain}.models") is not None:
             importlib.import_module(f"{domain}.models")
 
 

@@ -1,0 +1,225 @@
+"""The approvals API: applications, decisions, grants and the event feed."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from sqlalchemy import or_, select
+
+from approvals import service
+from approvals.dependencies import (
+    OVERSEERS,
+    ApplicationForApplicant,
+    ApplicationForManager,
+    ApplicationForProvider,
+    ApplicationForReader,
+    GrantForManager,
+    GrantForReader,
+)
+from approvals.models import Application, ApplicationEvent, Grant
+from govshare.auth import Caller, require
+from govshare.db import DbSession, utcnow
+from govshare.models import Role
+
+router = APIRouter(prefix="/api/v1", tags=["approvals"])
+
+
+class DecisionBody(BaseModel):
+    decision: str = Field(description="approve, reject or return")
+    reason_code: str | None = Field(default=None, description="with reject: no_legal_basis, items_beyond_need, duplicate, data_not_shareable, other")
+    comment: str | None = Field(default=None, max_length=4000)
+    conditions: list[str] = Field(default_factory=list, max_length=20, description="with approve: conditions named in the dataset's share conditions")
+
+
+class RevokeBody(BaseModel):
+    reason: str = Field(min_length=1, max_length=4000)
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+def application_json(application: Application, now: datetime) -> dict[str, Any]:
+    """An application as clients see it."""
+    document = service.document_of(application)
+    open_ = application.status in service.OPEN_STATES
+    return {
+        "id": application.id,
+        "status": application.status,
+        **document,
+        "department": application.department_code,
+        "provider_department": application.provider_department,
+        "applicant": application.applicant,
+        "inspection": application.inspection,
+        "grant_id": application.grant_id,
+        "created_at": _iso(application.created_at),
+        "filed_at": _iso(application.filed_at),
+        "inspection_due": _iso(application.inspection_due),
+        "decision_due": _iso(application.decision_due),
+        "overdue": bool(open_ and application.decision_due and application.decision_due < now),
+        "waiting_seconds": int((now - application.filed_at).total_seconds()) if open_ and application.filed_at else None,
+        "decided_at": _iso(application.decided_at),
+        "decided_by": application.decided_by,
+        "reason_code": application.reason_code,
+        "comment": application.decision_comment,
+        "conditions": list(application.conditions or []),
+    }
+
+
+def grant_json(grant: Grant, today) -> dict[str, Any]:
+    return {
+        "id": grant.id,
+        "application_id": grant.application_id,
+        "department": grant.department_code,
+        "dataset": grant.dataset_code,
+        "columns": list(grant.columns),
+        "row_filter": grant.row_filter,
+        "delivery": grant.delivery,
+        "conditions": list(grant.conditions or []),
+        "valid_from": grant.valid_from.isoformat(),
+        "valid_until": grant.valid_until.isoformat(),
+        "state": service.grant_state(grant, today),
+        "created_at": _iso(grant.created_at),
+        "revoked_at": _iso(grant.revoked_at),
+        "revoked_by": grant.revoked_by,
+        "revoke_reason": grant.revoke_reason,
+    }
+
+
+def event_json(event: ApplicationEvent) -> dict[str, Any]:
+    return {
+        "id": event.id, "at": _iso(event.at), "kind": event.kind, "application_id": event.application_id,
+        "grant_id": event.grant_id, "department": event.applicant_department,
+        "provider_department": event.provider_department, "actor": event.actor, "from_status": event.from_status,
+        "to_status": event.to_status, "reason_code": event.reason_code, "comment": event.comment,
+    }
+
+
+def _today(request: Request):
+    return service.calendar(request.app.state.settings).today(utcnow())
+
+
+@router.post("/applications", status_code=201, summary="File an application (or save a draft with ?draft=true)")
+def file_application(
+    request: Request, session: DbSession, caller: Annotated[Caller, Depends(require("applications.file"))],
+    document: Annotated[dict[str, Any], Body()], draft: bool = False,
+) -> JSONResponse:
+    application = service.file_application(
+        session, department=caller.department, actor=caller.actor, document=document, draft=draft,
+        settings=request.app.state.settings,
+    )
+    return JSONResponse(application_json(application, utcnow()), status_code=201,
+                        headers={"Location": f"/api/v1/applications/{application.id}"})
+
+
+@router.get("/applications", summary="Applications the caller may see; the manager's queue with ?status=")
+def list_applications(
+    session: DbSession, caller: Annotated[Caller, Depends(require("applications.read"))],
+    status: Annotated[list[str] | None, Query()] = None, dataset: str | None = None, department: str | None = None,
+    overdue: bool = False, limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> dict[str, Any]:
+    now = utcnow()
+    query = select(Application)
+    if not caller.has_role(*OVERSEERS):
+        visible = []
+        if caller.has_role(Role.demander):
+            visible.append(Application.department_code == caller.department)
+        if caller.has_role(Role.provider):
+            visible.append(Application.provider_department == caller.department)
+        query = query.where(or_(*visible))
+    if status:
+        query = query.where(Application.status.in_(status))
+    if dataset:
+        query = query.where(Application.dataset_code == dataset)
+    if department:
+        query = query.where(Application.department_code == department.upper())
+    if overdue:
+        query = query.where(Application.status.in_(list(service.OPEN_STATES)), Application.decision_due < now)
+    rows = session.execute(query.order_by(Application.filed_at.asc().nullslast(), Application.id).limit(limit)).scalars()
+    return {"items": [application_json(row, now) for row in rows]}
+
+
+@router.get("/applications/{application_id}", summary="One application, with its inspection")
+def get_application(application: ApplicationForReader) -> dict[str, Any]:
+    return application_json(application, utcnow())
+
+
+@router.put("/applications/{application_id}", summary="Edit a draft or returned application")
+def edit_application(request: Request, session: DbSession, application: ApplicationForApplicant,
+                     caller: Annotated[Caller, Depends(require("applications.file"))],
+                     document: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
+    service.update_application(session, application=application, actor=caller.actor, document=document,
+                               settings=request.app.state.settings)
+    return application_json(application, utcnow())
+
+
+@router.post("/applications/{application_id}/submit", summary="Submit a draft or returned application for review")
+def submit_application(request: Request, session: DbSession, application: ApplicationForApplicant,
+                       caller: Annotated[Caller, Depends(require("applications.file"))]) -> dict[str, Any]:
+    service.submit(session, application=application, actor=caller.actor, settings=request.app.state.settings)
+    return application_json(application, utcnow())
+
+
+@router.post("/applications/{application_id}/withdraw", summary="Withdraw an application not yet decided")
+def withdraw_application(session: DbSession, application: ApplicationForApplicant,
+                         caller: Annotated[Caller, Depends(require("applications.file"))]) -> dict[str, Any]:
+    service.withdraw(session, application=application, actor=caller.actor)
+    return application_json(application, utcnow())
+
+
+@router.post("/applications/{application_id}/decision", summary="The data manager decides: approve, reject or return")
+def decide(request: Request, session: DbSession, application: ApplicationForManager, body: DecisionBody,
+           caller: Annotated[Caller, Depends(require("applications.decide"))]) -> dict[str, Any]:
+    decision = service.Decision(body.decision, body.reason_code, body.comment, tuple(body.conditions))
+    service.decide(session, application=application, actor=caller.actor, decision=decision, settings=request.app.state.settings)
+    return application_json(application, utcnow())
+
+
+@router.post("/applications/{application_id}/provider-decision", summary="The providing department signs off (conditional datasets)")
+def provider_decide(request: Request, session: DbSession, application: ApplicationForProvider, body: DecisionBody,
+                    caller: Annotated[Caller, Depends(require("applications.provider_decide"))]) -> dict[str, Any]:
+    decision = service.Decision(body.decision, body.reason_code, body.comment, tuple(body.conditions))
+    service.provider_decide(session, application=application, actor=caller.actor, decision=decision,
+                            settings=request.app.state.settings)
+    return application_json(application, utcnow())
+
+
+@router.get("/applications/{application_id}/history", summary="Every step of an application, with who and when")
+def application_history(session: DbSession, application: ApplicationForReader) -> dict[str, Any]:
+    return {"items": [event_json(event) for event in service.history(session, application_id=application.id)]}
+
+
+@router.get("/grants", summary="Grants the caller's department holds (all, for managers)")
+def list_grants(request: Request, session: DbSession, caller: Annotated[Caller, Depends(require("grants.read"))],
+                dataset: str | None = None) -> dict[str, Any]:
+    query = select(Grant)
+    if not caller.has_role(*OVERSEERS):
+        query = query.where(Grant.department_code == caller.department)
+    if dataset:
+        query = query.where(Grant.dataset_code == dataset)
+    today = _today(request)
+    return {"items": [grant_json(grant, today) for grant in session.execute(query.order_by(Grant.id)).scalars()]}
+
+
+@router.get("/grants/{grant_id}", summary="One grant: exact columns, rows, mode and validity")
+def get_grant(request: Request, grant: GrantForReader) -> dict[str, Any]:
+    return grant_json(grant, _today(request))
+
+
+@router.post("/grants/{grant_id}/revoke", summary="Revoke a grant, with a reason")
+def revoke_grant(request: Request, session: DbSession, grant: GrantForManager, body: RevokeBody,
+                 caller: Annotated[Caller, Depends(require("grants.revoke"))]) -> dict[str, Any]:
+    service.revoke_grant(session, grant=grant, actor=caller.actor, reason=body.reason)
+    return grant_json(grant, _today(request))
+
+
+@router.get("/events", summary="State changes that concern the caller's department, after a cursor")
+def list_events(session: DbSession, caller: Annotated[Caller, Depends(require("events.read"))],
+                since: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
+    events = service.events_for(session, department=caller.department, sees_all=caller.has_role(*OVERSEERS),
+                                since=since, limit=limit)
+    return {"items": [event_json(event) for event in events], "next_cursor": events[-1].id if events else since}

@@ -1,0 +1,33 @@
+"""Errors of approvals, each with a stable problem ``type``."""
+
+from __future__ import annotations
+
+from govshare.errors import Conflict, Forbidden, InvalidInput, NotFound
+
+
+class ApplicationNotFound(NotFound):
+    type, title = "application-not-found", "No such application"
+
+
+class GrantNotFound(NotFound):
+    type, title = "grant-not-found", "No such grant"
+
+
+class InspectionFailed(InvalidInput):
+    type, title = "inspection-failed", "The application fails the normative inspection"
+
+
+class InvalidDecision(InvalidInput):
+    type, title = "invalid-decision", "Invalid decision"
+
+
+class WrongState(Conflict):
+    type, title = "wrong-state", "The application's state forbids this"
+
+
+class DecidedConcurrently(Conflict):
+    type, title = "decided-concurrently", "Someone else changed this application at the same time"
+
+
+class NotYourApplication(Forbidden):
+    type, title = "not-your-application", "The application belongs to another department"

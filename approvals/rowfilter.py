@@ -1,0 +1,155 @@
+"""Row filters: structured row scopes, checked against a dataset's items and compiled to SQL.
+
+A filter never carries SQL. Item names become identifiers only after they are found
+among the dataset's items (and are quoted); every value becomes a bound parameter,
+converted to the item's type first, so no value can change the shape of the query.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+import schemas
+from govshare.errors import InvalidInput
+
+MAX_DEPTH = 8
+MAX_CONDITIONS = 200
+COMPARISONS = {"eq": "=", "ne": "<>", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
+
+
+class InvalidRowFilter(InvalidInput):
+    type, title = "invalid-row-filter", "Invalid row filter"
+
+
+@dataclass(frozen=True)
+class CompiledFilter:
+    """A WHERE clause with ``?`` placeholders and the values bound to them, in order."""
+
+    sql: str
+    params: list[Any]
+
+
+def _convert(value: Any, item_type: str, where: str) -> Any:
+    """``value`` as the item's type, or InvalidRowFilter saying where it does not fit."""
+    try:
+        if item_type == "string":
+            if not isinstance(value, str):
+                raise ValueError
+            if "\x00" in value:
+                raise InvalidRowFilter(f"{where}: text values may not contain NUL characters")
+            return value
+        if item_type == "integer":
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError
+            return value
+        if item_type == "number":
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError
+            return value
+        if item_type == "boolean":
+            if not isinstance(value, bool):
+                raise ValueError
+            return value
+        if item_type == "date":
+            return date.fromisoformat(value)
+        if item_type == "datetime":
+            return datetime.fromisoformat(value)
+    except (ValueError, TypeError):
+        raise InvalidRowFilter(f"{where}: {value!r} is not a valid {item_type}") from None
+    raise InvalidRowFilter(f"{where}: items of type {item_type} cannot be filtered")
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+class _Compiler:
+    def __init__(self, item_types: dict[str, str]) -> None:
+        self.item_types = item_types
+        self.params: list[Any] = []
+        self.conditions = 0
+
+    def node(self, node: dict[str, Any], where: str, depth: int) -> str:
+        if depth > MAX_DEPTH:
+            raise InvalidRowFilter(f"{where}: filters may nest at most {MAX_DEPTH} levels")
+        parts = []
+        for key, value in node.items():
+            if key in ("and", "or"):
+                inner = [self.node(child, f"{where}.{key}[{index}]", depth + 1) for index, child in enumerate(value)]
+                joined = f" {key.upper()} ".join(inner)
+                parts.append(f"({joined})")
+            else:
+                parts.append(self.condition(key, value, f"{where}.{key}"))
+        return parts[0] if len(parts) == 1 else "(" + " AND ".join(parts) + ")"
+
+    def condition(self, item: str, condition: dict[str, Any], where: str) -> str:
+        self.conditions += 1
+        if self.conditions > MAX_CONDITIONS:
+            raise InvalidRowFilter(f"a filter may hold at most {MAX_CONDITIONS} conditions")
+        if item not in self.item_types:
+            raise InvalidRowFilter(f"{where}: the dataset has no item '{item}'")
+        item_type = self.item_types[item]
+        column = _quote(item)
+        (operator, operand), = condition.items()
+        if operator == "is_null":
+            return f"{column} IS NULL" if operand else f"{column} IS NOT NULL"
+        if operator == "in":
+            values = [_convert(value, item_type, f"{where}.in[{index}]") for index, value in enumerate(operand)]
+            self.params.extend(values)
+            return f"{column} IN ({', '.join('?' for _ in values)})"
+        if operator == "between":
+            low, high = (_convert(value, item_type, f"{where}.between[{index}]") for index, value in enumerate(operand))
+            self.params.extend([low, high])
+            return f"{column} BETWEEN ? AND ?"
+        self.params.append(_convert(operand, item_type, f"{where}.{operator}"))
+        return f"{column} {COMPARISONS[operator]} ?"
+
+
+def validate(row_filter: dict[str, Any] | None, items: list[dict[str, Any]]) -> None:
+    """Raise InvalidRowFilter if ``row_filter`` is malformed or names items the dataset lacks."""
+    compile_filter(row_filter, items)
+
+
+def compile_filter(row_filter: dict[str, Any] | None, items: list[dict[str, Any]]) -> CompiledFilter:
+    """The filter as a parameterised SQL condition over the dataset's columns ("TRUE" when absent)."""
+    if not row_filter:
+        return CompiledFilter("TRUE", [])
+    if _depth(row_filter) > MAX_DEPTH:
+        raise InvalidRowFilter(f"row_filter: filters may nest at most {MAX_DEPTH} levels")
+    found = schemas.errors("row_filter", row_filter)
+    if found:
+        first = found[0]
+        raise InvalidRowFilter(f"row_filter.{first['field']}: {first['message']}", extra={"errors": found[:20]})
+    compiler = _Compiler({item["name"]: item["type"] for item in items})
+    sql = compiler.node(row_filter, "row_filter", 1)
+    return CompiledFilter(sql, compiler.params)
+
+
+def _depth(node: Any) -> int:
+    """Nesting depth, measured without recursion (a hostile filter may be very deep)."""
+    deepest, stack = 0, [(node, 1)]
+    while stack:
+        current, level = stack.pop()
+        deepest = max(deepest, level)
+        if level > MAX_DEPTH + 1:
+            break
+        if isinstance(current, dict):
+            for key in ("and", "or"):
+                children = current.get(key)
+                if isinstance(children, list):
+                    stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def items_named(row_filter: dict[str, Any] | None) -> set[str]:
+    """Every item a filter conditions on."""
+    names: set[str] = set()
+    for key, value in (row_filter or {}).items():
+        if key in ("and", "or"):
+            for child in value:
+                names |= items_named(child)
+        else:
+            names.add(key)
+    return names
