@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from directory.cli import datasets_app
 from govshare import audit, demo, identities
 from govshare.db import Database
 from govshare.errors import GovshareError
@@ -27,6 +28,7 @@ app.add_typer(clients_app, name="clients")
 app.add_typer(users_app, name="users")
 app.add_typer(audit_app, name="audit")
 app.add_typer(keys_app, name="keys")
+app.add_typer(datasets_app, name="datasets")
 
 
 def _settings() -> Settings:
