@@ -9,7 +9,9 @@ from typing import Annotated, Optional
 
 import typer
 
+from approvals.cli import approvals_app
 from directory.cli import datasets_app
+from directory.demo import seed_directory
 from govshare import audit, demo, identities
 from govshare.db import Database
 from govshare.errors import GovshareError
@@ -29,6 +31,7 @@ app.add_typer(users_app, name="users")
 app.add_typer(audit_app, name="audit")
 app.add_typer(keys_app, name="keys")
 app.add_typer(datasets_app, name="datasets")
+app.add_typer(approvals_app, name="approvals")
 
 
 def _settings() -> Settings:
@@ -175,6 +178,7 @@ def _seed_demo(settings: Settings) -> None:
             typer.echo(f"store already holds data; demo credentials are in {settings.resolved_home / 'demo-credentials.json'}")
             return
         credentials = demo.seed_identities(session)
+        seed_directory(session, data_dir=settings.resolved_data_dir)
     demo.save_credentials(settings.resolved_home, credentials)
     typer.echo(demo.describe(credentials, settings.issuer))
 
