@@ -6,11 +6,11 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import or_, select
 
-from approvals import service
+from approvals import service, webhooks
 from approvals.dependencies import (
     OVERSEERS,
     ApplicationForApplicant,
@@ -20,7 +20,7 @@ from approvals.dependencies import (
     GrantForManager,
     GrantForReader,
 )
-from approvals.models import Application, ApplicationEvent, Grant
+from approvals.models import Application, Grant
 from govshare.auth import Caller, require
 from govshare.db import DbSession, utcnow
 from govshare.models import Role
@@ -33,6 +33,10 @@ class DecisionBody(BaseModel):
     reason_code: str | None = Field(default=None, description="with reject: no_legal_basis, items_beyond_need, duplicate, data_not_shareable, other")
     comment: str | None = Field(default=None, max_length=4000)
     conditions: list[str] = Field(default_factory=list, max_length=20, description="with approve: conditions named in the dataset's share conditions")
+
+
+class WebhookBody(BaseModel):
+    url: str = Field(min_length=8, max_length=500, description="absolute http(s) URL that receives POSTed events")
 
 
 class RevokeBody(BaseModel):
@@ -87,15 +91,6 @@ def grant_json(grant: Grant, today) -> dict[str, Any]:
         "revoked_at": _iso(grant.revoked_at),
         "revoked_by": grant.revoked_by,
         "revoke_reason": grant.revoke_reason,
-    }
-
-
-def event_json(event: ApplicationEvent) -> dict[str, Any]:
-    return {
-        "id": event.id, "at": _iso(event.at), "kind": event.kind, "application_id": event.application_id,
-        "grant_id": event.grant_id, "department": event.applicant_department,
-        "provider_department": event.provider_department, "actor": event.actor, "from_status": event.from_status,
-        "to_status": event.to_status, "reason_code": event.reason_code, "comment": event.comment,
     }
 
 
@@ -190,7 +185,7 @@ def provider_decide(request: Request, session: DbSession, application: Applicati
 
 @router.get("/applications/{application_id}/history", summary="Every step of an application, with who and when")
 def application_history(session: DbSession, application: ApplicationForReader) -> dict[str, Any]:
-    return {"items": [event_json(event) for event in service.history(session, application_id=application.id)]}
+    return {"items": [service.event_document(event) for event in service.history(session, application_id=application.id)]}
 
 
 @router.get("/grants", summary="Grants the caller's department holds (all, for managers)")
@@ -222,4 +217,23 @@ def list_events(session: DbSession, caller: Annotated[Caller, Depends(require("e
                 since: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
     events = service.events_for(session, department=caller.department, sees_all=caller.has_role(*OVERSEERS),
                                 since=since, limit=limit)
-    return {"items": [event_json(event) for event in events], "next_cursor": events[-1].id if events else since}
+    return {"items": [service.event_document(event) for event in events], "next_cursor": events[-1].id if events else since}
+
+
+@router.post("/webhooks", status_code=201, summary="Register a webhook for the caller's department; the secret is shown once")
+def register_webhook(session: DbSession, caller: Annotated[Caller, Depends(require("webhooks.manage"))],
+                     body: WebhookBody) -> dict[str, Any]:
+    created = webhooks.register(session, department=caller.department, url=body.url, actor=caller.actor)
+    return {**webhooks.webhook_json(created.webhook), "secret": created.secret}
+
+
+@router.get("/webhooks", summary="The caller's department's webhooks (never their secrets)")
+def list_webhooks(session: DbSession, caller: Annotated[Caller, Depends(require("webhooks.manage"))]) -> dict[str, Any]:
+    return {"items": [webhooks.webhook_json(hook) for hook in webhooks.for_department(session, department=caller.department)]}
+
+
+@router.delete("/webhooks/{webhook_id}", status_code=204, summary="Remove one of the department's webhooks")
+def remove_webhook(webhook_id: int, session: DbSession,
+                   caller: Annotated[Caller, Depends(require("webhooks.manage"))]) -> Response:
+    webhooks.remove(session, department=caller.department, webhook_id=webhook_id, actor=caller.actor)
+    return Response(status_code=204)

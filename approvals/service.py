@@ -456,3 +456,13 @@ def events_for(session: Session, *, department: str, sees_all: bool, since: int,
         query = query.where(or_(ApplicationEvent.applicant_department == department,
                                 ApplicationEvent.provider_department == department))
     return list(session.execute(query.order_by(ApplicationEvent.id).limit(limit)).scalars())
+
+
+def event_document(event: ApplicationEvent) -> dict[str, Any]:
+    """An event as the parties read it (the feed and webhooks alike)."""
+    return {
+        "id": event.id, "at": event.at.isoformat(), "kind": event.kind, "application_id": event.application_id,
+        "grant_id": event.grant_id, "department": event.applicant_department,
+        "provider_department": event.provider_department, "actor": event.actor, "from_status": event.from_status,
+        "to_status": event.to_status, "reason_code": event.reason_code, "comment": event.comment,
+    }

@@ -9,10 +9,12 @@ from fastapi import FastAPI
 from fastapi.templating import Jinja2Templates
 
 from approvals import api as approvals_api
+from approvals import jobs as approvals_jobs
 from directory import api as directory_api
 from govshare import __version__, audit, oauth, observability
 from govshare.db import Database
 from govshare.errors import install_error_handlers
+from govshare.jobs import JobRunner
 from govshare.keys import KeyStore
 from govshare.limits import BodySizeLimit
 from govshare.settings import Settings, get_settings
@@ -26,9 +28,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     keystore = KeyStore(settings.resolved_keys_dir)
     database = Database(settings.resolved_database_url, keystore=keystore)
 
+    runner = JobRunner(database)
+    if settings.jobs_enabled:
+        for job in approvals_jobs.jobs(settings):
+            runner.add(job)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        runner.start()
         yield
+        runner.stop()
         database.dispose()
 
     app = FastAPI(

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
+from cryptography.fernet import Fernet
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from joserfc.jwk import ECKey, KeySet
@@ -25,6 +26,7 @@ from govshare.errors import GovshareError
 
 KEYSET_FILE = "signing-keys.json"
 SESSION_SECRET_FILE = "session-secret"
+ENCRYPTION_KEY_FILE = "encryption-key"
 ALGORITHM = "ES256"
 
 
@@ -88,6 +90,9 @@ class KeyStore:
             secret_path = self.folder / SESSION_SECRET_FILE
             if not secret_path.exists():
                 _write_private(secret_path, base64.urlsafe_b64encode(os.urandom(32)).decode())
+            encryption_path = self.folder / ENCRYPTION_KEY_FILE
+            if not encryption_path.exists():
+                _write_private(encryption_path, Fernet.generate_key().decode())
         return created
 
     def rotate(self) -> str:
@@ -133,6 +138,16 @@ class KeyStore:
     def public_jwks(self) -> dict:
         """The JWKS document published at /oauth/jwks."""
         return {"keys": [key.as_dict(private=False) for key in self.keys()]}
+
+    def _fernet(self) -> Fernet:
+        return Fernet((self.folder / ENCRYPTION_KEY_FILE).read_text().strip().encode())
+
+    def encrypt(self, plaintext: str) -> str:
+        """Encrypt a secret we must use again later (webhook secrets, source credentials)."""
+        return self._fernet().encrypt(plaintext.encode()).decode()
+
+    def decrypt(self, token: str) -> str:
+        return self._fernet().decrypt(token.encode()).decode()
 
     def session_secret(self) -> str:
         return (self.folder / SESSION_SECRET_FILE).read_text().strip()

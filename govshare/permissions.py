@@ -22,6 +22,7 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "grants.read": frozenset({P, D, M, S, A}),
     "grants.revoke": frozenset({M, A}),
     "events.read": frozenset({P, D, M, S, A}),
+    "webhooks.manage": frozenset({P, D, S, A}),
 }
 
 

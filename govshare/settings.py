@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     holidays: list[date] = Field(default_factory=list, description="public holidays, as a JSON list of dates")
     extra_working_days: list[date] = Field(default_factory=list, description="weekend days that are working days (JSON list)")
     timezone: str = Field(default="UTC", description="the time zone working days and usage periods are counted in")
+    jobs_enabled: bool = Field(default=True, description="run background jobs (webhooks, escalation) in this process")
+    webhook_interval_seconds: float = Field(default=5.0, gt=0, description="how often new events are posted to webhooks")
+    escalation_interval_seconds: float = Field(default=600.0, gt=0, description="how often overdue applications are escalated")
     max_request_bytes: int = Field(default=64 * 1024 * 1024, description="largest accepted request body")
 
     @field_validator("issuer")

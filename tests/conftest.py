@@ -91,7 +91,8 @@ def settings(tmp_path: Path, _store: _PostgresStore | _SqliteStore, monkeypatch:
     """Settings of a fresh, initialised store for this test."""
     home = tmp_path / "home"
     url = _store.fresh(tmp_path)
-    values = {"HOME": str(home), "DATABASE_URL": url, "ISSUER": ISSUER}
+    # Background jobs are driven by the tests themselves, deterministically.
+    values = {"HOME": str(home), "DATABASE_URL": url, "ISSUER": ISSUER, "JOBS_ENABLED": "false"}
     for key, value in values.items():
         monkeypatch.setenv(f"GOVSHARE_{key}", value)
     get_settings.cache_clear()

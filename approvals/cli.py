@@ -1,0 +1,29 @@
+"""``govshare approvals ...``: run the approvals' jobs by hand (or from cron, with GOVSHARE_JOBS_ENABLED=false)."""
+
+from __future__ import annotations
+
+import typer
+
+from approvals import jobs, webhooks
+from govshare.db import Database
+from govshare.keys import KeyStore
+from govshare.settings import get_settings
+
+approvals_app = typer.Typer(help="Applications and grants: time limits and notifications", no_args_is_help=True)
+
+
+def _database() -> Database:
+    settings = get_settings()
+    return Database(settings.resolved_database_url, keystore=KeyStore(settings.resolved_keys_dir))
+
+
+@approvals_app.command("escalate")
+def escalate() -> None:
+    """Raise an 'application.overdue' event for each application past its decision time limit."""
+    typer.echo(f"{jobs.escalate(_database())} application(s) escalated")
+
+
+@approvals_app.command("deliver-webhooks")
+def deliver_webhooks() -> None:
+    """Post pending events to every registered webhook now."""
+    typer.echo(f"{webhooks.deliver_once(_database())} event(s) delivered")
