@@ -7,8 +7,10 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.templating import Jinja2Templates
+from starlette.middleware.sessions import SessionMiddleware
 
 from approvals import api as approvals_api
+from approvals import views as approvals_views
 from approvals import jobs as approvals_jobs
 from directory import api as directory_api
 from govshare import __version__, audit, oauth, observability
@@ -53,6 +55,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = observability.RequestMetrics()
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(observability.MetricsMiddleware, metrics=app.state.metrics)
+    app.add_middleware(SessionMiddleware, **approvals_views.session_middleware_options(
+        secret_key=keystore.session_secret(), issuer=settings.issuer))
     install_error_handlers(app)
 
     app.include_router(observability.router)
@@ -60,4 +64,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(audit.router)
     app.include_router(directory_api.router)
     app.include_router(approvals_api.router)
+    app.include_router(approvals_views.router)
     return app

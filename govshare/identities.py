@@ -162,3 +162,22 @@ def add_user(
     session.flush()
     audit.record(session, actor=actor, action="user.added", subject=f"user:{name}", details={"roles": user.roles})
     return user
+
+
+_nobody_hash: list[str] = []
+
+
+def authenticate_user(session: Session, *, name: str, password: str) -> User | None:
+    """The enabled person with this name and password, or None (whichever of the two was wrong)."""
+    from govshare.security import verify_password
+
+    user = session.execute(select(User).where(User.name == name.strip())).scalar_one_or_none()
+    if user is None:
+        # Check against no one's hash, so an unknown name takes as long as a wrong password.
+        if not _nobody_hash:
+            _nobody_hash.append(hash_password(secrets.token_urlsafe(16)))
+        verify_password(password, _nobody_hash[0])
+        return None
+    if not verify_password(password, user.password_hash) or user.disabled_at is not None:
+        return None
+    return user

@@ -106,3 +106,90 @@ class DirectoryFactory:
         return self.http.post(
             f"/api/v1/datasets/{code}/versions", files={"file": (filename, content)}, headers=self.provider(department)
         )
+
+
+# --- pages ---------------------------------------------------------------------------------
+
+
+class Element:
+    """One element of a parsed page: its tag, attributes, children and text."""
+
+    def __init__(self, tag: str, attrs: dict[str, str | None], parent: "Element | None") -> None:
+        self.tag, self.attrs, self.parent = tag, attrs, parent
+        self.children: list[Element | str] = []
+
+    @property
+    def text(self) -> str:
+        """The text inside, with runs of white space made single spaces."""
+        parts = [child if isinstance(child, str) else f" {child.text} " for child in self.children]
+        return " ".join("".join(parts).split())
+
+    def iter(self):
+        for child in self.children:
+            if isinstance(child, Element):
+                yield child
+                yield from child.iter()
+
+    def find_all(self, tag: str | None = None, **attrs: str) -> list["Element"]:
+        """Descendants with this tag and these attribute values (``class_`` matches one class)."""
+        found = []
+        for element in self.iter():
+            if tag and element.tag != tag:
+                continue
+            if all(_attr_matches(element, name, value) for name, value in attrs.items()):
+                found.append(element)
+        return found
+
+    def find(self, tag: str | None = None, **attrs: str) -> "Element | None":
+        found = self.find_all(tag, **attrs)
+        return found[0] if found else None
+
+    def get(self, name: str) -> str | None:
+        return self.attrs.get(name)
+
+    def has(self, name: str) -> bool:
+        """Whether the attribute is present (boolean attributes such as ``selected`` have no value)."""
+        return name in self.attrs
+
+
+def _attr_matches(element: Element, name: str, value: str) -> bool:
+    if name == "class_":
+        return value in (element.get("class") or "").split()
+    return element.get(name.rstrip("_").replace("_", "-")) == value
+
+
+_VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+
+
+def parse_html(html: str) -> Element:
+    """A page as a tree of ``Element``s (stdlib html.parser; enough to check our own pages)."""
+    from html.parser import HTMLParser
+
+    root = Element("#document", {}, None)
+
+    class _Builder(HTMLParser):
+        current = root
+
+        def handle_starttag(self, tag, attrs):
+            element = Element(tag, dict(attrs), self.current)
+            self.current.children.append(element)
+            if tag not in _VOID:
+                self.current = element
+
+        def handle_startendtag(self, tag, attrs):
+            self.current.children.append(Element(tag, dict(attrs), self.current))
+
+        def handle_endtag(self, tag):
+            node = self.current
+            while node is not None and node.tag != tag:
+                node = node.parent
+            if node is not None and node.parent is not None:
+                self.current = node.parent
+
+        def handle_data(self, data):
+            self.current.children.append(data)
+
+    builder = _Builder(convert_charrefs=True)
+    builder.feed(html)
+    builder.close()
+    return root

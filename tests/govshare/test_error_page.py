@@ -7,7 +7,7 @@ import pytest
 
 @pytest.mark.browser
 def test_a_missing_page_shows_a_readable_error_with_a_way_back(live_server, page, screenshot):
-    response = page.goto(f"{live_server}/ui/applications/999999")
+    response = page.goto(f"{live_server}/ui/no-such-page")
     assert response.status == 404
     assert page.locator("h1").inner_text() == "Not Found"
     assert page.get_by_role("alert").is_visible()

@@ -1,0 +1,457 @@
+"""The data manager's pages under /ui: sign-in, CSRF, the queue, decisions, grants; and in Chromium."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import text
+
+from govshare import identities
+from govshare.db import utcnow
+from tests.approvals.test_api import World, application_body
+from tests.factories import parse_html
+
+PASSWORD = "correct horse battery"
+HTML = {"Accept": "text/html"}
+
+
+@pytest.fixture
+def world(client, factory) -> World:
+    return World(client, factory)
+
+
+def add_person(database, name: str, *roles: str) -> None:
+    with database.transaction() as session:
+        identities.add_user(session, name=name, roles=list(roles), password=PASSWORD, department_code="DATA")
+
+
+@pytest.fixture
+def manager(world, database) -> str:
+    add_person(database, "maria", "manager")
+    return "maria"
+
+
+def page_of(response):
+    return parse_html(response.text)
+
+
+def csrf_of(response) -> str:
+    field = page_of(response).find("input", name="csrf_token")
+    assert field is not None, response.text
+    return field.get("value")
+
+
+def sign_in(client, name: str, password: str = PASSWORD, next: str = "/ui"):
+    form = client.get("/ui/login", headers=HTML)
+    return client.post("/ui/login", data={"csrf_token": csrf_of(form), "name": name, "password": password, "next": next},
+                       headers=HTML, follow_redirects=False)
+
+
+@pytest.fixture
+def signed_in(client, manager):
+    response = sign_in(client, manager)
+    assert response.status_code == 303, response.text
+    return client
+
+
+def post_form(client, path: str, data: dict, *, from_page: str, headers: dict | None = None):
+    """POST ``data`` with the CSRF token taken from ``from_page``, as the browser would."""
+    token = csrf_of(client.get(from_page, headers=HTML))
+    return client.post(path, data={"csrf_token": token, **data}, headers={**HTML, **(headers or {})}, follow_redirects=False)
+
+
+def status_of(world: World, application_id: int) -> str:
+    return world.get(application_id, headers=world.manager).json()["status"]
+
+
+def alert_text(response) -> str:
+    alert = page_of(response).find(role="alert")
+    assert alert is not None, response.text
+    return alert.text
+
+
+# --- signing in -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/ui", "/ui/grants", "/ui/applications/1"])
+def test_the_pages_send_a_visitor_to_sign_in(client, path):
+    response = client.get(path, headers=HTML, follow_redirects=False)
+    assert response.status_code == 303
+    assert response.headers["location"].startswith("/ui/login?next=")
+
+
+def test_a_wrong_password_and_an_unknown_name_are_refused_alike(client, manager):
+    wrong = sign_in(client, manager, "not the password at all")
+    unknown = sign_in(client, "nobody", PASSWORD)
+    assert wrong.status_code == unknown.status_code == 401
+    assert alert_text(wrong) == alert_text(unknown)
+    assert "name or the password is wrong" in alert_text(wrong)
+    assert page_of(wrong).find("input", id="name").get("value") == manager
+    assert client.get("/ui", headers=HTML, follow_redirects=False).status_code == 303
+
+
+def test_signing_in_leads_back_to_the_page_asked_for_and_signing_out_ends_it(client, manager):
+    response = sign_in(client, manager, next="/ui/grants")
+    assert (response.status_code, response.headers["location"]) == (303, "/ui/grants")
+    cookie = response.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie and "path=/ui" in cookie
+    grants = client.get("/ui/grants", headers=HTML)
+    assert grants.status_code == 200
+    assert page_of(grants).find(role="status").text == f"Signed in as {manager}."
+    assert grants.headers["cache-control"] == "no-store"
+    out = post_form(client, "/ui/logout", {}, from_page="/ui/grants")
+    assert (out.status_code, out.headers["location"]) == (303, "/ui/login")
+    assert client.get("/ui", headers=HTML, follow_redirects=False).status_code == 303
+
+
+def test_sign_in_never_sends_people_to_another_site(client, manager):
+    for target in ("https://evil.example/ui", "//evil.example/ui", "/api/v1/grants"):
+        client.cookies.clear()
+        assert sign_in(client, manager, next=target).headers["location"] == "/ui"
+
+
+def test_a_person_without_the_manager_role_gets_a_403_page(client, world, database):
+    add_person(database, "dana", "demander")
+    assert sign_in(client, "dana").status_code == 303
+    for path in ("/ui", "/ui/grants"):
+        response = client.get(path, headers=HTML)
+        assert response.status_code == 403
+        assert page_of(response).find("h1").text == "Not allowed"
+        assert "manager role" in alert_text(response)
+
+
+def test_an_admin_may_use_the_pages(client, world, database):
+    add_person(database, "ada", "admin")
+    sign_in(client, "ada")
+    assert client.get("/ui", headers=HTML).status_code == 200
+
+
+# --- CSRF -------------------------------------------------------------------------------------
+
+
+def test_a_form_without_the_right_csrf_token_changes_nothing(signed_in, world):
+    application = world.filed()
+    path = f"/ui/applications/{application['id']}/decision"
+    missing = signed_in.post(path, data={"decision": "reject", "reason_code": "duplicate"}, headers=HTML)
+    wrong = signed_in.post(path, data={"decision": "reject", "reason_code": "duplicate", "csrf_token": "guess"}, headers=HTML)
+    for response in (missing, wrong):
+        assert response.status_code == 403
+        assert "Nothing was changed" in alert_text(response)
+    assert status_of(world, application["id"]) == "submitted"
+
+
+@pytest.mark.parametrize("headers", [{"Origin": "https://evil.example"}, {"Origin": "null"}, {"Sec-Fetch-Site": "cross-site"}])
+def test_a_form_sent_from_another_site_is_refused_even_with_the_token(signed_in, world, headers):
+    application = world.filed()
+    page = f"/ui/applications/{application['id']}"
+    response = post_form(signed_in, f"{page}/decision", {"decision": "reject", "reason_code": "duplicate"},
+                         from_page=page, headers=headers)
+    assert response.status_code == 403
+    assert status_of(world, application["id"]) == "submitted"
+
+
+def test_a_form_from_our_own_origin_is_accepted(signed_in, world):
+    application = world.filed()
+    page = f"/ui/applications/{application['id']}"
+    response = post_form(signed_in, f"{page}/decision", {"decision": "reject", "reason_code": "duplicate"}, from_page=page,
+                         headers={"Origin": "http://localhost", "Sec-Fetch-Site": "same-origin"})
+    assert response.status_code == 303
+    assert status_of(world, application["id"]) == "rejected"
+
+
+def test_signing_in_needs_the_csrf_token_too(client, manager):
+    client.get("/ui/login", headers=HTML)
+    response = client.post("/ui/login", data={"name": manager, "password": PASSWORD}, headers=HTML, follow_redirects=False)
+    assert response.status_code == 403
+
+
+# --- the queue ------------------------------------------------------------------------------------
+
+
+def _make_overdue(database, application_id: int, days: int) -> None:
+    with database.engine.begin() as connection:
+        connection.execute(text("UPDATE applications SET filed_at = :filed, decision_due = :due WHERE id = :id"), {
+            "filed": (utcnow() - timedelta(days=days + 10)).replace(tzinfo=None),
+            "due": (utcnow() - timedelta(days=days)).replace(tzinfo=None), "id": application_id,
+        })
+
+
+def _queue_ids(client, **params) -> list[int]:
+    response = client.get("/ui", params=params, headers=HTML)
+    assert response.status_code == 200, response.text
+    return [int(row.get("data-application")) for row in page_of(response).find_all("tr") if row.get("data-application")]
+
+
+def _utc(moment):
+    return moment if moment.tzinfo is None else moment.replace(tzinfo=None)
+
+
+def test_the_queue_shows_open_applications_longest_waiting_first_with_filters(signed_in, world, database, factory):
+    first = world.filed()
+    insurance = world.filed(dataset="HRSS-INSURANCE", items=["citizen_id", "insured_since"], delivery="extract", row_filter=None)
+    other_department = world.filed(headers=factory.caller("EDU", "demander"))
+    decided = world.filed()
+    world.decide(decided["id"], decision="reject", reason_code="duplicate")
+    _make_overdue(database, insurance["id"], days=2)
+
+    assert _queue_ids(signed_in) == [insurance["id"], first["id"], other_department["id"]]
+    assert _queue_ids(signed_in, dataset="PSB-HOUSEHOLD") == [first["id"], other_department["id"]]
+    assert _queue_ids(signed_in, department="EDU") == [other_department["id"]]
+    assert _queue_ids(signed_in, overdue="yes") == [insurance["id"]]
+    assert _queue_ids(signed_in, status="rejected") == [decided["id"]]
+
+    page = page_of(signed_in.get("/ui", headers=HTML))
+    overdue_row = page.find("tr", data_application=str(insurance["id"]))
+    assert "overdue" in overdue_row.get("class")
+    assert overdue_row.find("td", data_label="Decision due").find(class_="tag-overdue").text.startswith("Overdue by 2 days")
+    assert overdue_row.find("td", data_label="Waiting").text.startswith("12 days")
+    fresh_row = page.find("tr", data_application=str(first["id"]))
+    assert fresh_row.find(class_="tag-due").text.startswith("Due in ")
+    assert fresh_row.find("a").get("href") == f"/ui/applications/{first['id']}"
+    assert "1 overdue" in page.find(id="queue-summary").text
+    # The filter form is labelled and keeps what was chosen.
+    filtered = page_of(signed_in.get("/ui", params={"dataset": "PSB-HOUSEHOLD", "overdue": "yes"}, headers=HTML))
+    assert filtered.find("label", for_="dataset") is not None
+    assert filtered.find("option", value="PSB-HOUSEHOLD").has("selected")
+    assert filtered.find("input", id="overdue").has("checked")
+
+
+# --- one application --------------------------------------------------------------------------------
+
+
+def test_the_application_page_shows_items_inspection_scope_and_both_histories(signed_in, world):
+    earlier = world.filed()
+    world.decide(earlier["id"], decision="reject", reason_code="items_beyond_need", comment="too many items")
+    application = world.filed()
+    response = signed_in.get(f"/ui/applications/{application['id']}", headers=HTML)
+    assert response.status_code == 200
+    page = page_of(response)
+    assert page.find("h1").text == f"Application {application['id']}: PSB-HOUSEHOLD for CAB"
+    assert page.find(id="status").text == "Waiting for a decision"
+
+    items = {row.get("data-item"): row for row in page.find(id="items").find_all("tr") if row.get("data-item")}
+    assert set(items) == {"citizen_id", "name", "district", "birth_date"}
+    assert items["name"].find("td", data_label="Requested").text == "Requested"
+    assert items["birth_date"].find("td", data_label="Requested").text == "Not requested"
+    assert items["name"].find("td", data_label="Sensitivity").text == "personal"
+    assert items["district"].find("td", data_label="Sensitivity").text == "internal"
+
+    findings = {item.get("data-rule"): item for item in page.find_all("li", class_="finding")}
+    assert "finding-warning" in findings["provider-sign-off"].get("class")
+    assert findings["personal-explained"].text.startswith("Check: personal items without a justification")
+    assert "no problems" in page.find(id="inspection-result").text
+
+    assert page.find(id="row-filter").text == "district is one of 01, 02"
+    assert page.find(id="period").text.endswith("(181 days)")
+
+    history_rows = page.find(id="applicant-history").find_all("tr")
+    assert [row.find("a").get("href") for row in history_rows[1:]] == [f"/ui/applications/{earlier['id']}"]
+    assert "Rejected – Items beyond need" in history_rows[1].text
+    assert [item.get("data-kind") for item in page.find(id="history").find_all("li")] == [
+        "application.drafted", "application.submitted"]
+
+    buttons = [button.text for button in page.find(id="decision").find_all("button")]
+    assert buttons == ["Approve", "Reject", "Return for changes"]
+    reasons = [option.get("value") for option in page.find("select", id="reason_code").find_all("option")]
+    assert reasons == ["", "no_legal_basis", "items_beyond_need", "duplicate", "data_not_shareable", "other"]
+    conditions = [box.get("value") for box in page.find(id="approve-form").find_all("input", name="conditions")]
+    assert conditions == ["Use only for civil registration services", "No onward sharing"]
+    # Every field has a label.
+    for field in page.find(id="decision").find_all("textarea") + page.find(id="decision").find_all("select"):
+        assert page.find("label", for_=field.get("id")) is not None
+
+
+def test_an_unknown_application_is_a_404_page(signed_in):
+    response = signed_in.get("/ui/applications/999999", headers=HTML)
+    assert response.status_code == 404
+    assert page_of(response).find(role="alert") is not None
+
+
+def test_decisions_from_the_page_act_as_the_signed_in_person(signed_in, world, manager):
+    rejected, approved, returned = world.filed(), world.filed(), world.filed()
+    page = f"/ui/applications/{rejected['id']}"
+    response = post_form(signed_in, f"{page}/decision", {"decision": "reject", "reason_code": "no_legal_basis",
+                                                          "comment": "basis is about another service"}, from_page=page)
+    assert (response.status_code, response.headers["location"]) == (303, page)
+    after = signed_in.get(page, headers=HTML)
+    assert page_of(after).find(role="status").text == f"Application {rejected['id']} rejected (No legal basis)."
+    assert page_of(after).find(id="status").text == "Rejected – No legal basis"
+    assert page_of(after).find(id="no-decision") is not None
+    history = world.http.get(f"/api/v1/applications/{rejected['id']}/history", headers=world.manager).json()["items"]
+    assert (history[-1]["actor"], history[-1]["reason_code"]) == (f"user:{manager}", "no_legal_basis")
+
+    page = f"/ui/applications/{approved['id']}"
+    post_form(signed_in, f"{page}/decision", {"decision": "approve", "conditions": ["No onward sharing"]}, from_page=page)
+    body = world.get(approved["id"], headers=world.manager).json()
+    assert (body["status"], body["conditions"]) == ("awaiting_provider", ["No onward sharing"])
+
+    page = f"/ui/applications/{returned['id']}"
+    post_form(signed_in, f"{page}/decision", {"decision": "return", "comment": "narrow the districts"}, from_page=page)
+    assert status_of(world, returned["id"]) == "returned"
+
+
+def test_an_invalid_decision_is_explained_on_the_page_and_keeps_what_was_typed(signed_in, world):
+    application = world.filed()
+    page = f"/ui/applications/{application['id']}"
+    response = post_form(signed_in, f"{page}/decision", {"decision": "reject", "reason_code": "other", "comment": ""},
+                         from_page=page)
+    assert response.status_code == 422
+    assert "reason 'other' needs a comment" in alert_text(response)
+    assert page_of(response).find("option", value="other").has("selected")
+    no_reason = post_form(signed_in, f"{page}/decision", {"decision": "reject", "comment": "keep me"}, from_page=page)
+    assert no_reason.status_code == 422 and "needs a reason_code" in alert_text(no_reason)
+    assert page_of(no_reason).find("textarea", id="reject-comment").text == "keep me"
+    assert status_of(world, application["id"]) == "submitted"
+
+
+def test_a_decision_after_another_manager_decided_is_a_clear_message(signed_in, world):
+    application = world.filed()
+    page = f"/ui/applications/{application['id']}"
+    token = csrf_of(signed_in.get(page, headers=HTML))  # the page is open in the browser...
+    world.decide(application["id"], decision="reject", reason_code="duplicate")  # ...when another manager decides
+    response = signed_in.post(f"{page}/decision", data={"csrf_token": token, "decision": "approve"}, headers=HTML,
+                              follow_redirects=False)
+    assert response.status_code == 409
+    assert "another manager decided it first" in alert_text(response)
+    assert page_of(response).find(id="status").text == "Rejected – Duplicate application"
+    assert status_of(world, application["id"]) == "rejected"
+
+
+# --- grants ---------------------------------------------------------------------------------------------
+
+
+def _approved(world) -> dict:
+    application = world.filed(dataset="HRSS-INSURANCE", items=["citizen_id", "insured_since"], delivery="extract",
+                              row_filter={"insured_since": {"ge": "2020-01-01"}})
+    return world.decide(application["id"], decision="approve").json()
+
+
+def test_grants_are_listed_with_their_state_and_revoked_with_a_reason(signed_in, world, manager):
+    approved = _approved(world)
+    grant_id = approved["grant_id"]
+    page = page_of(signed_in.get("/ui/grants", headers=HTML))
+    row = page.find("tr", data_grant=str(grant_id))
+    assert row.find("td", data_label="State").text == "Not yet started"  # the period starts tomorrow
+    assert row.find("td", data_label="Items and rows").text.startswith("citizen_id, insured_since insured_since is at least 2020-01-01")
+    assert page.find("label", for_=f"reason-{grant_id}").text == f"Reason for revoking grant {grant_id}"
+
+    path = f"/ui/grants/{grant_id}/revoke"
+    empty = post_form(signed_in, path, {"reason": "  "}, from_page="/ui/grants")
+    assert empty.status_code == 422 and "needs a reason" in alert_text(empty)
+    done = post_form(signed_in, path, {"reason": "used outside the service"}, from_page="/ui/grants")
+    assert (done.status_code, done.headers["location"]) == (303, "/ui/grants")
+    page = page_of(signed_in.get("/ui/grants", headers=HTML))
+    row = page.find("tr", data_grant=str(grant_id))
+    assert row.find("td", data_label="State").text == "Revoked"
+    assert f"by user:{manager}" in row.find("td", data_label="Revoke").text
+    assert row.find("form") is None
+    again = signed_in.post(path, data={"csrf_token": csrf_of(signed_in.get("/ui", headers=HTML)), "reason": "again"},
+                           headers=HTML)
+    assert again.status_code == 409 and "revoked already" in alert_text(again)
+    assert world.http.get(f"/api/v1/grants/{grant_id}", headers=world.manager).json()["state"] == "revoked"
+    assert _grant_ids(signed_in, state="revoked") == [grant_id]
+    assert _grant_ids(signed_in, state="active") == []
+
+
+def _grant_ids(client, **params) -> list[int]:
+    page = page_of(client.get("/ui/grants", params=params, headers=HTML))
+    return [int(row.get("data-grant")) for row in page.find_all("tr") if row.get("data-grant")]
+
+
+def test_the_stylesheet_is_served_by_the_app_without_signing_in(client):
+    response = client.get("/ui/style.css")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/css")
+    assert ":focus" in response.text
+
+
+# --- in Chromium -----------------------------------------------------------------------------------------
+
+
+def browser_sign_in(page, live_server: str, name: str) -> None:
+    page.goto(f"{live_server}/ui")
+    assert page.url.startswith(f"{live_server}/ui/login")
+    page.get_by_label("Name").fill(name)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    assert page.get_by_role("status").inner_text() == f"Signed in as {name}."
+
+
+@pytest.mark.browser
+def test_a_manager_works_through_the_queue_in_a_browser(live_server, page, screenshot, world, manager, database):
+    to_reject = world.filed()
+    to_approve = world.filed(dataset="HRSS-INSURANCE", items=["citizen_id", "insured_since"], delivery="extract", row_filter=None,
+                             justifications={"citizen_id": "to find the person"})
+    _make_overdue(database, to_reject["id"], days=1)
+
+    browser_sign_in(page, live_server, manager)
+    assert page.locator("#queue tbody tr").count() == 2
+    screenshot(page, "queue")
+    page.get_by_label("Dataset").select_option("HRSS-INSURANCE")
+    page.get_by_role("button", name="Show applications").click()
+    assert page.locator("#queue tbody tr").count() == 1
+    page.get_by_label("Dataset").select_option("")
+    page.get_by_label("Overdue only").check()
+    page.get_by_role("button", name="Show applications").click()
+    assert page.locator("#queue tbody tr").count() == 1
+    page.get_by_role("link", name=f"Application {to_reject['id']}").click()
+
+    assert page.get_by_role("heading", level=1).inner_text().startswith(f"Application {to_reject['id']}")
+    screenshot(page, "application")
+    page.get_by_label("Reason").select_option(label="Items beyond need")
+    page.get_by_label("Comment (needed for “Other”)").fill("the name is not needed to register a marriage")
+    page.get_by_role("button", name="Reject").click()
+    assert page.get_by_role("status").inner_text() == f"Application {to_reject['id']} rejected (Items beyond need)."
+    assert page.locator("#status").inner_text() == "Rejected – Items beyond need"
+
+    page.goto(f"{live_server}/ui/applications/{to_approve['id']}")
+    page.get_by_role("button", name="Approve").click()
+    grant_id = world.get(to_approve["id"], headers=world.manager).json()["grant_id"]
+    assert page.get_by_role("status").inner_text() == f"Application {to_approve['id']} approved: grant {grant_id} created."
+
+    page.get_by_role("link", name="Grants").click()
+    row = page.locator(f'tr[data-grant="{grant_id}"]')
+    assert row.locator("td.state").inner_text() == "Not yet started"
+    screenshot(page, "grants")
+    row.get_by_label(f"Reason for revoking grant {grant_id}").fill("the service was discontinued")
+    row.get_by_role("button", name=f"Revoke grant {grant_id}").click()
+    assert page.get_by_role("status").inner_text().startswith(f"Grant {grant_id} revoked")
+    assert page.locator(f'tr[data-grant="{grant_id}"] td.state').inner_text() == "Revoked"
+
+
+@pytest.mark.browser
+def test_the_pages_reflow_at_200_percent_zoom(live_server, browser, screenshot, world, manager):
+    application = world.filed()
+    approved = _approved(world)
+    # 200% zoom of a 1280-pixel-wide window: a 640-CSS-pixel viewport at twice the pixel density.
+    context = browser.new_context(viewport={"width": 640, "height": 900}, device_scale_factor=2)
+    try:
+        page = context.new_page()
+        browser_sign_in(page, live_server, manager)
+        for path, name in (("/ui", "queue-zoom"), (f"/ui/applications/{application['id']}", "application-zoom"),
+                           ("/ui/grants", "grants-zoom")):
+            page.goto(f"{live_server}{path}")
+            scroll_width, inner_width = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+            assert scroll_width <= inner_width, f"{path} scrolls sideways: {scroll_width} > {inner_width}"
+            screenshot(page, name)
+        assert approved["grant_id"]
+    finally:
+        context.close()
+
+
+@pytest.mark.browser
+def test_a_decision_can_be_made_with_the_keyboard_alone(live_server, page, world, manager):
+    application = world.filed()
+    browser_sign_in(page, live_server, manager)
+    page.goto(f"{live_server}/ui/applications/{application['id']}")
+    page.locator("#return-comment").focus()
+    page.keyboard.type("please narrow the districts to 01")
+    page.keyboard.press("Tab")
+    focused = page.evaluate("[document.activeElement.tagName, document.activeElement.textContent.trim()]")
+    assert focused == ["BUTTON", "Return for changes"]
+    outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+    assert outline != "none"  # the focus is visible
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"{live_server}/ui/applications/{application['id']}")
+    assert page.locator("#status").inner_text() == "Returned for changes"
+    assert status_of(world, application["id"]) == "returned"
