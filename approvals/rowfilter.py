@@ -31,7 +31,7 @@ class CompiledFilter:
     params: list[Any]
 
 
-def _convert(value: Any, item_type: str, where: str) -> Any:
+def convert_value(value: Any, item_type: str, where: str) -> Any:
     """``value`` as the item's type, or InvalidRowFilter saying where it does not fit."""
     try:
         if item_type == "string":
@@ -96,14 +96,14 @@ class _Compiler:
         if operator == "is_null":
             return f"{column} IS NULL" if operand else f"{column} IS NOT NULL"
         if operator == "in":
-            values = [_convert(value, item_type, f"{where}.in[{index}]") for index, value in enumerate(operand)]
+            values = [convert_value(value, item_type, f"{where}.in[{index}]") for index, value in enumerate(operand)]
             self.params.extend(values)
             return f"{column} IN ({', '.join('?' for _ in values)})"
         if operator == "between":
-            low, high = (_convert(value, item_type, f"{where}.between[{index}]") for index, value in enumerate(operand))
+            low, high = (convert_value(value, item_type, f"{where}.between[{index}]") for index, value in enumerate(operand))
             self.params.extend([low, high])
             return f"{column} BETWEEN ? AND ?"
-        self.params.append(_convert(operand, item_type, f"{where}.{operator}"))
+        self.params.append(convert_value(operand, item_type, f"{where}.{operator}"))
         return f"{column} {COMPARISONS[operator]} ?"
 
 

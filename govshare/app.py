@@ -13,6 +13,9 @@ from approvals import api as approvals_api
 from approvals import views as approvals_views
 from approvals import jobs as approvals_jobs
 from directory import api as directory_api
+from exchange import api as exchange_api
+from exchange.ledger import LedgerWriter
+from exchange.ratelimit import RateLimiter
 from govshare import __version__, audit, oauth, observability
 from govshare.db import Database
 from govshare.errors import install_error_handlers
@@ -35,11 +38,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         for job in approvals_jobs.jobs(settings):
             runner.add(job)
 
+    ledger = LedgerWriter(database)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        ledger.start()
         runner.start()
         yield
         runner.stop()
+        ledger.stop()
         database.dispose()
 
     app = FastAPI(
@@ -51,6 +58,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.keystore = keystore
     app.state.database = database
+    app.state.ledger = ledger
+    app.state.rate_limiter = RateLimiter(rate=settings.rate_limit_per_second, burst=settings.rate_limit_burst)
     app.state.templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
     app.state.metrics = observability.RequestMetrics()
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
@@ -64,5 +73,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(audit.router)
     app.include_router(directory_api.router)
     app.include_router(approvals_api.router)
+    app.include_router(exchange_api.router)
     app.include_router(approvals_views.router)
     return app

@@ -23,6 +23,9 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "grants.revoke": frozenset({M, A}),
     "events.read": frozenset({P, D, M, S, A}),
     "webhooks.manage": frozenset({P, D, S, A}),
+    "exchange.read": frozenset({S}),
+    "exchange.deposit": frozenset({S}),
+    "citizens.access_log": frozenset({C, M, A}),
 }
 
 

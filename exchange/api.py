@@ -1,0 +1,220 @@
+"""Interfaces for service systems: lookup by key, paged queries, Arrow streams; the citizen's access log.
+
+Every call is checked against the caller department's active interface grant: only
+the granted columns leave, only rows within the grant's filter, only during its
+period. A key outside the grant is a 404 that says no more than a key that does
+not exist. Every call, answered or not, goes on the access ledger.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import time
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+import pyarrow as pa
+from fastapi import APIRouter, Depends, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from approvals import rowfilter
+from approvals import service as approvals
+from directory.models import DatasetVersion
+from exchange import keyed_store, service
+from exchange.errors import InvalidQuery, RateLimited, RecordNotFound
+from exchange.ledger import LedgerLine
+from exchange.ratelimit import retry_after_header
+from govshare.auth import Caller, require
+from govshare.db import DbSession, utcnow
+from sqlalchemy import select
+
+router = APIRouter(prefix="/api/v1", tags=["exchange"])
+ARROW_STREAM = "application/vnd.apache.arrow.stream"
+MAX_PAGE = 1000
+
+
+def _rate_limited(request: Request, caller: Annotated[Caller, Depends(require("exchange.read"))]) -> Caller:
+    wait = request.app.state.rate_limiter.take(caller.client_id)
+    if wait > 0:
+        raise RateLimited("too many calls from this client; slow down", headers={"Retry-After": retry_after_header(wait)})
+    return caller
+
+
+ServiceCaller = Annotated[Caller, Depends(_rate_limited)]
+
+
+def _line(scope: service.Scope, caller: Caller, *, kind: str, rows: int, keys: list[str], status: int, started: float) -> LedgerLine:
+    return LedgerLine(
+        kind=kind, client_id=caller.client_id, department=caller.department, dataset=scope.dataset.code,
+        grant_id=scope.grant.id, application_id=scope.application.id, service_item=scope.application.service_item,
+        basis=scope.application.basis, rows=rows, keys=keys, status=status,
+        latency_ms=(time.perf_counter() - started) * 1000,
+    )
+
+
+def _scope(request: Request, session, caller: Caller, code: str) -> service.Scope:
+    today = approvals.calendar(request.app.state.settings).today(utcnow())
+    return service.active_grant(session, department=caller.department, dataset_code=code, delivery="interface", today=today)
+
+
+def _store(request: Request, session, scope: service.Scope, version: int | None = None) -> tuple[int, Any]:
+    data_dir = request.app.state.settings.resolved_data_dir
+    if version is None:
+        number, path = service.snapshot(session, dataset=scope.dataset, data_dir=data_dir)
+    else:
+        row = session.execute(select(DatasetVersion).where(DatasetVersion.dataset_id == scope.dataset.id,
+                                                           DatasetVersion.number == version)).scalar_one_or_none()
+        if row is None:
+            raise InvalidQuery("the cursor names a version that does not exist")
+        number, path = row.number, data_dir / row.path
+    return number, keyed_store.ensure_store(path, scope.lookup_key)
+
+
+@router.get("/exchange/{code}/records/{key}", summary="Records with this key, within the caller's grant")
+def lookup(code: str, key: str, request: Request, session: DbSession, caller: ServiceCaller) -> dict[str, Any]:
+    started = time.perf_counter()
+    scope = _scope(request, session, caller, code)
+    if not scope.lookup_key:
+        raise InvalidQuery(f"dataset {code} has no lookup key; use the query interface")
+    key_type = next(item["type"] for item in scope.items if item["name"] == scope.lookup_key)
+    try:
+        value = rowfilter.convert_value(key if key_type == "string" else json.loads(key), key_type, "key")
+    except (ValueError, rowfilter.InvalidRowFilter):
+        value = None
+    version, store = _store(request, session, scope)
+    records = [] if value is None else keyed_store.lookup(store, key=scope.lookup_key, value=value,
+                                                          columns=scope.columns, scope=scope.row_filter)
+    status = 200 if records else 404
+    request.app.state.ledger.record(_line(scope, caller, kind="lookup", rows=len(records), keys=[key], status=status, started=started))
+    if not records:
+        raise RecordNotFound(f"no record with key {key} within your grant on {code}")
+    return {"dataset": code, "key": key, "version": version, "records": jsonable_encoder(records)}
+
+
+def _encode_cursor(version: int, row: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"v": version, "r": row}).encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[int, int]:
+    try:
+        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        return int(data["v"]), int(data["r"])
+    except (ValueError, KeyError, TypeError, binascii.Error):
+        raise InvalidQuery("cursor: not a cursor this server issued") from None
+
+
+def _equals(request: Request, scope: service.Scope) -> dict[str, Any]:
+    reserved = {"limit", "cursor"}
+    types = {item["name"]: item["type"] for item in scope.items}
+    equals = {}
+    for name, raw in request.query_params.items():
+        if name in reserved:
+            continue
+        if name not in scope.columns:
+            # Filtering on an item outside the grant would reveal it, one answer at a time.
+            raise InvalidQuery(f"{name}: not an item of your grant; filter on granted items only")
+        value: Any = raw
+        if types[name] in ("integer", "number", "boolean"):
+            try:
+                value = json.loads(raw)
+            except ValueError:
+                raise InvalidQuery(f"{name}: {raw!r} is not a valid {types[name]}") from None
+        try:
+            equals[name] = rowfilter.convert_value(value, types[name], name)
+        except rowfilter.InvalidRowFilter as problem:
+            raise InvalidQuery(problem.detail) from None
+    return equals
+
+
+def _limit(request: Request) -> int:
+    raw = request.query_params.get("limit", "100")
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
+        raise InvalidQuery(f"limit: a whole number from 1 to {MAX_PAGE}")
+    return int(raw)
+
+
+@router.get(
+    "/exchange/{code}/records",
+    summary="Records within the caller's grant, filtered by granted items; paged, or an Arrow IPC stream",
+    responses={200: {"content": {"application/json": {}, ARROW_STREAM: {}}}},
+)
+def query(code: str, request: Request, session: DbSession, caller: ServiceCaller):
+    started = time.perf_counter()
+    scope = _scope(request, session, caller, code)
+    equals = _equals(request, scope)
+    key_column = scope.lookup_key if scope.lookup_key in scope.columns else None
+    if ARROW_STREAM in request.headers.get("accept", ""):
+        _, store = _store(request, session, scope)
+        return StreamingResponse(
+            _arrow_stream(request, store, scope, caller, equals, key_column, started), media_type=ARROW_STREAM
+        )
+    limit = _limit(request)
+    cursor = request.query_params.get("cursor")
+    version, after = _decode_cursor(cursor) if cursor else (None, 0)
+    version, store = _store(request, session, scope, version)
+    records, last = keyed_store.page(store, columns=scope.columns, scope=scope.row_filter, equals=equals,
+                                     after_row=after, limit=limit)
+    keys = [str(record[key_column]) for record in records] if key_column else []
+    request.app.state.ledger.record(_line(scope, caller, kind="query", rows=len(records), keys=keys, status=200, started=started))
+    next_cursor = _encode_cursor(version, last) if last is not None and len(records) == limit else None
+    return JSONResponse({"dataset": code, "version": version, "records": jsonable_encoder(records), "next_cursor": next_cursor})
+
+
+class _Chunks:
+    """A write-only file that hands back what was written since the last take()."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.closed = False
+
+    def write(self, data) -> int:
+        self.parts.append(bytes(data))
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+    def take(self) -> bytes:
+        data, self.parts = b"".join(self.parts), []
+        return data
+
+
+def _arrow_stream(request: Request, store, scope: service.Scope, caller: Caller, equals: dict[str, Any],
+                  key_column: str | None, started: float) -> Iterator[bytes]:
+    rows, keys = 0, []
+    stream = keyed_store.ArrowStream(store, columns=scope.columns, scope=scope.row_filter, equals=equals)
+    chunks = _Chunks()
+    try:
+        writer = pa.ipc.new_stream(pa.PythonFile(chunks, mode="w"), stream.schema)
+        for batch in stream:
+            writer.write_batch(batch)
+            rows += batch.num_rows
+            if key_column and len(keys) < 1000:
+                keys.extend(str(value) for value in batch.column(key_column).to_pylist()[: 1000 - len(keys)])
+            yield chunks.take()
+        writer.close()
+        yield chunks.take()
+    finally:
+        stream.close()
+        request.app.state.ledger.record(_line(scope, caller, kind="stream", rows=rows, keys=keys, status=200, started=started))
+
+
+@router.get("/citizens/{citizen_id}/access-log", summary="Who used this citizen's data, when, and on what basis")
+def citizen_access_log(citizen_id: str, request: Request, session: DbSession,
+                       caller: Annotated[Caller, Depends(require("citizens.access_log"))]) -> dict[str, Any]:
+    entries = service.citizen_access_log(session, citizen_id=citizen_id)
+    return {
+        "citizen_id": citizen_id,
+        "entries": [
+            {"at": entry.at.isoformat(), "department": entry.department_code, "dataset": entry.dataset_code,
+             "grant_id": entry.grant_id, "application_id": entry.application_id, "service_item": entry.service_item,
+             "basis": entry.basis, "kind": entry.kind, "rows": entry.rows}
+            for entry in entries
+        ],
+    }

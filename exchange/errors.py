@@ -1,0 +1,25 @@
+"""Errors of the exchange, each with a stable problem ``type``."""
+
+from __future__ import annotations
+
+from govshare.errors import Forbidden, GovshareError, InvalidInput, NotFound
+
+
+class NoActiveGrant(Forbidden):
+    type, title = "no-active-grant", "No active grant"
+
+
+class RecordNotFound(NotFound):
+    type, title = "record-not-found", "Nothing within the grant"
+
+
+class NoData(NotFound):
+    type, title = "no-data", "The dataset has no data yet"
+
+
+class InvalidQuery(InvalidInput):
+    type, title = "invalid-query", "Invalid query"
+
+
+class RateLimited(GovshareError):
+    status, type, title = 429, "rate-limited", "Too many requests"

@@ -1,0 +1,132 @@
+"""Keyed stores: per snapshot version, a DuckDB file with the rows and an index on the lookup key.
+
+Built once per version (at first use, or ahead of time by a job) next to the snapshot,
+under a temporary name and renamed into place. A lookup is then an index probe
+(about half a millisecond on 10 million rows), never a scan. Each row keeps its
+position in the snapshot (``_row``), which orders paged queries stably.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from approvals.rowfilter import CompiledFilter
+
+_build_lock = threading.Lock()
+ROW_COLUMN = "_row"
+
+
+def quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def store_path(snapshot: Path) -> Path:
+    return snapshot.with_suffix(".keyed.duckdb")
+
+
+def ensure_store(snapshot: Path, key: str | None) -> Path:
+    """The keyed store for ``snapshot``, built if missing (safe against concurrent builders)."""
+    target = store_path(snapshot)
+    if target.exists():
+        return target
+    with _build_lock:
+        if target.exists():
+            return target
+        temp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            connection = duckdb.connect(str(temp))
+            try:
+                connection.execute(
+                    f"CREATE TABLE records AS SELECT row_number() OVER () AS {ROW_COLUMN}, * FROM read_parquet(?)",
+                    [str(snapshot)],
+                )
+                if key:
+                    connection.execute(f"CREATE INDEX records_key ON records ({quote(key)})")
+                connection.execute(f"CREATE UNIQUE INDEX records_row ON records ({ROW_COLUMN})")
+                connection.execute("CHECKPOINT")
+            finally:
+                connection.close()
+            os.replace(temp, target)
+        finally:
+            temp.unlink(missing_ok=True)
+            Path(str(temp) + ".wal").unlink(missing_ok=True)
+    return target
+
+
+class _Connections(threading.local):
+    def __init__(self) -> None:
+        self.open: dict[str, duckdb.DuckDBPyConnection] = {}
+
+
+_connections = _Connections()
+
+
+def _connection(path: Path) -> duckdb.DuckDBPyConnection:
+    """A read-only connection per thread and store (DuckDB connections are not shared across threads)."""
+    key = str(path)
+    connection = _connections.open.get(key)
+    if connection is None:
+        connection = duckdb.connect(key, read_only=True)
+        _connections.open[key] = connection
+    return connection
+
+
+def _select(columns: list[str]) -> str:
+    return ", ".join(quote(column) for column in columns)
+
+
+def lookup(path: Path, *, key: str, value: Any, columns: list[str], scope: CompiledFilter, limit: int = 1000) -> list[dict[str, Any]]:
+    """Rows whose ``key`` equals ``value`` and which lie within ``scope``, projected to ``columns``."""
+    sql = (f"SELECT {_select(columns)} FROM records WHERE {quote(key)} = ? AND ({scope.sql}) "
+           f"ORDER BY {ROW_COLUMN} LIMIT {int(limit)}")
+    cursor = _connection(path).cursor()
+    try:
+        result = cursor.execute(sql, [value, *scope.params])
+        names = [column[0] for column in result.description]
+        return [dict(zip(names, row, strict=True)) for row in result.fetchall()]
+    finally:
+        cursor.close()
+
+
+def page(
+    path: Path, *, columns: list[str], scope: CompiledFilter, equals: dict[str, Any], after_row: int, limit: int,
+) -> tuple[list[dict[str, Any]], int | None]:
+    """One page of rows within ``scope`` matching ``equals``, after position ``after_row``; and the last position."""
+    conditions = [f"({scope.sql})", f"{ROW_COLUMN} > ?"] + [f"{quote(name)} = ?" for name in equals]
+    sql = (f"SELECT {ROW_COLUMN}, {_select(columns)} FROM records WHERE {' AND '.join(conditions)} "
+           f"ORDER BY {ROW_COLUMN} LIMIT {int(limit)}")
+    cursor = _connection(path).cursor()
+    try:
+        result = cursor.execute(sql, [*scope.params, after_row, *equals.values()])
+        names = [column[0] for column in result.description]
+        rows = result.fetchall()
+    finally:
+        cursor.close()
+    records = [dict(zip(names[1:], row[1:], strict=True)) for row in rows]
+    return records, (rows[-1][0] if rows else None)
+
+
+class ArrowStream:
+    """Rows within a scope as Arrow record batches, read lazily (bounded memory); close when done."""
+
+    def __init__(self, path: Path, *, columns: list[str], scope: CompiledFilter, equals: dict[str, Any], batch_rows: int = 65536) -> None:
+        conditions = [f"({scope.sql})"] + [f"{quote(name)} = ?" for name in equals]
+        sql = f"SELECT {_select(columns)} FROM records WHERE {' AND '.join(conditions)} ORDER BY {ROW_COLUMN}"
+        # Its own connection: a stream outlives the request thread that opened it.
+        self._connection = duckdb.connect(str(path), read_only=True)
+        self.reader = self._connection.sql(sql, params=[*scope.params, *equals.values()]).to_arrow_reader(batch_rows)
+        self.schema: pa.Schema = self.reader.schema
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
+        yield from self.reader
+
+    def close(self) -> None:
+        self._connection.close()

@@ -1,0 +1,129 @@
+"""The access ledger writer: calls hand their line to a queue and go on; a thread writes in batches.
+
+A call never waits on the ledger's write. Lines are committed within
+``FLUSH_SECONDS`` (or sooner when ``BATCH`` accumulate); ``flush()`` waits for
+everything queued so far (shutdown and tests use it). What a hard kill of the
+process takes with it is at most the last fraction of a second of lines.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from exchange.models import AccessLogEntry, AccessLogKey
+from govshare.db import Database, utcnow
+
+log = logging.getLogger("govshare.ledger")
+BATCH = 500
+FLUSH_SECONDS = 0.2
+MAX_KEYS_PER_LINE = 1000
+
+
+@dataclass
+class LedgerLine:
+    kind: str
+    client_id: str
+    department: str
+    dataset: str
+    grant_id: int | None
+    application_id: int | None
+    service_item: str | None
+    basis: str | None
+    rows: int
+    keys: list[str] = field(default_factory=list)
+    status: int = 200
+    latency_ms: float | None = None
+    at: datetime = field(default_factory=utcnow)
+
+
+class LedgerWriter:
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        self._queue: queue.Queue[LedgerLine | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="govshare-ledger", daemon=True)
+            self._thread.start()
+
+    def record(self, line: LedgerLine) -> None:
+        """Queue one line; returns at once."""
+        self._queue.put(line)
+
+    def flush(self) -> None:
+        """Block until every line queued before this call is committed."""
+        if self._thread is None:
+            self._drain_now()
+            return
+        self._queue.join()
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout=30)
+            self._thread = None
+        self._drain_now()
+
+    def _drain_now(self) -> None:
+        lines = []
+        while True:
+            try:
+                line = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if line is not None:
+                lines.append(line)
+            self._queue.task_done()
+        if lines:
+            self._write(lines)
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                self._queue.task_done()
+                return
+            lines, stop = [first], False
+            while len(lines) < BATCH:
+                try:
+                    line = self._queue.get(timeout=FLUSH_SECONDS if len(lines) == 1 else 0.01)
+                except queue.Empty:
+                    break
+                if line is None:
+                    stop = True
+                    break
+                lines.append(line)
+            try:
+                self._write(lines)
+            except Exception:  # keep serving; the failure is visible in the log and the metrics
+                log.exception("could not write %d ledger lines", len(lines))
+            finally:
+                for _ in range(len(lines) + (1 if stop else 0)):
+                    self._queue.task_done()
+            if stop:
+                return
+
+    def _write(self, lines: list[LedgerLine]) -> None:
+        with self.database.transaction() as session:
+            entries = [
+                AccessLogEntry(
+                    at=line.at, kind=line.kind, client_id=line.client_id, department_code=line.department,
+                    dataset_code=line.dataset, grant_id=line.grant_id, application_id=line.application_id,
+                    service_item=line.service_item, basis=line.basis, rows=line.rows, status=line.status,
+                    latency_ms=line.latency_ms,
+                )
+                for line in lines
+            ]
+            session.add_all(entries)
+            session.flush()
+            keys = [
+                AccessLogKey(entry_id=entry.id, key=key)
+                for entry, line in zip(entries, lines, strict=True)
+                for key in dict.fromkeys(line.keys[:MAX_KEYS_PER_LINE])
+            ]
+            session.add_all(keys)

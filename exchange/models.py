@@ -1,0 +1,64 @@
+"""Tables of the exchange: the access ledger and submit-once intake records."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from govshare.db import Base, UTCDateTime, utcnow
+
+BIGINT = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class AccessLogEntry(Base):
+    """One delivery or interface call: who, under which grant, for which service, how many rows."""
+
+    __tablename__ = "access_log"
+    __table_args__ = (
+        Index("ix_access_log_at", "at"),
+        Index("ix_access_log_dataset_code_at", "dataset_code", "at"),
+        Index("ix_access_log_grant_id", "grant_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BIGINT, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    kind: Mapped[str] = mapped_column(String(20))  # lookup, query, stream, extract, deposit
+    client_id: Mapped[str] = mapped_column(String(64))
+    department_code: Mapped[str] = mapped_column(String(32))
+    dataset_code: Mapped[str] = mapped_column(String(64))
+    grant_id: Mapped[int | None] = mapped_column(Integer)
+    application_id: Mapped[int | None] = mapped_column(Integer)
+    service_item: Mapped[str | None] = mapped_column(String(200))
+    basis: Mapped[str | None] = mapped_column(Text)
+    rows: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[int] = mapped_column(Integer, default=200)
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+
+
+class AccessLogKey(Base):
+    """A key (citizen ID) an access touched: what lets a citizen find their lines."""
+
+    __tablename__ = "access_log_keys"
+    __table_args__ = (Index("ix_access_log_keys_key", "key"),)
+
+    entry_id: Mapped[int] = mapped_column(BIGINT, ForeignKey("access_log.id"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+
+
+class IntakeRecord(Base):
+    """A record a service system deposited into an intake dataset ("submit once"), upserted by key."""
+
+    __tablename__ = "intake_records"
+    __table_args__ = (UniqueConstraint("dataset_id", "key", name="uq_intake_records_dataset_id_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"))
+    key: Mapped[str] = mapped_column(String(64))
+    record: Mapped[dict] = mapped_column(JSON)
+    consent_ref: Mapped[str] = mapped_column(String(200))
+    department_code: Mapped[str] = mapped_column(String(32))
+    client_id: Mapped[str] = mapped_column(String(64))
+    deposited_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,0 +1,75 @@
+"""Delivering what a grant allows: grant resolution, scope, lookups, queries, deposits, the ledger."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from approvals import rowfilter
+from approvals import service as approvals
+from approvals.models import Application, Grant
+from directory import service as directory
+from directory.models import Dataset
+from exchange.errors import NoActiveGrant, NoData
+from exchange.models import AccessLogEntry, AccessLogKey
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Everything one call may see: the grant's columns and rows, on one snapshot version."""
+
+    grant: Grant
+    application: Application
+    dataset: Dataset
+    columns: list[str]
+    row_filter: rowfilter.CompiledFilter
+
+    @property
+    def items(self) -> list[dict[str, Any]]:
+        return self.dataset.document["items"]
+
+    @property
+    def lookup_key(self) -> str | None:
+        return self.dataset.document.get("lookup_key")
+
+
+def active_grant(
+    session: Session, *, department: str, dataset_code: str, delivery: str, today: date, grant_id: int | None = None,
+) -> Scope:
+    """The department's active grant on the dataset for this delivery mode (the newest, or the one named)."""
+    query = select(Grant).where(Grant.department_code == department, Grant.dataset_code == dataset_code,
+                                Grant.delivery == delivery)
+    if grant_id is not None:
+        query = query.where(Grant.id == grant_id)
+    for grant in session.execute(query.order_by(Grant.id.desc())).scalars():
+        if approvals.grant_state(grant, today) == approvals.GrantState.active:
+            return scope_of(session, grant)
+    raise NoActiveGrant(f"department {department} holds no active {delivery} grant on {dataset_code}")
+
+
+def scope_of(session: Session, grant: Grant) -> Scope:
+    dataset = session.get(Dataset, grant.dataset_id)
+    application = session.get(Application, grant.application_id)
+    compiled = rowfilter.compile_filter(grant.row_filter, dataset.document["items"])
+    return Scope(grant, application, dataset, list(grant.columns), compiled)
+
+
+def snapshot(session: Session, *, dataset: Dataset, data_dir: Path) -> tuple[int, Path]:
+    """The newest version's number and Parquet path."""
+    version = directory.latest_version(session, dataset=dataset)
+    if version is None:
+        raise NoData(f"dataset {dataset.code} has no data yet")
+    return version.number, directory.snapshot_path(data_dir, version)
+
+
+def citizen_access_log(session: Session, *, citizen_id: str, limit: int = 1000) -> list[AccessLogEntry]:
+    """Every recorded access that touched ``citizen_id``, newest first."""
+    return list(session.execute(
+        select(AccessLogEntry).join(AccessLogKey, AccessLogKey.entry_id == AccessLogEntry.id)
+        .where(AccessLogKey.key == citizen_id).order_by(AccessLogEntry.at.desc(), AccessLogEntry.id.desc()).limit(limit)
+    ).scalars())
