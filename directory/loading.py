@@ -27,9 +27,9 @@ import pyarrow.parquet as pq
 from directory.errors import InvalidFile, VersionRefused
 
 MAX_ERRORS = 20
-BLOCK_SIZE = 1 << 20  # bytes of CSV / JSON text parsed per batch
+BLOCK_SIZE = 512 << 10  # bytes of CSV / JSON text parsed per batch
 PARQUET_BATCH_ROWS = 64 * 1024
-ROW_GROUP_ROWS = 128 * 1024
+ROW_GROUP_BYTES = 8 << 20  # checked batches gathered into one Parquet row group
 UTC_TIMESTAMP = pa.timestamp("us", tz="UTC")
 
 ARROW_TYPES: dict[str, pa.DataType] = {
@@ -331,7 +331,7 @@ def write_snapshot(
         column_errors = _column_errors(file_schema, items)
         if column_errors:
             raise _refuse(column_errors, 0)
-        rows, errors, pending, pending_rows = 0, [], [], 0
+        rows, errors, pending, pending_bytes = 0, [], [], 0
         with pq.ParquetWriter(temp_path, schema, compression="zstd") as writer:
             for batch in batches:
                 converted, batch_errors = _check_batch(batch, items, schema, rows + 1, MAX_ERRORS)
@@ -342,10 +342,10 @@ def write_snapshot(
                 if errors:
                     continue  # refused anyway: keep checking, stop writing
                 pending.append(converted)
-                pending_rows += converted.num_rows
-                if pending_rows >= ROW_GROUP_ROWS:
+                pending_bytes += converted.nbytes
+                if pending_bytes >= ROW_GROUP_BYTES:
                     writer.write_table(pa.Table.from_batches(pending, schema=schema))
-                    pending, pending_rows = [], 0
+                    pending, pending_bytes = [], 0
             if pending and not errors:
                 writer.write_table(pa.Table.from_batches(pending, schema=schema))
         if errors:
