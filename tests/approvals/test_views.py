@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import text
@@ -239,7 +240,7 @@ def test_the_application_page_shows_items_inspection_scope_and_both_histories(si
 
     findings = {item.get("data-rule"): item for item in page.find_all("li", class_="finding")}
     assert "finding-warning" in findings["provider-sign-off"].get("class")
-    assert findings["personal-explained"].text.startswith("Check: personal items without a justification")
+    assert findings["personal-explained"].text.startswith("Check: Personal items without a justification")
     assert "no problems" in page.find(id="inspection-result").text
 
     assert page.find(id="row-filter").text == "district is one of 01, 02"
@@ -260,6 +261,24 @@ def test_the_application_page_shows_items_inspection_scope_and_both_histories(si
     # Every field has a label.
     for field in page.find(id="decision").find_all("textarea") + page.find(id="decision").find_all("select"):
         assert page.find("label", for_=field.get("id")) is not None
+
+
+def test_what_applicants_wrote_is_shown_as_text_never_as_markup(signed_in, world):
+    application = world.filed(purpose='<script>alert("x")</script> to register marriages')
+    response = signed_in.get(f"/ui/applications/{application['id']}", headers=HTML)
+    assert '<script>alert("x")</script>' not in response.text
+    assert page_of(response).find("script") is None
+    assert '&lt;script&gt;' in response.text
+
+
+def test_a_session_ends_eight_hours_after_signing_in(signed_in, monkeypatch):
+    from approvals import views
+
+    assert signed_in.get("/ui", headers=HTML, follow_redirects=False).status_code == 200
+    later = views.time.time() + views.SESSION_MAX_AGE + 60
+    # Only the pages' clock moves on: the cookie itself is still validly signed and fresh.
+    monkeypatch.setattr(views, "time", SimpleNamespace(time=lambda: later))
+    assert signed_in.get("/ui", headers=HTML, follow_redirects=False).status_code == 303
 
 
 def test_an_unknown_application_is_a_404_page(signed_in):
