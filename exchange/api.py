@@ -13,22 +13,28 @@ import binascii
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Annotated, Any
 
 import pyarrow as pa
 from fastapi import APIRouter, Depends, Request
 from fastapi.encoders import jsonable_encoder
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from pydantic import BaseModel, Field
 
 from approvals import rowfilter
 from approvals import service as approvals
 from directory.models import DatasetVersion
-from exchange import keyed_store, service
-from exchange.errors import InvalidQuery, RateLimited, RecordNotFound
+from approvals.models import Grant
+from exchange import extracts, keyed_store, service
+from exchange.errors import ExtractNotFound, InvalidQuery, LinkInvalid, NoActiveGrant, RateLimited, RecordNotFound
+from exchange.models import Extract
 from exchange.ledger import LedgerLine
 from exchange.ratelimit import retry_after_header
 from govshare.auth import Caller, require
 from govshare.db import DbSession, utcnow
+from govshare.errors import Forbidden
+from govshare.models import Role
 from sqlalchemy import select
 
 router = APIRouter(prefix="/api/v1", tags=["exchange"])
@@ -218,3 +224,87 @@ def citizen_access_log(citizen_id: str, request: Request, session: DbSession,
             for entry in entries
         ],
     }
+
+
+class ExtractRequest(BaseModel):
+    format: str = Field(default="parquet", description="parquet, csv or arrow")
+    version: int | None = Field(default=None, ge=1, description="a snapshot version; the newest when absent")
+    encrypt: bool = Field(default=False, description="encrypt to the department's registered public key")
+
+
+class PublicKeyBody(BaseModel):
+    public_key: str = Field(min_length=100, max_length=20000, description="RSA public key, PEM")
+
+
+def _extract_json(extract: Extract, keystore) -> dict[str, Any]:
+    body = {
+        "id": extract.id, "grant_id": extract.grant_id, "dataset": extract.dataset_code, "format": extract.format,
+        "encrypted": extract.encrypt, "status": extract.status, "progress": round(extract.progress, 3),
+        "manifest": extract.manifest, "error": extract.error, "created_at": extract.created_at.isoformat(),
+        "finished_at": extract.finished_at.isoformat() if extract.finished_at else None, "download_url": None,
+    }
+    if extract.status == "done":
+        body["download_url"] = extracts.download_link(extract.id, secret=extracts.link_secret(keystore))
+    return body
+
+
+def _extract_for_department(extract_id: str, session, caller: Caller) -> Extract:
+    extract = session.get(Extract, extract_id)
+    if extract is None or (extract.department_code != caller.department and not caller.has_role(Role.manager, Role.admin)):
+        raise ExtractNotFound(f"extract {extract_id} does not exist")
+    return extract
+
+
+@router.post("/grants/{grant_id}/extracts", status_code=202, summary="Request a table extract of an extract grant")
+def request_extract(grant_id: int, body: ExtractRequest, request: Request, session: DbSession,
+                    caller: Annotated[Caller, Depends(require("extracts.request"))]) -> JSONResponse:
+    today = approvals.calendar(request.app.state.settings).today(utcnow())
+    grant = session.get(Grant, grant_id)
+    if grant is None or grant.department_code != caller.department:
+        raise NoActiveGrant(f"your department holds no grant {grant_id}")
+    scope = service.active_grant(session, department=caller.department, dataset_code=grant.dataset_code,
+                                 delivery="extract", today=today, grant_id=grant_id)
+    extract = extracts.request_extract(session, scope=scope, actor=caller.actor, format=body.format,
+                                       version=body.version, encrypt=body.encrypt)
+    return JSONResponse(_extract_json(extract, request.app.state.keystore), status_code=202,
+                        headers={"Location": f"/api/v1/extracts/{extract.id}"})
+
+
+@router.get("/extracts/{extract_id}", summary="An extract's status, progress, signed manifest and download link")
+def get_extract(extract_id: str, request: Request, session: DbSession,
+                caller: Annotated[Caller, Depends(require("extracts.read"))]) -> dict[str, Any]:
+    return _extract_json(_extract_for_department(extract_id, session, caller), request.app.state.keystore)
+
+
+@router.get("/extracts/{extract_id}/download", summary="The extract file (signed link + a token of the grant's department; Range supported)",
+            response_class=FileResponse)
+def download_extract(extract_id: str, request: Request, session: DbSession,
+                     caller: Annotated[Caller, Depends(require("extracts.request"))],
+                     expires: int = 0, signature: str = "") -> FileResponse:
+    started = time.perf_counter()
+    state = request.app.state
+    if not extracts.link_is_valid(extract_id, expires=expires, signature=signature, secret=extracts.link_secret(state.keystore)):
+        raise LinkInvalid("this download link is forged or has expired; ask GET /api/v1/extracts/{id} for a new one")
+    extract = session.get(Extract, extract_id)
+    if extract is None or extract.department_code != caller.department or extract.status != "done":
+        raise ExtractNotFound(f"extract {extract_id} does not exist")
+    today = approvals.calendar(state.settings).today(utcnow())
+    scope = service.active_grant(session, department=caller.department, dataset_code=extract.dataset_code,
+                                 delivery="extract", today=today, grant_id=extract.grant_id)
+    state.ledger.record(_line(scope, caller, kind="extract", rows=extract.manifest["rows"], keys=[], status=200, started=started))
+    media = {"parquet": "application/vnd.apache.parquet", "csv": "text/csv", "arrow": "application/vnd.apache.arrow.file"}
+    return FileResponse(
+        state.settings.resolved_data_dir / extract.path,
+        media_type="application/octet-stream" if extract.encrypt else media[extract.format],
+        filename=Path(extract.path).name,
+        headers={"X-Govshare-Sha256": extract.manifest["sha256"]},
+    )
+
+
+@router.put("/departments/{code}/public-key", summary="Register the department's RSA public key for encrypted extracts")
+def register_public_key(code: str, body: PublicKeyBody, session: DbSession,
+                        caller: Annotated[Caller, Depends(require("departments.keys"))]) -> dict[str, Any]:
+    if code.upper() != caller.department and not caller.has_role(Role.admin):
+        raise Forbidden(f"only department {code.upper()} may register its key")
+    key = extracts.register_public_key(session, department=code.upper(), public_key_pem=body.public_key, actor=caller.actor)
+    return {"department": key.department_code, "registered_at": key.registered_at.isoformat()}

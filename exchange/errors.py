@@ -23,3 +23,11 @@ class InvalidQuery(InvalidInput):
 
 class RateLimited(GovshareError):
     status, type, title = 429, "rate-limited", "Too many requests"
+
+
+class ExtractNotFound(NotFound):
+    type, title = "extract-not-found", "No such extract"
+
+
+class LinkInvalid(Forbidden):
+    type, title = "link-invalid", "Download link forged or expired"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from govshare.db import Base, UTCDateTime, utcnow
@@ -62,3 +62,39 @@ class IntakeRecord(Base):
     client_id: Mapped[str] = mapped_column(String(64))
     deposited_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Extract(Base):
+    """A table extract of one grant: a job, then an immutable file with a signed manifest."""
+
+    __tablename__ = "extracts"
+    __table_args__ = (Index("ix_extracts_status", "status"), Index("ix_extracts_grant_id", "grant_id"))
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    grant_id: Mapped[int] = mapped_column(ForeignKey("grants.id"))
+    department_code: Mapped[str] = mapped_column(String(32))
+    dataset_code: Mapped[str] = mapped_column(String(64))
+    format: Mapped[str] = mapped_column(String(10))
+    version_number: Mapped[int | None] = mapped_column(Integer)
+    encrypt: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[str] = mapped_column(String(10))  # queued, running, done, failed
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    path: Mapped[str | None] = mapped_column(String(500))
+    manifest: Mapped[dict | None] = mapped_column(JSON)
+    error: Mapped[str | None] = mapped_column(Text)
+    requested_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class DepartmentKey(Base):
+    """A department's public key (RSA, PEM): extracts can be encrypted so only it can read them."""
+
+    __tablename__ = "department_keys"
+
+    department_code: Mapped[str] = mapped_column(ForeignKey("departments.code"), primary_key=True)
+    public_key_pem: Mapped[str] = mapped_column(Text)
+    registered_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

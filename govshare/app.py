@@ -14,6 +14,7 @@ from approvals import views as approvals_views
 from approvals import jobs as approvals_jobs
 from directory import api as directory_api
 from exchange import api as exchange_api
+from exchange import jobs as exchange_jobs
 from exchange.ledger import LedgerWriter
 from exchange.ratelimit import RateLimiter
 from govshare import __version__, audit, oauth, observability
@@ -35,7 +36,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     runner = JobRunner(database)
     if settings.jobs_enabled:
-        for job in approvals_jobs.jobs(settings):
+        for job in [*approvals_jobs.jobs(settings), *exchange_jobs.jobs(settings, keystore)]:
             runner.add(job)
 
     ledger = LedgerWriter(database)

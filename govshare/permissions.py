@@ -26,6 +26,9 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "exchange.read": frozenset({S}),
     "exchange.deposit": frozenset({S}),
     "citizens.access_log": frozenset({C, M, A}),
+    "extracts.request": frozenset({D, S}),
+    "extracts.read": frozenset({D, S, M, A}),
+    "departments.keys": frozenset({D, S, A}),
 }
 
 

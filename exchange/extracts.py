@@ -1,0 +1,248 @@
+"""Extracts: DuckDB projects exactly a grant's columns and rows of a snapshot into a file.
+
+The query runs inside DuckDB straight from the Parquet snapshot to the output file
+(``COPY (SELECT ...) TO``), so the data never passes through Python. The file is
+written under a temporary name and renamed into place only once complete, with a
+manifest (rows, columns, SHA-256, format, snapshot version) signed by the exchange.
+A job interrupted by a restart is taken up again (its partial file discarded), at
+most ``MAX_ATTEMPTS`` times, then ends as failed with the reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import threading
+import uuid
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from approvals.models import Grant
+from directory import service as directory
+from directory.models import DatasetVersion
+from exchange import crypto
+from exchange.errors import InvalidQuery, NoData
+from exchange.keyed_store import quote
+from exchange.models import DepartmentKey, Extract
+from exchange.service import Scope, scope_of
+from govshare import audit
+from govshare.audit import canonical_json
+from govshare.db import Database, utcnow
+from govshare.keys import KeyStore, Signature
+
+log = logging.getLogger("govshare.extracts")
+FORMATS = {"parquet": ".parquet", "csv": ".csv", "arrow": ".arrow"}
+MAX_ATTEMPTS = 3
+STALE_AFTER = timedelta(seconds=60)
+LINK_LIFETIME = timedelta(hours=1)
+
+
+def request_extract(session: Session, *, scope: Scope, actor: str, format: str, version: int | None, encrypt: bool) -> Extract:
+    """Queue an extract of ``scope``'s grant (newest version unless one is named)."""
+    if format not in FORMATS:
+        raise InvalidQuery(f"format: one of {', '.join(FORMATS)}")
+    if version is not None and _version(session, scope, version) is None:
+        raise InvalidQuery(f"version: dataset {scope.dataset.code} has no version {version}")
+    if version is None and directory.latest_version(session, dataset=scope.dataset) is None:
+        raise NoData(f"dataset {scope.dataset.code} has no data yet")
+    if encrypt and session.get(DepartmentKey, scope.grant.department_code) is None:
+        raise InvalidQuery("encrypt: your department has registered no public key (PUT /api/v1/departments/{code}/public-key)")
+    extract = Extract(
+        id=str(uuid.uuid4()), grant_id=scope.grant.id, department_code=scope.grant.department_code,
+        dataset_code=scope.dataset.code, format=format, version_number=version, encrypt=encrypt, status="queued",
+        progress=0.0, attempts=0, requested_by=actor,
+    )
+    session.add(extract)
+    session.flush()
+    return extract
+
+
+def _version(session: Session, scope: Scope, number: int) -> DatasetVersion | None:
+    return session.execute(select(DatasetVersion).where(DatasetVersion.dataset_id == scope.dataset.id,
+                                                        DatasetVersion.number == number)).scalar_one_or_none()
+
+
+def extract_folder(data_dir: Path) -> Path:
+    return data_dir / "extracts"
+
+
+def _claim(database: Database) -> str | None:
+    """Take one queued extract (atomically: two workers never take the same one)."""
+    with database.transaction() as session:
+        for extract_id in session.execute(select(Extract.id).where(Extract.status == "queued").order_by(Extract.created_at).limit(5)).scalars():
+            now = utcnow()
+            taken = session.execute(
+                update(Extract).where(Extract.id == extract_id, Extract.status == "queued")
+                .values(status="running", started_at=now, heartbeat_at=now, attempts=Extract.attempts + 1, progress=0.0)
+            ).rowcount
+            if taken:
+                return extract_id
+    return None
+
+
+def recover(database: Database, *, now: datetime | None = None) -> int:
+    """After a restart: running extracts whose worker stopped beating go back to the queue, or fail."""
+    now = now or utcnow()
+    with database.transaction() as session:
+        stale = session.execute(select(Extract).where(Extract.status == "running", Extract.heartbeat_at < now - STALE_AFTER)).scalars().all()
+        for extract in stale:
+            if extract.attempts >= MAX_ATTEMPTS:
+                extract.status, extract.finished_at = "failed", now
+                extract.error = f"interrupted {extract.attempts} times (server restarts); giving up"
+            else:
+                extract.status, extract.progress = "queued", 0.0
+        return len(stale)
+
+
+def run_pending(database: Database, *, data_dir: Path, keystore: KeyStore) -> int:
+    """Build every queued extract; returns how many were finished (done or failed)."""
+    finished = 0
+    while (extract_id := _claim(database)) is not None:
+        _build(database, extract_id, data_dir=data_dir, keystore=keystore)
+        finished += 1
+    return finished
+
+
+def _heartbeat(database: Database, extract_id: str, connection: duckdb.DuckDBPyConnection, stop: threading.Event) -> None:
+    while not stop.wait(0.5):
+        try:
+            progress = max(0.0, min(0.99, float(connection.query_progress()) / 100))
+        except Exception:  # progress is best effort
+            progress = None
+        with database.transaction() as session:
+            values: dict[str, Any] = {"heartbeat_at": utcnow()}
+            if progress is not None and progress > 0:
+                values["progress"] = progress
+            session.execute(update(Extract).where(Extract.id == extract_id, Extract.status == "running").values(**values))
+
+
+def _build(database: Database, extract_id: str, *, data_dir: Path, keystore: KeyStore) -> None:
+    with database.transaction(write=False) as session:
+        extract = session.get(Extract, extract_id)
+        grant = session.get(Grant, extract.grant_id)
+        scope = scope_of(session, grant)
+        version = (_version(session, scope, extract.version_number) if extract.version_number
+                   else directory.latest_version(session, dataset=scope.dataset))
+        snapshot = directory.snapshot_path(data_dir, version)
+        number, fmt, encrypt, department = version.number, extract.format, extract.encrypt, extract.department_code
+        public_key = session.get(DepartmentKey, department).public_key_pem if encrypt else None
+    folder = extract_folder(data_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / f"{extract_id}{FORMATS[fmt]}{'.enc' if encrypt else ''}"
+    temp = folder / f".{extract_id}.{uuid.uuid4().hex}.tmp"
+    plain = folder / f".{extract_id}.{uuid.uuid4().hex}.plain.tmp"
+    try:
+        rows = _write(snapshot, scope, fmt, plain, database, extract_id)
+        if encrypt:
+            crypto.encrypt_file(plain, temp, public_key)
+            plain.unlink()
+        else:
+            plain.replace(temp)
+        manifest = {
+            "extract_id": extract_id, "dataset": scope.dataset.code, "grant_id": scope.grant.id,
+            "department": department, "version": number, "format": fmt, "encrypted": encrypt,
+            "rows": rows, "columns": list(scope.columns), "row_filter": scope.grant.row_filter,
+            "sha256": _sha256(temp), "bytes": temp.stat().st_size, "created_at": utcnow().isoformat(),
+        }
+        signature = keystore.sign(canonical_json(manifest).encode())
+        manifest["signature"] = {"alg": "ES256", "kid": signature.key_id, "value": signature.value}
+        temp.replace(final)
+        with database.transaction() as session:
+            extract = session.get(Extract, extract_id)
+            extract.status, extract.progress, extract.finished_at = "done", 1.0, utcnow()
+            extract.path, extract.manifest = str(final.relative_to(data_dir)), manifest
+            audit.record(session, actor=extract.requested_by, action="extract.created", subject=f"extract:{extract_id}",
+                         details={"grant_id": scope.grant.id, "rows": rows, "sha256": manifest["sha256"], "version": number})
+    except Exception as error:
+        log.exception("extract %s failed", extract_id)
+        final.unlink(missing_ok=True)
+        with database.transaction() as session:
+            extract = session.get(Extract, extract_id)
+            extract.status, extract.finished_at, extract.error = "failed", utcnow(), f"{type(error).__name__}: {error}"
+    finally:
+        temp.unlink(missing_ok=True)
+        plain.unlink(missing_ok=True)
+
+
+def _write(snapshot: Path, scope: Scope, fmt: str, target: Path, database: Database, extract_id: str) -> int:
+    select_sql = (f"SELECT {', '.join(quote(column) for column in scope.columns)} FROM read_parquet(?) "
+                  f"WHERE {scope.row_filter.sql}")
+    params = [str(snapshot), *scope.row_filter.params]
+    connection = duckdb.connect()
+    stop = threading.Event()
+    beat = threading.Thread(target=_heartbeat, args=(database, extract_id, connection, stop), daemon=True)
+    beat.start()
+    try:
+        if fmt == "arrow":
+            reader = connection.sql(select_sql, params=params).to_arrow_reader(65536)
+            rows = 0
+            with pa.OSFile(str(target), "wb") as sink, pa.ipc.new_file(sink, reader.schema) as writer:
+                for batch in reader:
+                    writer.write_batch(batch)
+                    rows += batch.num_rows
+            return rows
+        options = "FORMAT parquet, COMPRESSION zstd" if fmt == "parquet" else "FORMAT csv, HEADER true"
+        # The target path is ours (a uuid under the data folder), never a caller's text.
+        path_literal = str(target).replace("'", "''")
+        return int(connection.execute(f"COPY ({select_sql}) TO '{path_literal}' ({options})", params).fetchone()[0])
+    finally:
+        stop.set()
+        beat.join(timeout=5)
+        connection.close()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        while block := file.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_manifest(manifest: dict[str, Any], keystore: KeyStore) -> bool:
+    """Whether a manifest's signature is the exchange's."""
+    body = {key: value for key, value in manifest.items() if key != "signature"}
+    signature = manifest.get("signature") or {}
+    return keystore.verify(canonical_json(body).encode(), Signature(signature.get("kid", ""), signature.get("value", "")))
+
+
+def link_secret(keystore: KeyStore) -> bytes:
+    """The key that signs download links (derived from a secret generated at init)."""
+    return hashlib.sha256(b"govshare extract links:" + keystore.session_secret().encode()).digest()
+
+
+def _link_mac(secret: bytes, extract_id: str, expires: int) -> str:
+    return hmac.new(secret, f"{extract_id}:{expires}".encode(), hashlib.sha256).hexdigest()
+
+
+def download_link(extract_id: str, *, secret: bytes, now: datetime | None = None) -> str:
+    """A relative link to one extract that stops working after ``LINK_LIFETIME``."""
+    expires = int(((now or utcnow()) + LINK_LIFETIME).timestamp())
+    return f"/api/v1/extracts/{extract_id}/download?expires={expires}&signature={_link_mac(secret, extract_id, expires)}"
+
+
+def link_is_valid(extract_id: str, *, expires: int, signature: str, secret: bytes, now: datetime | None = None) -> bool:
+    if expires < int((now or utcnow()).timestamp()):
+        return False
+    return hmac.compare_digest(_link_mac(secret, extract_id, expires), signature)
+
+
+def register_public_key(session: Session, *, department: str, public_key_pem: str, actor: str) -> DepartmentKey:
+    """Register (or replace) the department's public key for encrypted extracts."""
+    crypto.load_public_key(public_key_pem)
+    key = session.get(DepartmentKey, department)
+    if key is None:
+        key = DepartmentKey(department_code=department, public_key_pem=public_key_pem)
+        session.add(key)
+    else:
+        key.public_key_pem, key.registered_at = public_key_pem, utcnow()
+    session.flush()
+    audit.record(session, actor=actor, action="department.public_key", subject=f"department:{department}")
+    return key

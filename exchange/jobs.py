@@ -1,0 +1,21 @@
+"""The exchange's background jobs: building queued extracts (and recovering interrupted ones)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from exchange import extracts
+from govshare.db import Database
+from govshare.jobs import Job
+from govshare.keys import KeyStore
+from govshare.settings import Settings
+
+
+def jobs(settings: Settings, keystore: KeyStore) -> list[Job]:
+    data_dir: Path = settings.resolved_data_dir
+
+    def build(database: Database) -> int:
+        extracts.recover(database)
+        return extracts.run_pending(database, data_dir=data_dir, keystore=keystore)
+
+    return [Job("extracts", 0.5, build)]
