@@ -39,7 +39,8 @@ STYLESHEET = TEMPLATES_DIR / "govshare.css"
 templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
 
 SESSION_MAX_AGE = 8 * 3600
-USER_KEY, SIGNED_IN_KEY, CSRF_KEY, FLASH_KEY = "user_id", "signed_in_at", "csrf", "flash"
+USER_KEY, USER_NAME_KEY, SIGNED_IN_KEY, CSRF_KEY, FLASH_KEY = "user_id", "user_name", "signed_in_at", "csrf", "flash"
+QUEUE_LIMIT = 200
 UI_ROLES = (Role.manager, Role.admin)
 # Pages show applications and names of people: keep them out of shared caches and frames.
 PAGE_HEADERS = {
@@ -92,7 +93,10 @@ def signed_in_user(request: Request, session: DbSession) -> User:
 def manager_user(user: Annotated[User, Depends(signed_in_user)]) -> User:
     """The signed-in person, if they hold the manager (or admin) role; a 403 page otherwise."""
     if not any(str(role) in user.roles for role in UI_ROLES):
-        raise Forbidden("these pages are for data managers: your account does not have the manager role")
+        raise Forbidden(
+            f"these pages are for data managers: your account ({user.name}) does not have the manager role. "
+            "To use another account, sign out on the sign-in page, /ui/login"
+        )
     return user
 
 
@@ -285,7 +289,8 @@ def stylesheet() -> Response:
 
 @router.get("/login")
 def login_page(request: Request, next: str = "/ui") -> Response:
-    return render(request, "login.html", next=_safe_next(next), name="")
+    # Someone already signed in (say, without the manager role) may sign out here.
+    return render(request, "login.html", next=_safe_next(next), name="", signed_in_as=request.session.get(USER_NAME_KEY))
 
 
 @router.post("/login", dependencies=CheckedForm)
@@ -299,7 +304,8 @@ def login(
                       error="The name or the password is wrong.")
     # A new session on sign-in: nothing from before (a planted token) carries over.
     request.session.clear()
-    request.session.update({USER_KEY: user.id, SIGNED_IN_KEY: int(time.time()), CSRF_KEY: secrets.token_urlsafe(32)})
+    request.session.update({USER_KEY: user.id, USER_NAME_KEY: user.name, SIGNED_IN_KEY: int(time.time()),
+                            CSRF_KEY: secrets.token_urlsafe(32)})
     _flash(request, f"Signed in as {user.name}.")
     return _redirect(_safe_next(next))
 
@@ -325,7 +331,7 @@ def queue_page(
     status = status if status in STATUS_FILTERS else "open"
     applications = service.queue(
         session, statuses=None if status == "open" else [status], dataset=dataset.strip() or None,
-        department=department.strip().upper() or None, overdue_only=overdue, now=now,
+        department=department.strip().upper() or None, overdue_only=overdue, now=now, limit=QUEUE_LIMIT,
     )
     datasets = session.execute(select(Dataset.code, Dataset.title).order_by(Dataset.code)).all()
     departments = session.execute(select(Department.code, Department.name).order_by(Department.code)).all()
@@ -334,7 +340,7 @@ def queue_page(
         request, "queue.html", user=user, rows=rows, datasets=datasets, departments=departments,
         status_filters=STATUS_FILTERS,
         filters={"status": status, "dataset": dataset.strip(), "department": department.strip().upper(), "overdue": overdue},
-        overdue_count=sum(1 for _, ageing in rows if ageing.overdue),
+        overdue_count=sum(1 for _, ageing in rows if ageing.overdue), truncated=len(rows) >= QUEUE_LIMIT,
     )
 
 

@@ -6,6 +6,7 @@ from datetime import timedelta
 from types import SimpleNamespace
 
 import pytest
+from playwright.sync_api import expect
 from sqlalchemy import text
 
 from govshare import identities
@@ -120,6 +121,11 @@ def test_a_person_without_the_manager_role_gets_a_403_page(client, world, databa
         assert response.status_code == 403
         assert page_of(response).find("h1").text == "Not allowed"
         assert "manager role" in alert_text(response)
+    login = client.get("/ui/login", headers=HTML)
+    assert "signed in as dana" in page_of(login).find("form", class_="signed-in-note").text
+    out = client.post("/ui/logout", data={"csrf_token": csrf_of(login)}, headers=HTML, follow_redirects=False)
+    assert out.status_code == 303
+    assert page_of(client.get("/ui/login", headers=HTML)).find("form", class_="signed-in-note") is None
 
 
 def test_an_admin_may_use_the_pages(client, world, database):
@@ -404,15 +410,20 @@ def test_a_manager_works_through_the_queue_in_a_browser(live_server, page, scree
     _make_overdue(database, to_reject["id"], days=1)
 
     browser_sign_in(page, live_server, manager)
-    assert page.locator("#queue tbody tr").count() == 2
+    rows = page.locator("#queue tbody tr")
+    expect(rows).to_have_count(2)
     screenshot(page, "queue")
     page.get_by_label("Dataset").select_option("HRSS-INSURANCE")
     page.get_by_role("button", name="Show applications").click()
-    assert page.locator("#queue tbody tr").count() == 1
+    expect(page).to_have_url(f"{live_server}/ui?status=open&dataset=HRSS-INSURANCE&department=")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_have_attribute("data-application", str(to_approve["id"]))
     page.get_by_label("Dataset").select_option("")
     page.get_by_label("Overdue only").check()
     page.get_by_role("button", name="Show applications").click()
-    assert page.locator("#queue tbody tr").count() == 1
+    expect(page.get_by_label("Overdue only")).to_be_checked()
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_have_attribute("data-application", str(to_reject["id"]))
     page.get_by_role("link", name=f"Application {to_reject['id']}").click()
 
     assert page.get_by_role("heading", level=1).inner_text().startswith(f"Application {to_reject['id']}")
@@ -470,7 +481,8 @@ def test_a_decision_can_be_made_with_the_keyboard_alone(live_server, page, world
     assert focused == ["BUTTON", "Return for changes"]
     outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
     assert outline != "none"  # the focus is visible
-    page.keyboard.press("Enter")
-    page.wait_for_url(f"{live_server}/ui/applications/{application['id']}")
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    assert page.get_by_role("status").inner_text() == f"Application {application['id']} returned to CAB for changes."
     assert page.locator("#status").inner_text() == "Returned for changes"
     assert status_of(world, application["id"]) == "returned"
