@@ -24,9 +24,10 @@ from pydantic import BaseModel, Field
 
 from approvals import rowfilter
 from approvals import service as approvals
+from directory import service as directory_service
 from directory.models import DatasetVersion
 from approvals.models import Grant
-from exchange import extracts, keyed_store, service
+from exchange import extracts, intake, keyed_store, service
 from exchange.errors import ExtractNotFound, InvalidQuery, LinkInvalid, NoActiveGrant, RateLimited, RecordNotFound
 from exchange.models import Extract
 from exchange.ledger import LedgerLine
@@ -66,7 +67,10 @@ def _scope(request: Request, session, caller: Caller, code: str) -> service.Scop
     return service.active_grant(session, department=caller.department, dataset_code=code, delivery="interface", today=today)
 
 
-def _store(request: Request, session, scope: service.Scope, version: int | None = None) -> tuple[int, Any]:
+def _store(request: Request, session, scope: service.Scope, version: int | None = None, key_value: str | None = None) -> tuple[int, Any]:
+    """Where the scope's rows are read from: the keyed store of a snapshot, or (intake) the deposits."""
+    if intake.is_intake(scope.dataset):
+        return 0, keyed_store.in_memory(intake.table(session, dataset=scope.dataset, key_value=key_value))
     data_dir = request.app.state.settings.resolved_data_dir
     if version is None:
         number, path = service.snapshot(session, dataset=scope.dataset, data_dir=data_dir)
@@ -90,7 +94,7 @@ def lookup(code: str, key: str, request: Request, session: DbSession, caller: Se
         value = rowfilter.convert_value(key if key_type == "string" else json.loads(key), key_type, "key")
     except (ValueError, rowfilter.InvalidRowFilter):
         value = None
-    version, store = _store(request, session, scope)
+    version, store = _store(request, session, scope, key_value=key)
     records = [] if value is None else keyed_store.lookup(store, key=scope.lookup_key, value=value,
                                                           columns=scope.columns, scope=scope.row_filter)
     status = 200 if records else 404
@@ -224,6 +228,29 @@ def citizen_access_log(citizen_id: str, request: Request, session: DbSession,
             for entry in entries
         ],
     }
+
+
+class DepositBody(BaseModel):
+    consent_ref: str = Field(min_length=1, max_length=200, description="the citizen's consent to reuse, as recorded by the service")
+    records: list[dict[str, Any]] = Field(min_length=1, max_length=intake.MAX_RECORDS)
+
+
+@router.post("/exchange/{code}/records", status_code=201, summary="Deposit what citizens submitted into an intake dataset (submit once)")
+def deposit(code: str, body: DepositBody, request: Request, session: DbSession,
+            caller: Annotated[Caller, Depends(require("exchange.deposit"))]) -> dict[str, Any]:
+    started = time.perf_counter()
+    dataset = directory_service.get_dataset(session, code)
+    if dataset.department_code != caller.department:
+        raise Forbidden(f"only department {dataset.department_code}'s services deposit into {code}")
+    work_dir = request.app.state.settings.resolved_data_dir / "intake"
+    keys = intake.deposit(session, dataset=dataset, records=body.records, consent_ref=body.consent_ref,
+                          department=caller.department, client_id=caller.client_id, work_dir=work_dir)
+    request.app.state.ledger.record(LedgerLine(
+        kind="deposit", client_id=caller.client_id, department=caller.department, dataset=code, grant_id=None,
+        application_id=None, service_item=None, basis=f"citizen consent {body.consent_ref}", rows=len(keys), keys=keys,
+        latency_ms=(time.perf_counter() - started) * 1000,
+    ))
+    return {"dataset": code, "deposited": len(keys), "keys": keys}
 
 
 class ExtractRequest(BaseModel):

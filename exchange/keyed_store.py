@@ -69,8 +69,24 @@ class _Connections(threading.local):
 _connections = _Connections()
 
 
-def _connection(path: Path) -> duckdb.DuckDBPyConnection:
+Source = Path | duckdb.DuckDBPyConnection
+"""A keyed store file, or a connection whose ``records`` table holds the rows (intake datasets)."""
+
+
+def in_memory(table: pa.Table) -> duckdb.DuckDBPyConnection:
+    """A connection serving ``table`` (which has a ``_row`` column) as ``records``."""
+    connection = duckdb.connect()
+    # A table, not a registered view: cursors (other connections to this database) must see it.
+    connection.register("incoming", table)
+    connection.execute("CREATE TABLE records AS SELECT * FROM incoming")
+    connection.unregister("incoming")
+    return connection
+
+
+def _connection(path: Source) -> duckdb.DuckDBPyConnection:
     """A read-only connection per thread and store (DuckDB connections are not shared across threads)."""
+    if isinstance(path, duckdb.DuckDBPyConnection):
+        return path
     key = str(path)
     connection = _connections.open.get(key)
     if connection is None:
@@ -83,7 +99,7 @@ def _select(columns: list[str]) -> str:
     return ", ".join(quote(column) for column in columns)
 
 
-def lookup(path: Path, *, key: str, value: Any, columns: list[str], scope: CompiledFilter, limit: int = 1000) -> list[dict[str, Any]]:
+def lookup(path: Source, *, key: str, value: Any, columns: list[str], scope: CompiledFilter, limit: int = 1000) -> list[dict[str, Any]]:
     """Rows whose ``key`` equals ``value`` and which lie within ``scope``, projected to ``columns``."""
     sql = (f"SELECT {_select(columns)} FROM records WHERE {quote(key)} = ? AND ({scope.sql}) "
            f"ORDER BY {ROW_COLUMN} LIMIT {int(limit)}")
@@ -97,7 +113,7 @@ def lookup(path: Path, *, key: str, value: Any, columns: list[str], scope: Compi
 
 
 def page(
-    path: Path, *, columns: list[str], scope: CompiledFilter, equals: dict[str, Any], after_row: int, limit: int,
+    path: Source, *, columns: list[str], scope: CompiledFilter, equals: dict[str, Any], after_row: int, limit: int,
 ) -> tuple[list[dict[str, Any]], int | None]:
     """One page of rows within ``scope`` matching ``equals``, after position ``after_row``; and the last position."""
     conditions = [f"({scope.sql})", f"{ROW_COLUMN} > ?"] + [f"{quote(name)} = ?" for name in equals]
@@ -117,11 +133,11 @@ def page(
 class ArrowStream:
     """Rows within a scope as Arrow record batches, read lazily (bounded memory); close when done."""
 
-    def __init__(self, path: Path, *, columns: list[str], scope: CompiledFilter, equals: dict[str, Any], batch_rows: int = 65536) -> None:
+    def __init__(self, path: Source, *, columns: list[str], scope: CompiledFilter, equals: dict[str, Any], batch_rows: int = 65536) -> None:
         conditions = [f"({scope.sql})"] + [f"{quote(name)} = ?" for name in equals]
         sql = f"SELECT {_select(columns)} FROM records WHERE {' AND '.join(conditions)} ORDER BY {ROW_COLUMN}"
         # Its own connection: a stream outlives the request thread that opened it.
-        self._connection = duckdb.connect(str(path), read_only=True)
+        self._connection = path if isinstance(path, duckdb.DuckDBPyConnection) else duckdb.connect(str(path), read_only=True)
         self.reader = self._connection.sql(sql, params=[*scope.params, *equals.values()]).to_arrow_reader(batch_rows)
         self.schema: pa.Schema = self.reader.schema
 
