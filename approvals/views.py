@@ -85,7 +85,8 @@ def signed_in_user(request: Request, session: DbSession) -> User:
     fresh = isinstance(signed_in_at, int | float) and time.time() - signed_in_at < SESSION_MAX_AGE
     user = session.get(User, user_id) if isinstance(user_id, int) and fresh else None
     if user is None or user.disabled_at is not None:
-        request.session.pop(USER_KEY, None)
+        for key in (USER_KEY, USER_NAME_KEY, SIGNED_IN_KEY):
+            request.session.pop(key, None)
         raise _sign_in_redirect(request)
     return user
 
@@ -94,8 +95,8 @@ def manager_user(user: Annotated[User, Depends(signed_in_user)]) -> User:
     """The signed-in person, if they hold the manager (or admin) role; a 403 page otherwise."""
     if not any(str(role) in user.roles for role in UI_ROLES):
         raise Forbidden(
-            f"these pages are for data managers: your account ({user.name}) does not have the manager role. "
-            "To use another account, sign out on the sign-in page, /ui/login"
+            f"These pages are for data managers: your account ({user.name}) does not have the manager role. "
+            "To use another account, sign out on the sign-in page, /ui/login."
         )
     return user
 
@@ -127,14 +128,14 @@ def _own_origins(request: Request) -> set[str]:
 async def checked_form(request: Request) -> None:
     """Refuse a form sent from another site, or without this session's CSRF token."""
     if request.headers.get("sec-fetch-site") == "cross-site":
-        raise CsrfRefused("this form was sent from another site, so it was refused; nothing was changed")
+        raise CsrfRefused("This form was sent from another site, so it was refused. Nothing was changed.")
     origin = request.headers.get("origin")
     if origin is not None and origin.rstrip("/") not in _own_origins(request):
-        raise CsrfRefused("this form was sent from another site, so it was refused; nothing was changed")
+        raise CsrfRefused("This form was sent from another site, so it was refused. Nothing was changed.")
     form = await request.form()
     sent, expected = form.get("csrf_token"), request.session.get(CSRF_KEY)
     if not isinstance(sent, str) or not isinstance(expected, str) or not hmac.compare_digest(sent.encode(), expected.encode()):
-        raise CsrfRefused("this form has expired or did not come from this site; reload the page and try again. Nothing was changed")
+        raise CsrfRefused("This form has expired or did not come from this site: reload the page and try again. Nothing was changed.")
 
 
 CheckedForm = [Depends(checked_form)]

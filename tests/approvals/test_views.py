@@ -11,7 +11,7 @@ from sqlalchemy import text
 
 from govshare import identities
 from govshare.db import utcnow
-from tests.approvals.test_api import World, application_body
+from tests.approvals.test_api import World
 from tests.factories import parse_html
 
 PASSWORD = "correct horse battery"
@@ -155,6 +155,7 @@ def test_a_form_sent_from_another_site_is_refused_even_with_the_token(signed_in,
     response = post_form(signed_in, f"{page}/decision", {"decision": "reject", "reason_code": "duplicate"},
                          from_page=page, headers=headers)
     assert response.status_code == 403
+    assert "sent from another site" in alert_text(response)
     assert status_of(world, application["id"]) == "submitted"
 
 
@@ -188,10 +189,6 @@ def _queue_ids(client, **params) -> list[int]:
     response = client.get("/ui", params=params, headers=HTML)
     assert response.status_code == 200, response.text
     return [int(row.get("data-application")) for row in page_of(response).find_all("tr") if row.get("data-application")]
-
-
-def _utc(moment):
-    return moment if moment.tzinfo is None else moment.replace(tzinfo=None)
 
 
 def test_the_queue_shows_open_applications_longest_waiting_first_with_filters(signed_in, world, database, factory):
