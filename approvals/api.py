@@ -33,6 +33,7 @@ class DecisionBody(BaseModel):
     reason_code: str | None = Field(default=None, description="with reject: no_legal_basis, items_beyond_need, duplicate, data_not_shareable, other")
     comment: str | None = Field(default=None, max_length=4000)
     conditions: list[str] = Field(default_factory=list, max_length=20, description="with approve: conditions named in the dataset's share conditions")
+    masks: dict[str, Any] = Field(default_factory=dict, description='with approve: per item, {"keep_first": N}, {"keep_last": N}, "keyed_hash", "year_only" or "null"')
 
 
 class WebhookBody(BaseModel):
@@ -71,6 +72,7 @@ def application_json(application: Application, now: datetime) -> dict[str, Any]:
         "reason_code": application.reason_code,
         "comment": application.decision_comment,
         "conditions": list(application.conditions or []),
+        "masks": dict(application.masks or {}),
     }
 
 
@@ -84,6 +86,7 @@ def grant_json(grant: Grant, today) -> dict[str, Any]:
         "row_filter": grant.row_filter,
         "delivery": grant.delivery,
         "conditions": list(grant.conditions or []),
+        "masks": dict(grant.masks or {}),
         "valid_from": grant.valid_from.isoformat(),
         "valid_until": grant.valid_until.isoformat(),
         "state": service.grant_state(grant, today),
@@ -169,7 +172,7 @@ def withdraw_application(session: DbSession, application: ApplicationForApplican
 @router.post("/applications/{application_id}/decision", summary="The data manager decides: approve, reject or return")
 def decide(request: Request, session: DbSession, application: ApplicationForManager, body: DecisionBody,
            caller: Annotated[Caller, Depends(require("applications.decide"))]) -> dict[str, Any]:
-    decision = service.Decision(body.decision, body.reason_code, body.comment, tuple(body.conditions))
+    decision = service.Decision(body.decision, body.reason_code, body.comment, tuple(body.conditions), body.masks)
     service.decide(session, application=application, actor=caller.actor, decision=decision, settings=request.app.state.settings)
     return application_json(application, utcnow())
 
@@ -177,7 +180,7 @@ def decide(request: Request, session: DbSession, application: ApplicationForMana
 @router.post("/applications/{application_id}/provider-decision", summary="The providing department signs off (conditional datasets)")
 def provider_decide(request: Request, session: DbSession, application: ApplicationForProvider, body: DecisionBody,
                     caller: Annotated[Caller, Depends(require("applications.provider_decide"))]) -> dict[str, Any]:
-    decision = service.Decision(body.decision, body.reason_code, body.comment, tuple(body.conditions))
+    decision = service.Decision(body.decision, body.reason_code, body.comment, tuple(body.conditions), body.masks)
     service.provider_decide(session, application=application, actor=caller.actor, decision=decision,
                             settings=request.app.state.settings)
     return application_json(application, utcnow())

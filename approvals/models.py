@@ -48,6 +48,7 @@ class Application(Base):
     reason_code: Mapped[str | None] = mapped_column(String(40))
     decision_comment: Mapped[str | None] = mapped_column(Text)
     conditions: Mapped[list] = mapped_column(JSON, default=list)
+    masks: Mapped[dict] = mapped_column(JSON, default=dict)
     grant_id: Mapped[int | None] = mapped_column(Integer)
     # Optimistic lock: two managers deciding at once cannot both succeed.
     lock_version: Mapped[int] = mapped_column(Integer, default=1)
@@ -96,6 +97,7 @@ class Grant(Base):
     row_filter: Mapped[dict | None] = mapped_column(JSON)
     delivery: Mapped[str] = mapped_column(String(20))
     conditions: Mapped[list] = mapped_column(JSON, default=list)
+    masks: Mapped[dict] = mapped_column(JSON, default=dict)
     valid_from: Mapped[date] = mapped_column(Date)
     valid_until: Mapped[date] = mapped_column(Date)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

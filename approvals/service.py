@@ -15,6 +15,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 import schemas
+from approvals import masks
 from approvals.calendar import WorkingCalendar
 from approvals.errors import (
     ApplicationNotFound,
@@ -259,6 +260,7 @@ class Decision:
     reason_code: str | None = None
     comment: str | None = None
     conditions: tuple[str, ...] = ()
+    masks: dict[str, Any] | None = None
 
 
 def _check_decision(decision: Decision, dataset: Dataset) -> None:
@@ -273,6 +275,8 @@ def _check_decision(decision: Decision, dataset: Dataset) -> None:
         raise InvalidDecision("only a rejection carries a reason_code")
     if decision.decision == "return" and not (decision.comment or "").strip():
         raise InvalidDecision("returning an application needs a comment saying what to change")
+    if decision.masks and decision.decision != "approve":
+        raise InvalidDecision("only an approval carries masks")
     if decision.conditions:
         if decision.decision != "approve":
             raise InvalidDecision("only an approval carries conditions")
@@ -288,10 +292,12 @@ def decide(
     session: Session, *, application: Application, actor: str, decision: Decision, settings: Settings,
     now: datetime | None = None,
 ) -> Application:
-    """The data manager's decision: approve, reject with a reason, or return for changes."""
+    """The data manager's decision: approve (optionally with conditions and masks), reject with a reason, or return."""
     now = now or utcnow()
     dataset = get_dataset(session, application.dataset_code)
     _check_decision(decision, dataset)
+    if decision.masks:
+        masks.validate(decision.masks, granted=list(application.items), items=dataset.document["items"])
     if application.status != Status.submitted:
         raise WrongState(f"application {application.id} is {application.status}; only submitted applications can be decided")
     previous = application.status
@@ -299,6 +305,7 @@ def decide(
     application.updated_at = now
     if decision.decision == "approve":
         application.conditions = list(decision.conditions)
+        application.masks = dict(decision.masks or {})
         if dataset.share_type == "conditional":
             application.status = Status.awaiting_provider
             session.flush()
@@ -317,8 +324,8 @@ def provider_decide(
     now = now or utcnow()
     dataset = get_dataset(session, application.dataset_code)
     _check_decision(Decision(decision.decision, decision.reason_code, decision.comment), dataset)
-    if decision.conditions:
-        raise InvalidDecision("conditions are set by the data manager's approval")
+    if decision.conditions or decision.masks:
+        raise InvalidDecision("conditions and masks are set by the data manager's approval")
     if application.status != Status.awaiting_provider:
         raise WrongState(f"application {application.id} is {application.status}; it is not awaiting the provider's sign-off")
     previous = application.status
@@ -352,7 +359,7 @@ def _approve(session: Session, *, application: Application, actor: str, previous
     grant = Grant(
         application_id=application.id, department_code=application.department_code, dataset_id=application.dataset_id,
         dataset_code=application.dataset_code, columns=list(application.items), row_filter=application.row_filter,
-        delivery=application.delivery, conditions=list(application.conditions or []),
+        delivery=application.delivery, conditions=list(application.conditions or []), masks=dict(application.masks or {}),
         valid_from=application.period_start, valid_until=application.period_end, created_at=now,
     )
     session.add(grant)

@@ -96,7 +96,7 @@ def lookup(code: str, key: str, request: Request, session: DbSession, caller: Se
         value = None
     version, store = _store(request, session, scope, key_value=key)
     records = [] if value is None else keyed_store.lookup(store, key=scope.lookup_key, value=value,
-                                                          columns=scope.columns, scope=scope.row_filter)
+                                                          projection=scope.projection, scope=scope.row_filter)
     status = 200 if records else 404
     request.app.state.ledger.record(_line(scope, caller, kind="lookup", rows=len(records), keys=[key], status=status, started=started))
     if not records:
@@ -123,9 +123,9 @@ def _equals(request: Request, scope: service.Scope) -> dict[str, Any]:
     for name, raw in request.query_params.items():
         if name in reserved:
             continue
-        if name not in scope.columns:
-            # Filtering on an item outside the grant would reveal it, one answer at a time.
-            raise InvalidQuery(f"{name}: not an item of your grant; filter on granted items only")
+        if name not in scope.columns or name in scope.masked:
+            # Filtering on an item outside the grant (or masked in it) would reveal it, one answer at a time.
+            raise InvalidQuery(f"{name}: not an item of your grant in the clear; filter on granted, unmasked items only")
         value: Any = raw
         if types[name] in ("integer", "number", "boolean"):
             try:
@@ -155,7 +155,7 @@ def query(code: str, request: Request, session: DbSession, caller: ServiceCaller
     started = time.perf_counter()
     scope = _scope(request, session, caller, code)
     equals = _equals(request, scope)
-    key_column = scope.lookup_key if scope.lookup_key in scope.columns else None
+    key_column = scope.lookup_key if scope.lookup_key in scope.columns and scope.lookup_key not in scope.masked else None
     if ARROW_STREAM in request.headers.get("accept", ""):
         _, store = _store(request, session, scope)
         return StreamingResponse(
@@ -165,7 +165,7 @@ def query(code: str, request: Request, session: DbSession, caller: ServiceCaller
     cursor = request.query_params.get("cursor")
     version, after = _decode_cursor(cursor) if cursor else (None, 0)
     version, store = _store(request, session, scope, version)
-    records, last = keyed_store.page(store, columns=scope.columns, scope=scope.row_filter, equals=equals,
+    records, last = keyed_store.page(store, projection=scope.projection, scope=scope.row_filter, equals=equals,
                                      after_row=after, limit=limit)
     keys = [str(record[key_column]) for record in records] if key_column else []
     request.app.state.ledger.record(_line(scope, caller, kind="query", rows=len(records), keys=keys, status=200, started=started))
@@ -198,7 +198,7 @@ class _Chunks:
 def _arrow_stream(request: Request, store, scope: service.Scope, caller: Caller, equals: dict[str, Any],
                   key_column: str | None, started: float) -> Iterator[bytes]:
     rows, keys = 0, []
-    stream = keyed_store.ArrowStream(store, columns=scope.columns, scope=scope.row_filter, equals=equals)
+    stream = keyed_store.ArrowStream(store, projection=scope.projection, scope=scope.row_filter, equals=equals)
     chunks = _Chunks()
     try:
         writer = pa.ipc.new_stream(pa.PythonFile(chunks, mode="w"), stream.schema)

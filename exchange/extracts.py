@@ -29,7 +29,6 @@ from directory import service as directory
 from directory.models import DatasetVersion
 from exchange import crypto
 from exchange.errors import InvalidQuery, NoData
-from exchange.keyed_store import quote
 from exchange.models import DepartmentKey, Extract
 from exchange.service import Scope, scope_of
 from govshare import audit
@@ -149,6 +148,7 @@ def _build(database: Database, extract_id: str, *, data_dir: Path, keystore: Key
             "extract_id": extract_id, "dataset": scope.dataset.code, "grant_id": scope.grant.id,
             "department": department, "version": number, "format": fmt, "encrypted": encrypt,
             "rows": rows, "columns": list(scope.columns), "row_filter": scope.grant.row_filter,
+            "masks": dict(scope.grant.masks or {}),
             "sha256": _sha256(temp), "bytes": temp.stat().st_size, "created_at": utcnow().isoformat(),
         }
         signature = keystore.sign(canonical_json(manifest).encode())
@@ -172,9 +172,8 @@ def _build(database: Database, extract_id: str, *, data_dir: Path, keystore: Key
 
 
 def _write(snapshot: Path, scope: Scope, fmt: str, target: Path, database: Database, extract_id: str) -> int:
-    select_sql = (f"SELECT {', '.join(quote(column) for column in scope.columns)} FROM read_parquet(?) "
-                  f"WHERE {scope.row_filter.sql}")
-    params = [str(snapshot), *scope.row_filter.params]
+    select_sql = f"SELECT {scope.projection.sql} FROM read_parquet(?) WHERE {scope.row_filter.sql}"
+    params = [*scope.projection.params, str(snapshot), *scope.row_filter.params]
     connection = duckdb.connect()
     stop = threading.Event()
     beat = threading.Thread(target=_heartbeat, args=(database, extract_id, connection, stop), daemon=True)

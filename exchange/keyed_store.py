@@ -18,6 +18,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from approvals.masks import Projection
 from approvals.rowfilter import CompiledFilter
 
 _build_lock = threading.Lock()
@@ -95,17 +96,13 @@ def _connection(path: Source) -> duckdb.DuckDBPyConnection:
     return connection
 
 
-def _select(columns: list[str]) -> str:
-    return ", ".join(quote(column) for column in columns)
-
-
-def lookup(path: Source, *, key: str, value: Any, columns: list[str], scope: CompiledFilter, limit: int = 1000) -> list[dict[str, Any]]:
-    """Rows whose ``key`` equals ``value`` and which lie within ``scope``, projected to ``columns``."""
-    sql = (f"SELECT {_select(columns)} FROM records WHERE {quote(key)} = ? AND ({scope.sql}) "
+def lookup(path: Source, *, key: str, value: Any, projection: Projection, scope: CompiledFilter, limit: int = 1000) -> list[dict[str, Any]]:
+    """Rows whose ``key`` equals ``value`` and which lie within ``scope``, as ``projection`` shows them."""
+    sql = (f"SELECT {projection.sql} FROM records WHERE {quote(key)} = ? AND ({scope.sql}) "
            f"ORDER BY {ROW_COLUMN} LIMIT {int(limit)}")
     cursor = _connection(path).cursor()
     try:
-        result = cursor.execute(sql, [value, *scope.params])
+        result = cursor.execute(sql, [*projection.params, value, *scope.params])
         names = [column[0] for column in result.description]
         return [dict(zip(names, row, strict=True)) for row in result.fetchall()]
     finally:
@@ -113,15 +110,15 @@ def lookup(path: Source, *, key: str, value: Any, columns: list[str], scope: Com
 
 
 def page(
-    path: Source, *, columns: list[str], scope: CompiledFilter, equals: dict[str, Any], after_row: int, limit: int,
+    path: Source, *, projection: Projection, scope: CompiledFilter, equals: dict[str, Any], after_row: int, limit: int,
 ) -> tuple[list[dict[str, Any]], int | None]:
     """One page of rows within ``scope`` matching ``equals``, after position ``after_row``; and the last position."""
     conditions = [f"({scope.sql})", f"{ROW_COLUMN} > ?"] + [f"{quote(name)} = ?" for name in equals]
-    sql = (f"SELECT {ROW_COLUMN}, {_select(columns)} FROM records WHERE {' AND '.join(conditions)} "
+    sql = (f"SELECT {ROW_COLUMN}, {projection.sql} FROM records WHERE {' AND '.join(conditions)} "
            f"ORDER BY {ROW_COLUMN} LIMIT {int(limit)}")
     cursor = _connection(path).cursor()
     try:
-        result = cursor.execute(sql, [*scope.params, after_row, *equals.values()])
+        result = cursor.execute(sql, [*projection.params, *scope.params, after_row, *equals.values()])
         names = [column[0] for column in result.description]
         rows = result.fetchall()
     finally:
@@ -133,12 +130,12 @@ def page(
 class ArrowStream:
     """Rows within a scope as Arrow record batches, read lazily (bounded memory); close when done."""
 
-    def __init__(self, path: Source, *, columns: list[str], scope: CompiledFilter, equals: dict[str, Any], batch_rows: int = 65536) -> None:
+    def __init__(self, path: Source, *, projection: Projection, scope: CompiledFilter, equals: dict[str, Any], batch_rows: int = 65536) -> None:
         conditions = [f"({scope.sql})"] + [f"{quote(name)} = ?" for name in equals]
-        sql = f"SELECT {_select(columns)} FROM records WHERE {' AND '.join(conditions)} ORDER BY {ROW_COLUMN}"
+        sql = f"SELECT {projection.sql} FROM records WHERE {' AND '.join(conditions)} ORDER BY {ROW_COLUMN}"
         # Its own connection: a stream outlives the request thread that opened it.
         self._connection = path if isinstance(path, duckdb.DuckDBPyConnection) else duckdb.connect(str(path), read_only=True)
-        self.reader = self._connection.sql(sql, params=[*scope.params, *equals.values()]).to_arrow_reader(batch_rows)
+        self.reader = self._connection.sql(sql, params=[*projection.params, *scope.params, *equals.values()]).to_arrow_reader(batch_rows)
         self.schema: pa.Schema = self.reader.schema
 
     def __iter__(self) -> Iterator[pa.RecordBatch]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from approvals import rowfilter
+from approvals import masks, rowfilter
 from approvals import service as approvals
 from approvals.models import Application, Grant
 from directory import service as directory
@@ -28,6 +29,11 @@ class Scope:
     dataset: Dataset
     columns: list[str]
     row_filter: rowfilter.CompiledFilter
+    projection: masks.Projection
+
+    @property
+    def masked(self) -> set[str]:
+        return set(self.grant.masks or {})
 
     @property
     def items(self) -> list[dict[str, Any]]:
@@ -56,7 +62,14 @@ def scope_of(session: Session, grant: Grant) -> Scope:
     dataset = session.get(Dataset, grant.dataset_id)
     application = session.get(Application, grant.application_id)
     compiled = rowfilter.compile_filter(grant.row_filter, dataset.document["items"])
-    return Scope(grant, application, dataset, list(grant.columns), compiled)
+    projection = masks.projection(list(grant.columns), grant.masks, hash_key=mask_key(session, grant.department_code))
+    return Scope(grant, application, dataset, list(grant.columns), compiled, projection)
+
+
+def mask_key(session: Session, department: str) -> str:
+    """The department's key for keyed-hash masks: stable, so its deliveries link; secret, so nobody reverses them."""
+    secret = session.info["keystore"].session_secret()
+    return hashlib.sha256(f"govshare mask key:{department}:{secret}".encode()).hexdigest()
 
 
 def snapshot(session: Session, *, dataset: Dataset, data_dir: Path) -> tuple[int, Path]:
