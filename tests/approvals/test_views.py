@@ -178,10 +178,14 @@ def test_signing_in_needs_the_csrf_token_too(client, manager):
 
 
 def _make_overdue(database, application_id: int, days: int) -> None:
+    """Time passes: the application was filed ``days + 10`` days ago and its decision was due ``days`` ago."""
+    def stored(moment):  # SQLite keeps naive UTC; PostgreSQL an aware timestamp
+        return moment if database.dialect == "postgresql" else moment.replace(tzinfo=None)
+
     with database.engine.begin() as connection:
         connection.execute(text("UPDATE applications SET filed_at = :filed, decision_due = :due WHERE id = :id"), {
-            "filed": (utcnow() - timedelta(days=days + 10)).replace(tzinfo=None),
-            "due": (utcnow() - timedelta(days=days)).replace(tzinfo=None), "id": application_id,
+            "filed": stored(utcnow() - timedelta(days=days + 10)), "due": stored(utcnow() - timedelta(days=days)),
+            "id": application_id,
         })
 
 
