@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from exchange import extracts
+from exchange.service import prebuild_keyed_stores
 from govshare.db import Database
 from govshare.jobs import Job
 from govshare.keys import KeyStore
@@ -18,4 +19,8 @@ def jobs(settings: Settings, keystore: KeyStore) -> list[Job]:
         extracts.recover(database)
         return extracts.run_pending(database, data_dir=data_dir, keystore=keystore)
 
-    return [Job("extracts", 0.5, build)]
+    def keyed_stores(database: Database) -> int:
+        with database.transaction(write=False) as session:
+            return prebuild_keyed_stores(session, data_dir=data_dir)
+
+    return [Job("extracts", 0.5, build), Job("keyed-stores", 5.0, keyed_stores)]

@@ -143,3 +143,4 @@ class ArrowStream:
 
     def close(self) -> None:
         self._connection.close()
+

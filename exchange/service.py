@@ -16,6 +16,7 @@ from approvals import service as approvals
 from approvals.models import Application, Grant
 from directory import service as directory
 from directory.models import Dataset
+from exchange import keyed_store
 from exchange.errors import NoActiveGrant, NoData
 from exchange.models import AccessLogEntry, AccessLogKey
 
@@ -86,3 +87,19 @@ def citizen_access_log(session: Session, *, citizen_id: str, limit: int = 1000) 
         select(AccessLogEntry).join(AccessLogKey, AccessLogKey.entry_id == AccessLogEntry.id)
         .where(AccessLogKey.key == citizen_id).order_by(AccessLogEntry.at.desc(), AccessLogEntry.id.desc()).limit(limit)
     ).scalars())
+
+
+def prebuild_keyed_stores(session: Session, *, data_dir: Path) -> int:
+    """Build the keyed store of every dataset's newest version that lacks one; returns how many were built."""
+    built = 0
+    for dataset in session.execute(select(Dataset).where(Dataset.status == "active")).scalars():
+        if dataset.document.get("intake"):
+            continue
+        version = directory.latest_version(session, dataset=dataset)
+        if version is None:
+            continue
+        snapshot = directory.snapshot_path(data_dir, version)
+        if snapshot.exists() and not keyed_store.store_path(snapshot).exists():
+            keyed_store.ensure_store(snapshot, dataset.document.get("lookup_key"))
+            built += 1
+    return built

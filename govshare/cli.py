@@ -11,6 +11,7 @@ import typer
 
 from approvals.cli import approvals_app
 from directory.cli import datasets_app
+from exchange.demo import seed_exchange
 from directory.demo import seed_directory
 from govshare import audit, demo, identities
 from govshare.db import Database
@@ -159,6 +160,7 @@ def serve(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
     demo_data: Annotated[bool, typer.Option("--demo", help="fill an empty store with demo data first")] = False,
+    demo_citizens: Annotated[int, typer.Option(help="how many synthetic citizens the demo registers")] = 3_000_000,
 ) -> None:
     """Run the server (creating or migrating the store first)."""
     import uvicorn
@@ -168,17 +170,19 @@ def serve(
     settings = _settings()
     initialise(settings)
     if demo_data:
-        _seed_demo(settings)
+        _seed_demo(settings, citizens=demo_citizens)
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
 
 
-def _seed_demo(settings: Settings) -> None:
+def _seed_demo(settings: Settings, *, citizens: int) -> None:
     with _database(settings).transaction() as session:
         if not demo.store_is_empty(session):
             typer.echo(f"store already holds data; demo credentials are in {settings.resolved_home / 'demo-credentials.json'}")
             return
         credentials = demo.seed_identities(session)
-        seed_directory(session, data_dir=settings.resolved_data_dir)
+        typer.echo(f"filling the demo store: {citizens:,} synthetic citizens ...")
+        seed_directory(session, data_dir=settings.resolved_data_dir, rows=citizens)
+        seed_exchange(session, settings=settings)
     demo.save_credentials(settings.resolved_home, credentials)
     typer.echo(demo.describe(credentials, settings.issuer))
 

@@ -30,7 +30,7 @@ DEMO_DEPARTMENTS = [
 # (department, roles, what the client is for)
 DEMO_CLIENTS = [
     ("PSB", ["provider"], "publishes household registration"),
-    ("CAB", ["provider", "demander"], "publishes marriage records, applies for household data"),
+    ("CAB", ["provider", "demander", "service"], "publishes marriage records; its marriage-registration system pulls household data"),
     ("HEALTH", ["provider", "demander", "service"], "publishes birth records; its birth-registration system pulls data"),
     ("HRSS", ["provider", "demander", "service"], "publishes social insurance; its benefits system pulls data"),
     ("EDU", ["provider", "demander", "service"], "publishes education records; its enrolment system pulls data"),

@@ -27,7 +27,7 @@ def test_serve_demo_fills_an_empty_store_and_answers_with_the_printed_credential
     env = {**os.environ, "GOVSHARE_HOME": str(tmp_path / "demo-home"),
            "GOVSHARE_DATABASE_URL": settings.resolved_database_url, "GOVSHARE_ISSUER": base}
     log = (tmp_path / "serve.log").open("w+")
-    server = subprocess.Popen([GOVSHARE, "serve", "--demo", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    server = subprocess.Popen([GOVSHARE, "serve", "--demo", "--demo-citizens", "20000", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 90
         while True:
@@ -51,6 +51,9 @@ def test_serve_demo_fills_an_empty_store_and_answers_with_the_printed_credential
         assert verified.status_code == 200
         assert verified.json()["ok"] is True
         assert verified.json()["entries"] > 10
+        statuses = {item["status"] for item in httpx.get(f"{base}/api/v1/applications", params={"limit": 100},
+                                                          headers={"Authorization": f"Bearer {token}"}).json()["items"]}
+        assert statuses == {"draft", "submitted", "awaiting_provider", "approved", "rejected", "returned", "withdrawn"}
     finally:
         server.terminate()
         server.wait(timeout=30)
