@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from starlette.datastructures import FormData
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
@@ -31,7 +32,7 @@ from approvals.models import Application, Grant
 from directory.models import Dataset
 from govshare import identities
 from govshare.db import DbSession, utcnow
-from govshare.errors import Forbidden, GovshareError
+from govshare.errors import Forbidden, GovshareError, InvalidInput
 from govshare.models import Department, Role, User
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
@@ -141,6 +142,14 @@ async def checked_form(request: Request) -> None:
 CheckedForm = [Depends(checked_form)]
 
 
+async def posted_form(request: Request) -> FormData:
+    """The POSTed form itself, for fields named after a dataset's items."""
+    return await request.form()
+
+
+PostedForm = Annotated[FormData, Depends(posted_form)]
+
+
 # --- presenting --------------------------------------------------------------------------------
 
 STATUS_LABELS = {
@@ -177,6 +186,49 @@ GRANT_STATE_LABELS = {
 }
 
 OPERATOR_WORDS = {"eq": "is", "ne": "is not", "lt": "is less than", "le": "is at most", "gt": "is more than", "ge": "is at least"}
+
+
+MASK_CHOICES = {
+    "keep_first": "Keep the first N characters",
+    "keep_last": "Keep the last N characters",
+    "keyed_hash": "Keyed hash (linkable, not readable)",
+    "year_only": "Year only",
+    "null": "Withhold (always empty)",
+}
+
+
+def mask_choices(item_type: str) -> dict[str, str]:
+    """The masks that suit an item of this type."""
+    allowed = {"keyed_hash", "null"}
+    if item_type == "string":
+        allowed |= {"keep_first", "keep_last"}
+    if item_type in ("date", "datetime"):
+        allowed.add("year_only")
+    return {rule: label for rule, label in MASK_CHOICES.items() if rule in allowed}
+
+
+def masks_from_form(rules: dict[str, str], counts: dict[str, str]) -> dict[str, Any]:
+    """The masks chosen in the approval form, in the service's shape ({"name": {"keep_first": 2}, ...})."""
+    masks: dict[str, Any] = {}
+    for name, rule in rules.items():
+        if not rule:
+            continue
+        if rule in ("keep_first", "keep_last"):
+            count = counts.get(name, "")
+            if not count.isdigit() or int(count) > 64:
+                raise InvalidDecision(f"the mask of {name} keeps some characters: say how many, a whole number from 0 to 64")
+            masks[name] = {rule: int(count)}
+        else:
+            masks[name] = rule
+    return masks
+
+
+def mask_words(mask: Any) -> str:
+    """A mask in plain words: 'first 2 characters kept', 'year only'."""
+    if isinstance(mask, dict) and len(mask) == 1:
+        (rule, count), = mask.items()
+        return f"{'first' if rule == 'keep_first' else 'last'} {count} characters kept, the rest hidden"
+    return {"keyed_hash": "replaced by a keyed hash", "year_only": "year only", "null": "withheld"}.get(str(mask), str(mask))
 
 
 def row_filter_words(row_filter: dict[str, Any] | None) -> str:
@@ -369,7 +421,8 @@ def _application_page(
     dataset = service.get_dataset(session, application.dataset_code)
     requested = set(application.items)
     items = [
-        {**item, "requested": item["name"] in requested, "justification": (application.justifications or {}).get(item["name"])}
+        {**item, "requested": item["name"] in requested, "justification": (application.justifications or {}).get(item["name"]),
+         "mask_choices": mask_choices(item.get("type", ""))}
         for item in dataset.document.get("items", [])
     ]
     findings = (application.inspection or {}).get("findings", [])
@@ -384,7 +437,7 @@ def _application_page(
         events=service.history(session, application_id=application.id), event_labels=EVENT_LABELS,
         share_conditions=_share_conditions(dataset), reasons=service.REASON_LABELS,
         reason_label=service.REASON_LABELS.get(application.reason_code) if application.reason_code else None,
-        error=error, form=form or {},
+        mask_words=mask_words, error=error, form=form or {},
     )
 
 
@@ -407,13 +460,17 @@ def _decided_message(application: Application) -> str:
 @router.post("/applications/{application_id}/decision", dependencies=CheckedForm)
 def decide(
     request: Request, session: DbSession, user: ManagerUser, application: ApplicationForManager,
+    form: PostedForm,
     decision: Annotated[str, Form(max_length=20)] = "", reason_code: Annotated[str, Form(max_length=40)] = "",
     comment: Annotated[str, Form(max_length=4000)] = "", conditions: Annotated[list[str], Form()] = [],  # noqa: B006
 ) -> Response:
-    chosen = service.Decision(
-        decision, reason_code or None, comment.strip() or None, tuple(condition for condition in conditions if condition.strip()),
-    )
+    chosen_masks = {name: str(form.get(f"mask.{name}") or "") for name in application.items}
+    mask_counts = {name: str(form.get(f"mask_count.{name}") or "").strip() for name in application.items}
     try:
+        chosen = service.Decision(
+            decision, reason_code or None, comment.strip() or None,
+            tuple(condition for condition in conditions if condition.strip()), masks_from_form(chosen_masks, mask_counts),
+        )
         service.decide(session, application=application, actor=_actor(user), decision=chosen,
                        settings=request.app.state.settings)
     except (WrongState, StaleDataError) as problem:
@@ -424,12 +481,13 @@ def decide(
                    f"“{STATUS_LABELS.get(application.status, application.status)}” ({detail}). "
                    "Probably another manager decided it first; see its history below.")
         return _application_page(request, session, user, application, status_code=409, error=message)
-    except InvalidDecision as problem:
+    except InvalidInput as problem:  # an invalid decision or mask
         session.rollback()
         application = service.get_application(session, application.id)
-        form = {"decision": decision, "reason_code": reason_code, "comment": comment, "conditions": conditions}
+        typed = {"decision": decision, "reason_code": reason_code, "comment": comment, "conditions": conditions,
+                 "masks": chosen_masks, "mask_counts": mask_counts}
         message = f"Your decision was not saved: {problem.detail}."
-        return _application_page(request, session, user, application, status_code=422, error=message, form=form)
+        return _application_page(request, session, user, application, status_code=422, error=message, form=typed)
     _flash(request, _decided_message(application))
     return _redirect(f"/ui/applications/{application.id}")
 
@@ -463,7 +521,7 @@ def _grants_page(
     return render(
         request, "grants.html", status_code=status_code, user=user, grants=grants, datasets=datasets,
         state_labels=GRANT_STATE_LABELS, grant_filters=GRANT_FILTERS, filters={"state": state, "dataset": dataset.strip()},
-        row_filter_words=row_filter_words, error=error, error_grant=error_grant, reason=reason,
+        row_filter_words=row_filter_words, mask_words=mask_words, error=error, error_grant=error_grant, reason=reason,
     )
 
 

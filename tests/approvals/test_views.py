@@ -331,6 +331,40 @@ def test_an_invalid_decision_is_explained_on_the_page_and_keeps_what_was_typed(s
     assert status_of(world, application["id"]) == "submitted"
 
 
+def test_an_approval_may_set_masks_that_suit_each_item(signed_in, world):
+    application = world.filed(dataset="HRSS-INSURANCE", items=["citizen_id", "insured_since"], delivery="extract", row_filter=None)
+    page = f"/ui/applications/{application['id']}"
+    form = page_of(signed_in.get(page, headers=HTML)).find(id="approve-form")
+    offered = {select.get("name"): [option.get("value") for option in select.find_all("option")]
+               for select in form.find_all("select")}
+    assert offered == {
+        "mask.citizen_id": ["", "keep_first", "keep_last", "keyed_hash", "null"],
+        "mask.insured_since": ["", "keyed_hash", "year_only", "null"],
+    }
+    assert form.find("input", name="mask_count.citizen_id") is not None
+    assert form.find("input", name="mask_count.insured_since") is None
+
+    no_count = post_form(signed_in, f"{page}/decision", {"decision": "approve", "mask.citizen_id": "keep_last"}, from_page=page)
+    assert no_count.status_code == 422 and "say how many" in alert_text(no_count)
+    assert page_of(no_count).find("option", value="keep_last").has("selected")
+    wrong_type = post_form(signed_in, f"{page}/decision", {"decision": "approve", "mask.insured_since": "keep_first",
+                                                            "mask_count.insured_since": "2"}, from_page=page)
+    assert wrong_type.status_code == 422 and "text items only" in alert_text(wrong_type)
+    assert status_of(world, application["id"]) == "submitted"
+
+    approved = post_form(signed_in, f"{page}/decision", {
+        "decision": "approve", "mask.citizen_id": "keep_last", "mask_count.citizen_id": "4", "mask.insured_since": "year_only",
+    }, from_page=page)
+    assert approved.status_code == 303
+    body = world.get(application["id"], headers=world.manager).json()
+    grant = world.http.get(f"/api/v1/grants/{body['grant_id']}", headers=world.manager).json()
+    assert grant["masks"] == {"citizen_id": {"keep_last": 4}, "insured_since": "year_only"}
+    shown = page_of(signed_in.get(page, headers=HTML)).find(id="masks").text
+    assert shown == "citizen_id: last 4 characters kept, the rest hidden; insured_since: year only"
+    row = page_of(signed_in.get("/ui/grants", headers=HTML)).find("tr", data_grant=str(body["grant_id"]))
+    assert "Masks: citizen_id last 4 characters kept" in row.find("td", data_label="Items and rows").text
+
+
 def test_a_decision_after_another_manager_decided_is_a_clear_message(signed_in, world):
     application = world.filed()
     page = f"/ui/applications/{application['id']}"
@@ -436,6 +470,9 @@ def test_a_manager_works_through_the_queue_in_a_browser(live_server, page, scree
     assert page.locator("#status").inner_text() == "Rejected – Items beyond need"
 
     page.goto(f"{live_server}/ui/applications/{to_approve['id']}")
+    page.get_by_text("Masks (optional)").click()
+    page.get_by_label("citizen_id (string, personal)").select_option(label="Keyed hash (linkable, not readable)")
+    screenshot(page, "approve-with-masks")
     page.get_by_role("button", name="Approve").click()
     grant_id = world.get(to_approve["id"], headers=world.manager).json()["grant_id"]
     assert page.get_by_role("status").inner_text() == f"Application {to_approve['id']} approved: grant {grant_id} created."
@@ -443,6 +480,7 @@ def test_a_manager_works_through_the_queue_in_a_browser(live_server, page, scree
     page.get_by_role("link", name="Grants").click()
     row = page.locator(f'tr[data-grant="{grant_id}"]')
     assert row.locator("td.state").inner_text() == "Not yet started"
+    expect(row).to_contain_text("Masks: citizen_id replaced by a keyed hash")
     screenshot(page, "grants")
     row.get_by_label(f"Reason for revoking grant {grant_id}").fill("the service was discontinued")
     row.get_by_role("button", name=f"Revoke grant {grant_id}").click()
