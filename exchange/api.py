@@ -32,6 +32,7 @@ from exchange.errors import ExtractNotFound, InvalidQuery, LinkInvalid, NoActive
 from exchange.models import Extract
 from exchange.ledger import LedgerLine
 from exchange.ratelimit import retry_after_header
+from govshare import audit
 from govshare.auth import Caller, require
 from govshare.db import DbSession, utcnow
 from govshare.errors import Forbidden
@@ -319,6 +320,11 @@ def download_extract(extract_id: str, request: Request, session: DbSession,
     scope = service.active_grant(session, department=caller.department, dataset_code=extract.dataset_code,
                                  delivery="extract", today=today, grant_id=extract.grant_id)
     state.ledger.record(_line(scope, caller, kind="extract", rows=extract.manifest["rows"], keys=[], status=200, started=started))
+    # A download is a delivery: it goes on the audit chain too (its own write; this request only reads).
+    with state.database.transaction() as audit_session:
+        audit.record(audit_session, actor=caller.actor, action="extract.downloaded", subject=f"extract:{extract_id}",
+                     details={"grant_id": extract.grant_id, "rows": extract.manifest["rows"], "sha256": extract.manifest["sha256"],
+                              "range": request.headers.get("range")})
     media = {"parquet": "application/vnd.apache.parquet", "csv": "text/csv", "arrow": "application/vnd.apache.arrow.file"}
     return FileResponse(
         state.settings.resolved_data_dir / extract.path,

@@ -186,3 +186,7 @@ def test_only_the_grants_department_may_request_and_only_for_extract_grants(worl
     with world.database.engine.connect() as connection:
         lines = connection.execute(text("SELECT kind, rows, department_code FROM access_log")).all()
     assert [tuple(line) for line in lines] == [("extract", 40, "CAB")]
+    with world.database.engine.connect() as connection:
+        audited = connection.execute(text("SELECT action FROM audit_entries WHERE subject = :s ORDER BY seq"),
+                                     {"s": f"extract:{extract['id']}"}).scalars().all()
+    assert audited == ["extract.created", "extract.downloaded"]
