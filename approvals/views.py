@@ -34,6 +34,7 @@ from govshare import identities
 from govshare.db import DbSession, utcnow
 from govshare.errors import Forbidden, GovshareError, InvalidInput
 from govshare.models import Department, Role, User
+from govshare.permissions import roles_for
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 STYLESHEET = TEMPLATES_DIR / "govshare.css"
@@ -103,6 +104,28 @@ def manager_user(user: Annotated[User, Depends(signed_in_user)]) -> User:
 
 
 ManagerUser = Annotated[User, Depends(manager_user)]
+
+
+def may(user: User, action: str) -> bool:
+    """Whether the person holds a role that the permissions table allows ``action`` to."""
+    return any(str(role) in user.roles for role in roles_for(action))
+
+
+def person_allowed(action: str):
+    """A dependency letting through only a signed-in manager whom the permissions table allows ``action``."""
+
+    def _check(user: ManagerUser) -> User:
+        if not may(user, action):
+            needed = " or ".join(sorted(str(role) for role in roles_for(action)))
+            raise Forbidden(f"Only people with the {needed} role may do this; nothing was changed.")
+        return user
+
+    _check.__name__ = f"person_allowed_{action.replace('.', '_')}"
+    return _check
+
+
+DecidingUser = Annotated[User, Depends(person_allowed("applications.decide"))]
+RevokingUser = Annotated[User, Depends(person_allowed("grants.revoke"))]
 
 
 def _actor(user: User) -> str:
@@ -437,7 +460,7 @@ def _application_page(
         events=service.history(session, application_id=application.id), event_labels=EVENT_LABELS,
         share_conditions=_share_conditions(dataset), reasons=service.REASON_LABELS,
         reason_label=service.REASON_LABELS.get(application.reason_code) if application.reason_code else None,
-        mask_words=mask_words, error=error, form=form or {},
+        mask_words=mask_words, may_decide=may(user, "applications.decide"), error=error, form=form or {},
     )
 
 
@@ -459,7 +482,7 @@ def _decided_message(application: Application) -> str:
 
 @router.post("/applications/{application_id}/decision", dependencies=CheckedForm)
 def decide(
-    request: Request, session: DbSession, user: ManagerUser, application: ApplicationForManager,
+    request: Request, session: DbSession, user: DecidingUser, application: ApplicationForManager,
     form: PostedForm,
     decision: Annotated[str, Form(max_length=20)] = "", reason_code: Annotated[str, Form(max_length=40)] = "",
     comment: Annotated[str, Form(max_length=4000)] = "", conditions: Annotated[list[str], Form()] = [],  # noqa: B006
@@ -521,7 +544,7 @@ def _grants_page(
     return render(
         request, "grants.html", status_code=status_code, user=user, grants=grants, datasets=datasets,
         state_labels=GRANT_STATE_LABELS, grant_filters=GRANT_FILTERS, filters={"state": state, "dataset": dataset.strip()},
-        row_filter_words=row_filter_words, mask_words=mask_words, error=error, error_grant=error_grant, reason=reason,
+        row_filter_words=row_filter_words, mask_words=mask_words, may_revoke=may(user, "grants.revoke"), error=error, error_grant=error_grant, reason=reason,
     )
 
 
@@ -532,7 +555,7 @@ def grants_page(request: Request, session: DbSession, user: ManagerUser, state: 
 
 @router.post("/grants/{grant_id}/revoke", dependencies=CheckedForm)
 def revoke(
-    request: Request, session: DbSession, user: ManagerUser, grant: GrantForManager,
+    request: Request, session: DbSession, user: RevokingUser, grant: GrantForManager,
     reason: Annotated[str, Form(max_length=4000)] = "",
 ) -> Response:
     try:

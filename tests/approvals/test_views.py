@@ -128,10 +128,21 @@ def test_a_person_without_the_manager_role_gets_a_403_page(client, world, databa
     assert page_of(client.get("/ui/login", headers=HTML)).find("form", class_="signed-in-note") is None
 
 
-def test_an_admin_may_use_the_pages(client, world, database):
+def test_an_admin_may_look_and_revoke_but_only_managers_decide_as_the_permissions_table_says(client, world, database):
     add_person(database, "ada", "admin")
     sign_in(client, "ada")
+    application = world.filed()
+    page = f"/ui/applications/{application['id']}"
     assert client.get("/ui", headers=HTML).status_code == 200
+    shown = page_of(client.get(page, headers=HTML))
+    assert shown.find(id="approve-form") is None and "not decide" in shown.find(id="no-decision").text
+    refused = post_form(client, f"{page}/decision", {"decision": "reject", "reason_code": "duplicate"}, from_page=page)
+    assert refused.status_code == 403 and "manager role" in alert_text(refused)
+    assert status_of(world, application["id"]) == "submitted"
+    grant_id = _approved(world)["grant_id"]
+    assert page_of(client.get("/ui/grants", headers=HTML)).find("form", action=f"/ui/grants/{grant_id}/revoke") is not None
+    revoked = post_form(client, f"/ui/grants/{grant_id}/revoke", {"reason": "audit finding"}, from_page="/ui/grants")
+    assert revoked.status_code == 303
 
 
 # --- CSRF -------------------------------------------------------------------------------------
