@@ -43,9 +43,23 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name="pk_datasets"),
         sa.UniqueConstraint("code", name="uq_datasets_code"),
     )
-    op.create_index("ix_datasets_status_department_code", "datasets", ["status", "department_code"])
-    op.create_index("ix_datasets_status_domain", "datasets", ["status", "domain"])
-    op.create_index("ix_datasets_status_share_type", "datasets", ["status", "share_type"])
+    # Covering indexes: search counts, facets and pages read no table rows.
+    op.create_index(
+        "ix_datasets_status_department_code", "datasets",
+        ["status", "department_code", "domain", "share_type", "offers_extract", "offers_interface", "code"],
+    )
+    op.create_index(
+        "ix_datasets_status_domain", "datasets",
+        ["status", "domain", "share_type", "department_code", "offers_extract", "offers_interface", "code"],
+    )
+    op.create_index(
+        "ix_datasets_status_share_type", "datasets",
+        ["status", "share_type", "domain", "department_code", "offers_extract", "offers_interface", "code"],
+    )
+    op.create_index(
+        "ix_datasets_id_filters", "datasets",
+        ["id", "status", "department_code", "domain", "share_type", "offers_extract", "offers_interface", "code"],
+    )
     op.create_table(
         "dataset_revisions",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
@@ -84,6 +98,7 @@ def upgrade() -> None:
         sa.Column("dataset_id", sa.Integer(), nullable=False),
         sa.ForeignKeyConstraint(["dataset_id"], ["datasets.id"], name="fk_dataset_terms_dataset_id_datasets"),
         sa.PrimaryKeyConstraint("term", "dataset_id", name="pk_dataset_terms"),
+        sqlite_with_rowid=False,
     )
     op.create_index("ix_dataset_terms_dataset_id", "dataset_terms", ["dataset_id"])
 
