@@ -146,6 +146,7 @@ def _batches(source: BinaryIO, source_format: str, items: list[dict[str, Any]], 
             reader = pacsv.open_csv(
                 source,
                 read_options=pacsv.ReadOptions(block_size=BLOCK_SIZE),
+                parse_options=pacsv.ParseOptions(newlines_in_values=True),  # quoted addresses may span lines
                 convert_options=pacsv.ConvertOptions(
                     column_types={item["name"]: pa.string() for item in items},
                     null_values=[""],

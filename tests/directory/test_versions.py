@@ -194,3 +194,19 @@ def test_a_version_whose_transaction_rolls_back_leaves_no_file(directory, settin
             raise Crash
     assert _files(settings) == [] and _versions(database) == []
     assert directory.upload("PSB-HOUSEHOLD", GOOD).json()["number"] == 1
+
+
+def test_a_csv_with_a_byte_order_mark_and_quoted_line_breaks_is_read_as_written(directory, settings):
+    directory.dataset()
+    content = ("\ufeff" + HEADER + f'{ALICE},"Alice\nZhang",01,1990-03-07\n').encode()
+    response = directory.upload("PSB-HOUSEHOLD", content)
+    assert response.status_code == 201, response.text
+    assert pq.read_table(_files(settings)[0]).column("name").to_pylist() == ["Alice\nZhang"]
+
+
+def test_a_retired_dataset_takes_no_new_versions(client, directory, settings):
+    directory.dataset()
+    client.post("/api/v1/datasets/PSB-HOUSEHOLD/retire", headers=directory.provider("PSB"))
+    response = directory.upload("PSB-HOUSEHOLD", GOOD)
+    assert response.status_code == 409 and response.json()["type"] == "urn:govshare:problem:dataset-retired"
+    assert _files(settings) == []
