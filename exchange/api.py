@@ -219,7 +219,7 @@ def _arrow_stream(request: Request, store, scope: service.Scope, caller: Caller,
 @router.get("/citizens/{citizen_id}/access-log", summary="Who used this citizen's data, when, and on what basis")
 def citizen_access_log(citizen_id: str, request: Request, session: DbSession,
                        caller: Annotated[Caller, Depends(require("citizens.access_log"))]) -> dict[str, Any]:
-    entries = service.citizen_access_log(session, citizen_id=citizen_id)
+    entries = service.citizen_access_log(session, citizen_id=citizen_id, data_dir=request.app.state.settings.resolved_data_dir)
     return {
         "citizen_id": citizen_id,
         "entries": [
@@ -319,7 +319,9 @@ def download_extract(extract_id: str, request: Request, session: DbSession,
     today = approvals.calendar(state.settings).today(utcnow())
     scope = service.active_grant(session, department=caller.department, dataset_code=extract.dataset_code,
                                  delivery="extract", today=today, grant_id=extract.grant_id)
-    state.ledger.record(_line(scope, caller, kind="extract", rows=extract.manifest["rows"], keys=[], status=200, started=started))
+    line = _line(scope, caller, kind="extract", rows=extract.manifest["rows"], keys=[], status=200, started=started)
+    line.extract_id = extract_id
+    state.ledger.record(line)
     # A download is a delivery: it goes on the audit chain too (its own write; this request only reads).
     with state.database.transaction() as audit_session:
         audit.record(audit_session, actor=caller.actor, action="extract.downloaded", subject=f"extract:{extract_id}",

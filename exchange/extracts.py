@@ -29,6 +29,8 @@ from directory import service as directory
 from directory.models import DatasetVersion
 from exchange import crypto
 from exchange.errors import InvalidQuery, NoData
+from exchange.extract_files import extract_folder, keys_path
+from exchange.keyed_store import quote
 from exchange.models import DepartmentKey, Extract
 from exchange.service import Scope, scope_of
 from govshare import audit
@@ -66,10 +68,6 @@ def request_extract(session: Session, *, scope: Scope, actor: str, format: str, 
 def _version(session: Session, scope: Scope, number: int) -> DatasetVersion | None:
     return session.execute(select(DatasetVersion).where(DatasetVersion.dataset_id == scope.dataset.id,
                                                         DatasetVersion.number == number)).scalar_one_or_none()
-
-
-def extract_folder(data_dir: Path) -> Path:
-    return data_dir / "extracts"
 
 
 def _claim(database: Database) -> str | None:
@@ -139,6 +137,7 @@ def _build(database: Database, extract_id: str, *, data_dir: Path, keystore: Key
     plain = folder / f".{extract_id}.{uuid.uuid4().hex}.plain.tmp"
     try:
         rows = _write(snapshot, scope, fmt, plain, database, extract_id)
+        _write_keys(snapshot, scope, keys_path(data_dir, extract_id))
         if encrypt:
             crypto.encrypt_file(plain, temp, public_key)
             plain.unlink()
@@ -195,6 +194,24 @@ def _write(snapshot: Path, scope: Scope, fmt: str, target: Path, database: Datab
         stop.set()
         beat.join(timeout=5)
         connection.close()
+
+
+def _write_keys(snapshot: Path, scope: Scope, target: Path) -> None:
+    """The lookup keys of the rows an extract holds, so each citizen can learn it held theirs."""
+    key = scope.lookup_key
+    if not key:
+        return
+    temp = target.with_name(target.name + f".{uuid.uuid4().hex}.tmp")
+    connection = duckdb.connect()
+    try:
+        path_literal = str(temp).replace("'", "''")
+        connection.execute(
+            f"COPY (SELECT DISTINCT {quote(key)} AS key FROM read_parquet(?) WHERE {scope.row_filter.sql}) "
+            f"TO '{path_literal}' (FORMAT parquet)", [str(snapshot), *scope.row_filter.params])
+        temp.replace(target)
+    finally:
+        connection.close()
+        temp.unlink(missing_ok=True)
 
 
 def _sha256(path: Path) -> str:

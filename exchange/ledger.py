@@ -37,6 +37,7 @@ class LedgerLine:
     keys: list[str] = field(default_factory=list)
     status: int = 200
     latency_ms: float | None = None
+    extract_id: str | None = None
     at: datetime = field(default_factory=utcnow)
 
 
@@ -115,7 +116,7 @@ class LedgerWriter:
                     at=line.at, kind=line.kind, client_id=line.client_id, department_code=line.department,
                     dataset_code=line.dataset, grant_id=line.grant_id, application_id=line.application_id,
                     service_item=line.service_item, basis=line.basis, rows=line.rows, status=line.status,
-                    latency_ms=line.latency_ms,
+                    latency_ms=line.latency_ms, extract_id=line.extract_id,
                 )
                 for line in lines
             ]

@@ -35,6 +35,7 @@ class AccessLogEntry(Base):
     rows: Mapped[int] = mapped_column(Integer, default=0)
     status: Mapped[int] = mapped_column(Integer, default=200)
     latency_ms: Mapped[float | None] = mapped_column(Float)
+    extract_id: Mapped[str | None] = mapped_column(String(36))
 
 
 class AccessLogKey(Base):

@@ -17,6 +17,7 @@ from approvals.models import Application, Grant
 from directory import service as directory
 from directory.models import Dataset
 from exchange import keyed_store
+from exchange.extract_files import extracts_holding
 from exchange.errors import NoActiveGrant, NoData
 from exchange.models import AccessLogEntry, AccessLogKey
 
@@ -81,12 +82,18 @@ def snapshot(session: Session, *, dataset: Dataset, data_dir: Path) -> tuple[int
     return version.number, directory.snapshot_path(data_dir, version)
 
 
-def citizen_access_log(session: Session, *, citizen_id: str, limit: int = 1000) -> list[AccessLogEntry]:
-    """Every recorded access that touched ``citizen_id``, newest first."""
-    return list(session.execute(
+def citizen_access_log(session: Session, *, citizen_id: str, data_dir: Path, limit: int = 1000) -> list[AccessLogEntry]:
+    """Every recorded access that touched ``citizen_id``, newest first: calls by key, and extracts that held their row."""
+    by_key = list(session.execute(
         select(AccessLogEntry).join(AccessLogKey, AccessLogKey.entry_id == AccessLogEntry.id)
         .where(AccessLogKey.key == citizen_id).order_by(AccessLogEntry.at.desc(), AccessLogEntry.id.desc()).limit(limit)
     ).scalars())
+    downloads = list(session.execute(
+        select(AccessLogEntry).where(AccessLogEntry.kind == "extract", AccessLogEntry.extract_id.is_not(None))
+    ).scalars())
+    held = extracts_holding(data_dir, sorted({entry.extract_id for entry in downloads}), citizen_id) if downloads else set()
+    entries = by_key + [entry for entry in downloads if entry.extract_id in held]
+    return sorted(entries, key=lambda entry: (entry.at, entry.id), reverse=True)[:limit]
 
 
 def prebuild_keyed_stores(session: Session, *, data_dir: Path) -> int:

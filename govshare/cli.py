@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -168,6 +169,10 @@ def serve(
     from govshare.app import create_app
 
     settings = _settings()
+    if "GOVSHARE_ISSUER" not in os.environ:
+        # No public URL configured: the issuer (token audience, base of links) is where we listen.
+        public_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        settings = settings.model_copy(update={"issuer": f"http://{public_host}:{port}"})
     initialise(settings)
     if demo_data:
         _seed_demo(settings, citizens=demo_citizens)

@@ -25,10 +25,15 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "webhooks.manage": frozenset({P, D, S, A}),
     "exchange.read": frozenset({S}),
     "exchange.deposit": frozenset({S}),
-    "citizens.access_log": frozenset({C, M, A}),
+    "citizens.access_log": frozenset({C, M}),
     "extracts.request": frozenset({D, S}),
     "extracts.read": frozenset({D, S, M, A}),
     "departments.keys": frozenset({D, S, A}),
+    "metrics.read": frozenset({M, A}),
+    "ratings.write": frozenset({D, P}),
+    "corrections.file": frozenset({D}),
+    "corrections.answer": frozenset({P}),
+    "corrections.read": frozenset({P, D, M, A}),
 }
 
 

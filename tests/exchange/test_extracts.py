@@ -190,3 +190,19 @@ def test_only_the_grants_department_may_request_and_only_for_extract_grants(worl
         audited = connection.execute(text("SELECT action FROM audit_entries WHERE subject = :s ORDER BY seq"),
                                      {"s": f"extract:{extract['id']}"}).scalars().all()
     assert audited == ["extract.created", "extract.downloaded"]
+
+
+def test_a_citizen_sees_the_extracts_that_held_their_row(world, factory, app):
+    extract = world.done(format="parquet")
+    world.http.get(extract["download_url"], headers=world.demander)
+    app.state.ledger.flush()
+    portal = factory.caller("DATA", "citizen_portal")
+    inside, outside = world.expected()[0]["citizen_id"], None
+    for row in _citizens(80):
+        if row["district"] == "03":
+            outside = row["citizen_id"]
+            break
+    seen = world.http.get(f"/api/v1/citizens/{inside}/access-log", headers=portal).json()["entries"]
+    assert [(entry["kind"], entry["department"], entry["grant_id"]) for entry in seen] == [("extract", "CAB", world.grant_id)]
+    assert world.http.get(f"/api/v1/citizens/{outside}/access-log", headers=portal).json()["entries"] == []
+    assert world.http.get(f"/api/v1/citizens/{inside}/access-log", headers=factory.caller("DATA", "admin")).status_code == 403

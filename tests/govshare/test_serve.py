@@ -24,8 +24,8 @@ def _free_port() -> int:
 def test_serve_demo_fills_an_empty_store_and_answers_with_the_printed_credentials(settings, tmp_path):
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "GOVSHARE_HOME": str(tmp_path / "demo-home"),
-           "GOVSHARE_DATABASE_URL": settings.resolved_database_url, "GOVSHARE_ISSUER": base}
+    env = {**os.environ, "GOVSHARE_HOME": str(tmp_path / "demo-home"), "GOVSHARE_DATABASE_URL": settings.resolved_database_url}
+    env.pop("GOVSHARE_ISSUER", None)  # unset: the issuer must follow the port actually served
     log = (tmp_path / "serve.log").open("w+")
     server = subprocess.Popen([GOVSHARE, "serve", "--demo", "--demo-citizens", "20000", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
