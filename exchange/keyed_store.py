@@ -97,30 +97,54 @@ def _connection(path: Source) -> duckdb.DuckDBPyConnection:
 
 
 def lookup(path: Source, *, key: str, value: Any, projection: Projection, scope: CompiledFilter, limit: int = 1000) -> list[dict[str, Any]]:
-    """Rows whose ``key`` equals ``value`` and which lie within ``scope``, as ``projection`` shows them."""
-    sql = (f"SELECT {projection.sql} FROM records WHERE {quote(key)} = ? AND ({scope.sql}) "
-           f"ORDER BY {ROW_COLUMN} LIMIT {int(limit)}")
+    """Rows whose ``key`` equals ``value`` and which lie within ``scope``, as ``projection`` shows them.
+
+    Two steps, because DuckDB probes its index only for a lone equality on the indexed
+    column: any further condition turns the query into a full scan. So the key's rows
+    are fetched by the index first (a handful), then projected and filtered.
+    """
     cursor = _connection(path).cursor()
     try:
-        result = cursor.execute(sql, [*projection.params, value, *scope.params])
+        hits = cursor.sql(f"SELECT * FROM records WHERE {quote(key)} = ?", params=[value]).to_arrow_table()
+        if hits.num_rows == 0:
+            return []
+        cursor.register("hit", hits)
+        result = cursor.execute(
+            f"SELECT {projection.sql} FROM hit WHERE ({scope.sql}) ORDER BY {ROW_COLUMN} LIMIT {int(limit)}",
+            [*projection.params, *scope.params],
+        )
         names = [column[0] for column in result.description]
         return [dict(zip(names, row, strict=True)) for row in result.fetchall()]
     finally:
         cursor.close()
 
 
+PAGE_WINDOW = 131_072  # rows of _row scanned per step: about one row group, pruned by its min/max
+
+
 def page(
     path: Source, *, projection: Projection, scope: CompiledFilter, equals: dict[str, Any], after_row: int, limit: int,
 ) -> tuple[list[dict[str, Any]], int | None]:
-    """One page of rows within ``scope`` matching ``equals``, after position ``after_row``; and the last position."""
-    conditions = [f"({scope.sql})", f"{ROW_COLUMN} > ?"] + [f"{quote(name)} = ?" for name in equals]
+    """One page of rows within ``scope`` matching ``equals``, after position ``after_row``; and the last position.
+
+    Walks forward in windows of ``_row`` so each step reads only the row groups it needs
+    (an ORDER BY ... LIMIT over the whole table would scan all of it for every page).
+    """
+    conditions = [f"({scope.sql})", f"{ROW_COLUMN} > ?", f"{ROW_COLUMN} <= ?"] + [f"{quote(name)} = ?" for name in equals]
     sql = (f"SELECT {ROW_COLUMN}, {projection.sql} FROM records WHERE {' AND '.join(conditions)} "
-           f"ORDER BY {ROW_COLUMN} LIMIT {int(limit)}")
+           f"ORDER BY {ROW_COLUMN} LIMIT ?")
     cursor = _connection(path).cursor()
     try:
-        result = cursor.execute(sql, [*projection.params, *scope.params, after_row, *equals.values()])
-        names = [column[0] for column in result.description]
-        rows = result.fetchall()
+        last_row = cursor.execute(f"SELECT max({ROW_COLUMN}) FROM records").fetchone()[0] or 0
+        rows: list[tuple] = []
+        names: list[str] = []
+        start = after_row
+        while len(rows) < limit and start < last_row:
+            end = start + PAGE_WINDOW
+            result = cursor.execute(sql, [*projection.params, *scope.params, start, end, *equals.values(), limit - len(rows)])
+            names = [column[0] for column in result.description]
+            rows.extend(result.fetchall())
+            start = end
     finally:
         cursor.close()
     records = [dict(zip(names[1:], row[1:], strict=True)) for row in rows]
