@@ -312,27 +312,31 @@ def oauth_problem(status: int, body: dict[str, Any], headers: dict[str, str]) ->
     return JSONResponse(problem, status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
 
 
+class _Refused(Exception):
+    """Rolls the transaction back and carries the OAuth2 error response out."""
+
+    def __init__(self, response: JSONResponse) -> None:
+        super().__init__("refused")
+        self.response = response
+
+
 def _run_endpoint(request: Request, form: dict[str, str], endpoint: str | None) -> JSONResponse:
     state = request.app.state
     database: Database = state.database
     uri = state.settings.issuer + request.url.path
     oauth_request = _FormRequest("POST", uri, request.headers, form)  # case-insensitive headers
-    session = database.new_session(write=True)  # issued tokens and used jtis are written
     try:
-        server = GovshareAuthorizationServer(session=session, settings=state.settings, keystore=state.keystore)
-        if endpoint is None:
-            status, body, headers = server.create_token_response(oauth_request)
-        else:
-            status, body, headers = server.create_endpoint_response(endpoint, oauth_request)
-        if status >= 400:
-            session.rollback()
-            return oauth_problem(status, body, headers)
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
+        # Issued tokens and used jtis are written; a refused request must leave nothing behind.
+        with database.transaction() as session:
+            server = GovshareAuthorizationServer(session=session, settings=state.settings, keystore=state.keystore)
+            if endpoint is None:
+                status, body, headers = server.create_token_response(oauth_request)
+            else:
+                status, body, headers = server.create_endpoint_response(endpoint, oauth_request)
+            if status >= 400:
+                raise _Refused(oauth_problem(status, body, headers))
+    except _Refused as refused:
+        return refused.response
     headers = {key: value for key, value in headers.items() if key.lower() != "content-type"}
     return JSONResponse(body, status_code=status, headers=headers)
 
