@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     )
     inspection_working_days: int = Field(default=2, ge=0, le=60, description="working days allowed for the normative inspection")
     decision_working_days: int = Field(default=10, ge=1, le=120, description="working days allowed from filing to decision")
+    correction_working_days: int = Field(default=5, ge=1, le=60, description="working days a provider has to answer a correction request")
     max_usage_months: int = Field(default=12, ge=1, le=120, description="longest usage period an application may ask for")
     holidays: list[date] = Field(default_factory=list, description="public holidays, as a JSON list of dates")
     extra_working_days: list[date] = Field(default_factory=list, description="weekend days that are working days (JSON list)")

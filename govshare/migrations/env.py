@@ -5,6 +5,7 @@ from alembic import context
 import approvals.models  # noqa: F401  (applications, grants)
 import directory.models  # noqa: F401  (the directory's tables)
 import exchange.models  # noqa: F401  (ledger, intake)
+import evaluation.models  # noqa: F401  (ratings, corrections)
 from govshare.db import Base
 
 config = context.config
