@@ -8,6 +8,7 @@ position in the snapshot (``_row``), which orders paged queries stably.
 
 from __future__ import annotations
 
+import atexit
 import os
 import threading
 import uuid
@@ -62,14 +63,6 @@ def ensure_store(snapshot: Path, key: str | None) -> Path:
     return target
 
 
-class _Connections(threading.local):
-    def __init__(self) -> None:
-        self.open: dict[str, duckdb.DuckDBPyConnection] = {}
-
-
-_connections = _Connections()
-
-
 Source = Path | duckdb.DuckDBPyConnection
 """A keyed store file, or a connection whose ``records`` table holds the rows (intake datasets)."""
 
@@ -84,16 +77,34 @@ def in_memory(table: pa.Table) -> duckdb.DuckDBPyConnection:
     return connection
 
 
+_open: dict[str, duckdb.DuckDBPyConnection] = {}
+_open_lock = threading.Lock()
+
+
 def _connection(path: Source) -> duckdb.DuckDBPyConnection:
-    """A read-only connection per thread and store (DuckDB connections are not shared across threads)."""
+    """One read-only connection per store for the whole process; callers take a cursor per call.
+
+    (DuckDB's pattern for threads. Connections kept per thread instead were destroyed in
+    worker threads at interpreter exit, which aborted the process.)
+    """
     if isinstance(path, duckdb.DuckDBPyConnection):
         return path
     key = str(path)
-    connection = _connections.open.get(key)
-    if connection is None:
-        connection = duckdb.connect(key, read_only=True)
-        _connections.open[key] = connection
-    return connection
+    with _open_lock:
+        connection = _open.get(key)
+        if connection is None:
+            connection = duckdb.connect(key, read_only=True)
+            _open[key] = connection
+        return connection
+
+
+@atexit.register
+def close_all() -> None:
+    """Close every store connection (at exit, in the main thread)."""
+    with _open_lock:
+        for connection in _open.values():
+            connection.close()
+        _open.clear()
 
 
 def lookup(path: Source, *, key: str, value: Any, projection: Projection, scope: CompiledFilter, limit: int = 1000) -> list[dict[str, Any]]:
