@@ -14,6 +14,7 @@ from approvals import views as approvals_views
 from approvals import jobs as approvals_jobs
 from directory import api as directory_api
 from evaluation import api as evaluation_api
+from evaluation import views as evaluation_views
 from exchange import api as exchange_api
 from exchange import jobs as exchange_jobs
 from exchange.ledger import LedgerWriter
@@ -78,4 +79,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(exchange_api.router)
     app.include_router(evaluation_api.router)
     app.include_router(approvals_views.router)
+    app.include_router(evaluation_views.router)
     return app

@@ -1,0 +1,183 @@
+"""The data manager's dashboard under /ui/dashboard: metrics, charts and the lists to act on.
+
+Charts are inline SVG drawn here on the server (no script, no external library),
+each with a title, a description and the same figures as a table. Pages reuse the
+approval pages' layout, sign-in and session (``approvals.views``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+from fastapi.templating import Jinja2Templates
+from sqlalchemy import select
+
+from approvals import service as approvals
+from approvals import views as approval_pages
+from directory.errors import DatasetNotFound
+from directory.models import Dataset
+from evaluation import service
+from evaluation.api import period_of
+from govshare.db import DbSession, utcnow
+from govshare.errors import InvalidInput
+from govshare.models import User
+
+TEMPLATES_DIR = Path(__file__).parent / "templates"
+# Our templates first, then the approval pages' (for base.html, the shared layout).
+templates = Jinja2Templates(directory=[str(TEMPLATES_DIR), str(approval_pages.TEMPLATES_DIR)])
+
+router = APIRouter(prefix="/ui", include_in_schema=False)
+
+MetricsUser = Annotated[User, Depends(approval_pages.person_allowed("metrics.read"))]
+DEFAULT_DAYS = 30
+CHART_WIDTH, CHART_HEIGHT = 640, 220
+
+
+# --- presenting numbers --------------------------------------------------------------------------
+
+
+def percent(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1%}"
+
+
+def duration(seconds: float | None) -> str:
+    return "—" if seconds is None else approval_pages.duration_words(timedelta(seconds=seconds))
+
+
+def number(value: float | None, digits: int = 1) -> str:
+    if value is None:
+        return "—"
+    return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.{digits}f}"
+
+
+@dataclass(frozen=True)
+class Bar:
+    label: str
+    value: float
+    x: float
+    y: float
+    width: float
+    height: float
+    href: str | None = None
+
+
+def column_bars(points: list[tuple[str, float]], *, width: int = CHART_WIDTH, height: int = CHART_HEIGHT) -> list[Bar]:
+    """Vertical bars filling ``width`` x ``height`` (the tallest reaches the top)."""
+    if not points:
+        return []
+    top = max(value for _, value in points) or 1
+    slot = width / len(points)
+    gap = min(4.0, slot * 0.2)
+    return [
+        Bar(label, value, x=index * slot + gap / 2, y=height - value / top * height, width=slot - gap, height=value / top * height)
+        for index, (label, value) in enumerate(points)
+    ]
+
+
+def row_bars(points: list[tuple[str, float, str | None]], *, width: int = 420, row: int = 28) -> list[Bar]:
+    """Horizontal bars, one a row, for labelled counts (the longest fills ``width``)."""
+    top = max((value for _, value, _ in points), default=0) or 1
+    return [Bar(label, value, x=0, y=index * row, width=value / top * width, height=row - 8, href=href)
+            for index, (label, value, href) in enumerate(points)]
+
+
+def trend_points(days: list[dict[str, Any]], field: str) -> tuple[list[tuple[str, float]], str]:
+    """Daily figures, or weekly sums when the period is longer than nine weeks."""
+    if len(days) <= 63:
+        return [(day["day"], day[field]) for day in days], "day"
+    weeks = [days[start:start + 7] for start in range(0, len(days), 7)]
+    return [(f"week of {week[0]['day']}", sum(day[field] for day in week)) for week in weeks], "week"
+
+
+def _period(request: Request) -> service.Period:
+    """The period the form asks for; by default the last 30 days, today included."""
+    start, end = request.query_params.get("from", "").strip(), request.query_params.get("to", "").strip()
+    now = utcnow()
+    if not end:
+        end = now.date().isoformat()
+    if not start:
+        start = (date.fromisoformat(end) - timedelta(days=DEFAULT_DAYS - 1)).isoformat() if len(end) == 10 else ""
+    try:
+        return period_of(start or None, end, now=now)
+    except (InvalidInput, ValueError) as problem:
+        raise InvalidInput(f"The period is not valid: {getattr(problem, 'detail', problem)}.") from None
+
+
+def _period_words(period: service.Period) -> dict[str, str]:
+    last_day = (period.end - timedelta(microseconds=1)).date()
+    return {"from": period.start.date().isoformat(), "to": last_day.isoformat()}
+
+
+def render(request: Request, template: str, *, user: User, status_code: int = 200, **context: Any) -> Response:
+    """A page in the approval pages' layout (user, CSRF token for signing out, flash message)."""
+    context.update(
+        user=user, csrf_token=approval_pages.csrf_token(request), flash=request.session.pop(approval_pages.FLASH_KEY, None),
+        fmt=approval_pages.Formats(request.app.state.settings.timezone), percent=percent, duration=duration, number=number,
+        reason_labels={str(code): label for code, label in approvals.REASON_LABELS.items()},
+        chart_width=CHART_WIDTH, chart_height=CHART_HEIGHT,
+    )
+    return templates.TemplateResponse(request, template, context, status_code=status_code, headers=approval_pages.PAGE_HEADERS)
+
+
+def _charts(session, period: service.Period, entry: dict[str, Any], dataset: str | None = None) -> dict[str, Any]:
+    days = service.daily_trend(session, period=period, dataset=dataset)
+    filed, unit = trend_points(days, "filed")
+    calls, _ = trend_points(days, "calls")
+    reasons = sorted(entry["rejection_reasons"].items(), key=lambda item: (-item[1], item[0]))
+    histogram = service.review_duration_histogram(session, period=period, dataset=dataset)
+    return {
+        "trend_unit": unit, "filed_bars": column_bars(filed), "calls_bars": column_bars(calls),
+        "filed_total": sum(value for _, value in filed), "calls_total": sum(value for _, value in calls),
+        "reason_bars": row_bars([(approvals.REASON_LABELS.get(code, code), count, None) for code, count in reasons]),
+        "duration_bars": column_bars([(bucket["label"], bucket["count"]) for bucket in histogram]),
+    }
+
+
+@router.get("/dashboard.css")
+def stylesheet() -> Response:
+    return Response((TEMPLATES_DIR / "dashboard.css").read_text(), media_type="text/css", headers={"Cache-Control": "max-age=3600"})
+
+
+# --- pages ------------------------------------------------------------------------------------------------
+
+
+@router.get("/dashboard")
+def dashboard(request: Request, session: DbSession, user: MetricsUser) -> Response:
+    period = _period(request)
+    summary = service.summary(session, period=period)
+    query = urlencode(_period_words(period))
+    demanded = row_bars([(item["dataset"], item["applications_filed"], f"/ui/dashboard/datasets/{item['dataset']}?{query}")
+                         for item in summary["most_demanded"]])
+    return render(
+        request, "dashboard.html", user=user, summary=summary, period=_period_words(period),
+        demanded_bars=demanded, period_query=query, **_charts(session, period, summary),
+    )
+
+
+def dataset_for_dashboard(code: str, session: DbSession, user: MetricsUser) -> Dataset:
+    dataset = session.execute(select(Dataset).where(Dataset.code == code)).scalar_one_or_none()
+    if dataset is None:
+        raise DatasetNotFound(f"There is no dataset {code}.")
+    return dataset
+
+
+@router.get("/dashboard/datasets/{code}")
+def dataset_dashboard(
+    request: Request, session: DbSession, user: MetricsUser, dataset: Annotated[Dataset, Depends(dataset_for_dashboard)],
+) -> Response:
+    period = _period(request)
+    entry = service.group_metrics(session, period=period, by="dataset", only=dataset.code)[0]
+    now = utcnow()
+    corrections = [service.correction_document(correction, now)
+                   for correction in service.corrections(session, department=None, provider_department=None, dataset=dataset.code, limit=50)]
+    return render(
+        request, "dataset_dashboard.html", user=user, dataset=dataset, entry=entry, period=_period_words(period),
+        problems=[words for words, _ in service.problems_of(entry)], corrections=corrections,
+        **_charts(session, period, entry, dataset=dataset.code),
+    )

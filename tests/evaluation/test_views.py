@@ -1,0 +1,115 @@
+"""The dashboard pages: who sees them, what they show for the scripted history, and in Chromium."""
+
+from __future__ import annotations
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.approvals.test_views import HTML, PASSWORD, add_person, page_of, sign_in
+from tests.evaluation.history import write_history
+
+OCTOBER = {"from": "2026-10-01", "to": "2026-10-31"}
+
+
+@pytest.fixture
+def manager(factory, database) -> str:
+    factory.department("DATA")
+    add_person(database, "maria", "manager")
+    return "maria"
+
+
+@pytest.fixture
+def signed_in(client, manager, database):
+    write_history(database)
+    assert sign_in(client, manager).status_code == 303
+    return client
+
+
+def _metric(page, name: str) -> str:
+    element = page.find(data_metric=name)
+    assert element is not None, name
+    return element.text
+
+
+def test_the_dashboard_asks_a_visitor_to_sign_in(client):
+    response = client.get("/ui/dashboard", headers=HTML, follow_redirects=False)
+    assert response.status_code == 303 and response.headers["location"].startswith("/ui/login")
+
+
+def test_a_person_without_the_manager_role_gets_a_403(client, factory, database):
+    factory.department("DATA")
+    add_person(database, "pat", "provider")
+    sign_in(client, "pat")
+    assert client.get("/ui/dashboard", headers=HTML).status_code == 403
+
+
+def test_the_dashboard_shows_the_period_s_figures_charts_and_lists(signed_in):
+    response = signed_in.get("/ui/dashboard", params=OCTOBER, headers=HTML)
+    assert response.status_code == 200, response.text
+    page = page_of(response)
+    assert _metric(page, "applications_filed") == "10"
+    assert _metric(page, "pass_rate") == "77.8%"  # 7 of 9
+    assert _metric(page, "review_seconds_median") == "1 day 12 hours"
+    assert _metric(page, "availability") == "85.7%"  # 6 of 7
+    assert _metric(page, "latency_ms_p90") == "60 ms"
+    assert _metric(page, "datasets_stale") == "2"
+    charts = page.find_all("svg", role="img")
+    assert len(charts) == 5  # two trends, reasons, durations, most demanded
+    for chart in charts:
+        assert chart.find("title") is not None and chart.find("desc") is not None
+    filed = page.find("figure", id="trend-filed")
+    assert len(filed.find_all("rect")) == 31  # one bar a day of October
+    assert [row.text for row in filed.find("table").find("tbody").find_all("tr")][:2] == ["2026-10-01 1", "2026-10-02 0"]
+    durations = page.find("figure", id="review-durations").find("tbody").find_all("tr")
+    assert [row.find("td").text for row in durations] == ["0", "5", "2", "1", "1", "0"]
+    reasons = page.find("figure", id="rejection-reasons").find("table").find("tbody").find_all("tr")
+    assert [row.text for row in reasons] == ["Data not shareable 1", "No legal basis 1"]
+    problems = page.find("table", id="supply-problems").find("tbody").find_all("tr")
+    assert [row.get("data-dataset") for row in problems] == ["PSB-HOUSEHOLD", "HRSS-INSURANCE", "PSB-OLD"]
+    assert [row.get("data-dataset") for row in page.find("table", id="to-promote").find("tbody").find_all("tr")] == ["EDU-SCHOOLS"]
+    assert len(page.find("table", id="waiting-longest").find("tbody").find_all("tr")) == 1
+    links = [link.get("href") for link in page.find("nav", class_="subnav").find_all("a")]
+    assert "/ui/dashboard" in links and "/ui" in links
+
+
+def test_the_dataset_page(signed_in):
+    response = signed_in.get("/ui/dashboard/datasets/PSB-HOUSEHOLD", params=OCTOBER, headers=HTML)
+    assert response.status_code == 200, response.text
+    page = page_of(response)
+    assert page.find("h1").text.startswith("PSB-HOUSEHOLD")
+    assert _metric(page, "applications_filed") == "4"
+    assert _metric(page, "decided") == "5: 4 approved (80.0%), 1 rejected (20.0%)"
+    assert _metric(page, "latency") == "p50 30 ms, p90 60 ms, p99 60 ms"
+    assert _metric(page, "fresh") == "fresh: last version 0.5 days before the end of the period"
+    assert _metric(page, "corrections") == "2 filed in the period; 1 open now, 1 overdue"
+    assert len(page.find("table", id="corrections").find("tbody").find_all("tr")) == 2
+    assert len(page.find("figure", id="trend-calls").find_all("rect")) == 31
+
+
+def test_an_unknown_dataset_and_a_wrong_period_are_explained(signed_in):
+    assert signed_in.get("/ui/dashboard/datasets/NO-SUCH", headers=HTML).status_code == 404
+    wrong = signed_in.get("/ui/dashboard", params={"from": "2026-10-31", "to": "2026-10-01"}, headers=HTML)
+    assert wrong.status_code == 422 and "period" in wrong.text
+
+
+def test_the_default_period_is_the_last_30_days(signed_in):
+    page = page_of(signed_in.get("/ui/dashboard", headers=HTML))
+    assert len(page.find("figure", id="trend-filed").find_all("rect")) == 30
+
+
+@pytest.mark.browser
+def test_a_manager_reads_the_dashboard_in_a_browser(live_server, page, screenshot, manager, database):
+    write_history(database)
+    page.goto(f"{live_server}/ui/dashboard?from=2026-10-01&to=2026-10-31")
+    page.get_by_label("Name").fill(manager)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Supply and demand")
+    expect(page.locator('[data-metric="applications_filed"]')).to_have_text("10")
+    expect(page.get_by_role("img", name="Review duration, filed to decided")).to_be_visible()
+    assert page.locator("#trend-filed svg").bounding_box()["width"] > 200  # the stylesheet sized the chart
+    screenshot(page, "dashboard")
+    page.get_by_role("link", name="PSB-HOUSEHOLD").first.click()
+    expect(page.get_by_role("heading", level=1)).to_contain_text("PSB-HOUSEHOLD")
+    expect(page.locator('[data-metric="corrections"]')).to_have_text("2 filed in the period; 1 open now, 1 overdue")
+    screenshot(page, "dataset")
