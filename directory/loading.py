@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -332,36 +332,61 @@ def write_snapshot(
         column_errors = _column_errors(file_schema, items)
         if column_errors:
             raise _refuse(column_errors, 0)
-        rows, errors, pending, pending_bytes = 0, [], [], 0
-        with pq.ParquetWriter(temp_path, schema, compression="zstd") as writer:
-            for batch in batches:
-                converted, batch_errors = _check_batch(batch, items, schema, rows + 1, MAX_ERRORS)
-                rows += batch.num_rows
-                errors += batch_errors
-                if len(errors) >= MAX_ERRORS:
-                    break
-                if errors:
-                    continue  # refused anyway: keep checking, stop writing
-                pending.append(converted)
-                pending_bytes += converted.nbytes
-                if pending_bytes >= ROW_GROUP_BYTES:
-                    writer.write_table(pa.Table.from_batches(pending, schema=schema))
-                    pending, pending_bytes = [], 0
-            if pending and not errors:
-                writer.write_table(pa.Table.from_batches(pending, schema=schema))
-        if errors:
-            raise _refuse(errors, rows)
-        return Snapshot(
-            temp_path=temp_path,
-            source_format=source_format,
-            rows=rows,
-            size_bytes=temp_path.stat().st_size,
-            sha256=_sha256(temp_path),
-            quality=quality_report(temp_path, items, rows),
-        )
+        return _write_checked(batches, items=items, schema=schema, temp_path=temp_path, source_format=source_format)
     except BaseException:
         temp_path.unlink(missing_ok=True)
         raise
+
+
+def write_batches(
+    batches: Iterable[pa.RecordBatch], *, items: list[dict[str, Any]], source_format: str, temp_path: Path
+) -> Snapshot:
+    """Check record batches (columns named after the items) and write them to ``temp_path`` as Parquet.
+
+    The same checks and refusal as ``write_snapshot``, for data arriving as Arrow
+    batches (a connector's source) instead of a file. No file is left behind on any
+    error, including one raised by ``batches`` itself (a source that drops mid-way).
+    """
+    schema = arrow_schema(items)
+    temp_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return _write_checked(iter(batches), items=items, schema=schema, temp_path=temp_path, source_format=source_format)
+    except BaseException:
+        temp_path.unlink(missing_ok=True)
+        raise
+
+
+def _write_checked(
+    batches: Iterator[pa.RecordBatch], *, items: list[dict[str, Any]], schema: pa.Schema, temp_path: Path, source_format: str
+) -> Snapshot:
+    """Check each batch, write the good ones in row groups; refuse the whole if any is bad."""
+    rows, errors, pending, pending_bytes = 0, [], [], 0
+    with pq.ParquetWriter(temp_path, schema, compression="zstd") as writer:
+        for batch in batches:
+            converted, batch_errors = _check_batch(batch, items, schema, rows + 1, MAX_ERRORS)
+            rows += batch.num_rows
+            errors += batch_errors
+            if len(errors) >= MAX_ERRORS:
+                break
+            if errors:
+                continue  # refused anyway: keep checking, stop writing
+            pending.append(converted)
+            pending_bytes += converted.nbytes
+            if pending_bytes >= ROW_GROUP_BYTES:
+                writer.write_table(pa.Table.from_batches(pending, schema=schema))
+                pending, pending_bytes = [], 0
+        if pending and not errors:
+            writer.write_table(pa.Table.from_batches(pending, schema=schema))
+    if errors:
+        raise _refuse(errors, rows)
+    return Snapshot(
+        temp_path=temp_path,
+        source_format=source_format,
+        rows=rows,
+        size_bytes=temp_path.stat().st_size,
+        sha256=_sha256(temp_path),
+        quality=quality_report(temp_path, items, rows),
+    )
 
 
 def _sha256(path: Path) -> str:

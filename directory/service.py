@@ -9,9 +9,11 @@ from __future__ import annotations
 import copy
 import os
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import pyarrow as pa
 from sqlalchemy import delete, event, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -223,9 +225,40 @@ def add_version(
     """
     _ensure_active(dataset)
     items = dataset.document["items"]
-    folder = data_dir / "datasets" / dataset.code
-    temp_path = folder / f".upload-{uuid.uuid4().hex}.parquet.tmp"
+    temp_path = data_dir / "datasets" / dataset.code / f".upload-{uuid.uuid4().hex}.parquet.tmp"
     snapshot = loading.write_snapshot(source, items=items, filename=filename, temp_path=temp_path, progress=progress)
+    return _store_snapshot(session, dataset=dataset, snapshot=snapshot, source_name=filename, data_dir=data_dir, actor=actor)
+
+
+def add_version_from_batches(
+    session: Session,
+    *,
+    dataset: Dataset,
+    batches: Iterable[pa.RecordBatch],
+    source_format: str,
+    source_name: str | None,
+    data_dir: Path,
+    actor: str,
+) -> DatasetVersion:
+    """Check Arrow record batches (columns named after the items) and store them as the next version.
+
+    What a connector's sync calls: the same checks, and the same atomic placing, as ``add_version``.
+    """
+    _ensure_active(dataset)
+    items = dataset.document["items"]
+    temp_path = data_dir / "datasets" / dataset.code / f".sync-{uuid.uuid4().hex}.parquet.tmp"
+    snapshot = loading.write_batches(batches, items=items, source_format=source_format, temp_path=temp_path)
+    return _store_snapshot(session, dataset=dataset, snapshot=snapshot, source_name=source_name, data_dir=data_dir, actor=actor)
+
+
+def _store_snapshot(
+    session: Session, *, dataset: Dataset, snapshot: loading.Snapshot, source_name: str | None, data_dir: Path, actor: str
+) -> DatasetVersion:
+    """Insert the version row for a checked temporary snapshot, then rename the file into place."""
+    items = dataset.document["items"]
+    folder = data_dir / "datasets" / dataset.code
+    temp_path = snapshot.temp_path
+    filename = source_name
     try:
         # Lock the dataset so two uploads cannot take the same number (PostgreSQL; SQLite serialises writers).
         session.execute(select(Dataset.id).where(Dataset.id == dataset.id).with_for_update())

@@ -12,6 +12,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from approvals import api as approvals_api
 from approvals import views as approvals_views
 from approvals import jobs as approvals_jobs
+from connectors import api as connectors_api
 from directory import api as directory_api
 from evaluation import api as evaluation_api
 from evaluation import views as evaluation_views
@@ -75,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(oauth.router)
     app.include_router(audit.router)
     app.include_router(directory_api.router)
+    app.include_router(connectors_api.router)
     app.include_router(approvals_api.router)
     app.include_router(exchange_api.router)
     app.include_router(evaluation_api.router)

@@ -34,6 +34,7 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "corrections.file": frozenset({D}),
     "corrections.answer": frozenset({P}),
     "corrections.read": frozenset({P, D, M, A}),
+    "sources.manage": frozenset({P}),
 }
 
 

@@ -23,6 +23,7 @@ class Settings(BaseSettings):
     )
     data_dir: Path | None = Field(default=None, description="snapshots and extracts; default home/data")
     keys_dir: Path | None = Field(default=None, description="signing keys; default home/keys")
+    sources_dir: Path | None = Field(default=None, description="the only local folder file sources may read; default home/sources")
     issuer: str = Field(
         default="http://127.0.0.1:8000",
         description="public base URL of this server: the token issuer and the audience of tokens",
@@ -80,6 +81,10 @@ class Settings(BaseSettings):
     @property
     def resolved_data_dir(self) -> Path:
         return (self.data_dir or self.resolved_home / "data").expanduser().resolve()
+
+    @property
+    def resolved_sources_dir(self) -> Path:
+        return (self.sources_dir or self.resolved_home / "sources").expanduser().resolve()
 
     @property
     def resolved_keys_dir(self) -> Path:

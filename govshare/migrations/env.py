@@ -6,6 +6,7 @@ import approvals.models  # noqa: F401  (applications, grants)
 import directory.models  # noqa: F401  (the directory's tables)
 import exchange.models  # noqa: F401  (ledger, intake)
 import evaluation.models  # noqa: F401  (ratings, corrections)
+import connectors.models  # noqa: F401  (source bindings, sync runs)
 from govshare.db import Base
 
 config = context.config

@@ -1,0 +1,21 @@
+"""Errors of the connectors, each with a stable problem type."""
+
+from __future__ import annotations
+
+from govshare.errors import GovshareError
+
+
+class SourceNotBound(GovshareError):
+    status, type, title = 404, "source-not-bound", "No source bound"
+
+
+class InvalidSource(GovshareError):
+    status, type, title = 422, "invalid-source", "Invalid source binding"
+
+
+class SchemaDrift(GovshareError):
+    status, type, title = 409, "source-schema-drift", "The source's columns changed"
+
+
+class SourceFailed(GovshareError):
+    status, type, title = 502, "source-failed", "The source could not be read"

@@ -1,0 +1,267 @@
+"""Source adapters: one small class per kind, each reading its source as Arrow record batches.
+
+A source knows its columns (name -> a type name stable enough to notice a retyped
+column) and yields bounded record batches of the columns asked for, optionally only
+the rows whose update column is past a watermark. Credentials come in decrypted at
+sync time and are never kept in the configuration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin
+
+import httpx
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+from sqlalchemy import MetaData, Table, create_engine, literal_column, make_url, select, text
+from sqlalchemy.engine import URL, Engine
+from sqlalchemy.exc import ArgumentError, NoSuchTableError, SQLAlchemyError
+from sqlalchemy.pool import NullPool
+
+from connectors.errors import InvalidSource, SourceFailed
+
+BATCH_ROWS = 64 * 1024
+
+
+def _array(values: tuple[Any, ...]) -> pa.Array:
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        # Mixed Python types in one column: hand them over as text; the item checks cast them.
+        return pa.array([None if value is None else str(value) for value in values], pa.string())
+
+
+class SqlSource:
+    """A table (or a query) on any SQLAlchemy URL, streamed with a server-side cursor."""
+
+    kind = "sql"
+
+    def __init__(self, config: dict[str, Any], secret: str | None, **_: Any) -> None:
+        self.config, self._secret = config, secret
+
+    @staticmethod
+    def split_secret(config: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+        """The configuration without its credential (the URL's password), and the credential."""
+        unknown = set(config) - {"url", "table", "schema", "query"}
+        if unknown:
+            raise InvalidSource(f"config: unknown field(s) {', '.join(sorted(unknown))} for a sql source")
+        if not isinstance(config.get("url"), str):
+            raise InvalidSource("config.url: a SQLAlchemy URL is required")
+        if bool(config.get("table")) == bool(config.get("query")):
+            raise InvalidSource("config: give either a table or a query")
+        try:
+            url = make_url(config["url"])
+        except ArgumentError:
+            raise InvalidSource("config.url: not a SQLAlchemy URL") from None
+        # URL.set() ignores None, so the URL without its password is built anew.
+        bare = URL.create(url.drivername, url.username, None, url.host, url.port, url.database, url.query)
+        clean = {**config, "url": bare.render_as_string(hide_password=False)}
+        return clean, url.password
+
+    def _url(self) -> URL:
+        url = make_url(self.config["url"])
+        return url.set(password=self._secret) if self._secret is not None else url
+
+    def _engine(self) -> Engine:
+        try:
+            return create_engine(self._url(), poolclass=NullPool)
+        except (ArgumentError, ImportError) as error:
+            raise InvalidSource(f"config.url: no usable database driver for {make_url(self.config['url']).drivername}: {error}") from None
+
+    def _table(self, connection: Any) -> Table:
+        try:
+            return Table(self.config["table"], MetaData(), schema=self.config.get("schema"), autoload_with=connection)
+        except NoSuchTableError:
+            raise InvalidSource(f"config.table: the source has no table {self.config['table']}") from None
+
+    def columns(self) -> dict[str, str]:
+        """Every column of the source and its generic SQL type."""
+        engine = self._engine()
+        try:
+            with engine.connect() as connection:
+                if self.config.get("table"):
+                    return {column.name: _type_name(column.type) for column in self._table(connection).columns}
+                result = connection.execute(text(f"SELECT * FROM ({self.config['query']}) AS source WHERE 1 = 0"))
+                return {name: "unknown" for name in result.keys()}
+        except SQLAlchemyError as error:
+            raise SourceFailed(f"the source database could not be read: {_message(error)}") from None
+        finally:
+            engine.dispose()
+
+    def batches(
+        self, columns: list[str], *, update_column: str | None = None, since: Any = None, batch_rows: int = BATCH_ROWS
+    ) -> Iterator[pa.RecordBatch]:
+        """The source's rows (only those whose ``update_column`` is past ``since``, when given) in record batches."""
+        engine = self._engine()
+        try:
+            with engine.connect() as connection:
+                if self.config.get("table"):
+                    table = self._table(connection)
+                    query = select(*(table.c[name] for name in columns))
+                    if update_column is not None and since is not None:
+                        query = query.where(table.c[update_column] > since)
+                else:
+                    source = text(self.config["query"]).columns().subquery("source")
+                    query = select(*(literal_column(f'source."{name}"') for name in columns)).select_from(source)
+                    if update_column is not None and since is not None:
+                        query = query.where(literal_column(f'source."{update_column}"') > since)
+                result = connection.execution_options(stream_results=True, yield_per=batch_rows).execute(query)
+                for rows in result.partitions(batch_rows):
+                    values = list(zip(*rows, strict=True))
+                    yield pa.RecordBatch.from_arrays([_array(column) for column in values], names=columns)
+        except SQLAlchemyError as error:
+            raise SourceFailed(f"the source database stopped answering: {_message(error)}") from None
+        finally:
+            engine.dispose()
+
+
+def _type_name(sql_type: Any) -> str:
+    try:
+        return type(sql_type.as_generic()).__name__
+    except NotImplementedError:
+        return type(sql_type).__name__
+
+
+def _message(error: SQLAlchemyError) -> str:
+    """The driver's own words, without the statement SQLAlchemy appends."""
+    return str(getattr(error, "orig", None) or error).strip().splitlines()[0][:500]
+
+
+def parse_watermark(value: str | None, type_name: str) -> Any:
+    """A stored watermark back as a value comparable with the update column."""
+    if value is None:
+        return None
+    # Generic SQL type names (sql sources) or Arrow type names (files, http sources).
+    if type_name in ("Integer", "BigInteger", "SmallInteger") or type_name.startswith(("int", "uint")):
+        return int(value)
+    if type_name == "DateTime" or type_name.startswith("timestamp"):
+        return datetime.fromisoformat(value)
+    if type_name == "Date" or type_name.startswith("date"):
+        return date.fromisoformat(value)
+    return value
+
+
+class FilesSource:
+    """A Parquet or CSV file, or a folder of them, on the local store (under the sources folder) or S3."""
+
+    kind = "files"
+
+    def __init__(self, config: dict[str, Any], secret: str | None, *, files_root: Path | None = None) -> None:
+        self.config, self._secret, self._root = config, secret, files_root
+
+    @staticmethod
+    def split_secret(config: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+        unknown = set(config) - {"path", "format", "endpoint", "region", "access_key", "secret_key"}
+        if unknown:
+            raise InvalidSource(f"config: unknown field(s) {', '.join(sorted(unknown))} for a files source")
+        if not isinstance(config.get("path"), str) or not config["path"]:
+            raise InvalidSource("config.path: a file or folder (a local path, or s3://bucket/prefix) is required")
+        if config.get("format", "parquet") not in ("parquet", "csv"):
+            raise InvalidSource("config.format: parquet or csv")
+        clean = {key: value for key, value in config.items() if key != "secret_key"}
+        return clean, config.get("secret_key")
+
+    def _dataset(self) -> ds.Dataset:
+        path = self.config["path"]
+        if path.startswith("s3://"):
+            filesystem = pafs.S3FileSystem(
+                access_key=self.config.get("access_key"), secret_key=self._secret,
+                endpoint_override=self.config.get("endpoint"), region=self.config.get("region") or "us-east-1",
+            )
+            location = path.removeprefix("s3://")
+        else:
+            if self._root is None:
+                raise InvalidSource("config.path: local file sources are not enabled")
+            resolved = (self._root / path).resolve()
+            if not resolved.is_relative_to(self._root):
+                raise InvalidSource(f"config.path: local sources must lie under the sources folder ({self._root})")
+            filesystem, location = pafs.LocalFileSystem(), str(resolved)
+        try:
+            return ds.dataset(location, format=self.config.get("format", "parquet"), filesystem=filesystem)
+        except (OSError, pa.ArrowInvalid) as error:
+            raise SourceFailed(f"the files could not be read: {_redact(str(error), self._secret)}") from None
+
+    def columns(self) -> dict[str, str]:
+        return {field.name: str(field.type) for field in self._dataset().schema}
+
+    def batches(
+        self, columns: list[str], *, update_column: str | None = None, since: Any = None, batch_rows: int = BATCH_ROWS
+    ) -> Iterator[pa.RecordBatch]:
+        dataset = self._dataset()
+        condition = ds.field(update_column) > since if update_column is not None and since is not None else None
+        try:
+            for batch in dataset.to_batches(columns=columns, filter=condition, batch_size=batch_rows):
+                yield batch
+        except (OSError, pa.ArrowInvalid) as error:
+            raise SourceFailed(f"the files stopped being readable: {_redact(str(error), self._secret)}") from None
+
+
+class HttpSource:
+    """An HTTP JSON API answering pages of records, followed by a next-page link or a page number."""
+
+    kind = "http"
+
+    def __init__(self, config: dict[str, Any], secret: str | None, **_: Any) -> None:
+        self.config, self._secret = config, secret
+
+    @staticmethod
+    def split_secret(config: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+        unknown = set(config) - {"url", "records", "next", "page_param", "token"}
+        if unknown:
+            raise InvalidSource(f"config: unknown field(s) {', '.join(sorted(unknown))} for an http source")
+        url = config.get("url")
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise InvalidSource("config.url: an http(s) URL is required")
+        clean = {key: value for key, value in config.items() if key != "token"}
+        return clean, config.get("token")
+
+    def _pages(self) -> Iterator[list[dict[str, Any]]]:
+        headers = {"Authorization": f"Bearer {self._secret}"} if self._secret else {}
+        records_key, next_key = self.config.get("records", "records"), self.config.get("next", "next")
+        page_param = self.config.get("page_param")
+        url: str | None = self.config["url"]
+        page = 1
+        with httpx.Client(headers=headers, timeout=60, follow_redirects=False) as client:
+            while url:
+                try:
+                    response = client.get(url, params={page_param: page} if page_param else None)
+                    response.raise_for_status()
+                    body = response.json()
+                except (httpx.HTTPError, ValueError) as error:
+                    raise SourceFailed(f"the HTTP source failed: {_redact(str(error), self._secret)}") from None
+                records = body.get(records_key) if isinstance(body, dict) else body
+                if not isinstance(records, list):
+                    raise SourceFailed(f"the HTTP source's answer has no list of records under '{records_key}'")
+                if not records:
+                    return
+                yield records
+                if page_param:
+                    page += 1
+                else:
+                    link = body.get(next_key) if isinstance(body, dict) else None
+                    url = urljoin(url, link) if link else None
+
+    def columns(self) -> dict[str, str]:
+        for records in self._pages():
+            return {field.name: str(field.type) for field in pa.Table.from_pylist(records[:1000]).schema}
+        return {}
+
+    def batches(self, columns: list[str], *, update_column: str | None = None, since: Any = None, **_: Any) -> Iterator[pa.RecordBatch]:
+        for records in self._pages():
+            table = pa.table({name: _array(tuple(record.get(name) for record in records)) for name in columns})
+            if update_column is not None and since is not None:
+                table = table.filter(pc.greater(table.column(update_column), pa.scalar(since)))
+            yield from table.to_batches()
+
+
+def _redact(text_: str, secret: str | None) -> str:
+    return text_.replace(secret, "***") if secret else text_
+
+
+SOURCES: dict[str, Any] = {SqlSource.kind: SqlSource, FilesSource.kind: FilesSource, HttpSource.kind: HttpSource}

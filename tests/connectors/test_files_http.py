@@ -1,0 +1,144 @@
+"""File sources (a folder of Parquet or CSV files) and HTTP JSON sources served by the test itself."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from datetime import date
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from directory import service as directory_service
+from tests.factories import citizen_id
+
+CODE = "PSB-HOUSEHOLD"
+PEOPLE = [citizen_id(f"11010119900307{n:03d}") for n in range(1, 8)]
+
+
+def _rows(*numbers: int, district: str = "01") -> list[dict]:
+    return [{"citizen_id": PEOPLE[n], "name": f"person {n}", "district": district, "birth_date": "1990-03-07", "updated": f"2026-01-0{n + 1}"} for n in numbers]
+
+
+def _snapshot(settings, database) -> pa.Table:
+    with database.transaction(write=False) as session:
+        dataset = directory_service.get_dataset(session, CODE)
+        version = directory_service.latest_version(session, dataset=dataset)
+        return pq.read_table(directory_service.snapshot_path(settings.resolved_data_dir, version))
+
+
+def _sync(client, directory):
+    return client.post(f"/api/v1/datasets/{CODE}/sync", headers=directory.provider("PSB"))
+
+
+def test_a_folder_of_parquet_files_syncs_and_a_dropped_column_stops_the_next_sync(client, directory, settings, database):
+    directory.dataset()
+    folder = settings.resolved_sources_dir / "household"
+    folder.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(_rows(0, 1)), folder / "part-1.parquet")
+    pq.write_table(pa.Table.from_pylist(_rows(2)), folder / "part-2.parquet")
+    bound = client.put(f"/api/v1/datasets/{CODE}/source", json={"kind": "files", "config": {"path": "household"}}, headers=directory.provider("PSB"))
+    assert bound.status_code == 200, bound.text
+    run = _sync(client, directory).json()
+    assert (run["outcome"], run["rows_read"], run["rows_added"]) == ("ok", 3, 3)
+    assert sorted(_snapshot(settings, database).column("citizen_id").to_pylist()) == sorted(PEOPLE[:3])
+
+    pq.write_table(pa.Table.from_pylist(_rows(3, 4)), folder / "part-3.parquet")
+    (folder / "part-2.parquet").unlink()
+    second = _sync(client, directory).json()
+    assert (second["rows_added"], second["rows_changed"], second["rows_removed"]) == (2, 0, 1)
+
+    for part in folder.iterdir():
+        pq.write_table(pq.read_table(part).drop_columns(["district"]), part)
+    drift = _sync(client, directory)
+    assert drift.status_code == 409 and "column district is gone" in drift.json()["detail"]
+    assert client.get(f"/api/v1/datasets/{CODE}", headers=directory.provider("PSB")).json()["latest_version"]["number"] == 2
+
+
+def test_a_csv_file_syncs_and_paths_outside_the_sources_folder_are_refused(client, directory, settings, database):
+    directory.dataset()
+    settings.resolved_sources_dir.mkdir(parents=True, exist_ok=True)
+    lines = ["citizen_id,name,district,birth_date"] + [f"{row['citizen_id']},{row['name']},{row['district']},{row['birth_date']}" for row in _rows(0, 1)]
+    (settings.resolved_sources_dir / "people.csv").write_text("\n".join(lines) + "\n")
+    bound = client.put(f"/api/v1/datasets/{CODE}/source", json={"kind": "files", "config": {"path": "people.csv", "format": "csv"}}, headers=directory.provider("PSB"))
+    assert bound.status_code == 200, bound.text
+    assert _sync(client, directory).json()["rows_added"] == 2
+    assert _snapshot(settings, database).column("birth_date").to_pylist() == [date(1990, 3, 7)] * 2
+    for path in ("../keys", "/etc"):
+        refused = client.put(f"/api/v1/datasets/{CODE}/source", json={"kind": "files", "config": {"path": path}}, headers=directory.provider("PSB"))
+        assert refused.status_code == 422 and "under the sources folder" in refused.json()["detail"]
+
+
+class _Pages:
+    """A department's JSON API: pages of records behind a bearer token, linked by ``next``."""
+
+    def __init__(self, token: str) -> None:
+        self.token, self.records, self.page_size, self.requests = token, [], 2, []
+
+    def handler(self):
+        pages = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (http.server's name)
+                pages.requests.append(self.path)
+                if self.headers.get("Authorization") != f"Bearer {pages.token}":
+                    self.send_response(401)
+                    self.end_headers()
+                    return
+                offset = int(parse_qs(urlparse(self.path).query).get("offset", ["0"])[0])
+                chunk = pages.records[offset:offset + pages.page_size]
+                following = offset + pages.page_size
+                body = {"data": chunk, "links": f"/people?offset={following}" if following < len(pages.records) else None}
+                payload = json.dumps(body).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args):
+                pass
+
+        return Handler
+
+
+@pytest.fixture
+def http_source() -> Iterator[tuple[_Pages, str]]:
+    pages = _Pages(token="tok-" + "9f3e2a7c1b")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), pages.handler())
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield pages, f"http://127.0.0.1:{server.server_address[1]}/people"
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
+
+
+def test_an_http_json_source_is_read_page_by_page(client, directory, settings, database, http_source):
+    pages, url = http_source
+    pages.records = _rows(0, 1, 2, 3, 4)
+    directory.dataset()
+    config = {"url": url, "records": "data", "next": "links", "token": pages.token}
+    bound = client.put(f"/api/v1/datasets/{CODE}/source", json={"kind": "http", "config": config}, headers=directory.provider("PSB"))
+    assert bound.status_code == 200, bound.text
+    assert bound.json()["config"] == {"url": url, "records": "data", "next": "links"} and bound.json()["has_credential"]
+    run = _sync(client, directory)
+    assert run.status_code == 201, run.text
+    assert (run.json()["rows_read"], run.json()["rows_added"]) == (5, 5)
+    assert sorted(_snapshot(settings, database).column("citizen_id").to_pylist()) == sorted(PEOPLE[:5])
+    assert "/people?offset=4" in pages.requests  # three pages of two were followed
+
+    pages.records = _rows(0, 1) + _rows(2, district="07") + _rows(5)
+    second = _sync(client, directory).json()
+    assert (second["rows_added"], second["rows_changed"], second["rows_removed"]) == (1, 1, 2)
+
+    pages.token = "rotated"  # the stored token no longer works: the sync fails, never showing the old one
+    failed = _sync(client, directory)
+    assert failed.status_code == 502 and "401" in failed.json()["detail"]
+    listed = client.get(f"/api/v1/datasets/{CODE}/syncs", headers=directory.provider("PSB"))
+    for response in (bound, run, failed, listed):
+        assert "tok-9f3e2a7c1b" not in response.text
