@@ -14,7 +14,8 @@ BIGINT = BigInteger().with_variant(Integer(), "sqlite")
 # b-tree order byte-wise whatever the database's default collation is.
 TERM = String(64).with_variant(String(64, collation="C"), "postgresql")
 FILTERS_AFTER = {
-    "department_code": ("domain", "share_type", "offers_extract", "offers_interface", "code"),
+    # Codes usually start with the department's code, so a department's page is read in code order.
+    "department_code": ("code", "domain", "share_type", "offers_extract", "offers_interface"),
     "domain": ("share_type", "department_code", "offers_extract", "offers_interface", "code"),
     "share_type": ("domain", "department_code", "offers_extract", "offers_interface", "code"),
     "id": ("offers_extract", "offers_interface", "code"),

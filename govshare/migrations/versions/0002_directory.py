@@ -46,7 +46,7 @@ def upgrade() -> None:
     # Covering indexes: search counts, facets and pages read no table rows.
     op.create_index(
         "ix_datasets_status_department_code", "datasets",
-        ["status", "department_code", "domain", "share_type", "offers_extract", "offers_interface", "code"],
+        ["status", "department_code", "code", "domain", "share_type", "offers_extract", "offers_interface"],
     )
     op.create_index(
         "ix_datasets_status_domain", "datasets",
