@@ -167,3 +167,20 @@ def test_the_trend_and_the_review_duration_histogram(history):
     assert [bucket["count"] for bucket in histogram] == [0, 5, 2, 1, 1, 0]
     household = service.review_duration_histogram(session, period=PERIOD, dataset="PSB-HOUSEHOLD")
     assert [bucket["count"] for bucket in household] == [0, 1, 2, 1, 1, 0]
+
+
+def test_overall_latency_percentiles_are_exact_within_a_histogram_bucket(database):
+    from exchange.models import AccessLogEntry
+    from tests.evaluation.history import at
+
+    latencies = [12.31, 12.34, 12.35, 12.39, 12.30, 0.01, 0.04, 7.77, 100.5, 12.36]
+    with database.transaction() as session:
+        session.add_all(AccessLogEntry(at=at(10, 2), kind="lookup", client_id="c", department_code="CAB", dataset_code="X",
+                                       rows=1, status=200, latency_ms=latency) for latency in latencies)
+    with database.transaction(write=False) as session:
+        overall = service.group_metrics(session, period=PERIOD, by=None, now=NOW)[0]
+        by_dataset = service.group_metrics(session, period=PERIOD, by="dataset", now=NOW)
+    # Sorted: 0.01, 0.04, 7.77, 12.30, 12.31, 12.34, 12.35, 12.36, 12.39, 100.5 (six share the 12.3 bucket).
+    assert (overall["latency_ms_p50"], overall["latency_ms_p90"], overall["latency_ms_p99"]) == (12.31, 12.39, 100.5)
+    # The grouped path (one window pass) agrees with the histogram.
+    assert [(entry["latency_ms_p50"], entry["latency_ms_p90"], entry["latency_ms_p99"]) for entry in by_dataset] == [(12.31, 12.39, 100.5)]
