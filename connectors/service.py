@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -40,6 +40,9 @@ from govshare.keys import KeyStore
 log = logging.getLogger("govshare.connectors")
 
 MODES = ("full", "incremental")
+RETRY_AFTER = timedelta(hours=1)  # a scheduled sync that failed is tried again after this long
+Progress = Callable[[int], None]
+"""Called with the number of source rows read so far."""
 FREQUENCY_DAYS = {"realtime": 1, "daily": 1, "weekly": 7, "monthly": 31, "quarterly": 92, "yearly": 366}
 
 
@@ -148,10 +151,14 @@ def check_drift(binding: SourceBinding, current: dict[str, str]) -> None:
         )
 
 
-def _renamed(batches: Iterator[pa.RecordBatch], binding: SourceBinding, watermark: list[Any], counted: list[int]) -> Iterator[pa.RecordBatch]:
+def _renamed(
+    batches: Iterator[pa.RecordBatch], binding: SourceBinding, watermark: list[Any], counted: list[int], progress: Progress | None = None
+) -> Iterator[pa.RecordBatch]:
     """Batches with source columns renamed to items; tracks the newest update value and the rows read."""
     for batch in batches:
         counted[0] += batch.num_rows
+        if progress:
+            progress(counted[0])
         if binding.update_column and batch.num_rows:
             newest = pc.max(batch.column(binding.update_column)).as_py()
             if newest is not None and (watermark[0] is None or newest > watermark[0]):
@@ -203,6 +210,7 @@ def run_sync(
     source: Source | None = None,
     full: bool = False,
     files_root: Path | None = None,
+    progress: Progress | None = None,
 ) -> SyncRun:
     """Sync ``dataset`` from its bound source into a new version; the run records how it ended.
 
@@ -222,10 +230,13 @@ def run_sync(
             current = source.columns()
             check_drift(binding, current)
             if mode == "full":
-                version, counts, read, watermark = _full(session, dataset=dataset, binding=binding, source=source, data_dir=data_dir, actor=actor)
+                version, counts, read, watermark = _full(
+                    session, dataset=dataset, binding=binding, source=source, data_dir=data_dir, actor=actor, progress=progress
+                )
             else:
                 version, counts, read, watermark = _incremental(
-                    session, dataset=dataset, binding=binding, source=source, current=current, data_dir=data_dir, actor=actor
+                    session, dataset=dataset, binding=binding, source=source, current=current, data_dir=data_dir, actor=actor,
+                    progress=progress,
                 )
             binding.source_schema = current
             if watermark is not None:
@@ -259,12 +270,14 @@ def _key_item(dataset: Dataset, binding: SourceBinding) -> str | None:
     return dataset.document.get("lookup_key") or (keys[0] if keys else None)
 
 
-def _full(session: Session, *, dataset: Dataset, binding: SourceBinding, source: Source, data_dir: Path, actor: str):
+def _full(
+    session: Session, *, dataset: Dataset, binding: SourceBinding, source: Source, data_dir: Path, actor: str, progress: Progress | None = None
+):
     previous = directory.latest_version(session, dataset=dataset)
     previous_path = directory.snapshot_path(data_dir, previous) if previous else None
     watermark: list[Any] = [None]
     counted = [0]
-    batches = _renamed(source.batches(_used_columns(binding)), binding, watermark, counted)
+    batches = _renamed(source.batches(_used_columns(binding)), binding, watermark, counted, progress)
     version = directory.add_version_from_batches(
         session, dataset=dataset, batches=batches, source_format=binding.kind,
         source_name=f"{binding.kind} source sync", data_dir=data_dir, actor=actor,
@@ -284,14 +297,15 @@ def _key_batches(source: Source, column: str) -> Iterator[pa.RecordBatch]:
 
 
 def _incremental(
-    session: Session, *, dataset: Dataset, binding: SourceBinding, source: Source, current: dict[str, str], data_dir: Path, actor: str
+    session: Session, *, dataset: Dataset, binding: SourceBinding, source: Source, current: dict[str, str], data_dir: Path, actor: str,
+    progress: Progress | None = None,
 ):
     """Only rows whose update column passed the watermark are read (and checked); with the source's
     full key set they are applied to the previous snapshot in DuckDB: kept rows, minus deleted keys,
     plus changed and new rows, streamed into the next version."""
     previous = directory.latest_version(session, dataset=dataset)
     if previous is None or previous.items != dataset.document["items"]:
-        return _full(session, dataset=dataset, binding=binding, source=source, data_dir=data_dir, actor=actor)
+        return _full(session, dataset=dataset, binding=binding, source=source, data_dir=data_dir, actor=actor, progress=progress)
     previous_path = directory.snapshot_path(data_dir, previous)
     key = binding.key_column
     since = parse_watermark(binding.watermark, current.get(binding.update_column, ""))
@@ -303,7 +317,7 @@ def _incremental(
     connection = duckdb.connect(config={"threads": 2, "memory_limit": "256MB"})
     try:
         changed_rows = _renamed(
-            source.batches(_used_columns(binding), update_column=binding.update_column, since=since), binding, watermark, counted
+            source.batches(_used_columns(binding), update_column=binding.update_column, since=since), binding, watermark, counted, progress
         )
         loading.write_batches(changed_rows, items=dataset.document["items"], source_format=binding.kind, temp_path=changed_path)
         with pq.ParquetWriter(keys_path, pa.schema([pa.field("k", pa.string())])) as writer:
@@ -401,3 +415,39 @@ def binding_view(session: Session, *, dataset: Dataset, binding: SourceBinding) 
         "update_frequency": dataset.update_frequency,
         "fresh": is_fresh(dataset, ok),
     }
+
+
+def is_due(session: Session, *, binding: SourceBinding, dataset: Dataset, now: datetime) -> bool:
+    """Whether the last good sync is older than the promised update frequency (and no failed try within RETRY_AFTER)."""
+    days = FREQUENCY_DAYS.get(dataset.update_frequency)
+    if days is None or dataset.status != "active":
+        return False  # irregular: synced on demand only
+    newest, ok = last_runs(session, binding=binding)
+    if ok is not None and ok.finished_at is not None and now - ok.finished_at < timedelta(days=days):
+        return False
+    return not (newest is not None and newest.outcome != "ok" and now - newest.started_at < RETRY_AFTER)
+
+
+def due_datasets(session: Session, *, now: datetime) -> list[int]:
+    """Ids of the datasets a scheduled sync should refresh now."""
+    rows = session.execute(select(SourceBinding, Dataset).join(Dataset, Dataset.id == SourceBinding.dataset_id))
+    return [dataset.id for binding, dataset in rows if is_due(session, binding=binding, dataset=dataset, now=now)]
+
+
+def sync_due(database: Any, *, data_dir: Path, keystore: KeyStore, files_root: Path | None = None, now: datetime | None = None) -> list[SyncRun]:
+    """Sync every dataset that is due, each in its own transaction (a job owns its transactions)."""
+    now = now or utcnow()
+    with database.transaction(write=False) as session:
+        due = due_datasets(session, now=now)
+    runs = []
+    for dataset_id in due:
+        with database.transaction() as session:
+            # Lock the binding so two job workers do not sync one dataset twice (PostgreSQL; SQLite serialises writers).
+            binding = session.execute(
+                select(SourceBinding).where(SourceBinding.dataset_id == dataset_id).with_for_update(skip_locked=True)
+            ).scalar_one_or_none()
+            dataset = session.get(Dataset, dataset_id)
+            if binding is None or dataset is None or not is_due(session, binding=binding, dataset=dataset, now=now):
+                continue  # another worker has it, or has just synced it
+            runs.append(run_sync(session, dataset=dataset, data_dir=data_dir, keystore=keystore, actor="job:source-syncs", files_root=files_root))
+    return runs

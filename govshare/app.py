@@ -13,6 +13,7 @@ from approvals import api as approvals_api
 from approvals import views as approvals_views
 from approvals import jobs as approvals_jobs
 from connectors import api as connectors_api
+from connectors import jobs as connectors_jobs
 from directory import api as directory_api
 from evaluation import api as evaluation_api
 from evaluation import views as evaluation_views
@@ -39,7 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     runner = JobRunner(database)
     if settings.jobs_enabled:
-        for job in [*approvals_jobs.jobs(settings), *exchange_jobs.jobs(settings, keystore)]:
+        for job in [*approvals_jobs.jobs(settings), *exchange_jobs.jobs(settings, keystore), *connectors_jobs.jobs(settings, keystore)]:
             runner.add(job)
 
     ledger = LedgerWriter(database)

@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from approvals.cli import approvals_app
+from connectors.cli import sync as sync_command
 from directory.cli import datasets_app
 from exchange.demo import seed_exchange
 from directory.demo import seed_directory
@@ -34,6 +35,7 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(keys_app, name="keys")
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(approvals_app, name="approvals")
+app.command("sync")(sync_command)
 
 
 def _settings() -> Settings:

@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     jobs_enabled: bool = Field(default=True, description="run background jobs (webhooks, escalation) in this process")
     webhook_interval_seconds: float = Field(default=5.0, gt=0, description="how often new events are posted to webhooks")
     escalation_interval_seconds: float = Field(default=600.0, gt=0, description="how often overdue applications are escalated")
+    sync_check_interval_seconds: float = Field(default=300.0, gt=0, description="how often sources due by their update frequency are synced")
     rate_limit_per_second: float = Field(default=200.0, gt=0, description="interface calls a second per client, on average")
     rate_limit_burst: int = Field(default=400, ge=1, description="interface calls a client may make in a burst")
     max_request_bytes: int = Field(default=64 * 1024 * 1024, description="largest accepted request body")
