@@ -45,6 +45,7 @@ def test_overall_metrics_of_the_period(history):
     assert overall["rows"] == 1 + 0 + 50 + 0 + 1000 + 200 + 1 + 1 + 3
     assert overall["interface_calls"] == 7  # lookups, queries, streams (not the extract or the deposit)
     assert overall["availability"] == pytest.approx(6 / 7)  # one 500
+    assert overall["interface_server_errors"] == 1
     assert overall["errors"] == 2  # the 500 and the 429; a 404 lookup is an answer
     assert overall["error_rate"] == pytest.approx(2 / 9)
     # Interface latencies 10, 20, 30, 40, 50, 5, 60 -> sorted 5,10,20,30,40,50,60.
@@ -135,6 +136,11 @@ def test_one_dataset_alone_matches_its_row_in_the_list(history):
 def test_the_lists_a_manager_acts_on(history):
     session, ids = history
     summary = service.summary(session, period=PERIOD, now=NOW)
+    # The summary sums the ledger counts of its per-dataset entries: the same as counting all lines.
+    overall = service.group_metrics(session, period=PERIOD, by=None, now=NOW)[0]
+    for name in ("calls", "rows", "interface_calls", "interface_server_errors", "errors", "availability", "error_rate",
+                 "latency_ms_p50", "latency_ms_p99", "review_seconds_median", "first_delivery_seconds_avg"):
+        assert summary[name] == overall[name], name
     assert summary["most_demanded"] == [
         {"dataset": "EDU-SCHOOLS", "applications_filed": 4},  # a tie: by code
         {"dataset": "PSB-HOUSEHOLD", "applications_filed": 4},
