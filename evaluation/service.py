@@ -360,9 +360,9 @@ def _decisions(
             entry["rejection_reasons"][reason or "other"] = entry["rejection_reasons"].get(reason or "other", 0) + count
     if not distributions:
         return out
-    durations = select(key.label("k"), _seconds(session, Application.filed_at, Application.decided_at).label("v")).where(
-        *decided, Application.filed_at.is_not(None)
-    ).subquery()
+    # Decisions are a tenth of the ledger or less: one window pass is quicker here than a histogram.
+    seconds = _seconds(session, Application.filed_at, Application.decided_at)
+    durations = select(key.label("k"), seconds.label("v")).where(*decided, Application.filed_at.is_not(None)).subquery()
     for k, stats in _distribution(session, durations, grouped=by is not None).items():
         out[k].update(review_seconds_avg=stats["avg"], review_seconds_median=stats.get("p50"), review_seconds_p90=stats.get("p90"))
     return out
@@ -438,7 +438,7 @@ def _ledger(
     measured = [*within, interface, AccessLogEntry.latency_ms.is_not(None)]
     if by is None:
         # Over all lines: a histogram first, then only the values in the buckets that hold the percentiles.
-        stats = _percentiles_by_histogram(session, AccessLogEntry.latency_ms, measured, buckets_per_unit=10)
+        stats = _percentiles_by_histogram(session, AccessLogEntry.latency_ms, measured, bucket_width=0.1)
         if stats and None in out:
             out[None].update({f"latency_ms_p{percent}": stats.get(f"p{percent}") for percent in PERCENTS})
         return out
@@ -448,16 +448,21 @@ def _ledger(
     return out
 
 
-def _percentiles_by_histogram(session: Session, value: Any, where: list[Any], *, buckets_per_unit: int) -> dict[str, float]:
-    """Nearest-rank p50/p90/p99 of a non-negative ``value``: two scans and no sort of all the rows.
+def _percentiles_by_histogram(session: Session, value: Any, where: list[Any], *, bucket_width: float) -> dict[str, float]:
+    """Count, average and nearest-rank p50/p90/p99 of a non-negative ``value``: two scans, no sort of all the rows.
 
-    The first counts the values per bucket (1/``buckets_per_unit`` wide); the second fetches
-    only the values of the buckets where the wanted ranks fall, which are ordered here.
+    The first counts the values per bucket (``bucket_width`` wide); the second fetches only
+    the values of the buckets where the wanted ranks fall, which are ordered here. Exact:
+    buckets only narrow down where to look.
     """
-    scaled = value * buckets_per_unit
+    scaled = value / bucket_width
     bucket = func.floor(scaled) if _dialect(session) == "postgresql" else cast(scaled, Integer)
-    counts = sorted((int(b), n) for b, n in session.execute(select(bucket, func.count()).where(*where).group_by(bucket)))
-    total = sum(n for _, n in counts)
+    counts, total, summed = [], 0, 0.0
+    for b, n, part in session.execute(select(bucket, func.count(), func.sum(value)).where(*where).group_by(bucket)):
+        if b is not None:
+            counts.append((int(b), n))
+            total, summed = total + n, summed + float(part)
+    counts.sort()
     if not total:
         return {}
     wanted: dict[int, tuple[int, int]] = {}  # percent -> (bucket, rank within the bucket, from 1)
@@ -474,7 +479,7 @@ def _percentiles_by_histogram(session: Session, value: Any, where: list[Any], *,
         values[int(b)].append(float(v))
     for held in values.values():
         held.sort()
-    return {f"p{percent}": values[b][rank - 1] for percent, (b, rank) in wanted.items()}
+    return {"count": total, "avg": summed / total, **{f"p{percent}": values[b][rank - 1] for percent, (b, rank) in wanted.items()}}
 
 
 def _ratings(session: Session, period: Period, by: str | None, only: str | None) -> dict[Any, dict[str, Any]]:
