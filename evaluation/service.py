@@ -3,7 +3,8 @@
 Metrics are SQL aggregates over ``applications``, ``grants``, ``dataset_versions``,
 ``access_log``, ``ratings`` and ``corrections``; percentiles are nearest-rank (the
 smallest value with at least p% of the values at or below it), found with one
-window query that returns only the rows at those ranks. Nothing here writes to
+window query that returns only the rows at those ranks, or, over the whole ledger,
+with a histogram that says which few values to fetch. Nothing here writes to
 another domain's tables.
 """
 
