@@ -451,3 +451,20 @@ def sync_due(database: Any, *, data_dir: Path, keystore: KeyStore, files_root: P
                 continue  # another worker has it, or has just synced it
             runs.append(run_sync(session, dataset=dataset, data_dir=data_dir, keystore=keystore, actor="job:source-syncs", files_root=files_root))
     return runs
+
+
+def sync_summary(session: Session, dataset: Dataset) -> dict[str, Any]:
+    """What the directory shows of a dataset's source (nothing when none is bound): last sync, outcome, freshness."""
+    binding = session.execute(select(SourceBinding).where(SourceBinding.dataset_id == dataset.id)).scalar_one_or_none()
+    if binding is None:
+        return {}
+    newest, ok = last_runs(session, binding=binding)
+    return {
+        "sync": {
+            "kind": binding.kind,
+            "last_sync_at": newest.started_at.isoformat() if newest else None,
+            "last_outcome": newest.outcome if newest else None,
+            "last_good_sync_at": ok.finished_at.isoformat() if ok and ok.finished_at else None,
+            "fresh": is_fresh(dataset, ok),
+        }
+    }

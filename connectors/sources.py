@@ -42,8 +42,8 @@ class SqlSource:
 
     kind = "sql"
 
-    def __init__(self, config: dict[str, Any], secret: str | None, **_: Any) -> None:
-        self.config, self._secret = config, secret
+    def __init__(self, config: dict[str, Any], secret: str | None, *, files_root: Path | None = None) -> None:
+        self.config, self._secret, self._root = config, secret, files_root
 
     @staticmethod
     def split_secret(config: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
@@ -66,6 +66,15 @@ class SqlSource:
 
     def _url(self) -> URL:
         url = make_url(self.config["url"])
+        if url.get_backend_name() == "sqlite":
+            # A SQLite source is a local file: like file sources, only under the sources folder
+            # (never, say, the exchange's own record store).
+            if self._root is None or not url.database or url.database == ":memory:" or url.query:
+                raise InvalidSource("config.url: a SQLite source must be a database file under the sources folder")
+            path = (self._root / url.database).resolve()
+            if not path.is_relative_to(self._root):
+                raise InvalidSource(f"config.url: a SQLite source must lie under the sources folder ({self._root})")
+            url = url.set(database=str(path))
         return url.set(password=self._secret) if self._secret is not None else url
 
     def _engine(self) -> Engine:

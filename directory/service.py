@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import os
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -341,9 +341,22 @@ def version_view(version: DatasetVersion) -> dict[str, Any]:
     }
 
 
+ViewExtension = Callable[[Session, Dataset], dict[str, Any]]
+_VIEW_EXTENSIONS: list[ViewExtension] = []
+
+
+def add_view_extension(extension: ViewExtension) -> None:
+    """Let a domain built on the directory add fields to ``dataset_view`` (the connectors add the last sync and freshness)."""
+    if extension not in _VIEW_EXTENSIONS:
+        _VIEW_EXTENSIONS.append(extension)
+
+
 def dataset_view(session: Session, dataset: Dataset) -> dict[str, Any]:
     """The whole dataset: its description, its state, and its latest version's quality report."""
     latest = latest_version(session, dataset=dataset)
+    extra: dict[str, Any] = {}
+    for extension in _VIEW_EXTENSIONS:
+        extra.update(extension(session, dataset))
     return {
         **dataset.document,
         "status": dataset.status,
@@ -352,6 +365,7 @@ def dataset_view(session: Session, dataset: Dataset) -> dict[str, Any]:
         "modified": dataset.updated_at.isoformat(),
         "retired_at": dataset.retired_at.isoformat() if dataset.retired_at else None,
         "latest_version": version_view(latest) if latest else None,
+        **extra,
     }
 
 

@@ -14,7 +14,9 @@ from approvals import views as approvals_views
 from approvals import jobs as approvals_jobs
 from connectors import api as connectors_api
 from connectors import jobs as connectors_jobs
+from connectors import service as connectors_service
 from directory import api as directory_api
+from directory import service as directory_service
 from evaluation import api as evaluation_api
 from evaluation import views as evaluation_views
 from exchange import api as exchange_api
@@ -78,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(audit.router)
     app.include_router(directory_api.router)
     app.include_router(connectors_api.router)
+    directory_service.add_view_extension(connectors_service.sync_summary)
     app.include_router(approvals_api.router)
     app.include_router(exchange_api.router)
     app.include_router(evaluation_api.router)

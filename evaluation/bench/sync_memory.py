@@ -70,13 +70,14 @@ def child(home: Path, source: Path, sync: bool) -> None:
         dataset = directory.register_dataset(session, document=DOCUMENT, department="BEN", actor="bench")
         service.bind_source(
             session, dataset=dataset, kind="sql", config={"url": f"sqlite:///{source}", "table": "ledger"}, mapping=None,
-            mode="full", update_column=None, key_column=None, keystore=keystore, actor="bench",
+            mode="full", update_column=None, key_column=None, keystore=keystore, actor="bench", files_root=source.parent,
         )
     if sync:
         started = time.perf_counter()
         with database.transaction() as session:
             run = service.run_sync(
-                session, dataset=directory.get_dataset(session, CODE), data_dir=settings.resolved_data_dir, keystore=keystore, actor="bench",
+                session, dataset=directory.get_dataset(session, CODE), data_dir=settings.resolved_data_dir, keystore=keystore,
+                actor="bench", files_root=source.parent,
             )
             assert run.outcome == "ok", run.error
             print(f"synced {run.rows_read} rows into version {run.version} in {time.perf_counter() - started:.1f} s", flush=True)

@@ -55,7 +55,7 @@ def test_govshare_sync_runs_a_sync_and_reports_it(client, directory, settings):
     assert missing.returncode == 1 and "does not exist" in missing.stderr
 
 
-def test_the_job_syncs_what_is_due_by_update_frequency_and_freshness_follows(client, directory, settings, database):
+def test_the_job_syncs_what_is_due_by_update_frequency_and_freshness_follows(client, directory, settings, database, factory):
     _folder_source(client, directory, settings, update_frequency="weekly")
     keystore = KeyStore(settings.resolved_keys_dir)
 
@@ -68,6 +68,11 @@ def test_the_job_syncs_what_is_due_by_update_frequency_and_freshness_follows(cli
     assert job(now + timedelta(days=6)) == []  # weekly: fresh for seven days
     shown = client.get(f"/api/v1/datasets/{CODE}/source", headers=directory.provider("PSB")).json()
     assert shown["fresh"] is True and shown["last_sync"]["outcome"] == "ok"
+    listed = client.get(f"/api/v1/datasets/{CODE}", headers=factory.caller("CAB", "demander")).json()  # the directory, for anyone
+    assert listed["sync"] == {
+        "kind": "files", "last_sync_at": first.started_at.isoformat(), "last_outcome": "ok",
+        "last_good_sync_at": first.finished_at.isoformat(), "fresh": True,
+    }
     [second] = job(now + timedelta(days=8))
     assert second.version == 2
 
@@ -87,6 +92,8 @@ def test_the_job_syncs_what_is_due_by_update_frequency_and_freshness_follows(cli
 
 
 def test_irregular_datasets_are_synced_only_on_demand(client, directory, settings, database):
+    directory.dataset("PSB-OTHER")
+    assert "sync" not in client.get("/api/v1/datasets/PSB-OTHER", headers=directory.provider("PSB")).json()  # no source, no field
     _folder_source(client, directory, settings, update_frequency="irregular")
     keystore = KeyStore(settings.resolved_keys_dir)
     assert service.sync_due(database, data_dir=settings.resolved_data_dir, keystore=keystore, files_root=settings.resolved_sources_dir) == []

@@ -142,3 +142,25 @@ def test_an_http_json_source_is_read_page_by_page(client, directory, settings, d
     listed = client.get(f"/api/v1/datasets/{CODE}/syncs", headers=directory.provider("PSB"))
     for response in (bound, run, failed, listed):
         assert "tok-9f3e2a7c1b" not in response.text
+
+
+def test_a_sqlite_source_is_read_only_from_the_sources_folder(client, directory, settings, database):
+    import sqlite3
+
+    directory.dataset()
+    settings.resolved_sources_dir.mkdir(parents=True, exist_ok=True)
+    connection = sqlite3.connect(settings.resolved_sources_dir / "people.db")
+    connection.execute("CREATE TABLE people (citizen_id TEXT, name TEXT, district TEXT, birth_date TEXT)")
+    connection.executemany("INSERT INTO people VALUES (?, ?, ?, ?)", [(r["citizen_id"], r["name"], r["district"], r["birth_date"]) for r in _rows(0, 1, 2)])
+    connection.commit()
+    connection.close()
+
+    def bind(url: str, table: str = "people"):
+        return client.put(f"/api/v1/datasets/{CODE}/source", json={"kind": "sql", "config": {"url": url, "table": table}}, headers=directory.provider("PSB"))
+
+    assert bind("sqlite:///people.db").status_code == 200
+    assert _sync(client, directory).json()["rows_added"] == 3
+    record_store = settings.resolved_home / "govshare.db"  # the exchange's own records must stay out of reach
+    for url in (f"sqlite:///{record_store}", "sqlite:///../govshare.db", "sqlite://"):
+        refused = bind(url, table="clients")
+        assert refused.status_code == 422 and "sources folder" in refused.json()["detail"], refused.text
