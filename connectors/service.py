@@ -26,7 +26,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from connectors.errors import InvalidSource, SchemaDrift, SourceFailed, SourceNotBound
+from connectors.errors import InvalidSource, SchemaDrift, SourceNotBound
 from connectors.models import SourceBinding, SyncRun
 from connectors.sources import SOURCES, parse_watermark
 from directory import loading

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
-from sqlalchemy import MetaData, Table, create_engine, literal_column, make_url, select, text
+from sqlalchemy import MetaData, Table, column, create_engine, make_url, select, text
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.exc import ArgumentError, NoSuchTableError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
@@ -95,7 +95,7 @@ class SqlSource:
         try:
             with engine.connect() as connection:
                 if self.config.get("table"):
-                    return {column.name: _type_name(column.type) for column in self._table(connection).columns}
+                    return {found.name: _type_name(found.type) for found in self._table(connection).columns}
                 result = connection.execute(text(f"SELECT * FROM ({self.config['query']}) AS source WHERE 1 = 0"))
                 return {name: "unknown" for name in result.keys()}
         except SQLAlchemyError as error:
@@ -116,14 +116,15 @@ class SqlSource:
                     if update_column is not None and since is not None:
                         query = query.where(table.c[update_column] > since)
                 else:
-                    source = text(self.config["query"]).columns().subquery("source")
-                    query = select(*(literal_column(f'source."{name}"') for name in columns)).select_from(source)
+                    named = list(dict.fromkeys([*columns, *([update_column] if update_column else [])]))
+                    source = text(self.config["query"]).columns(*(column(name) for name in named)).subquery("source")
+                    query = select(*(source.c[name] for name in columns))  # quoted the source dialect's way
                     if update_column is not None and since is not None:
-                        query = query.where(literal_column(f'source."{update_column}"') > since)
+                        query = query.where(source.c[update_column] > since)
                 result = connection.execution_options(stream_results=True, yield_per=batch_rows).execute(query)
                 for rows in result.partitions(batch_rows):
                     values = list(zip(*rows, strict=True))
-                    yield pa.RecordBatch.from_arrays([_array(column) for column in values], names=columns)
+                    yield pa.RecordBatch.from_arrays([_array(cells) for cells in values], names=columns)
         except SQLAlchemyError as error:
             raise SourceFailed(f"the source database stopped answering: {_message(error)}") from None
         finally:
@@ -192,7 +193,12 @@ class FilesSource:
                 raise InvalidSource(f"config.path: local sources must lie under the sources folder ({self._root})")
             filesystem, location = pafs.LocalFileSystem(), str(resolved)
         try:
-            return ds.dataset(location, format=self.config.get("format", "parquet"), filesystem=filesystem)
+            found = ds.dataset(location, format=self.config.get("format", "parquet"), filesystem=filesystem)
+            if self.config.get("format") == "csv":
+                # CSV has no types: every column is read as text (a district "01" must not become 1) and cast per item.
+                text_schema = pa.schema([pa.field(name, pa.string()) for name in found.schema.names])
+                found = ds.dataset(location, format="csv", filesystem=filesystem, schema=text_schema)
+            return found
         except (OSError, pa.ArrowInvalid) as error:
             raise SourceFailed(f"the files could not be read: {_redact(str(error), self._secret)}") from None
 

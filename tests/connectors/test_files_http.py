@@ -67,7 +67,9 @@ def test_a_csv_file_syncs_and_paths_outside_the_sources_folder_are_refused(clien
     bound = client.put(f"/api/v1/datasets/{CODE}/source", json={"kind": "files", "config": {"path": "people.csv", "format": "csv"}}, headers=directory.provider("PSB"))
     assert bound.status_code == 200, bound.text
     assert _sync(client, directory).json()["rows_added"] == 2
-    assert _snapshot(settings, database).column("birth_date").to_pylist() == [date(1990, 3, 7)] * 2
+    snapshot = _snapshot(settings, database)
+    assert snapshot.column("birth_date").to_pylist() == [date(1990, 3, 7)] * 2
+    assert snapshot.column("district").to_pylist() == ["01", "01"]  # text stays text: no leading zero lost
     for path in ("../keys", "/etc"):
         refused = client.put(f"/api/v1/datasets/{CODE}/source", json={"kind": "files", "config": {"path": path}}, headers=directory.provider("PSB"))
         assert refused.status_code == 422 and "under the sources folder" in refused.json()["detail"]
@@ -89,7 +91,10 @@ class _Pages:
                     self.send_response(401)
                     self.end_headers()
                     return
-                offset = int(parse_qs(urlparse(self.path).query).get("offset", ["0"])[0])
+                query = parse_qs(urlparse(self.path).query)
+                if "page" in query:  # page-number paging, 1-based
+                    query["offset"] = [str((int(query["page"][0]) - 1) * pages.page_size)]
+                offset = int(query.get("offset", ["0"])[0])
                 chunk = pages.records[offset:offset + pages.page_size]
                 following = offset + pages.page_size
                 body = {"data": chunk, "links": f"/people?offset={following}" if following < len(pages.records) else None}
@@ -164,3 +169,14 @@ def test_a_sqlite_source_is_read_only_from_the_sources_folder(client, directory,
     for url in (f"sqlite:///{record_store}", "sqlite:///../govshare.db", "sqlite://"):
         refused = bind(url, table="clients")
         assert refused.status_code == 422 and "sources folder" in refused.json()["detail"], refused.text
+
+
+def test_an_http_source_paged_by_page_number(client, directory, settings, database, http_source):
+    pages, url = http_source
+    pages.records = _rows(0, 1, 2)
+    directory.dataset()
+    config = {"url": url, "records": "data", "page_param": "page", "token": pages.token}
+    assert client.put(f"/api/v1/datasets/{CODE}/source", json={"kind": "http", "config": config}, headers=directory.provider("PSB")).status_code == 200
+    run = _sync(client, directory).json()
+    assert (run["outcome"], run["rows_read"]) == ("ok", 3)
+    assert "/people?page=3" in pages.requests  # pages 1 and 2 held the rows; page 3 came back empty and ended the read

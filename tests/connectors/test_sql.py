@@ -251,3 +251,20 @@ def test_an_incremental_sync_checks_changed_rows_like_an_upload(client, director
     assert client.get(f"/api/v1/datasets/{CODE}", headers=directory.provider("PSB")).json()["latest_version"]["number"] == 1
     shown = client.get(f"/api/v1/datasets/{CODE}/source", headers=directory.provider("PSB")).json()
     assert shown["watermark"].startswith("2026-01-01T10")  # a failed sync does not move the watermark
+
+
+def test_a_query_source_syncs_its_rows_and_notices_a_column_gone(client, directory, source_db, source_table, settings, database):
+    directory.dataset()
+    _seed(source_db, source_table)
+    query = f"SELECT citizen_id, name AS full_name, district, birth_date FROM {source_table} WHERE district = '02'"
+    payload = {"kind": "sql", "config": {"url": source_db.url, "query": query},
+               "mapping": {"citizen_id": "citizen_id", "name": "full_name", "district": "district", "birth_date": "birth_date"}}
+    bound = client.put(f"/api/v1/datasets/{CODE}/source", json=payload, headers=directory.provider("PSB"))
+    assert bound.status_code == 200, bound.text
+    run = _sync(client, directory).json()
+    assert (run["outcome"], run["rows_read"]) == ("ok", 2)
+    assert sorted(_snapshot(settings, database).column("name").to_pylist()) == ["Bob", "Carol"]
+    source_db.execute(f"ALTER TABLE {source_table} RENAME COLUMN name TO given_name")
+    drift = _sync(client, directory)
+    assert drift.status_code in (409, 502), drift.text  # the query itself no longer runs, or its column is gone
+    assert client.get(f"/api/v1/datasets/{CODE}", headers=directory.provider("PSB")).json()["latest_version"]["number"] == 1
