@@ -137,4 +137,7 @@ def get_db(request: Request) -> Iterator[Session]:
         yield session
 
 
-DbSession = Annotated[Session, Depends(get_db)]
+# scope="function": commit before the response is sent. With FastAPI's default the
+# commit ran after it, so a client could act on a 2xx whose write was not yet visible
+# (or never happened, had the commit failed).
+DbSession = Annotated[Session, Depends(get_db, scope="function")]
