@@ -99,7 +99,7 @@ class SqlSource:
                 result = connection.execute(text(f"SELECT * FROM ({self.config['query']}) AS source WHERE 1 = 0"))
                 return {name: "unknown" for name in result.keys()}
         except SQLAlchemyError as error:
-            raise SourceFailed(f"the source database could not be read: {_message(error)}") from None
+            raise SourceFailed(f"the source database could not be read: {_redact(_message(error), self._secret)}") from None
         finally:
             engine.dispose()
 
@@ -126,7 +126,7 @@ class SqlSource:
                     values = list(zip(*rows, strict=True))
                     yield pa.RecordBatch.from_arrays([_array(cells) for cells in values], names=columns)
         except SQLAlchemyError as error:
-            raise SourceFailed(f"the source database stopped answering: {_message(error)}") from None
+            raise SourceFailed(f"the source database stopped answering: {_redact(_message(error), self._secret)}") from None
         finally:
             engine.dispose()
 

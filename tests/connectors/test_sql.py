@@ -268,3 +268,13 @@ def test_a_query_source_syncs_its_rows_and_notices_a_column_gone(client, directo
     drift = _sync(client, directory)
     assert drift.status_code in (409, 502), drift.text  # the query itself no longer runs, or its column is gone
     assert client.get(f"/api/v1/datasets/{CODE}", headers=directory.provider("PSB")).json()["latest_version"]["number"] == 1
+
+
+def test_a_refused_login_is_reported_without_the_password(client, directory, _mariadb_source, factory):
+    directory.dataset()
+    wrong = _mariadb_source.url.replace(_mariadb_source.password, "wrong-" + _mariadb_source.password)
+    response = client.put(
+        f"/api/v1/datasets/{CODE}/source", json={"kind": "sql", "config": {"url": wrong, "table": "anything"}}, headers=directory.provider("PSB"),
+    )
+    assert response.status_code == 502 and "Access denied" in response.json()["detail"]
+    assert _mariadb_source.password not in response.text
