@@ -54,13 +54,18 @@ def seed_exchange(session: Session, *, settings: Settings) -> dict[str, int]:
                                          decision=approvals.Decision(decision, **kwargs), settings=settings)
 
     household_basis = "Household Registration Regulation art. 7"
+    # The grant whose past month of lookups the demo shows: filed and decided before them.
+    filed_at = now - timedelta(days=40)
     marriage = file("CAB", _application(
         "PSB-HOUSEHOLD", "marriage-registration", ["citizen_id", "name", "district", "household_no"], "interface",
-        "Marriage Registration Regulation art. 5", "register marriages without asking for household booklets", period,
-        scenario="verify both parties' household registration", justifications={"name": "match the applicant"},
-        row_filter={"district": {"in": ["110101", "110102", "110105"]}}))
-    decide(marriage, "approve", comment="basis checked")
-    sign_off(marriage)
+        "Marriage Registration Regulation art. 5", "register marriages without asking for household booklets",
+        _period(filed_at.date()), scenario="verify both parties' household registration",
+        justifications={"name": "match the applicant"}, row_filter={"district": {"in": ["110101", "110102", "110105"]}}),
+        when=filed_at)
+    approvals.decide(session, application=marriage, actor=f"{ACTOR}:manager", settings=settings,
+                     decision=approvals.Decision("approve", comment="basis checked"), now=filed_at + timedelta(days=3))
+    approvals.provider_decide(session, application=marriage, actor=f"{ACTOR}:provider", settings=settings,
+                              decision=approvals.Decision("approve"), now=filed_at + timedelta(days=4))
 
     pension = file("HRSS", _application(
         "PSB-HOUSEHOLD", "pension-eligibility", ["citizen_id", "birth_date", "district"], "extract",
