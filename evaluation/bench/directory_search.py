@@ -18,10 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from sqlalchemy import bindparam, create_engine, insert, make_url, text
+from sqlalchemy import bindparam, insert, text
 
 from directory import search, service
 from directory.models import Dataset, DatasetTerm
+from evaluation.bench.scratch import scratch_schema
 from govshare.db import Database, utcnow
 from govshare.models import Department
 from govshare.store import upgrade_schema
@@ -98,18 +99,7 @@ def main() -> None:
     parser.add_argument("--database-url", default=None, help="default: a SQLite file in a temporary folder")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="govshare-bench-") as folder:
-        url, cleanup = args.database_url, None
-        if url and url.startswith("postgresql"):
-            schema = f"bench_directory_{int(time.time())}"
-            admin = create_engine(url, isolation_level="AUTOCOMMIT")
-            with admin.connect() as connection:
-                connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-            url = make_url(url).update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False)
-
-            def cleanup() -> None:
-                with admin.connect() as connection:
-                    connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-                admin.dispose()
+        url, cleanup = scratch_schema(args.database_url, "directory")
 
         url = url or f"sqlite:///{Path(folder) / 'bench.db'}"
         database = Database(url)

@@ -20,11 +20,12 @@ import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import create_engine, insert, make_url, text
+from sqlalchemy import insert
 from starlette.testclient import TestClient
 
 from approvals.models import Application, Grant
 from directory.models import Dataset, DatasetVersion
+from evaluation.bench.scratch import scratch_schema
 from evaluation.models import Correction, Rating
 from exchange.models import AccessLogEntry
 from govshare import identities
@@ -140,18 +141,7 @@ def main() -> None:
     parser.add_argument("--database-url", default=None, help="default: a SQLite file in a temporary folder")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="govshare-bench-") as folder:
-        url, cleanup = args.database_url, None
-        if url and url.startswith("postgresql"):
-            schema = f"bench_metrics_{int(time.time())}"
-            admin = create_engine(url, isolation_level="AUTOCOMMIT")
-            with admin.connect() as connection:
-                connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-            url = make_url(url).update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False)
-
-            def cleanup() -> None:
-                with admin.connect() as connection:
-                    connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-                admin.dispose()
+        url, cleanup = scratch_schema(args.database_url, "metrics")
 
         settings = Settings(home=Path(folder), database_url=url, jobs_enabled=False, issuer="http://localhost")
         try:
