@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from govshare.db import quote_identifier
 from govshare.errors import InvalidInput
 
 RULES = ("keep_first", "keep_last", "keyed_hash", "year_only", "null")
@@ -45,9 +46,6 @@ def validate(masks: dict[str, Any], *, granted: list[str], items: list[dict[str,
     return dict(masks)
 
 
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
 
 @dataclass(frozen=True)
 class Projection:
@@ -60,7 +58,7 @@ class Projection:
 def projection(columns: list[str], masks: dict[str, Any] | None, *, hash_key: str) -> Projection:
     parts, params = [], []
     for column in columns:
-        quoted = _quote(column)
+        quoted = quote_identifier(column)
         if not masks or column not in masks:
             parts.append(quoted)
             continue

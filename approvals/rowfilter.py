@@ -12,6 +12,7 @@ from datetime import date, datetime
 from typing import Any
 
 import schemas
+from govshare.db import quote_identifier
 from govshare.errors import InvalidInput
 
 MAX_DEPTH = 8
@@ -61,9 +62,6 @@ def convert_value(value: Any, item_type: str, where: str) -> Any:
     raise InvalidRowFilter(f"{where}: items of type {item_type} cannot be filtered")
 
 
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
 
 class _Compiler:
     def __init__(self, item_types: dict[str, str]) -> None:
@@ -91,7 +89,7 @@ class _Compiler:
         if item not in self.item_types:
             raise InvalidRowFilter(f"{where}: the dataset has no item '{item}'")
         item_type = self.item_types[item]
-        column = _quote(item)
+        column = quote_identifier(item)
         (operator, operand), = condition.items()
         if operator == "is_null":
             return f"{column} IS NULL" if operand else f"{column} IS NOT NULL"

@@ -33,7 +33,7 @@ from directory import loading
 from directory import service as directory
 from directory.models import Dataset
 from govshare import audit
-from govshare.db import utcnow
+from govshare.db import quote_identifier, utcnow
 from govshare.errors import GovshareError
 from govshare.keys import KeyStore
 
@@ -177,7 +177,7 @@ def _changes(previous: Path | None, current: Path, key: str | None) -> tuple[int
             new = connection.execute("SELECT count(*) FROM read_parquet(?)", [str(current)]).fetchone()[0]
             old = connection.execute("SELECT count(*) FROM read_parquet(?)", [str(previous)]).fetchone()[0]
             return new, 0, old
-        quoted = _quote(key)
+        quoted = quote_identifier(key)
         query = f"""
             WITH old AS (SELECT {quoted} AS k, list_sort(list(hash(r))) AS h FROM read_parquet(?) AS r GROUP BY 1),
                  new AS (SELECT {quoted} AS k, list_sort(list(hash(r))) AS h FROM read_parquet(?) AS r GROUP BY 1)
@@ -191,9 +191,6 @@ def _changes(previous: Path | None, current: Path, key: str | None) -> tuple[int
     finally:
         connection.close()
 
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _redact(text: str, secret: str | None) -> str:
@@ -323,7 +320,7 @@ def _incremental(
         with pq.ParquetWriter(keys_path, pa.schema([pa.field("k", pa.string())])) as writer:
             for batch in _key_batches(source, binding.mapping[key]):
                 writer.write_batch(batch)
-        k = f"CAST({_quote(key)} AS VARCHAR)"
+        k = f"CAST({quote_identifier(key)} AS VARCHAR)"
         prev, changed, keys = str(previous_path), str(changed_path), str(keys_path)
         [(added, changed_count, removed)] = connection.execute(
             f"""WITH prev AS (SELECT DISTINCT {k} AS k FROM read_parquet($prev)),

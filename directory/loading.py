@@ -25,6 +25,7 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from directory.errors import InvalidFile, VersionRefused
+from govshare.db import quote_identifier
 
 MAX_ERRORS = 20
 BLOCK_SIZE = 512 << 10  # bytes of CSV / JSON text parsed per batch
@@ -384,21 +385,16 @@ def _write_checked(
         source_format=source_format,
         rows=rows,
         size_bytes=temp_path.stat().st_size,
-        sha256=_sha256(temp_path),
+        sha256=file_sha256(temp_path),
         quality=quality_report(temp_path, items, rows),
     )
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file, read in chunks."""
     with path.open("rb") as file:
-        for chunk in iter(lambda: file.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(file, "sha256").hexdigest()
 
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def quality_report(path: Path, items: list[dict[str, Any]], rows: int) -> dict[str, Any]:
@@ -409,7 +405,7 @@ def quality_report(path: Path, items: list[dict[str, Any]], rows: int) -> dict[s
     Violations are all zero: a version with any violation is refused whole.
     """
     columns = [
-        f"count({_quote(item['name'])}), approx_count_distinct({_quote(item['name'])})" for item in items
+        f"count({quote_identifier(item['name'])}), approx_count_distinct({quote_identifier(item['name'])})" for item in items
     ]
     connection = duckdb.connect(config={"threads": 2, "memory_limit": "256MB"})
     try:

@@ -26,16 +26,16 @@ from sqlalchemy.orm import Session
 
 from approvals.models import Grant
 from directory import service as directory
+from directory.loading import file_sha256
 from directory.models import DatasetVersion
 from exchange import crypto
 from exchange.errors import InvalidQuery, NoData
 from exchange.extract_files import extract_folder, keys_path
-from exchange.keyed_store import quote
 from exchange.models import DepartmentKey, Extract
 from exchange.service import Scope, scope_of
 from govshare import audit
 from govshare.audit import canonical_json
-from govshare.db import Database, utcnow
+from govshare.db import Database, quote_identifier, utcnow
 from govshare.keys import KeyStore, Signature
 
 log = logging.getLogger("govshare.extracts")
@@ -148,7 +148,7 @@ def _build(database: Database, extract_id: str, *, data_dir: Path, keystore: Key
             "department": department, "version": number, "format": fmt, "encrypted": encrypt,
             "rows": rows, "columns": list(scope.columns), "row_filter": scope.grant.row_filter,
             "masks": dict(scope.grant.masks or {}),
-            "sha256": _sha256(temp), "bytes": temp.stat().st_size, "created_at": utcnow().isoformat(),
+            "sha256": file_sha256(temp), "bytes": temp.stat().st_size, "created_at": utcnow().isoformat(),
         }
         signature = keystore.sign(canonical_json(manifest).encode())
         manifest["signature"] = {"alg": "ES256", "kid": signature.key_id, "value": signature.value}
@@ -206,20 +206,12 @@ def _write_keys(snapshot: Path, scope: Scope, target: Path) -> None:
     try:
         path_literal = str(temp).replace("'", "''")
         connection.execute(
-            f"COPY (SELECT DISTINCT {quote(key)} AS key FROM read_parquet(?) WHERE {scope.row_filter.sql}) "
+            f"COPY (SELECT DISTINCT {quote_identifier(key)} AS key FROM read_parquet(?) WHERE {scope.row_filter.sql}) "
             f"TO '{path_literal}' (FORMAT parquet)", [str(snapshot), *scope.row_filter.params])
         temp.replace(target)
     finally:
         connection.close()
         temp.unlink(missing_ok=True)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        while block := file.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def verify_manifest(manifest: dict[str, Any], keystore: KeyStore) -> bool:

@@ -21,13 +21,11 @@ import pyarrow as pa
 
 from approvals.masks import Projection
 from approvals.rowfilter import CompiledFilter
+from govshare.db import quote_identifier
 
 _build_lock = threading.Lock()
 ROW_COLUMN = "_row"
 
-
-def quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def store_path(snapshot: Path) -> Path:
@@ -51,7 +49,7 @@ def ensure_store(snapshot: Path, key: str | None) -> Path:
                     [str(snapshot)],
                 )
                 if key:
-                    connection.execute(f"CREATE INDEX records_key ON records ({quote(key)})")
+                    connection.execute(f"CREATE INDEX records_key ON records ({quote_identifier(key)})")
                 connection.execute(f"CREATE UNIQUE INDEX records_row ON records ({ROW_COLUMN})")
                 connection.execute("CHECKPOINT")
             finally:
@@ -116,7 +114,7 @@ def lookup(path: Source, *, key: str, value: Any, projection: Projection, scope:
     """
     cursor = _connection(path).cursor()
     try:
-        hits = cursor.sql(f"SELECT * FROM records WHERE {quote(key)} = ?", params=[value]).to_arrow_table()
+        hits = cursor.sql(f"SELECT * FROM records WHERE {quote_identifier(key)} = ?", params=[value]).to_arrow_table()
         if hits.num_rows == 0:
             return []
         cursor.register("hit", hits)
@@ -141,7 +139,7 @@ def page(
     Walks forward in windows of ``_row`` so each step reads only the row groups it needs
     (an ORDER BY ... LIMIT over the whole table would scan all of it for every page).
     """
-    conditions = [f"({scope.sql})", f"{ROW_COLUMN} > ?", f"{ROW_COLUMN} <= ?"] + [f"{quote(name)} = ?" for name in equals]
+    conditions = [f"({scope.sql})", f"{ROW_COLUMN} > ?", f"{ROW_COLUMN} <= ?"] + [f"{quote_identifier(name)} = ?" for name in equals]
     sql = (f"SELECT {ROW_COLUMN}, {projection.sql} FROM records WHERE {' AND '.join(conditions)} "
            f"ORDER BY {ROW_COLUMN} LIMIT ?")
     cursor = _connection(path).cursor()
@@ -166,7 +164,7 @@ class ArrowStream:
     """Rows within a scope as Arrow record batches, read lazily (bounded memory); close when done."""
 
     def __init__(self, path: Source, *, projection: Projection, scope: CompiledFilter, equals: dict[str, Any], batch_rows: int = 65536) -> None:
-        conditions = [f"({scope.sql})"] + [f"{quote(name)} = ?" for name in equals]
+        conditions = [f"({scope.sql})"] + [f"{quote_identifier(name)} = ?" for name in equals]
         sql = f"SELECT {projection.sql} FROM records WHERE {' AND '.join(conditions)} ORDER BY {ROW_COLUMN}"
         # Its own connection: a stream outlives the request thread that opened it.
         self._connection = path if isinstance(path, duckdb.DuckDBPyConnection) else duckdb.connect(str(path), read_only=True)

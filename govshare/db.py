@@ -55,6 +55,11 @@ class UTCDateTime(TypeDecorator):
         return value.astimezone(UTC)
 
 
+def quote_identifier(name: str) -> str:
+    """``name`` as a quoted SQL identifier. Only for names from a known list (a dataset's items)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 def utcnow() -> datetime:
     """Now, in UTC, at microsecond precision (what every backend stores exactly)."""
     return datetime.now(UTC)
