@@ -71,7 +71,10 @@ class KeyStore:
         self.folder = folder
         self._lock = threading.Lock()
         self._keys: list[ECKey] | None = None
+        self._public: KeySet | None = None  # derived from _keys when they are (re)loaded
         self._mtime: float | None = None
+        self._session_secret: str | None = None  # written once at init, never changed
+        self._fernet_key: Fernet | None = None
 
     @property
     def path(self) -> Path:
@@ -107,7 +110,12 @@ class KeyStore:
     def _save(self, keys: list[ECKey]) -> None:
         document = {"keys": [key.as_dict(private=True) for key in keys]}
         _write_private(self.path, json.dumps(document, indent=2))
-        self._keys, self._mtime = keys, self.path.stat().st_mtime
+        self._remember(keys, self.path.stat().st_mtime)
+
+    def _remember(self, keys: list[ECKey], mtime: float) -> None:
+        self._keys, self._mtime = keys, mtime
+        # Every request verifies against the public set: build it once per key change, not per call.
+        self._public = KeySet([ECKey.import_key(key.as_dict(private=False)) for key in keys])
 
     def _load(self) -> list[ECKey]:
         try:
@@ -117,8 +125,7 @@ class KeyStore:
         # Reload when another process (a rotation from the CLI) changed the file.
         if self._keys is None or mtime != self._mtime:
             document = json.loads(self.path.read_text())
-            self._keys = [ECKey.import_key(entry) for entry in document["keys"]]
-            self._mtime = mtime
+            self._remember([ECKey.import_key(entry) for entry in document["keys"]], mtime)
         return self._keys
 
     def keys(self) -> list[ECKey]:
@@ -129,18 +136,23 @@ class KeyStore:
         """The newest key: it signs everything new."""
         return self.keys()[-1]
 
-    def private_keyset(self) -> KeySet:
+    def signing_keyset(self) -> KeySet:
+        """The active key alone, as a set: joserfc then writes its "kid" into what it signs."""
         return KeySet([self.active_key()])
 
     def public_keyset(self) -> KeySet:
-        return KeySet([ECKey.import_key(key.as_dict(private=False)) for key in self.keys()])
+        with self._lock:
+            self._load()
+            return self._public
 
     def public_jwks(self) -> dict:
         """The JWKS document published at /oauth/jwks."""
         return {"keys": [key.as_dict(private=False) for key in self.keys()]}
 
     def _fernet(self) -> Fernet:
-        return Fernet((self.folder / ENCRYPTION_KEY_FILE).read_text().strip().encode())
+        if self._fernet_key is None:
+            self._fernet_key = Fernet((self.folder / ENCRYPTION_KEY_FILE).read_text().strip().encode())
+        return self._fernet_key
 
     def encrypt(self, plaintext: str) -> str:
         """Encrypt a secret we must use again later (webhook secrets, source credentials)."""
@@ -150,7 +162,9 @@ class KeyStore:
         return self._fernet().decrypt(token.encode()).decode()
 
     def session_secret(self) -> str:
-        return (self.folder / SESSION_SECRET_FILE).read_text().strip()
+        if self._session_secret is None:
+            self._session_secret = (self.folder / SESSION_SECRET_FILE).read_text().strip()
+        return self._session_secret
 
     def sign(self, message: bytes) -> Signature:
         """Sign ``message`` with the active key."""

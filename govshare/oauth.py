@@ -185,9 +185,8 @@ class _TokenGenerator(JWTBearerTokenGenerator):
         self.server = server
 
     def get_jwks(self) -> Any:
-        # A one-key set makes joserfc put the key's "kid" in the header, so that
-        # verifiers holding several keys (after a rotation) pick the right one.
-        return KeySet([self.server.keystore.active_key()])
+        # With the key's "kid" in the header, verifiers holding several keys pick the right one.
+        return self.server.keystore.signing_keyset()
 
     def get_audiences(self, client: Any, user: Any, scope: Any) -> str:
         return self.server.settings.issuer
