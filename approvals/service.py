@@ -126,15 +126,16 @@ def _holds_active_grant(session: Session, *, department: str, dataset_id: int, t
 
 
 def _inspect(session: Session, application: Application, dataset: Dataset, settings: Settings, now: datetime) -> dict[str, Any]:
+    today = calendar(settings).today(now)
     findings = inspect(
         dataset=dataset.document,
         dataset_active=dataset.status == "active",
         application=document_of(application),
-        today=calendar(settings).today(now),
+        today=today,
         max_usage_months=settings.max_usage_months,
         holds_active_grant=_holds_active_grant(
             session, department=application.department_code, dataset_id=dataset.id,
-            today=calendar(settings).today(now), exclude_application=application.id,
+            today=today, exclude_application=application.id,
         ),
     )
     result = summary(findings)
@@ -192,10 +193,11 @@ def file_application(
     _apply_document(application, document)
     session.add(application)
     session.flush()
-    application.inspection = _inspect(session, application, dataset, settings, now)
+    if draft:
+        application.inspection = _inspect(session, application, dataset, settings, now)
     _event(session, application, kind="application.drafted", actor=actor, from_status=None, at=now)
     if not draft:
-        submit(session, application=application, actor=actor, settings=settings, now=now)
+        submit(session, application=application, actor=actor, settings=settings, now=now)  # inspects it
     return application
 
 
