@@ -98,7 +98,7 @@ def grant_json(grant: Grant, today) -> dict[str, Any]:
 
 
 def _today(request: Request):
-    return service.calendar(request.app.state.settings).today(utcnow())
+    return service.today(request.app.state.settings)
 
 
 @router.post("/applications", status_code=201, summary="File an application (or save a draft with ?draft=true)")

@@ -71,6 +71,11 @@ def calendar(settings: Settings) -> WorkingCalendar:
     return WorkingCalendar(holidays=settings.holidays, extra_working_days=settings.extra_working_days, timezone=settings.timezone)
 
 
+def today(settings: Settings, now: datetime | None = None) -> date:
+    """The date as grants and time limits count it: in the configured time zone."""
+    return calendar(settings).today(now or utcnow())
+
+
 def get_dataset(session: Session, code: str) -> Dataset:
     dataset = session.execute(select(Dataset).where(Dataset.code == code)).scalar_one_or_none()
     if dataset is None:
@@ -126,16 +131,16 @@ def _holds_active_grant(session: Session, *, department: str, dataset_id: int, t
 
 
 def _inspect(session: Session, application: Application, dataset: Dataset, settings: Settings, now: datetime) -> dict[str, Any]:
-    today = calendar(settings).today(now)
+    current = today(settings, now)
     findings = inspect(
         dataset=dataset.document,
         dataset_active=dataset.status == "active",
         application=document_of(application),
-        today=today,
+        today=current,
         max_usage_months=settings.max_usage_months,
         holds_active_grant=_holds_active_grant(
             session, department=application.department_code, dataset_id=dataset.id,
-            today=today, exclude_application=application.id,
+            today=current, exclude_application=application.id,
         ),
     )
     result = summary(findings)

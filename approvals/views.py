@@ -532,7 +532,7 @@ def _grants_page(
     request: Request, session: Session, user: User, *, state: str = "all", dataset: str = "", status_code: int = 200,
     error: str | None = None, error_grant: int | None = None, reason: str = "",
 ) -> Response:
-    today = service.calendar(request.app.state.settings).today(utcnow())
+    today = service.today(request.app.state.settings)
     state = state if state in GRANT_FILTERS else "all"
     query = select(Grant).order_by(Grant.id.desc())
     if dataset.strip():

@@ -34,7 +34,7 @@ from exchange.ledger import LedgerLine
 from exchange.ratelimit import retry_after_header
 from govshare import audit
 from govshare.auth import Caller, require
-from govshare.db import DbSession, utcnow
+from govshare.db import DbSession
 from govshare.errors import Forbidden
 from govshare.models import Role
 from sqlalchemy import select
@@ -64,7 +64,7 @@ def _line(scope: service.Scope, caller: Caller, *, kind: str, rows: int, keys: l
 
 
 def _scope(request: Request, session, caller: Caller, code: str) -> service.Scope:
-    today = approvals.calendar(request.app.state.settings).today(utcnow())
+    today = approvals.today(request.app.state.settings)
     return service.active_grant(session, department=caller.department, dataset_code=code, delivery="interface", today=today)
 
 
@@ -286,7 +286,7 @@ def _extract_for_department(extract_id: str, session, caller: Caller) -> Extract
 @router.post("/grants/{grant_id}/extracts", status_code=202, summary="Request a table extract of an extract grant")
 def request_extract(grant_id: int, body: ExtractRequest, request: Request, session: DbSession,
                     caller: Annotated[Caller, Depends(require("extracts.request"))]) -> JSONResponse:
-    today = approvals.calendar(request.app.state.settings).today(utcnow())
+    today = approvals.today(request.app.state.settings)
     grant = session.get(Grant, grant_id)
     if grant is None or grant.department_code != caller.department:
         raise NoActiveGrant(f"your department holds no grant {grant_id}")
@@ -316,7 +316,7 @@ def download_extract(extract_id: str, request: Request, session: DbSession,
     extract = session.get(Extract, extract_id)
     if extract is None or extract.department_code != caller.department or extract.status != "done":
         raise ExtractNotFound(f"extract {extract_id} does not exist")
-    today = approvals.calendar(state.settings).today(utcnow())
+    today = approvals.today(state.settings)
     scope = service.active_grant(session, department=caller.department, dataset_code=extract.dataset_code,
                                  delivery="extract", today=today, grant_id=extract.grant_id)
     line = _line(scope, caller, kind="extract", rows=extract.manifest["rows"], keys=[], status=200, started=started)

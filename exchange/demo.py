@@ -38,7 +38,7 @@ def _application(dataset: str, service_item: str, items: list[str], delivery: st
 def seed_exchange(session: Session, *, settings: Settings) -> dict[str, int]:
     """File the demo applications, decide them, and write past ledger lines; returns counts by status."""
     now = utcnow()
-    today = approvals.calendar(settings).today(now)
+    today = approvals.today(settings, now)
     period = _period(today)
 
     def file(department: str, document: dict, *, draft: bool = False, when=None):
