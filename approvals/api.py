@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
-from sqlalchemy import or_, select
+from sqlalchemy import select
 
 from approvals import service, webhooks
 from approvals.dependencies import (
@@ -19,11 +19,11 @@ from approvals.dependencies import (
     ApplicationForReader,
     GrantForManager,
     GrantForReader,
+    applications_visible_to,
 )
 from approvals.models import Application, Grant
 from govshare.auth import Caller, require
 from govshare.db import DbSession, utcnow
-from govshare.models import Role
 
 router = APIRouter(prefix="/api/v1", tags=["approvals"])
 
@@ -121,14 +121,7 @@ def list_applications(
     overdue: bool = False, limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> dict[str, Any]:
     now = utcnow()
-    query = select(Application)
-    if not caller.has_role(*OVERSEERS):
-        visible = []
-        if caller.has_role(Role.demander):
-            visible.append(Application.department_code == caller.department)
-        if caller.has_role(Role.provider):
-            visible.append(Application.provider_department == caller.department)
-        query = query.where(or_(*visible))
+    query = select(Application).where(applications_visible_to(caller))
     if status:
         query = query.where(Application.status.in_(status))
     if dataset:
