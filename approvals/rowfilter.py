@@ -7,8 +7,9 @@ converted to the item's type first, so no value can change the shape of the quer
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import schemas
@@ -18,6 +19,7 @@ from govshare.errors import InvalidInput
 MAX_DEPTH = 8
 MAX_CONDITIONS = 200
 COMPARISONS = {"eq": "=", "ne": "<>", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
+INT64 = range(-(2**63), 2**63)  # integer items are stored as 64-bit integers
 
 
 class InvalidRowFilter(InvalidInput):
@@ -40,15 +42,22 @@ def convert_value(value: Any, item_type: str, where: str) -> Any:
                 raise ValueError
             if "\x00" in value:
                 raise InvalidRowFilter(f"{where}: text values may not contain NUL characters")
+            value.encode("utf-8")  # a lone surrogate (legal in JSON escapes) is no text any store can hold
             return value
         if item_type == "integer":
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ValueError
+            if value not in INT64:
+                raise InvalidRowFilter(f"{where}: {value} is outside the range of integer items")
             return value
         if item_type == "number":
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ValueError
-            return value
+            # Python's JSON reads NaN and Infinity; no stored number compares sensibly with them.
+            number = float(value)
+            if not math.isfinite(number):
+                raise InvalidRowFilter(f"{where}: {value!r} is not a finite number")
+            return number
         if item_type == "boolean":
             if not isinstance(value, bool):
                 raise ValueError
@@ -56,11 +65,18 @@ def convert_value(value: Any, item_type: str, where: str) -> Any:
         if item_type == "date":
             return date.fromisoformat(value)
         if item_type == "datetime":
-            return datetime.fromisoformat(value)
-    except (ValueError, TypeError):
-        raise InvalidRowFilter(f"{where}: {value!r} is not a valid {item_type}") from None
+            moment = datetime.fromisoformat(value)
+            # Stored datetimes are UTC; a naive value would otherwise be read in the server's local zone.
+            return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except (ValueError, TypeError, OverflowError, UnicodeEncodeError):
+        raise InvalidRowFilter(f"{where}: {_shown(value)} is not a valid {item_type}") from None
     raise InvalidRowFilter(f"{where}: items of type {item_type} cannot be filtered")
 
+
+def _shown(value: Any) -> str:
+    """``value`` for an error message: its repr (which escapes surrogates and NUL), cut short."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 class _Compiler:
@@ -103,6 +119,30 @@ class _Compiler:
             return f"{column} BETWEEN ? AND ?"
         self.params.append(convert_value(operand, item_type, f"{where}.{operator}"))
         return f"{column} {COMPARISONS[operator]} ?"
+
+
+def check_storable(row_filter: Any) -> None:
+    """Refuse values no record store can keep (NaN, infinities, lone surrogates, NUL), wherever they sit.
+
+    Runs before an application is stored, drafts included, whose filters are otherwise
+    checked only by the inspection that follows the write.
+    """
+    stack: list[tuple[Any, str]] = [(row_filter, "row_filter")]
+    while stack:
+        node, where = stack.pop()
+        if isinstance(node, dict):
+            stack.extend((value, f"{where}.{key}") for key, value in node.items())
+        elif isinstance(node, list):
+            stack.extend((value, f"{where}[{index}]") for index, value in enumerate(node))
+        elif isinstance(node, float) and not math.isfinite(node):
+            raise InvalidRowFilter(f"{where}: {node!r} is not a finite number")
+        elif isinstance(node, str):
+            if "\x00" in node:
+                raise InvalidRowFilter(f"{where}: text values may not contain NUL characters")
+            try:
+                node.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidRowFilter(f"{where}: {_shown(node)} is not valid text (a lone surrogate)") from None
 
 
 def validate(row_filter: dict[str, Any] | None, items: list[dict[str, Any]]) -> None:

@@ -15,7 +15,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 import schemas
-from approvals import masks
+from approvals import masks, rowfilter
 from approvals.calendar import WorkingCalendar
 from approvals.errors import (
     ApplicationNotFound,
@@ -93,8 +93,9 @@ def get_application(session: Session, application_id: int, *, for_update: bool =
     return application
 
 
-def get_grant(session: Session, grant_id: int) -> Grant:
-    grant = session.get(Grant, grant_id)
+def get_grant(session: Session, grant_id: int, *, for_update: bool = False) -> Grant:
+    # for_update: held to the end of the transaction, so a revocation cannot race another change of the grant.
+    grant = session.get(Grant, grant_id, with_for_update=for_update)
     if grant is None:
         raise GrantNotFound(f"grant {grant_id} does not exist")
     return grant
@@ -170,6 +171,7 @@ def _event(
 
 
 def _apply_document(application: Application, document: dict[str, Any]) -> None:
+    rowfilter.check_storable(document.get("row_filter"))
     application.service_item = document["service_item"]
     application.scenario = document.get("scenario")
     application.basis = document["basis"]
