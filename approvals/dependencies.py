@@ -91,7 +91,8 @@ def grant_for_reader(grant_id: int, session: DbSession, caller: Annotated[Caller
 
 
 def grant_for_manager(grant_id: int, session: DbSession, caller: Annotated[Caller, Depends(require("grants.revoke"))]) -> Grant:
-    return service.get_grant(session, grant_id)
+    # Locked: of two revocations at once, one wins and the other finds it revoked (409).
+    return service.get_grant(session, grant_id, for_update=True)
 
 
 ApplicationForReader = Annotated[Application, Depends(application_for_reader)]

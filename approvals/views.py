@@ -521,8 +521,8 @@ GRANT_FILTERS = {"all": "All", **{str(state): label for state, label in GRANT_ST
 
 
 def grant_for_manager(grant_id: int, session: DbSession, user: ManagerUser) -> Grant:
-    """The grant a manager acts on."""
-    return service.get_grant(session, grant_id)
+    """The grant a manager acts on, locked for the rest of the request (see approvals.dependencies)."""
+    return service.get_grant(session, grant_id, for_update=True)
 
 
 GrantForManager = Annotated[Grant, Depends(grant_for_manager)]
