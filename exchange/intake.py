@@ -68,10 +68,10 @@ def deposit(
     typed = validated(records, items=dataset.document["items"], work_dir=work_dir)
     now = utcnow()
     insert = postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    keys = []
-    for record in typed:
-        value = str(record[key])
-        keys.append(value)
+    keys = [str(record[key]) for record in typed]
+    # Upserted in key order (stable: of repeats, the last wins): two deposits sharing keys then lock
+    # their rows in the same order, so on PostgreSQL one waits for the other instead of deadlocking.
+    for value, record in sorted(zip(keys, typed), key=lambda pair: pair[0]):
         statement = insert(IntakeRecord).values(
             dataset_id=dataset.id, key=value, record=record, consent_ref=consent_ref.strip(), department_code=department,
             client_id=client_id, deposited_at=now, updated_at=now,
