@@ -63,9 +63,18 @@ def _line(scope: service.Scope, caller: Caller, *, kind: str, rows: int, keys: l
     )
 
 
-def _scope(request: Request, session, caller: Caller, code: str) -> service.Scope:
+def _scope(request: Request, session, caller: Caller, code: str, *, kind: str, keys: list[str], started: float) -> service.Scope:
+    """The caller's interface scope on ``code``; a refusal goes on the ledger too (attempts are accesses to account for)."""
     today = approvals.today(request.app.state.settings)
-    return service.active_grant(session, department=caller.department, dataset_code=code, delivery="interface", today=today)
+    try:
+        return service.active_grant(session, department=caller.department, dataset_code=code, delivery="interface", today=today)
+    except NoActiveGrant as refusal:
+        request.app.state.ledger.record(LedgerLine(
+            kind=kind, client_id=caller.client_id, department=caller.department, dataset=code, grant_id=None,
+            application_id=None, service_item=None, basis=None, rows=0, keys=keys, status=refusal.status,
+            latency_ms=(time.perf_counter() - started) * 1000,
+        ))
+        raise
 
 
 def _store(request: Request, session, scope: service.Scope, version: int | None = None, key_value: str | None = None) -> tuple[int, Any]:
@@ -87,7 +96,7 @@ def _store(request: Request, session, scope: service.Scope, version: int | None 
 @router.get("/exchange/{code}/records/{key}", summary="Records with this key, within the caller's grant")
 def lookup(code: str, key: str, request: Request, session: DbSession, caller: ServiceCaller) -> dict[str, Any]:
     started = time.perf_counter()
-    scope = _scope(request, session, caller, code)
+    scope = _scope(request, session, caller, code, kind="lookup", keys=[key], started=started)
     if not scope.lookup_key:
         raise InvalidQuery(f"dataset {code} has no lookup key; use the query interface")
     key_type = next(item["type"] for item in scope.items if item["name"] == scope.lookup_key)
@@ -154,10 +163,11 @@ def _limit(request: Request) -> int:
 )
 def query(code: str, request: Request, session: DbSession, caller: ServiceCaller):
     started = time.perf_counter()
-    scope = _scope(request, session, caller, code)
+    kind = "stream" if ARROW_STREAM in request.headers.get("accept", "") else "query"
+    scope = _scope(request, session, caller, code, kind=kind, keys=[], started=started)
     equals = _equals(request, scope)
     key_column = scope.lookup_key if scope.lookup_key in scope.columns and scope.lookup_key not in scope.masked else None
-    if ARROW_STREAM in request.headers.get("accept", ""):
+    if kind == "stream":
         _, store = _store(request, session, scope)
         return StreamingResponse(
             _arrow_stream(request, store, scope, caller, equals, key_column, started), media_type=ARROW_STREAM

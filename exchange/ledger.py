@@ -8,6 +8,7 @@ process takes with it is at most the last fraction of a second of lines.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
@@ -21,6 +22,7 @@ log = logging.getLogger("govshare.ledger")
 BATCH = 500
 FLUSH_SECONDS = 0.2
 MAX_KEYS_PER_LINE = 1000
+KEY_LENGTH = AccessLogKey.__table__.c.key.type.length
 
 
 @dataclass
@@ -81,7 +83,20 @@ class LedgerWriter:
                 lines.append(line)
             self._queue.task_done()
         if lines:
+            self._write_all(lines)
+
+    def _write_all(self, lines: list[LedgerLine]) -> None:
+        """Write a batch; should it fail, each line alone, so one bad line does not take the others with it."""
+        try:
             self._write(lines)
+            return
+        except Exception:
+            log.exception("could not write %d ledger lines at once; writing them one by one", len(lines))
+        for line in lines:
+            try:
+                self._write([line])
+            except Exception as problem:  # keep serving; the loss is in the log
+                log.error("lost a ledger line (%s): %r", problem, line)
 
     def _run(self) -> None:
         while True:
@@ -100,9 +115,7 @@ class LedgerWriter:
                     break
                 lines.append(line)
             try:
-                self._write(lines)
-            except Exception:  # keep serving; the failure is visible in the log and the metrics
-                log.exception("could not write %d ledger lines", len(lines))
+                self._write_all(lines)
             finally:
                 for _ in range(len(lines) + (1 if stop else 0)):
                     self._queue.task_done()
@@ -110,6 +123,7 @@ class LedgerWriter:
                 return
 
     def _write(self, lines: list[LedgerLine]) -> None:
+        lines = [cleaned(line) for line in lines]  # a key from a caller's URL may hold anything
         with self.database.transaction() as session:
             entries = [
                 AccessLogEntry(
@@ -128,3 +142,25 @@ class LedgerWriter:
                 for key in dict.fromkeys(line.keys[:MAX_KEYS_PER_LINE])
             ]
             session.add_all(keys)
+
+
+def _text(value: str | None, length: int | None = None) -> str | None:
+    """``value`` as every record store accepts it: no NUL, no lone surrogate, at most ``length`` characters."""
+    if value is None:
+        return None
+    value = value.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+    return value[:length] if length else value
+
+
+def cleaned(line: LedgerLine) -> LedgerLine:
+    """The line with its text made storable: cut to its column's length, without NUL or lone surrogates."""
+    columns = AccessLogEntry.__table__.c
+    return dataclasses.replace(
+        line,
+        kind=_text(line.kind, columns.kind.type.length), client_id=_text(line.client_id, columns.client_id.type.length),
+        department=_text(line.department, columns.department_code.type.length),
+        dataset=_text(line.dataset, columns.dataset_code.type.length),
+        service_item=_text(line.service_item, columns.service_item.type.length), basis=_text(line.basis),
+        extract_id=_text(line.extract_id, columns.extract_id.type.length),
+        keys=[_text(key, KEY_LENGTH) for key in line.keys[:MAX_KEYS_PER_LINE]],
+    )
