@@ -38,7 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """A govshare app over the store that ``settings`` names (which must be initialised)."""
     settings = settings or get_settings()
     keystore = KeyStore(settings.resolved_keys_dir)
-    database = Database(settings.resolved_database_url, keystore=keystore)
+    database = Database(settings.resolved_database_url, keystore=keystore, busy_timeout_seconds=settings.sqlite_busy_timeout_seconds)
 
     runner = JobRunner(database)
     if settings.jobs_enabled:

@@ -65,7 +65,10 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _configure_sqlite(engine: Engine) -> None:
+DEFAULT_BUSY_TIMEOUT_SECONDS = 30.0
+
+
+def _configure_sqlite(engine: Engine, busy_timeout_seconds: float) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy emit BEGIN itself (pysqlite's own transaction handling is off).
@@ -73,7 +76,7 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_seconds * 1000)}")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
@@ -83,11 +86,15 @@ def _configure_sqlite(engine: Engine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
-def create_db_engine(url: str) -> Engine:
-    """An engine for ``url`` with the settings each backend needs."""
+def create_db_engine(url: str, *, busy_timeout_seconds: float = DEFAULT_BUSY_TIMEOUT_SECONDS) -> Engine:
+    """An engine for ``url`` with the settings each backend needs.
+
+    ``busy_timeout_seconds``: how long a SQLite writer waits for the lock before giving up
+    (the request then answers 503 store-busy).
+    """
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
-        _configure_sqlite(engine)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": busy_timeout_seconds})
+        _configure_sqlite(engine, busy_timeout_seconds)
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
@@ -95,9 +102,9 @@ def create_db_engine(url: str) -> Engine:
 class Database:
     """One record store: an engine and the sessions made from it."""
 
-    def __init__(self, url: str, *, keystore: Any = None) -> None:
+    def __init__(self, url: str, *, keystore: Any = None, busy_timeout_seconds: float = DEFAULT_BUSY_TIMEOUT_SECONDS) -> None:
         self.url = url
-        self.engine = create_db_engine(url)
+        self.engine = create_db_engine(url, busy_timeout_seconds=busy_timeout_seconds)
         # session.info carries the infrastructure services need (the audit log signs entries).
         info = {"keystore": keystore}
         self._read_sessions = sessionmaker(self.engine, expire_on_commit=False, info=info)

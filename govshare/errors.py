@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm.exc import StaleDataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -74,6 +75,25 @@ class Conflict(GovshareError):
 
 class InvalidInput(GovshareError):
     status, type, title = 422, "invalid-input", "Invalid input"
+
+
+class StoreBusy(GovshareError):
+    status, type, title = 503, "store-busy", "Record store busy"
+
+    def __init__(self, detail: str = "the record store is busy with other writes; try again shortly", **kwargs: Any) -> None:
+        kwargs.setdefault("headers", {"Retry-After": "1"})
+        super().__init__(detail, **kwargs)
+
+
+# PostgreSQL's "try again" states: deadlock detected, serialization failure, lock not available.
+_RETRYABLE_SQLSTATES = {"40P01", "40001", "55P03"}
+
+
+def is_store_busy(error: OperationalError) -> bool:
+    """Whether the record store refused for contention (another writer held on too long), not for a fault."""
+    if getattr(error.orig, "sqlstate", None) in _RETRYABLE_SQLSTATES:
+        return True
+    return "database is locked" in str(error.orig)  # SQLite, once its busy timeout has run out
 
 
 # Framework errors (routing, method, body size) keep a stable type per status.
@@ -169,9 +189,16 @@ def install_error_handlers(app: FastAPI) -> None:
         )
         return _render(request, body)
 
+    @app.exception_handler(OperationalError)
+    async def _store_error(request: Request, exc: OperationalError):
+        if not is_store_busy(exc):
+            return await _unexpected(request, exc)
+        log.warning("record store busy on %s %s: %s", request.method, request.url.path, exc.orig)
+        return await _govshare_error(request, StoreBusy())
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         body = problem_body(
             status=500, type="internal-error", title="Internal error",
             detail="the server failed to handle this request; it has been logged",

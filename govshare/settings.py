@@ -11,6 +11,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from govshare.db import DEFAULT_BUSY_TIMEOUT_SECONDS
+
 
 class Settings(BaseSettings):
     """Everything that can be configured. Each field is documented in README.md."""
@@ -49,6 +51,10 @@ class Settings(BaseSettings):
     rate_limit_per_second: float = Field(default=200.0, gt=0, description="interface calls a second per client, on average")
     rate_limit_burst: int = Field(default=400, ge=1, description="interface calls a client may make in a burst")
     max_request_bytes: int = Field(default=64 * 1024 * 1024, description="largest accepted request body")
+    sqlite_busy_timeout_seconds: float = Field(
+        default=DEFAULT_BUSY_TIMEOUT_SECONDS, gt=0, le=600,
+        description="how long a write waits for SQLite's lock before the request answers 503 store-busy",
+    )
 
     @field_validator("issuer")
     @classmethod
