@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 from sqlalchemy.orm.exc import StaleDataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -125,6 +126,15 @@ def _render(request: Request, body: dict[str, Any], headers: dict[str, str] | No
 def install_error_handlers(app: FastAPI) -> None:
     """Make every 4xx and 5xx of ``app`` a problem+json (or an error page under /ui)."""
 
+    @app.exception_handler(RecursionError)
+    async def _too_deep(request: Request, exc: RecursionError):
+        # Only input nested beyond reason recurses this deep (JSON parsing, validation).
+        body = problem_body(
+            status=422, type="invalid-input", title="Invalid input",
+            detail="the request is nested too deeply to be processed", instance=request.url.path, extra={},
+        )
+        return _render(request, body)
+
     @app.exception_handler(GovshareError)
     async def _govshare_error(request: Request, exc: GovshareError):
         body = problem_body(
@@ -150,6 +160,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):
+        if isinstance(exc.__cause__, RecursionError):
+            # FastAPI reports a body its JSON parser could not descend as a vague 400.
+            return await _too_deep(request, exc.__cause__)
         status = exc.status_code
         phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
         detail = exc.detail if isinstance(exc.detail, str) else phrase
@@ -165,6 +178,17 @@ def install_error_handlers(app: FastAPI) -> None:
         body = problem_body(
             status=409, type="conflict", title="Conflicting state",
             detail="someone else changed this record at the same time; reload it and try again",
+            instance=request.url.path, extra={},
+        )
+        return _render(request, body)
+
+    @app.exception_handler(OverflowError)
+    @app.exception_handler(DataError)
+    async def _out_of_range(request: Request, exc: Exception):
+        # A number (an id, a page) beyond what the record store holds: the input's fault, not ours.
+        body = problem_body(
+            status=422, type="invalid-input", title="Invalid input",
+            detail="a value in the request is out of the range this server stores (a number too large?)",
             instance=request.url.path, extra={},
         )
         return _render(request, body)
