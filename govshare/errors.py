@@ -184,13 +184,14 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(OverflowError)
     @app.exception_handler(DataError)
-    async def _out_of_range(request: Request, exc: Exception):
-        # A number (an id, a page) beyond what the record store holds: the input's fault, not ours.
-        body = problem_body(
-            status=422, type="invalid-input", title="Invalid input",
-            detail="a value in the request is out of the range this server stores (a number too large?)",
-            instance=request.url.path, extra={},
-        )
+    async def _cannot_be_stored(request: Request, exc: Exception):
+        # A value the record store refuses (a number beyond its integers; on PostgreSQL, a NUL
+        # character in text): the input's fault, not ours. The transaction has been rolled back.
+        detail = "a value in the request is out of the range this server stores (a number too large?)"
+        if "NUL" in str(exc):  # psycopg: "PostgreSQL text fields cannot contain NUL (0x00) bytes"
+            detail = "text in the request contains a NUL character (\\u0000), which cannot be stored"
+        body = problem_body(status=422, type="invalid-input", title="Invalid input", detail=detail,
+                            instance=request.url.path, extra={})
         return _render(request, body)
 
     @app.exception_handler(Exception)

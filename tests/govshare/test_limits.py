@@ -160,3 +160,15 @@ def test_a_client_that_sends_its_body_too_slowly_gets_a_408_and_the_server_stays
     assert httpx.get(f"{live_server}/healthz").status_code == 200
     listing = httpx.get(f"{live_server}/api/v1/applications", headers=parties.demander)
     assert listing.status_code == 200
+
+
+def test_text_with_a_nul_character_is_stored_intact_or_refused_by_name_never_a_500(parties, client, database):
+    response = client.post("/api/v1/applications", json=application_body(purpose="birth\x00registration"), headers=parties.demander)
+    if database.dialect == "postgresql":  # PostgreSQL text cannot hold NUL
+        problem = _problem(response, 422, "invalid-input")
+        assert "NUL character" in problem["detail"]
+        assert _applications(database) == 0
+    else:
+        assert response.status_code == 201, response.text
+        stored = client.get(f"/api/v1/applications/{response.json()['id']}", headers=parties.demander).json()
+        assert stored["purpose"] == "birth\x00registration"
