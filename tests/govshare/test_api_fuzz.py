@@ -19,13 +19,11 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from starlette.testclient import TestClient
 
-from govshare.app import create_app
 from govshare.db import Database
-from govshare.keys import KeyStore
-from govshare.settings import Settings, get_settings
 from tests.conftest import ISSUER
 from tests.exchange.test_interfaces import Exchange, _citizens, _csv
 from tests.factories import DirectoryFactory, Factory
+from tests.govshare.conftest import served_store
 from tests.govshare.test_authorization_matrix import ROUTES
 
 pytestmark = pytest.mark.slow
@@ -49,15 +47,8 @@ class FuzzWorld:
 
 @pytest.fixture(scope="module")
 def fuzz_world(_store, tmp_path_factory) -> Iterator[FuzzWorld]:
-    folder = tmp_path_factory.mktemp("fuzz")
-    configured = Settings(home=folder / "home", database_url=_store.fresh(folder), issuer=ISSUER, jobs_enabled=False)
-    KeyStore(configured.resolved_keys_dir).ensure()
-    configured.resolved_data_dir.mkdir(parents=True, exist_ok=True)
-    get_settings.cache_clear()
-    database = Database(configured.resolved_database_url, keystore=KeyStore(configured.resolved_keys_dir))
-    with TestClient(create_app(configured), base_url=ISSUER, raise_server_exceptions=False) as http:
+    with served_store(_store, tmp_path_factory.mktemp("fuzz")) as (http, database, _settings):
         yield FuzzWorld(http, database)
-    database.dispose()
 
 
 @pytest.fixture(scope="module")

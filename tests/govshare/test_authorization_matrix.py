@@ -14,7 +14,6 @@ checks on the audit chain and the event log.
 from __future__ import annotations
 
 import itertools
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -22,7 +21,6 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
-from fastapi.routing import APIRoute
 from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet
 from sqlalchemy import func, select
@@ -30,15 +28,14 @@ from starlette.testclient import TestClient
 
 from exchange import extracts
 from govshare import identities
-from govshare.app import create_app
 from govshare.db import Database
 from govshare.keys import KeyStore
 from govshare.models import AuditEntry
-from govshare.settings import Settings, get_settings
+from govshare.settings import Settings
 from tests.approvals.test_api import application_body
-from tests.conftest import ISSUER
+from tests.govshare.conftest import served_store
 from tests.exchange.test_interfaces import _citizens, _csv
-from tests.factories import DirectoryFactory, Factory, citizen_id, dataset_document, parse_html
+from tests.factories import DirectoryFactory, Factory, dataset_document, parse_html
 
 pytestmark = pytest.mark.slow
 
@@ -380,16 +377,8 @@ def _public_key_pem() -> str:
 
 @pytest.fixture(scope="module")
 def world(_store, tmp_path_factory) -> Iterator[World]:
-    folder = tmp_path_factory.mktemp("matrix")
-    settings = Settings(home=folder / "home", database_url=_store.fresh(folder), issuer=ISSUER, jobs_enabled=False)
-    KeyStore(settings.resolved_keys_dir).ensure()
-    settings.resolved_data_dir.mkdir(parents=True, exist_ok=True)
-    get_settings.cache_clear()
-    database = Database(settings.resolved_database_url, keystore=KeyStore(settings.resolved_keys_dir))
-    app = create_app(settings)
-    with TestClient(app, base_url=ISSUER, raise_server_exceptions=False) as http:
+    with served_store(_store, tmp_path_factory.mktemp("matrix")) as (http, database, settings):
         yield World(http, database, settings)
-    database.dispose()
 
 
 # --- calling a cell ---------------------------------------------------------------------------------
@@ -403,6 +392,8 @@ def _resolve(value: Any, world: World, caller: str | None = None) -> Any:
 
 def _path(template: str, spec: Row, world: World) -> str:
     names = [part[1:-1] for part in template.split("/") if part.startswith("{")]
+    unknown = [name for name in names if name not in spec.params and name not in DEFAULTS]
+    assert not unknown, f"{template}: give {unknown} a value in DEFAULTS (or in the row's params)"
     values = {name: _resolve(spec.params.get(name, DEFAULTS[name]), world) for name in names}
     return template.format(**values)
 

@@ -30,6 +30,8 @@ from govshare.keys import KeyStore
 from govshare.models import AuditEntry
 from tests.exchange.test_extracts import Extracts
 
+pytestmark = pytest.mark.slow  # builds extracts and runs the CLI: about 40 s
+
 PROBLEM = "application/problem+json"
 
 
