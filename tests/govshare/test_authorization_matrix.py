@@ -8,7 +8,7 @@ caller=status, ...)``; see ``Row`` for how a cell is looked up).
 The world is built once for the module (a few seconds of real requests). A cell that
 changes something works on an object made for it (``fresh_*``), so cells never see
 each other's effects; a refused call must change nothing, which ``test_refused_calls_write_nothing``
-checks on the audit chain and the event log.
+checks on the audit chain.
 """
 
 from __future__ import annotations
