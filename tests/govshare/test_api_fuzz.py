@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from urllib.parse import urljoin, urlsplit
 
 import pytest
 import schemathesis
@@ -153,3 +154,33 @@ def test_the_decision_form_handles_any_decision_reason_and_mask(decision_page, d
     response = client.post(path, data=form, headers={"Accept": "text/html"}, follow_redirects=False)
     _handled(response)
     assert response.status_code in (303, 409, 422), response.text[:500]
+
+
+@pytest.fixture
+def sign_in_form(client, factory, database):
+    from tests.approvals.test_views import HTML, PASSWORD, add_person, csrf_of
+
+    factory.department("DATA")
+    add_person(database, "maria", "manager")
+
+    def post(target: str):
+        client.cookies.clear()  # a new browser each time: sign-in starts a new session
+        csrf = csrf_of(client.get("/ui/login", headers=HTML))
+        form = {"csrf_token": csrf, "name": "maria", "password": PASSWORD, "next": target}
+        return client.post("/ui/login", data=form, headers=HTML, follow_redirects=False)
+
+    return post
+
+
+@FUZZ_SETTINGS
+@given(target=st.one_of(ODD_TEXT, st.sampled_from(["//evil.example", "/ui//evil.example", "/\\evil.example", "https://evil.example",
+                                                    "/ui\t//evil.example", "/ui\r\nSet-Cookie: a=b", "/ui@evil.example"])),
+       suffix=ODD_TEXT)
+def test_signing_in_never_redirects_to_another_site(sign_in_form, target, suffix):
+    response = sign_in_form(target + suffix)
+    assert response.status_code == 303, response.text[:300]
+    location = response.headers["location"]
+    assert "\r" not in location and "\n" not in location
+    # Where a browser would go (it drops tabs and line breaks from a URL first).
+    landed = urlsplit(urljoin("http://localhost/ui/login", "".join(c for c in location if c not in "\t\r\n")))
+    assert landed.netloc == "localhost" and landed.path.startswith("/ui"), location
