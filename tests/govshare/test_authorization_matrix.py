@@ -1,5 +1,5 @@
 """The authorization matrix: every route, called as every role, from the right and the wrong department,
-with no token, a forged one and a revoked one; and every page under /ui with every kind of session.
+with no token, a forged, an expired, a revoked one and one of a disabled client; and every page under /ui with every kind of session.
 
 ``ROUTES`` and ``UI_ROUTES`` are the one table of expected answers. A route of the app
 without a row fails ``test_every_route_has_a_row``: add one line for it (``row(default,
@@ -13,7 +13,11 @@ checks on the audit chain.
 
 from __future__ import annotations
 
+import base64
 import itertools
+import json
+import secrets
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -21,6 +25,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
+from itsdangerous import TimestampSigner
 from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet
 from sqlalchemy import func, select
@@ -30,7 +35,7 @@ from exchange import extracts
 from govshare import identities
 from govshare.db import Database
 from govshare.keys import KeyStore
-from govshare.models import AuditEntry
+from govshare.models import AuditEntry, User
 from govshare.settings import Settings
 from tests.approvals.test_api import application_body
 from tests.govshare.conftest import served_store
@@ -43,13 +48,14 @@ pytestmark = pytest.mark.slow
 
 DEPARTMENT_ROLES = ("provider", "demander", "service")
 DEPARTMENTS = ("psb", "cab", "edu")  # PSB provides the dataset, CAB holds the grants, EDU is a stranger to both
-TOKENLESS = ("anonymous", "forged", "revoked")
+TOKENLESS = ("anonymous", "forged", "expired", "revoked", "disabled")  # no valid token: each holds every role
 CALLERS = (
     *TOKENLESS,
     *(f"{department}_{role}" for department in DEPARTMENTS for role in DEPARTMENT_ROLES),
     "manager", "admin", "portal",  # of the DATA department, which oversees the exchange
 )
-UI_CALLERS = ("anonymous", "manager", "admin", "demander", "cross_site")
+UI_CALLERS = ("anonymous", "manager", "admin", "demander", "cross_site", "stale", "forged")
+# stale: a manager's session signed by us, from more than 8 hours ago; forged: a manager's session signed with another secret
 
 PASSWORD = "correct horse battery staple"
 TODAY = date.today()
@@ -206,22 +212,23 @@ ROUTES: dict[str, Row] = {
     "GET /api/v1/corrections": row(403, provider=200, demander=200, manager=200, admin=200),
 }
 
-# Pages: callers are browser sessions. "anonymous" has a session (and its CSRF token) but has not signed in.
+# Pages: callers are browser sessions. "anonymous" has a session (and its CSRF token) but has not signed in;
+# a forged session is no session, so its forms fail the CSRF check (403).
 UI_ROUTES: dict[str, Row] = {
     "GET /ui/style.css": page(200),
     "GET /ui/dashboard.css": page(200),
     "GET /ui/login": page(200),
-    "POST /ui/login": page(303, cross_site=403, form=lambda w: {"name": "maria", "password": PASSWORD}),
-    "POST /ui/logout": page(303, cross_site=403),
-    "GET /ui": page(403, anonymous=303, manager=200, admin=200, cross_site=200),
-    "GET /ui/applications/{application_id}": page(403, anonymous=303, manager=200, admin=200, cross_site=200),
-    "POST /ui/applications/{application_id}/decision": page(403, anonymous=303, manager=303, form={"decision": "approve"},
+    "POST /ui/login": page(303, cross_site=403, forged=403, form=lambda w: {"name": "maria", "password": PASSWORD}),
+    "POST /ui/logout": page(303, cross_site=403, forged=403),
+    "GET /ui": page(403, anonymous=303, stale=303, forged=303, manager=200, admin=200, cross_site=200),
+    "GET /ui/applications/{application_id}": page(403, anonymous=303, stale=303, forged=303, manager=200, admin=200, cross_site=200),
+    "POST /ui/applications/{application_id}/decision": page(403, anonymous=303, stale=303, manager=303, form={"decision": "approve"},
                                                            params={"application_id": lambda w: w.fresh_submitted()}),
-    "GET /ui/grants": page(403, anonymous=303, manager=200, admin=200, cross_site=200),
-    "POST /ui/grants/{grant_id}/revoke": page(403, anonymous=303, manager=303, admin=303, form={"reason": "matrix check"},
+    "GET /ui/grants": page(403, anonymous=303, stale=303, forged=303, manager=200, admin=200, cross_site=200),
+    "POST /ui/grants/{grant_id}/revoke": page(403, anonymous=303, stale=303, manager=303, admin=303, form={"reason": "matrix check"},
                                              params={"grant_id": lambda w: w.fresh_grant()}),
-    "GET /ui/dashboard": page(403, anonymous=303, manager=200, admin=200, cross_site=200),
-    "GET /ui/dashboard/datasets/{code}": page(403, anonymous=303, manager=200, admin=200, cross_site=200),
+    "GET /ui/dashboard": page(403, anonymous=303, stale=303, forged=303, manager=200, admin=200, cross_site=200),
+    "GET /ui/dashboard/datasets/{code}": page(403, anonymous=303, stale=303, forged=303, manager=200, admin=200, cross_site=200),
 }
 
 
@@ -243,7 +250,9 @@ class World:
         for name, role in (("manager", "manager"), ("admin", "admin"), ("portal", "citizen_portal")):
             self.tokens[name] = self.factory.token(self.factory.client("DATA", role))
         self.tokens["forged"] = self._forged_token()
+        self.tokens["expired"] = self._expired_token()
         self.tokens["revoked"] = self._revoked_token()
+        self.tokens["disabled"] = self._disabled_clients_token()
 
         directory = DirectoryFactory(self.factory)
         directory._providers["PSB"] = self.headers("psb_provider")
@@ -279,6 +288,12 @@ class World:
         self.sessions = {"anonymous": self._session(None), "manager": self._session("maria"),
                          "admin": self._session("ada"), "demander": self._session("dora")}
         self.sessions["cross_site"] = self.sessions["manager"]
+        self.sessions["stale"] = self._crafted_session(signed_in_hours_ago=9, secret=KeyStore(settings.resolved_keys_dir).session_secret())
+        self.sessions["forged"] = self._crafted_session(signed_in_hours_ago=0, secret="not-the-servers-secret")
+        # The same craft with our secret and a fresh time is a working session: the two above fail for their one flaw.
+        genuine, _ = self._crafted_session(signed_in_hours_ago=0, secret=KeyStore(settings.resolved_keys_dir).session_secret())
+        assert http.get("/ui", headers={"Accept": "text/html", "Cookie": f"govshare_ui={genuine}"}).status_code == 200
+        http.cookies.clear()
 
     # tokens and sessions
 
@@ -293,6 +308,23 @@ class World:
         impostor = ECKey.generate_key("P-256", {"kid": ours.kid}, private=True)
         claims["scope"] = "provider demander manager service citizen_portal admin"
         return jwt.encode({"alg": "ES256", "typ": "at+jwt", "kid": ours.kid}, claims, impostor)
+
+    def _expired_token(self) -> str:
+        """A token of ours, recorded and unrevoked, whose lifetime has ended."""
+        real = self.tokens["admin"]
+        claims = dict(jwt.decode(real, KeySet.import_key_set(self.http.get("/oauth/jwks").json())).claims)
+        now = int(time.time())
+        claims.update(iat=now - 7200, exp=now - 3600, scope="provider demander manager service citizen_portal admin")
+        ours = KeyStore(self.settings.resolved_keys_dir).active_key()
+        return jwt.encode({"alg": "ES256", "typ": "at+jwt", "kid": ours.kid}, claims, ours)
+
+    def _disabled_clients_token(self) -> str:
+        """A token of a client holding every role, issued before the client was disabled."""
+        credentials = self.factory.client("DATA", "provider", "demander", "manager", "service", "citizen_portal", "admin")
+        token = self.factory.token(credentials)
+        with self.database.transaction() as session:
+            identities.disable_client(session, client_id=credentials.client_id)
+        return token
 
     def _revoked_token(self) -> str:
         """A token of a client holding every role, revoked by that client."""
@@ -316,6 +348,16 @@ class World:
             csrf = parse_html(again.text).find("input", name="csrf_token").get("value")
         cookie = self.http.cookies.get("govshare_ui")
         self.http.cookies.clear()
+        return cookie, csrf
+
+    def _crafted_session(self, *, signed_in_hours_ago: float, secret: str) -> tuple[str, str]:
+        """Maria's session cookie made by hand (as Starlette's SessionMiddleware makes it), with its CSRF token."""
+        with self.database.transaction(write=False) as session:
+            user = session.execute(select(User).where(User.name == "maria")).scalar_one()
+        csrf = secrets.token_urlsafe(32)
+        content = {"user_id": user.id, "user_name": user.name, "csrf": csrf,
+                   "signed_in_at": int(time.time() - signed_in_hours_ago * 3600)}
+        cookie = TimestampSigner(secret).sign(base64.b64encode(json.dumps(content).encode())).decode()
         return cookie, csrf
 
     # requests
