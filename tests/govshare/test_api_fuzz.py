@@ -80,8 +80,26 @@ def test_no_request_makes_the_server_fail_and_every_error_is_a_problem(api_schem
             assert mode is GenerationMode.NEGATIVE, f"{route}: no valid request could be generated"
 
 
-def _check(case, fuzz_world: FuzzWorld) -> None:
-    request = case.as_transport_kwargs(base_url=ISSUER, headers=fuzz_world.headers)
+PROTECTED = sorted(route for route in OPERATIONS if not ROUTES[route].public)
+
+
+@pytest.mark.parametrize("route", PROTECTED)
+def test_no_request_without_a_token_gets_through(api_schema, fuzz_world, route):
+    """Valid requests of every kind, sent without a token: refused (401), or invalid (422) before anything is read."""
+    method, path = route.split(" ", 1)
+
+    @given(case=api_schema[path][method].as_strategy(generation_mode=GenerationMode.POSITIVE))
+    @settings(max_examples=max(5, FUZZ_EXAMPLES // 3), deadline=None, derandomize=True, database=None,
+              suppress_health_check=list(HealthCheck))
+    def refused(case):
+        response = _check(case, fuzz_world, headers={})
+        assert response.status_code in (401, 422), f"{case.method} {case.formatted_path}: {response.status_code} {response.text[:300]}"
+
+    refused()
+
+
+def _check(case, fuzz_world: FuzzWorld, headers: dict[str, str] | None = None):
+    request = case.as_transport_kwargs(base_url=ISSUER, headers=fuzz_world.headers if headers is None else headers)
     cookies = request.pop("cookies", None)
     if cookies:  # sent as a header: per-request cookies are deprecated in httpx
         request["headers"]["Cookie"] = "; ".join(f"{name}={value}" for name, value in cookies.items())
@@ -96,6 +114,7 @@ def _check(case, fuzz_world: FuzzWorld) -> None:
         assert body["status"] == response.status_code and body["type"].startswith("urn:govshare:problem:") and body["detail"], where
     elif "json" in response.headers.get("content-type", ""):
         response.json()  # what says it is JSON is JSON
+    return response
 
 
 # --- inputs the OpenAPI document does not describe --------------------------------------------------------
