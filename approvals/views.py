@@ -238,7 +238,7 @@ def masks_from_form(rules: dict[str, str], counts: dict[str, str]) -> dict[str, 
             continue
         if rule in ("keep_first", "keep_last"):
             count = counts.get(name, "")
-            if not count.isdigit() or int(count) > 64:
+            if not (count.isascii() and count.isdigit()) or int(count) > 64:  # '²'.isdigit(), yet int('²') fails
                 raise InvalidDecision(f"the mask of {name} keeps some characters: say how many, a whole number from 0 to 64")
             masks[name] = {rule: int(count)}
         else:

@@ -122,7 +122,7 @@ def _decode_cursor(cursor: str) -> tuple[int, int]:
     try:
         data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
         return int(data["v"]), int(data["r"])
-    except (ValueError, KeyError, TypeError, binascii.Error):
+    except (ValueError, KeyError, TypeError, OverflowError, binascii.Error):  # OverflowError: a row of 1e999
         raise InvalidQuery("cursor: not a cursor this server issued") from None
 
 
@@ -151,7 +151,8 @@ def _equals(request: Request, scope: service.Scope) -> dict[str, Any]:
 
 def _limit(request: Request) -> int:
     raw = request.query_params.get("limit", "100")
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
+    # isascii: str.isdigit() accepts digits such as '²' that int() refuses.
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_PAGE:
         raise InvalidQuery(f"limit: a whole number from 1 to {MAX_PAGE}")
     return int(raw)
 

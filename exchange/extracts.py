@@ -239,7 +239,8 @@ def download_link(extract_id: str, *, secret: bytes, now: datetime | None = None
 def link_is_valid(extract_id: str, *, expires: int, signature: str, secret: bytes, now: datetime | None = None) -> bool:
     if expires < int((now or utcnow()).timestamp()):
         return False
-    return hmac.compare_digest(_link_mac(secret, extract_id, expires), signature)
+    # As bytes: compare_digest refuses (TypeError) a str with non-ASCII characters, which anyone can send.
+    return hmac.compare_digest(_link_mac(secret, extract_id, expires).encode(), signature.encode("utf-8", "surrogatepass"))
 
 
 def register_public_key(session: Session, *, department: str, public_key_pem: str, actor: str) -> DepartmentKey:

@@ -28,7 +28,7 @@ from govshare.db import Database
 from govshare.errors import install_error_handlers
 from govshare.jobs import JobRunner
 from govshare.keys import KeyStore
-from govshare.limits import BodySizeLimit
+from govshare.limits import BodySizeLimit, BodyTimeout
 from govshare.settings import Settings, get_settings
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
@@ -69,7 +69,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.rate_limiter = RateLimiter(rate=settings.rate_limit_per_second, burst=settings.rate_limit_burst)
     app.state.templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
     app.state.metrics = observability.RequestMetrics()
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes, max_json_bytes=settings.max_json_bytes)
+    app.add_middleware(BodyTimeout, timeout=settings.request_body_timeout_seconds)
     app.add_middleware(observability.MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(SessionMiddleware, **approvals_views.session_middleware_options(
         secret_key=keystore.session_secret(), issuer=settings.issuer))

@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, OperationalError
 from sqlalchemy.orm.exc import StaleDataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -145,6 +145,15 @@ def _render(request: Request, body: dict[str, Any], headers: dict[str, str] | No
 def install_error_handlers(app: FastAPI) -> None:
     """Make every 4xx and 5xx of ``app`` a problem+json (or an error page under /ui)."""
 
+    @app.exception_handler(RecursionError)
+    async def _too_deep(request: Request, exc: RecursionError):
+        # Only input nested beyond reason recurses this deep (JSON parsing, validation).
+        body = problem_body(
+            status=422, type="invalid-input", title="Invalid input",
+            detail="the request is nested too deeply to be processed", instance=request.url.path, extra={},
+        )
+        return _render(request, body)
+
     @app.exception_handler(GovshareError)
     async def _govshare_error(request: Request, exc: GovshareError):
         body = problem_body(
@@ -170,6 +179,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):
+        if isinstance(exc.__cause__, RecursionError):
+            # FastAPI reports a body its JSON parser could not descend as a vague 400.
+            return await _too_deep(request, exc.__cause__)
         status = exc.status_code
         phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
         detail = exc.detail if isinstance(exc.detail, str) else phrase
@@ -195,6 +207,18 @@ def install_error_handlers(app: FastAPI) -> None:
             return await _unexpected(request, exc)
         log.warning("record store busy on %s %s: %s", request.method, request.url.path, exc.orig)
         return await _govshare_error(request, StoreBusy())
+
+    @app.exception_handler(OverflowError)
+    @app.exception_handler(DataError)
+    async def _cannot_be_stored(request: Request, exc: Exception):
+        # A value the record store refuses (a number beyond its integers; on PostgreSQL, a NUL
+        # character in text): the input's fault, not ours. The transaction has been rolled back.
+        detail = "a value in the request is out of the range this server stores (a number too large?)"
+        if "NUL" in str(exc):  # psycopg: "PostgreSQL text fields cannot contain NUL (0x00) bytes"
+            detail = "text in the request contains a NUL character (\\u0000), which cannot be stored"
+        body = problem_body(status=422, type="invalid-input", title="Invalid input", detail=detail,
+                            instance=request.url.path, extra={})
+        return _render(request, body)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):

@@ -50,7 +50,9 @@ class Settings(BaseSettings):
     sync_check_interval_seconds: float = Field(default=300.0, gt=0, description="how often sources due by their update frequency are synced")
     rate_limit_per_second: float = Field(default=200.0, gt=0, description="interface calls a second per client, on average")
     rate_limit_burst: int = Field(default=400, ge=1, description="interface calls a client may make in a burst")
-    max_request_bytes: int = Field(default=64 * 1024 * 1024, description="largest accepted request body")
+    max_request_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, description="largest accepted request body (file uploads)")
+    max_json_bytes: int = Field(default=2 * 1024 * 1024, ge=1024, description="largest accepted JSON or form body")
+    request_body_timeout_seconds: float = Field(default=60.0, gt=0, description="time a request body may take to arrive")
     sqlite_busy_timeout_seconds: float = Field(
         default=DEFAULT_BUSY_TIMEOUT_SECONDS, gt=0, le=600,
         description="how long a write waits for SQLite's lock before the request answers 503 store-busy",

@@ -21,6 +21,7 @@ from govshare.errors import InvalidInput
 SCHEMAS_DIR = Path(__file__).parent
 NAMES = ("item", "dataset", "row_filter", "application", "rating")
 MAX_REPORTED = 20
+MAX_DEPTH = 64  # far beyond any real document; deeper input is refused before validation
 
 
 class SchemaViolation(InvalidInput):
@@ -66,8 +67,27 @@ def _describe(error: ValidationError) -> dict[str, str]:
     return {"field": field, "rule": str(error.validator), "message": error.message}
 
 
+def nesting_depth(document: Any) -> int:
+    """How deeply arrays and objects nest in ``document`` (a scalar is 0); iterative, so any depth is safe."""
+    deepest, pending = 0, [(document, 1)]
+    while pending:
+        value, depth = pending.pop()
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > MAX_DEPTH:
+            return deepest
+        pending.extend((child, depth + 1) for child in children)
+    return deepest
+
+
 def errors(name: str, document: Any) -> list[dict[str, str]]:
     """Every way ``document`` breaks schema ``name``, in document order: field, rule, message."""
+    if nesting_depth(document) > MAX_DEPTH:
+        # Checked first: the validator recurses once per level and would exhaust the stack.
+        return [{"field": "(document)", "rule": "maxDepth",
+                 "message": f"nested more than {MAX_DEPTH} levels deep"}]
     found = sorted(_validator(name).iter_errors(document), key=lambda e: [str(p) for p in e.absolute_path])
     return [_describe(error) for error in found]
 

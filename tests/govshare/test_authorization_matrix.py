@@ -1,0 +1,550 @@
+"""The authorization matrix: every route, called as every role, from the right and the wrong department,
+with no token, a forged, an expired, a revoked one and one of a disabled client; and every page under /ui with every kind of session.
+
+``ROUTES`` and ``UI_ROUTES`` are the one table of expected answers. A route of the app
+without a row fails ``test_every_route_has_a_row``: add one line for it (``row(default,
+caller=status, ...)``; see ``Row`` for how a cell is looked up).
+
+The world is built once for the module (a few seconds of real requests). A cell that
+changes something works on an object made for it (``fresh_*``), so cells never see
+each other's effects; a refused call must change nothing, which ``test_refused_calls_write_nothing``
+checks on the audit chain.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import pytest
+from itsdangerous import TimestampSigner
+from joserfc import jwt
+from joserfc.jwk import ECKey, KeySet
+from sqlalchemy import func, select
+from starlette.testclient import TestClient
+
+from exchange import extracts
+from govshare import identities
+from govshare.db import Base, Database
+from govshare.keys import KeyStore
+from govshare.models import User
+from govshare.settings import Settings
+from tests.approvals.test_api import application_body
+from tests.govshare.conftest import served_store
+from tests.exchange.test_interfaces import _citizens, _csv
+from tests.factories import DirectoryFactory, Factory, dataset_document, parse_html
+
+pytestmark = pytest.mark.slow
+
+# --- who calls -------------------------------------------------------------------------------
+
+DEPARTMENT_ROLES = ("provider", "demander", "service")
+DEPARTMENTS = ("psb", "cab", "edu")  # PSB provides the dataset, CAB holds the grants, EDU is a stranger to both
+TOKENLESS = ("anonymous", "forged", "expired", "revoked", "disabled")  # no valid token: each holds every role
+CALLERS = (
+    *TOKENLESS,
+    *(f"{department}_{role}" for department in DEPARTMENTS for role in DEPARTMENT_ROLES),
+    "manager", "admin", "portal",  # of the DATA department, which oversees the exchange
+)
+UI_CALLERS = ("anonymous", "manager", "admin", "demander", "cross_site", "stale", "forged")
+# stale: a manager's session signed by us, from more than 8 hours ago; forged: a manager's session signed with another secret
+
+PASSWORD = "correct horse battery staple"
+TODAY = date.today()
+PERIOD = {"start": TODAY.isoformat(), "end": (TODAY + timedelta(days=90)).isoformat()}
+IN_GRANT = _citizens(8)[0]  # district 01: within CAB's grant
+
+
+# --- the table ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Row:
+    """Expected statuses of one route. A caller's cell is, first match: its own name (``cab_demander``),
+    its department (``cab``: every role of it), its role (``demander``: every department's), then
+    401 for a caller without a valid token (unless ``public``), then ``default``."""
+
+    default: int
+    cells: dict[str, int]
+    public: bool = False
+    body: Any = None  # JSON, or a callable (world, caller) -> JSON
+    params: dict[str, Any] = field(default_factory=dict)  # path parameters over DEFAULTS; values or callables (world)
+    query: Any = None  # dict, or a callable (world) -> dict
+    form: Any = None  # form fields (UI), or a callable (world) -> dict
+    upload: bool = False
+
+    def expected(self, caller: str) -> int:
+        department, _, role = caller.partition("_")
+        for key in (caller, department, role):
+            if key and key in self.cells:
+                return self.cells[key]
+        if caller in TOKENLESS and not self.public:
+            return 401
+        return self.default
+
+
+def row(default: int, *, public: bool = False, body: Any = None, params: dict | None = None, query: Any = None,
+        form: Any = None, upload: bool = False, **cells: int) -> Row:
+    return Row(default, cells, public, body, params or {}, query, form, upload)
+
+
+def page(default: int, **kwargs: Any) -> Row:
+    """A row of ``UI_ROUTES``: sessions, not tokens, so no 401 column."""
+    return row(default, public=True, **kwargs)
+
+
+def _dataset_body(world: World, caller: str) -> dict:
+    department = caller.partition("_")[0].upper() if "_" in caller else "DATA"
+    return dataset_document(world.new_code(department), department)
+
+
+def _rating_body(world: World, caller: str) -> dict:
+    return {"application_quality": 4} if caller.endswith("provider") else {"review_speed": 4, "data_quality": 5, "stability": 4}
+
+
+def _correction_body(world: World, caller: str) -> dict:
+    return {"item": "name", "key": IN_GRANT["citizen_id"], "description": "the name is misspelt"}
+
+
+APPLICATION_BODY = application_body(period=PERIOD, service_item="matrix-check")
+DECISION = {"decision": "approve"}
+SOURCE = {"kind": "files", "config": {"path": "household.csv", "format": "csv"}}
+
+# Path parameters when a row does not name its own: the world's standing objects.
+DEFAULTS: dict[str, Callable[[World], Any]] = {
+    "code": lambda w: "PSB-HOUSEHOLD",
+    "application_id": lambda w: w.application_id,
+    "grant_id": lambda w: w.grant_id,
+    "extract_id": lambda w: w.extract_id,
+    "webhook_id": lambda w: w.fresh_webhook(),
+    "correction_id": lambda w: w.correction_id,
+    "key": lambda w: IN_GRANT["citizen_id"],
+    "citizen_id": lambda w: IN_GRANT["citizen_id"],
+}
+
+ROUTES: dict[str, Row] = {
+    # shell
+    "GET /healthz": row(200, public=True),
+    "GET /metrics": row(200, public=True),
+    "GET /oauth/jwks": row(200, public=True),
+    "GET /.well-known/oauth-authorization-server": row(200, public=True),
+    "POST /oauth/token": row(401, public=True, form={"grant_type": "client_credentials"}),
+    "POST /oauth/revoke": row(401, public=True, form={"token": "x"}),
+    "POST /oauth/introspect": row(401, public=True, form={"token": "x"}),
+    "GET /api/v1/audit/verify": row(403, manager=200, admin=200),
+    # directory
+    "GET /api/v1/datasets": row(200),
+    "POST /api/v1/datasets": row(403, provider=201, body=_dataset_body),
+    "GET /api/v1/datasets/{code}": row(200),
+    "PUT /api/v1/datasets/{code}": row(403, provider=403, psb_provider=200, body=dataset_document("PSB-HOUSEHOLD", "PSB")),
+    "PATCH /api/v1/datasets/{code}": row(403, provider=403, psb_provider=200, body={"summary": "Registered residents"}),
+    "POST /api/v1/datasets/{code}/retire": row(403, provider=403, psb_provider=200, params={"code": lambda w: w.fresh_dataset()}),
+    "GET /api/v1/datasets/{code}/history": row(200),
+    "POST /api/v1/datasets/{code}/versions": row(403, provider=403, psb_provider=201, upload=True),
+    "GET /api/v1/datasets/{code}/versions": row(200),
+    "GET /api/v1/catalog.jsonld": row(200),
+    "PUT /api/v1/datasets/{code}/source": row(403, provider=403, psb_provider=200, body=SOURCE),
+    "GET /api/v1/datasets/{code}/source": row(403, provider=403, psb_provider=200),
+    "POST /api/v1/datasets/{code}/sync": row(403, provider=403, psb_provider=201),
+    "GET /api/v1/datasets/{code}/syncs": row(403, provider=403, psb_provider=200),
+    # approvals
+    "POST /api/v1/applications": row(403, demander=201, body=APPLICATION_BODY),
+    "GET /api/v1/applications": row(403, provider=200, demander=200, manager=200, admin=200),
+    "GET /api/v1/applications/{application_id}": row(403, provider=404, demander=404, psb_provider=200, cab_demander=200,
+                                                      manager=200, admin=200),
+    "PUT /api/v1/applications/{application_id}": row(403, demander=403, cab_demander=200, body=APPLICATION_BODY,
+                                                      params={"application_id": lambda w: w.draft_id}),
+    "POST /api/v1/applications/{application_id}/submit": row(403, demander=403, cab_demander=200,
+                                                              params={"application_id": lambda w: w.fresh_draft()}),
+    "POST /api/v1/applications/{application_id}/withdraw": row(403, demander=403, cab_demander=200,
+                                                                params={"application_id": lambda w: w.fresh_submitted()}),
+    "POST /api/v1/applications/{application_id}/decision": row(403, manager=200, body=DECISION,
+                                                                params={"application_id": lambda w: w.fresh_submitted()}),
+    "POST /api/v1/applications/{application_id}/provider-decision": row(
+        403, provider=403, psb_provider=200, body=DECISION, params={"application_id": lambda w: w.fresh_awaiting_provider()}),
+    "GET /api/v1/applications/{application_id}/history": row(403, provider=404, demander=404, psb_provider=200,
+                                                              cab_demander=200, manager=200, admin=200),
+    "GET /api/v1/grants": row(403, provider=200, demander=200, service=200, manager=200, admin=200),
+    "GET /api/v1/grants/{grant_id}": row(403, provider=404, demander=404, service=404, cab=200, psb_provider=200,
+                                         manager=200, admin=200),
+    "POST /api/v1/grants/{grant_id}/revoke": row(403, manager=200, admin=200, body={"reason": "matrix check"},
+                                                 params={"grant_id": lambda w: w.fresh_grant()}),
+    "GET /api/v1/events": row(403, provider=200, demander=200, service=200, manager=200, admin=200),
+    "POST /api/v1/webhooks": row(403, provider=201, demander=201, service=201, admin=201,
+                                 body={"url": "https://hooks.example.org/govshare"}),
+    "GET /api/v1/webhooks": row(403, provider=200, demander=200, service=200, admin=200),
+    "DELETE /api/v1/webhooks/{webhook_id}": row(403, provider=404, demander=404, service=404, cab=204, admin=404),
+    # exchange
+    "GET /api/v1/exchange/{code}/records/{key}": row(403, service=403, cab_service=200),
+    "GET /api/v1/exchange/{code}/records": row(403, service=403, cab_service=200),
+    "POST /api/v1/exchange/{code}/records": row(403, psb_service=201, params={"code": lambda w: "PSB-INTAKE"},
+                                                body=lambda w, caller: w.deposit_body()),
+    "GET /api/v1/citizens/{citizen_id}/access-log": row(403, portal=200, manager=200),  # not admin: a technical role
+    "POST /api/v1/grants/{grant_id}/extracts": row(403, demander=403, service=403, cab_demander=202, cab_service=202,
+                                                   body={"format": "csv"}, params={"grant_id": lambda w: w.extract_grant_id}),
+    "GET /api/v1/extracts/{extract_id}": row(403, demander=404, service=404, cab_demander=200, cab_service=200,
+                                             manager=200, admin=200),
+    "GET /api/v1/extracts/{extract_id}/download": row(403, demander=404, service=404, cab_demander=200, cab_service=200,
+                                                      query=lambda w: w.download_query),
+    "PUT /api/v1/departments/{code}/public-key": row(403, demander=403, service=403, cab_demander=200, cab_service=200,
+                                                     admin=200, params={"code": lambda w: "CAB"},
+                                                     body=lambda w, caller: {"public_key": w.public_key_pem}),
+    # evaluation
+    "GET /api/v1/metrics/summary": row(403, manager=200, admin=200),
+    "GET /api/v1/metrics/datasets": row(403, manager=200, admin=200),
+    "GET /api/v1/metrics/departments": row(403, manager=200, admin=200),
+    "GET /api/v1/metrics/service-items": row(403, manager=200, admin=200),
+    "POST /api/v1/applications/{application_id}/ratings": row(403, provider=404, demander=404, psb_provider=201,
+                                                               cab_demander=201, body=_rating_body),
+    "GET /api/v1/applications/{application_id}/ratings": row(403, provider=404, demander=404, psb_provider=200,
+                                                              cab_demander=200, manager=200, admin=200),
+    "POST /api/v1/datasets/{code}/corrections": row(403, demander=403, cab_demander=201, body=_correction_body),
+    "POST /api/v1/corrections/{correction_id}/answer": row(403, provider=404, cab_provider=403, psb_provider=200,
+                                                           body={"outcome": "corrected", "answer": "fixed at the source"}),
+    "GET /api/v1/corrections": row(403, provider=200, demander=200, manager=200, admin=200),
+}
+
+# Pages: callers are browser sessions. "anonymous" has a session (and its CSRF token) but has not signed in;
+# a forged session is no session, so its forms fail the CSRF check (403).
+UI_ROUTES: dict[str, Row] = {
+    "GET /ui/style.css": page(200),
+    "GET /ui/dashboard.css": page(200),
+    "GET /ui/login": page(200),
+    "POST /ui/login": page(303, cross_site=403, forged=403, form=lambda w: {"name": "maria", "password": PASSWORD}),
+    "POST /ui/logout": page(303, cross_site=403, forged=403),
+    "GET /ui": page(403, anonymous=303, stale=303, forged=303, manager=200, admin=200, cross_site=200),
+    "GET /ui/applications/{application_id}": page(403, anonymous=303, stale=303, forged=303, manager=200, admin=200, cross_site=200),
+    "POST /ui/applications/{application_id}/decision": page(403, anonymous=303, stale=303, manager=303, form={"decision": "approve"},
+                                                           params={"application_id": lambda w: w.fresh_submitted()}),
+    "GET /ui/grants": page(403, anonymous=303, stale=303, forged=303, manager=200, admin=200, cross_site=200),
+    "POST /ui/grants/{grant_id}/revoke": page(403, anonymous=303, stale=303, manager=303, admin=303, form={"reason": "matrix check"},
+                                             params={"grant_id": lambda w: w.fresh_grant()}),
+    "GET /ui/dashboard": page(403, anonymous=303, stale=303, forged=303, manager=200, admin=200, cross_site=200),
+    "GET /ui/dashboard/datasets/{code}": page(403, anonymous=303, stale=303, forged=303, manager=200, admin=200, cross_site=200),
+}
+
+
+# --- the world -----------------------------------------------------------------------------------
+
+
+class World:
+    """Departments PSB (provides PSB-HOUSEHOLD and PSB-INTAKE), CAB (holds an interface and an extract grant), EDU
+    (a stranger), DATA (manager, admin, citizen portal); a client per role; a person per UI role."""
+
+    def __init__(self, http: TestClient, database: Database, settings: Settings) -> None:
+        self.http, self.database, self.settings = http, database, settings
+        self.factory = Factory(database, http)
+        self._codes = itertools.count(1)
+        self.tokens: dict[str, str] = {}
+        for department in DEPARTMENTS:
+            for role in DEPARTMENT_ROLES:
+                self.tokens[f"{department}_{role}"] = self.factory.token(self.factory.client(department.upper(), role))
+        for name, role in (("manager", "manager"), ("admin", "admin"), ("portal", "citizen_portal")):
+            self.tokens[name] = self.factory.token(self.factory.client("DATA", role))
+        self.tokens["forged"] = self._forged_token()
+        self.tokens["expired"] = self._expired_token()
+        self.tokens["revoked"] = self._revoked_token()
+        self.tokens["disabled"] = self._disabled_clients_token()
+
+        directory = DirectoryFactory(self.factory)
+        directory._providers["PSB"] = self.headers("psb_provider")
+        directory.dataset("PSB-HOUSEHOLD", "PSB")
+        source = _csv(_citizens(40))
+        assert directory.upload("PSB-HOUSEHOLD", source).status_code == 201
+        settings.resolved_sources_dir.mkdir(parents=True, exist_ok=True)
+        (settings.resolved_sources_dir / "household.csv").write_bytes(source)
+        self.call("PUT", "/api/v1/datasets/PSB-HOUSEHOLD/source", "psb_provider", json=SOURCE, expect=200)
+        directory.dataset("PSB-INTAKE", "PSB", intake=True, share_type="unconditional", title="Addresses as submitted",
+                          domain="household", delivery_modes=["interface"])
+
+        self.application_id, self.grant_id = self._granted(APPLICATION_BODY)
+        extract_application = application_body(period=PERIOD, delivery="extract", service_item="matrix-extract")
+        _, self.extract_grant_id = self._granted(extract_application)
+        extract = self.call("POST", f"/api/v1/grants/{self.extract_grant_id}/extracts", "cab_demander", json={"format": "csv"}, expect=202)
+        extracts.run_pending(database, data_dir=settings.resolved_data_dir, keystore=KeyStore(settings.resolved_keys_dir))
+        self.extract_id = extract["id"]
+        done = self.call("GET", f"/api/v1/extracts/{self.extract_id}", "cab_demander", expect=200)
+        assert done["status"] == "done", done
+        self.download_query = dict(parse_qsl(urlsplit(done["download_url"]).query))
+        # A delivery, so that both parties may rate the application.
+        self.call("GET", f"/api/v1/exchange/PSB-HOUSEHOLD/records/{IN_GRANT['citizen_id']}", "cab_service", expect=200)
+        http.app.state.ledger.flush()
+        self.correction_id = self.call("POST", "/api/v1/datasets/PSB-HOUSEHOLD/corrections", "cab_demander",
+                                       json=_correction_body(self, "cab_demander"), expect=201)["id"]
+        self.draft_id = self.fresh_draft()
+        self.public_key_pem = _public_key_pem()
+
+        with database.transaction() as session:
+            for name, role in (("maria", "manager"), ("ada", "admin"), ("dora", "demander")):
+                identities.add_user(session, name=name, roles=[role], password=PASSWORD, department_code="DATA")
+        self.sessions = {"anonymous": self._session(None), "manager": self._session("maria"),
+                         "admin": self._session("ada"), "demander": self._session("dora")}
+        self.sessions["cross_site"] = self.sessions["manager"]
+        self.sessions["stale"] = self._crafted_session(signed_in_hours_ago=9, secret=KeyStore(settings.resolved_keys_dir).session_secret())
+        self.sessions["forged"] = self._crafted_session(signed_in_hours_ago=0, secret="not-the-servers-secret")
+        # The same craft with our secret and a fresh time is a working session: the two above fail for their one flaw.
+        genuine, _ = self._crafted_session(signed_in_hours_ago=0, secret=KeyStore(settings.resolved_keys_dir).session_secret())
+        assert http.get("/ui", headers={"Accept": "text/html", "Cookie": f"govshare_ui={genuine}"}).status_code == 200
+        http.cookies.clear()
+
+    # tokens and sessions
+
+    def headers(self, caller: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[caller]}"} if caller in self.tokens else {}
+
+    def _forged_token(self) -> str:
+        """A token naming a real, recorded jti and every role, signed with a key that is not ours (same kid)."""
+        real = self.tokens["admin"]
+        claims = dict(jwt.decode(real, KeySet.import_key_set(self.http.get("/oauth/jwks").json())).claims)
+        ours = KeyStore(self.settings.resolved_keys_dir).active_key()
+        impostor = ECKey.generate_key("P-256", {"kid": ours.kid}, private=True)
+        claims["scope"] = "provider demander manager service citizen_portal admin"
+        return jwt.encode({"alg": "ES256", "typ": "at+jwt", "kid": ours.kid}, claims, impostor)
+
+    def _expired_token(self) -> str:
+        """A token of ours, recorded and unrevoked, whose lifetime has ended."""
+        real = self.tokens["admin"]
+        claims = dict(jwt.decode(real, KeySet.import_key_set(self.http.get("/oauth/jwks").json())).claims)
+        now = int(time.time())
+        claims.update(iat=now - 7200, exp=now - 3600, scope="provider demander manager service citizen_portal admin")
+        ours = KeyStore(self.settings.resolved_keys_dir).active_key()
+        return jwt.encode({"alg": "ES256", "typ": "at+jwt", "kid": ours.kid}, claims, ours)
+
+    def _disabled_clients_token(self) -> str:
+        """A token of a client holding every role, issued before the client was disabled."""
+        credentials = self.factory.client("DATA", "provider", "demander", "manager", "service", "citizen_portal", "admin")
+        token = self.factory.token(credentials)
+        with self.database.transaction() as session:
+            identities.disable_client(session, client_id=credentials.client_id)
+        return token
+
+    def _revoked_token(self) -> str:
+        """A token of a client holding every role, revoked by that client."""
+        credentials = self.factory.client("DATA", "provider", "demander", "manager", "service", "citizen_portal", "admin")
+        token = self.factory.token(credentials)
+        revoked = self.http.post("/oauth/revoke", data={"token": token}, auth=(credentials.client_id, credentials.client_secret))
+        assert revoked.status_code == 200, revoked.text
+        return token
+
+    def _session(self, name: str | None) -> tuple[str, str]:
+        """A signed-in (or, without a name, an anonymous) browser session: its cookie and CSRF token."""
+        self.http.cookies.clear()
+        form = self.http.get("/ui/login", headers={"Accept": "text/html"})
+        csrf = parse_html(form.text).find("input", name="csrf_token").get("value")
+        if name is not None:
+            signed = self.http.post("/ui/login", data={"csrf_token": csrf, "name": name, "password": PASSWORD, "next": "/ui"},
+                                    headers={"Accept": "text/html"}, follow_redirects=False)
+            assert signed.status_code == 303, signed.text
+            # Signing in starts a new session with a new CSRF token.
+            again = self.http.get("/ui/login", headers={"Accept": "text/html"})
+            csrf = parse_html(again.text).find("input", name="csrf_token").get("value")
+        cookie = self.http.cookies.get("govshare_ui")
+        self.http.cookies.clear()
+        return cookie, csrf
+
+    def _crafted_session(self, *, signed_in_hours_ago: float, secret: str) -> tuple[str, str]:
+        """Maria's session cookie made by hand (as Starlette's SessionMiddleware makes it), with its CSRF token."""
+        with self.database.transaction(write=False) as session:
+            user = session.execute(select(User).where(User.name == "maria")).scalar_one()
+        csrf = secrets.token_urlsafe(32)
+        content = {"user_id": user.id, "user_name": user.name, "csrf": csrf,
+                   "signed_in_at": int(time.time() - signed_in_hours_ago * 3600)}
+        cookie = TimestampSigner(secret).sign(base64.b64encode(json.dumps(content).encode())).decode()
+        return cookie, csrf
+
+    # requests
+
+    def call(self, method: str, path: str, caller: str, *, expect: int | None = None, **kwargs) -> Any:
+        response = self.http.request(method, path, headers=self.headers(caller), **kwargs)
+        if expect is not None:
+            assert response.status_code == expect, f"{method} {path} as {caller}: {response.text}"
+            return response.json() if response.content else None
+        return response
+
+    def _granted(self, body: dict) -> tuple[int, int]:
+        application = self.call("POST", "/api/v1/applications", "cab_demander", json=body, expect=201)
+        self.call("POST", f"/api/v1/applications/{application['id']}/decision", "manager", json=DECISION, expect=200)
+        signed = self.call("POST", f"/api/v1/applications/{application['id']}/provider-decision", "psb_provider",
+                           json=DECISION, expect=200)
+        return application["id"], signed["grant_id"]
+
+    # fresh objects, for the cells that change them
+
+    def new_code(self, department: str) -> str:
+        return f"{department}-MATRIX-{next(self._codes)}"
+
+    def fresh_dataset(self) -> str:
+        code = self.new_code("PSB")
+        self.call("POST", "/api/v1/datasets", "psb_provider", json=dataset_document(code, "PSB"), expect=201)
+        return code
+
+    def fresh_draft(self) -> int:
+        return self.call("POST", "/api/v1/applications", "cab_demander", json=APPLICATION_BODY, params={"draft": "true"},
+                         expect=201)["id"]
+
+    def fresh_submitted(self) -> int:
+        return self.call("POST", "/api/v1/applications", "cab_demander", json=APPLICATION_BODY, expect=201)["id"]
+
+    def fresh_awaiting_provider(self) -> int:
+        application_id = self.fresh_submitted()
+        self.call("POST", f"/api/v1/applications/{application_id}/decision", "manager", json=DECISION, expect=200)
+        return application_id
+
+    def fresh_grant(self) -> int:
+        return self._granted(APPLICATION_BODY)[1]
+
+    def fresh_webhook(self) -> int:
+        return self.call("POST", "/api/v1/webhooks", "cab_demander", json={"url": "https://hooks.example.org/cab"}, expect=201)["id"]
+
+    def deposit_body(self) -> dict:
+        record = _citizens(200)[next(self._codes) % 200]
+        return {"consent_ref": "consent-matrix", "records": [record]}
+
+
+def _public_key_pem() -> str:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+
+@pytest.fixture(scope="module")
+def world(_store, tmp_path_factory) -> Iterator[World]:
+    with served_store(_store, tmp_path_factory.mktemp("matrix")) as (http, database, settings):
+        yield World(http, database, settings)
+
+
+# --- calling a cell ---------------------------------------------------------------------------------
+
+
+def _resolve(value: Any, world: World, caller: str | None = None) -> Any:
+    if not callable(value):
+        return value
+    return value(world, caller) if caller is not None else value(world)
+
+
+def _path(template: str, spec: Row, world: World) -> str:
+    names = [part[1:-1] for part in template.split("/") if part.startswith("{")]
+    unknown = [name for name in names if name not in spec.params and name not in DEFAULTS]
+    assert not unknown, f"{template}: give {unknown} a value in DEFAULTS (or in the row's params)"
+    values = {name: _resolve(spec.params.get(name, DEFAULTS[name]), world) for name in names}
+    return template.format(**values)
+
+
+def _api_request(world: World, route: str, spec: Row, caller: str) -> tuple[str, str, dict[str, Any]]:
+    """Method, path and keyword arguments of one cell's call (making any fresh object it needs)."""
+    method, template = route.split(" ", 1)
+    kwargs: dict[str, Any] = {"headers": world.headers(caller), "follow_redirects": False}
+    if spec.body is not None:
+        kwargs["json"] = spec.body(world, caller) if callable(spec.body) else spec.body
+    if spec.form is not None:
+        kwargs["data"] = _resolve(spec.form, world)
+    if spec.upload:
+        kwargs["files"] = {"file": ("household.csv", _csv(_citizens(40)))}
+    if spec.query is not None:
+        kwargs["params"] = _resolve(spec.query, world)
+    return method, _path(template, spec, world), kwargs
+
+
+def _call_api(world: World, route: str, spec: Row, caller: str):
+    method, path, kwargs = _api_request(world, route, spec, caller)
+    return world.http.request(method, path, **kwargs)
+
+
+def _call_ui(world: World, route: str, spec: Row, caller: str):
+    method, template = route.split(" ", 1)
+    cookie, csrf = world.sessions[caller]
+    headers = {"Accept": "text/html", "Cookie": f"govshare_ui={cookie}"}
+    if caller.endswith("cross_site"):
+        headers["Sec-Fetch-Site"] = "cross-site"
+    kwargs: dict[str, Any] = {"headers": headers, "follow_redirects": False}
+    if method == "POST":
+        kwargs["data"] = {"csrf_token": csrf, **(_resolve(spec.form, world) or {})}
+    try:
+        return world.http.request(method, _path(template, spec, world), **kwargs)
+    finally:
+        world.http.cookies.clear()  # each cell brings its own session
+
+
+def _mismatches(world: World, route: str, spec: Row, callers: tuple[str, ...], call) -> list[str]:
+    found = []
+    for caller in callers:
+        response = call(world, route, spec, caller)
+        expected = spec.expected(caller)
+        if response.status_code != expected:
+            found.append(f"{caller}: expected {expected}, got {response.status_code} {response.text[:160]}")
+        elif response.status_code >= 400 and not route.split(" ", 1)[1].startswith("/ui"):
+            if not response.headers.get("content-type", "").startswith("application/problem+json"):
+                found.append(f"{caller}: {response.status_code} is not application/problem+json")
+    return found
+
+
+# --- the tests -----------------------------------------------------------------------------------------
+
+
+def _app_routes(app) -> set[str]:
+    """Every route the app serves: the OpenAPI document's, plus the pages under /ui (kept out of it)."""
+    routes = {f"{method.upper()} {path}" for path, operations in app.openapi()["paths"].items() for method in operations}
+    for candidate in app.router.routes:
+        for route in getattr(candidate, "effective_candidates", lambda: [candidate])():
+            path = getattr(route, "path", "")
+            if path.startswith("/ui"):
+                routes.update(f"{method} {path}" for method in route.methods if method != "HEAD")
+    return routes
+
+
+def test_every_route_has_a_row(world):
+    served = _app_routes(world.http.app)
+    tabled = set(ROUTES) | set(UI_ROUTES)
+    assert sorted(served - tabled) == [], "routes without a row in the authorization matrix: add one"
+    assert sorted(tabled - served) == [], "rows for routes the app does not serve"
+
+
+@pytest.mark.parametrize("route", sorted(ROUTES))
+def test_api_route_answers_each_caller_as_the_table_says(world, route):
+    assert _mismatches(world, route, ROUTES[route], CALLERS, _call_api) == []
+
+
+@pytest.mark.parametrize("route", sorted(UI_ROUTES))
+def test_page_answers_each_session_as_the_table_says(world, route):
+    assert _mismatches(world, route, UI_ROUTES[route], UI_CALLERS, _call_ui) == []
+
+
+# The access ledger records refused interface calls too, by design; everything else must stay as it was.
+LEDGER_TABLES = {"access_log", "access_log_keys"}
+
+
+def _row_counts(world: World) -> dict[str, int]:
+    """Rows in every table but the ledger. Every change of state also appends an event and an audit entry."""
+    with world.database.transaction(write=False) as session:
+        return {table.name: session.scalar(select(func.count()).select_from(table))
+                for table in Base.metadata.sorted_tables if table.name not in LEDGER_TABLES}
+
+
+def test_refused_calls_write_nothing(world):
+    """Every writing call the table refuses (401, 403, 404), made again: no table gains or loses a row."""
+    wrote, checked = [], 0
+    for route, spec in ROUTES.items():
+        if route.startswith("GET"):
+            continue
+        for caller in CALLERS:
+            if spec.expected(caller) not in (401, 403, 404):
+                continue
+            method, path, kwargs = _api_request(world, route, spec, caller)  # fresh objects are made here, before counting
+            before = _row_counts(world)
+            response = world.http.request(method, path, **kwargs)
+            assert response.status_code == spec.expected(caller), (route, caller, response.text)
+            after, checked = _row_counts(world), checked + 1
+            if after != before:
+                changed = {name: (before[name], after[name]) for name in before if before[name] != after[name]}
+                wrote.append(f"{route} as {caller} changed {changed}")
+    assert checked > 300 and wrote == []

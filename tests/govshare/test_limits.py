@@ -1,0 +1,174 @@
+"""Limits: oversized uploads, huge JSON bodies, deep nesting and slow clients get a clear answer, and the server stays up.
+
+The app here runs with small limits (64 KiB uploads, 8 KiB JSON, a 1-second body
+deadline) so each limit is crossed quickly; the defaults are the same code with
+larger numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import pytest
+from sqlalchemy import func, select
+from starlette.testclient import TestClient
+
+from approvals.models import Application
+from govshare.app import create_app
+from tests.approvals.test_api import application_body
+from tests.factories import DirectoryFactory
+
+UPLOAD_LIMIT, JSON_LIMIT, BODY_SECONDS = 64 * 1024, 8 * 1024, 1.0
+
+
+@pytest.fixture
+def app(settings):
+    return create_app(settings.model_copy(update={
+        "max_request_bytes": UPLOAD_LIMIT, "max_json_bytes": JSON_LIMIT, "request_body_timeout_seconds": BODY_SECONDS}))
+
+
+class Parties:
+    def __init__(self, client: TestClient, factory) -> None:
+        self.http = client
+        self.directory = DirectoryFactory(factory)
+        self.directory.dataset("PSB-HOUSEHOLD", "PSB")
+        self.provider = self.directory.provider("PSB")
+        self.demander = factory.caller("CAB", "demander")
+
+
+@pytest.fixture
+def parties(client, factory) -> Parties:
+    return Parties(client, factory)
+
+
+def _problem(response, status: int, slug: str) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body = response.json()
+    assert body["type"] == f"urn:govshare:problem:{slug}" and body["status"] == status and body["detail"]
+    return body
+
+
+def _applications(database) -> int:
+    with database.transaction(write=False) as session:
+        return session.scalar(select(func.count()).select_from(Application))
+
+
+def _csv_of(size: int) -> bytes:
+    header = "citizen_id,name,district,birth_date\n"
+    row = "11010119900101001X,Citizen,01,1990-01-01\n"
+    return (header + row * (size // len(row) + 1)).encode()
+
+
+def test_an_upload_over_the_upload_limit_is_a_413_and_one_over_the_json_limit_is_still_accepted(parties, client):
+    too_big = client.post("/api/v1/datasets/PSB-HOUSEHOLD/versions", files={"file": ("big.csv", _csv_of(UPLOAD_LIMIT * 2))},
+                          headers=parties.provider)
+    body = _problem(too_big, 413, "payload-too-large")
+    assert str(UPLOAD_LIMIT) in body["detail"]
+    # Larger than the JSON cap, within the upload cap: uploads are not held to the JSON limit.
+    medium = client.post("/api/v1/datasets/PSB-HOUSEHOLD/versions", files={"file": ("medium.csv", _csv_of(JSON_LIMIT * 3))},
+                         headers=parties.provider)
+    assert medium.status_code != 413, medium.text
+    versions = client.get("/api/v1/datasets/PSB-HOUSEHOLD/versions", headers=parties.provider).json()["versions"]
+    assert len(versions) == (1 if medium.status_code == 201 else 0)
+    assert client.get("/healthz").status_code == 200
+
+
+def test_a_json_body_over_its_limit_is_a_413_whether_declared_or_streamed_and_nothing_is_stored(parties, client, database):
+    body = application_body(purpose="x" * (JSON_LIMIT * 2))
+    declared = client.post("/api/v1/applications", json=body, headers=parties.demander)
+    problem = _problem(declared, 413, "payload-too-large")
+    assert f"{JSON_LIMIT} bytes for JSON" in problem["detail"] and str(UPLOAD_LIMIT) in problem["detail"]
+
+    encoded = json.dumps(body).encode()
+
+    def chunks():  # no Content-Length: counted as it arrives
+        for start in range(0, len(encoded), 1024):
+            yield encoded[start:start + 1024]
+
+    streamed = client.post("/api/v1/applications", content=chunks(),
+                           headers={**parties.demander, "Content-Type": "application/json"})
+    _problem(streamed, 413, "payload-too-large")
+    assert _applications(database) == 0
+    # A body within the limit still goes through.
+    assert client.post("/api/v1/applications", json=application_body(), headers=parties.demander).status_code == 201
+
+
+def _nested_filter(depth: int) -> dict:
+    node: dict = {"district": {"eq": "01"}}
+    for _ in range(depth - 1):
+        node = {"and": [node]}
+    return node
+
+
+@pytest.mark.parametrize(("depth", "words"), [(12, "nest at most 8 levels"), (200, "nested more than 64 levels")])
+def test_deeply_nested_row_filters_are_a_422_naming_the_limit(parties, client, database, depth, words):
+    response = client.post("/api/v1/applications", json=application_body(row_filter=_nested_filter(depth)),
+                           headers=parties.demander)
+    problem = _problem(response, 422, "schema-violation" if depth > 64 else "inspection-failed")
+    assert words in json.dumps(problem)
+    assert _applications(database) == 0
+
+
+def test_json_nested_beyond_the_parsers_stack_is_a_422_not_a_crash(parties, settings):
+    # 100,000 levels (200 KB, so under a roomier JSON cap): Python's JSON parser gives up with a RecursionError.
+    raw = b'{"dataset": "PSB-HOUSEHOLD", "row_filter": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    roomy_app = create_app(settings.model_copy(update={"max_json_bytes": 1024 * 1024}))
+    with TestClient(roomy_app, base_url="http://localhost", raise_server_exceptions=False) as roomy:
+        for path, headers in [("/api/v1/datasets", parties.provider), ("/api/v1/applications", parties.demander)]:
+            deep = roomy.post(path, content=raw, headers={**headers, "Content-Type": "application/json"})
+            problem = _problem(deep, 422, "invalid-input")
+            assert "nested too deeply" in problem["detail"]
+        assert roomy.get("/healthz").status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/api/v1/applications/{n}", "/api/v1/grants/{n}", "/api/v1/applications/{n}/history"])
+def test_ids_beyond_what_the_store_holds_are_a_client_error_not_a_500(parties, client, path):
+    response = client.get(path.format(n=2**70), headers=parties.demander)
+    assert response.status_code in (404, 422), response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+
+
+def _raw_request(base_url: str, head: bytes, body: bytes, *, wait: float) -> bytes:
+    host, port = base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+        connection.sendall(head + body)
+        time.sleep(wait)
+        received = b""
+        while chunk := connection.recv(65536):
+            received += chunk
+        return received
+
+
+def test_a_client_that_sends_its_body_too_slowly_gets_a_408_and_the_server_stays_up(parties, live_server):
+    import httpx
+
+    token = parties.demander["Authorization"]
+    head = (b"POST /api/v1/applications HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1000\r\nAuthorization: " + token.encode() + b"\r\n\r\n")
+    started = time.monotonic()
+    answer = _raw_request(live_server, head, b'{"dataset": ', wait=0)  # then nothing: a stalled client
+    elapsed = time.monotonic() - started
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert b" 408 " in status_line, answer[:300]
+    assert b"application/problem+json" in rest.lower()
+    assert b"did not arrive within 1 seconds" in rest
+    assert BODY_SECONDS <= elapsed < BODY_SECONDS + 5
+    # The server answers others, and a body sent at a normal pace is not cut off.
+    assert httpx.get(f"{live_server}/healthz").status_code == 200
+    listing = httpx.get(f"{live_server}/api/v1/applications", headers=parties.demander)
+    assert listing.status_code == 200
+
+
+def test_text_with_a_nul_character_is_stored_intact_or_refused_by_name_never_a_500(parties, client, database):
+    response = client.post("/api/v1/applications", json=application_body(purpose="birth\x00registration"), headers=parties.demander)
+    if database.dialect == "postgresql":  # PostgreSQL text cannot hold NUL
+        problem = _problem(response, 422, "invalid-input")
+        assert "NUL character" in problem["detail"]
+        assert _applications(database) == 0
+    else:
+        assert response.status_code == 201, response.text
+        stored = client.get(f"/api/v1/applications/{response.json()['id']}", headers=parties.demander).json()
+        assert stored["purpose"] == "birth\x00registration"
