@@ -11,7 +11,7 @@ from connectors import service
 from directory import service as directory
 from directory.models import Dataset
 from govshare.auth import Caller, require
-from govshare.db import DbSession
+from govshare.db import DbSession, owns_transactions
 from govshare.errors import PROBLEM_MEDIA_TYPE, problem_body
 
 router = APIRouter(prefix="/api/v1", tags=["connectors"])
@@ -21,6 +21,7 @@ SourceManager = Annotated[Caller, Depends(require("sources.manage"))]
 FAILURE_STATUS = {
     "source-schema-drift": 409, "dataset-retired": 409, "version-conflict": 409,
     "version-refused": 422, "invalid-file": 422, "invalid-source": 422, "source-failed": 502, "sync-failed": 500,
+    "sync-running": 409, "sync-interrupted": 409,
 }
 
 
@@ -60,18 +61,21 @@ def get_source(session: DbSession, dataset: OwnDataset) -> dict[str, Any]:
 
 
 @router.post("/datasets/{code}/sync", status_code=201, summary="Sync a dataset from its source now")
+@owns_transactions
 def sync_now(
     request: Request, session: DbSession, dataset: OwnDataset, caller: SourceManager,
     full: Annotated[bool, Query(description="read everything even when the binding is incremental")] = False,
 ) -> Any:
     state = request.app.state
+    code = dataset.code
+    session.commit()  # ends the request's read transaction: the sync may take minutes and writes in its own
     run = service.run_sync(
-        session, dataset=dataset, data_dir=state.settings.resolved_data_dir, keystore=state.keystore, actor=caller.actor, full=full,
-        files_root=state.settings.resolved_sources_dir,
+        state.database, dataset_code=code, data_dir=state.settings.resolved_data_dir, keystore=state.keystore, actor=caller.actor,
+        full=full, files_root=state.settings.resolved_sources_dir,
     )
     if run.outcome == "ok":
         return service.run_view(run)
-    # The failed run is committed with the request (no exception): the answer is the problem and the run.
+    # The failed run is recorded (no exception): the answer is the problem and the run.
     status = FAILURE_STATUS.get(run.error_type or "", 502)
     body = problem_body(
         status=status, type=run.error_type or "source-failed", title="Sync failed", detail=run.error or "the sync failed",

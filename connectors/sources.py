@@ -114,13 +114,13 @@ class SqlSource:
                     table = self._table(connection)
                     query = select(*(table.c[name] for name in columns))
                     if update_column is not None and since is not None:
-                        query = query.where(table.c[update_column] > since)
+                        query = query.where(table.c[update_column] >= since)
                 else:
                     named = list(dict.fromkeys([*columns, *([update_column] if update_column else [])]))
                     source = text(self.config["query"]).columns(*(column(name) for name in named)).subquery("source")
                     query = select(*(source.c[name] for name in columns))  # quoted the source dialect's way
                     if update_column is not None and since is not None:
-                        query = query.where(source.c[update_column] > since)
+                        query = query.where(source.c[update_column] >= since)
                 result = connection.execution_options(stream_results=True, yield_per=batch_rows).execute(query)
                 for rows in result.partitions(batch_rows):
                     values = list(zip(*rows, strict=True))
@@ -209,7 +209,7 @@ class FilesSource:
         self, columns: list[str], *, update_column: str | None = None, since: Any = None, batch_rows: int = BATCH_ROWS
     ) -> Iterator[pa.RecordBatch]:
         dataset = self._dataset()
-        condition = ds.field(update_column) > since if update_column is not None and since is not None else None
+        condition = ds.field(update_column) >= since if update_column is not None and since is not None else None
         try:
             for batch in dataset.to_batches(columns=columns, filter=condition, batch_size=batch_rows):
                 yield batch
@@ -271,7 +271,7 @@ class HttpSource:
         for records in self._pages():
             table = pa.table({name: _array(tuple(record.get(name) for record in records)) for name in columns})
             if update_column is not None and since is not None:
-                table = table.filter(pc.greater(table.column(update_column), pa.scalar(since)))
+                table = table.filter(pc.greater_equal(table.column(update_column), pa.scalar(since)))
             yield from table.to_batches()
 
 

@@ -33,7 +33,7 @@ from exchange.errors import InvalidQuery, NoData
 from exchange.extract_files import extract_folder, keys_path
 from exchange.models import DepartmentKey, Extract
 from exchange.service import Scope, scope_of
-from govshare import audit
+from govshare import audit, processes
 from govshare.audit import canonical_json
 from govshare.db import Database, quote_identifier, utcnow
 from govshare.keys import KeyStore, Signature
@@ -133,8 +133,8 @@ def _build(database: Database, extract_id: str, *, data_dir: Path, keystore: Key
     folder = extract_folder(data_dir)
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"{extract_id}{FORMATS[fmt]}{'.enc' if encrypt else ''}"
-    temp = folder / f".{extract_id}.{uuid.uuid4().hex}.tmp"
-    plain = folder / f".{extract_id}.{uuid.uuid4().hex}.plain.tmp"
+    temp = folder / processes.temp_name("extract", f".{extract_id}")
+    plain = folder / processes.temp_name("extract", f".{extract_id}.plain")
     try:
         rows = _write(snapshot, scope, fmt, plain, database, extract_id)
         _write_keys(snapshot, scope, keys_path(data_dir, extract_id))
@@ -201,7 +201,7 @@ def _write_keys(snapshot: Path, scope: Scope, target: Path) -> None:
     key = scope.lookup_key
     if not key:
         return
-    temp = target.with_name(target.name + f".{uuid.uuid4().hex}.tmp")
+    temp = target.with_name(processes.temp_name("keys", f".{target.name}"))
     connection = duckdb.connect()
     try:
         path_literal = str(temp).replace("'", "''")
