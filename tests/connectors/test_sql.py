@@ -278,3 +278,18 @@ def test_a_refused_login_is_reported_without_the_password(client, directory, _ma
     )
     assert response.status_code == 502 and "Access denied" in response.json()["detail"]
     assert _mariadb_source.password not in response.text
+
+
+def test_a_row_committed_late_with_the_watermarks_exact_time_is_not_missed(client, directory, source_db, source_table, settings, database):
+    directory.dataset()
+    _seed(source_db, source_table)  # the newest update is 2026-01-01 10:00: the watermark
+    _bind(client, directory, source_db, source_table, mode="incremental", update_column="updated_at")
+    assert _sync(client, directory).json()["rows_added"] == 3
+    # A transaction that stamped its row at 10:00 commits only after that sync read the table.
+    _insert(source_db, source_table, [(PEOPLE[3], "Dan", "03", date(1970, 1, 1), datetime(2026, 1, 1, 10, 0))])
+    late = _sync(client, directory).json()
+    assert (late["mode"], late["rows_added"], late["rows_changed"], late["rows_removed"]) == ("incremental", 1, 0, 0)
+    again = _sync(client, directory).json()  # the rows at the watermark are read again and change nothing
+    assert (again["rows_read"], again["rows_added"], again["rows_changed"], again["rows_removed"]) == (2, 0, 0, 0)
+    snapshot = _snapshot(settings, database)
+    assert sorted(snapshot.column("citizen_id").to_pylist()) == sorted(PEOPLE[:4])  # each once
