@@ -141,6 +141,11 @@ def _used_columns(binding: SourceBinding) -> list[str]:
     return used
 
 
+def _same_type(recorded: str, current: str) -> bool:
+    # A type recorded with less detail (a query column "unknown", CSV text "string") is no change.
+    return recorded == current or recorded == "unknown" or current.startswith(f"{recorded} holding ")
+
+
 def check_drift(binding: SourceBinding, current: dict[str, str]) -> None:
     """``SchemaDrift`` when a column the sync uses is gone or has another type than when last synced."""
     recorded = binding.source_schema or {}
@@ -148,7 +153,7 @@ def check_drift(binding: SourceBinding, current: dict[str, str]) -> None:
     for column in _used_columns(binding):
         if column not in current:
             problems.append(f"column {column} is gone")
-        elif column in recorded and recorded[column] != current[column]:
+        elif column in recorded and not _same_type(recorded[column], current[column]):
             problems.append(f"column {column} changed type from {recorded[column]} to {current[column]}")
     if problems:
         raise SchemaDrift(

@@ -293,3 +293,19 @@ def test_a_row_committed_late_with_the_watermarks_exact_time_is_not_missed(clien
     assert (again["rows_read"], again["rows_added"], again["rows_changed"], again["rows_removed"]) == (2, 0, 0, 0)
     snapshot = _snapshot(settings, database)
     assert sorted(snapshot.column("citizen_id").to_pylist()) == sorted(PEOPLE[:4])  # each once
+
+
+def test_a_retyped_column_of_a_query_source_is_drift_too(client, directory, source_db, source_table):
+    directory.dataset()
+    _seed(source_db, source_table)
+    query = f"SELECT citizen_id, name, district, birth_date FROM {source_table}"
+    bound = client.put(f"/api/v1/datasets/{CODE}/source", json={"kind": "sql", "config": {"url": source_db.url, "query": query}}, headers=directory.provider("PSB"))
+    assert bound.status_code == 200, bound.text
+    assert bound.json()["source_schema"]["birth_date"].lower() == "date"  # the driver's own name for the type
+    assert _sync(client, directory).status_code == 201
+    retype = "MODIFY birth_date VARCHAR(20)" if source_db.name == "mariadb" else "ALTER COLUMN birth_date TYPE VARCHAR(20)"
+    source_db.execute(f"ALTER TABLE {source_table} {retype}")
+    response = _sync(client, directory)
+    assert response.status_code == 409, response.text
+    assert "column birth_date changed type from date to " in response.json()["detail"].lower()
+    assert client.get(f"/api/v1/datasets/{CODE}", headers=directory.provider("PSB")).json()["latest_version"]["number"] == 1
