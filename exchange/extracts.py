@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import os
 import threading
 import uuid
 from datetime import datetime, timedelta
@@ -77,7 +78,8 @@ def _claim(database: Database) -> str | None:
             now = utcnow()
             taken = session.execute(
                 update(Extract).where(Extract.id == extract_id, Extract.status == "queued")
-                .values(status="running", started_at=now, heartbeat_at=now, attempts=Extract.attempts + 1, progress=0.0)
+                .values(status="running", started_at=now, heartbeat_at=now, attempts=Extract.attempts + 1, progress=0.0,
+                        worker_host=processes.HOST, worker_pid=os.getpid())
             ).rowcount
             if taken:
                 return extract_id
@@ -85,10 +87,12 @@ def _claim(database: Database) -> str | None:
 
 
 def recover(database: Database, *, now: datetime | None = None) -> int:
-    """After a restart: running extracts whose worker stopped beating go back to the queue, or fail."""
+    """After a restart: running extracts whose worker ended or stopped beating go back to the queue, or fail."""
     now = now or utcnow()
     with database.transaction() as session:
-        stale = session.execute(select(Extract).where(Extract.status == "running", Extract.heartbeat_at < now - STALE_AFTER)).scalars().all()
+        running = session.execute(select(Extract).where(Extract.status == "running")).scalars().all()
+        stale = [extract for extract in running
+                 if extract.heartbeat_at < now - STALE_AFTER or processes.process_is_gone(extract.worker_host, extract.worker_pid)]
         for extract in stale:
             if extract.attempts >= MAX_ATTEMPTS:
                 extract.status, extract.finished_at = "failed", now
