@@ -11,7 +11,7 @@ from connectors import service
 from directory import service as directory
 from directory.models import Dataset
 from govshare.auth import Caller, require
-from govshare.db import DbSession, owns_transactions
+from govshare.db import DbSession
 from govshare.errors import PROBLEM_MEDIA_TYPE, problem_body
 
 router = APIRouter(prefix="/api/v1", tags=["connectors"])
@@ -61,14 +61,15 @@ def get_source(session: DbSession, dataset: OwnDataset) -> dict[str, Any]:
 
 
 @router.post("/datasets/{code}/sync", status_code=201, summary="Sync a dataset from its source now")
-@owns_transactions
 def sync_now(
     request: Request, session: DbSession, dataset: OwnDataset, caller: SourceManager,
     full: Annotated[bool, Query(description="read everything even when the binding is incremental")] = False,
 ) -> Any:
     state = request.app.state
     code = dataset.code
-    session.commit()  # ends the request's read transaction: the sync may take minutes and writes in its own
+    # End the request's transaction (it has only read) so no lock is held while the sync reads its source,
+    # for minutes perhaps: the sync writes in short transactions of its own.
+    session.commit()
     run = service.run_sync(
         state.database, dataset_code=code, data_dir=state.settings.resolved_data_dir, keystore=state.keystore, actor=caller.actor,
         full=full, files_root=state.settings.resolved_sources_dir,

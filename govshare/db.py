@@ -7,7 +7,7 @@ on the database lock instead of failing half-way with "database is locked".
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -135,18 +135,10 @@ def get_database(request: Request) -> Database:
     return request.app.state.database
 
 
-def owns_transactions(endpoint: Callable[..., Any]) -> Callable[..., Any]:
-    """Mark a route whose work writes in short transactions of its own (a sync reading a source
-    for minutes): its request session only reads, so on SQLite it holds no write lock meanwhile."""
-    endpoint.govshare_owns_transactions = True  # type: ignore[attr-defined]
-    return endpoint
-
-
 def get_db(request: Request) -> Iterator[Session]:
     """One transaction per request: committed on success, rolled back on error."""
     database: Database = request.app.state.database
-    own = getattr(request.scope.get("endpoint"), "govshare_owns_transactions", False)
-    with database.transaction(write=request.method not in ("GET", "HEAD", "OPTIONS") and not own) as session:
+    with database.transaction(write=request.method not in ("GET", "HEAD", "OPTIONS")) as session:
         yield session
 
 
