@@ -211,7 +211,7 @@ def _redact(text: str, secret: str | None) -> str:
 
 def _interrupted(run: SyncRun, now: datetime) -> str | None:
     """Why a run still marked running is no longer being done, or None while its process is at it."""
-    if processes.process_is_gone(run.host, run.pid):
+    if processes.process_is_gone(run.host, run.pid, since=run.started_at.timestamp()):
         return "interrupted: process ended"
     beat = run.heartbeat_at or run.started_at
     if now - beat > STALE_AFTER:

@@ -92,7 +92,8 @@ def recover(database: Database, *, now: datetime | None = None) -> int:
     with database.transaction() as session:
         running = session.execute(select(Extract).where(Extract.status == "running")).scalars().all()
         stale = [extract for extract in running
-                 if extract.heartbeat_at < now - STALE_AFTER or processes.process_is_gone(extract.worker_host, extract.worker_pid)]
+                 if (extract.heartbeat_at or extract.started_at or now) < now - STALE_AFTER
+                 or processes.process_is_gone(extract.worker_host, extract.worker_pid, since=extract.started_at and extract.started_at.timestamp())]
         for extract in stale:
             if extract.attempts >= MAX_ATTEMPTS:
                 extract.status, extract.finished_at = "failed", now

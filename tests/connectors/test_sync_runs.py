@@ -131,14 +131,20 @@ def test_start_up_ends_runs_of_ended_processes_and_removes_only_their_temporary_
         silent = SyncRun(binding_id=binding_id, mode="full", started_at=now - timedelta(minutes=5), outcome="running", actor="test",
                          host="another-host", pid=1, heartbeat_at=now - timedelta(minutes=5))
         alive = SyncRun(binding_id=binding_id, mode="full", started_at=now, outcome="running", actor="test", host="another-host", pid=1, heartbeat_at=now)
-        session.add_all([killed, silent, alive])
+        # A server restarted in a container often gets the pid its killed predecessor had: this process's own.
+        reused = SyncRun(binding_id=binding_id, mode="full", started_at=now - timedelta(hours=1), outcome="running", actor="test",
+                         host=processes.HOST, pid=os.getpid(), heartbeat_at=now)
+        session.add_all([killed, silent, alive, reused])
     datasets = settings.resolved_data_dir / "datasets" / CODE
     datasets.mkdir(parents=True, exist_ok=True)
     left = datasets / f".sync-{dead}@{processes.HOST}-{'a' * 32}.parquet.tmp"
     ours = datasets / processes.temp_name("sync", ".parquet")
     elsewhere = datasets / f".sync-{dead}@another-host-{'b' * 32}.parquet.tmp"
-    for path in (left, ours, elsewhere):
+    reused_pid = datasets / f".upload-{os.getpid()}@{processes.HOST}-{'c' * 32}.parquet.tmp"
+    for path in (left, ours, elsewhere, reused_pid):
         path.write_bytes(b"partial")
+    an_hour_ago = time.time() - 3600
+    os.utime(reused_pid, (an_hour_ago, an_hour_ago))  # written before this process started: by another with its pid
 
     with TestClient(create_app(settings)):  # a server starting up
         pass
@@ -147,7 +153,8 @@ def test_start_up_ends_runs_of_ended_processes_and_removes_only_their_temporary_
     assert (runs[killed.id].outcome, runs[killed.id].error, runs[killed.id].error_type) == ("failed", "interrupted: process ended", "sync-interrupted")
     assert runs[silent.id].outcome == "failed" and runs[silent.id].error.startswith("interrupted: no heartbeat since")
     assert runs[alive.id].outcome == "running"  # another host's live run is not ours to end
-    assert not left.exists() and ours.exists() and elsewhere.exists()
+    assert (runs[reused.id].outcome, runs[reused.id].error) == ("failed", "interrupted: process ended")
+    assert not left.exists() and not reused_pid.exists() and ours.exists() and elsewhere.exists()
     refused = client.post(f"/api/v1/datasets/{CODE}/sync", headers=directory.provider("PSB"))
     assert refused.status_code == 409 and "is running" in refused.json()["detail"]
     with database.transaction() as session:
