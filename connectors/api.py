@@ -21,6 +21,7 @@ SourceManager = Annotated[Caller, Depends(require("sources.manage"))]
 FAILURE_STATUS = {
     "source-schema-drift": 409, "dataset-retired": 409, "version-conflict": 409,
     "version-refused": 422, "invalid-file": 422, "invalid-source": 422, "source-failed": 502, "sync-failed": 500,
+    "sync-running": 409, "sync-interrupted": 409,
 }
 
 
@@ -65,13 +66,17 @@ def sync_now(
     full: Annotated[bool, Query(description="read everything even when the binding is incremental")] = False,
 ) -> Any:
     state = request.app.state
+    code = dataset.code
+    # End the request's transaction (it has only read) so no lock is held while the sync reads its source,
+    # for minutes perhaps: the sync writes in short transactions of its own.
+    session.commit()
     run = service.run_sync(
-        session, dataset=dataset, data_dir=state.settings.resolved_data_dir, keystore=state.keystore, actor=caller.actor, full=full,
-        files_root=state.settings.resolved_sources_dir,
+        state.database, dataset_code=code, data_dir=state.settings.resolved_data_dir, keystore=state.keystore, actor=caller.actor,
+        full=full, files_root=state.settings.resolved_sources_dir,
     )
     if run.outcome == "ok":
         return service.run_view(run)
-    # The failed run is committed with the request (no exception): the answer is the problem and the run.
+    # The failed run is recorded (no exception): the answer is the problem and the run.
     status = FAILURE_STATUS.get(run.error_type or "", 502)
     body = problem_body(
         status=status, type=run.error_type or "source-failed", title="Sync failed", detail=run.error or "the sync failed",

@@ -12,6 +12,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from connectors import service
 from directory import service as directory
+from govshare import processes
 from govshare.db import Database
 from govshare.errors import GovshareError
 from govshare.keys import KeyStore
@@ -29,21 +30,24 @@ def sync(
     database = Database(settings.resolved_database_url, keystore=keystore)
     console = Console(stderr=True)
     try:
-        with database.transaction() as session:
+        with database.transaction(write=False) as session:
             dataset = directory.get_dataset(session, code)
             if as_department:
                 directory.ensure_own(dataset, department=as_department.upper())
-            with Progress(
-                SpinnerColumn(), TextColumn(f"syncing {code}: {{task.completed:,}} rows read"), TimeElapsedColumn(),
-                console=console, transient=False,
-            ) as progress:
-                task = progress.add_task("sync", total=None)
-                run = service.run_sync(
-                    session, dataset=dataset, data_dir=settings.resolved_data_dir, keystore=keystore,
-                    actor=f"cli:{getpass.getuser()}", full=full, files_root=settings.resolved_sources_dir,
-                    progress=lambda rows: progress.update(task, completed=rows),
-                )
-            view = service.run_view(run)
+        # Runs a process killed mid-sync left "running" are ended first, and its temporary files removed.
+        service.recover_interrupted(database)
+        processes.remove_dead_temp_files(settings.resolved_data_dir)
+        with Progress(
+            SpinnerColumn(), TextColumn(f"syncing {code}: {{task.completed:,}} rows read"), TimeElapsedColumn(),
+            console=console, transient=False,
+        ) as progress:
+            task = progress.add_task("sync", total=None)
+            run = service.run_sync(
+                database, dataset_code=dataset.code, data_dir=settings.resolved_data_dir, keystore=keystore,
+                actor=f"cli:{getpass.getuser()}", full=full, files_root=settings.resolved_sources_dir,
+                progress=lambda rows: progress.update(task, completed=rows),
+            )
+        view = service.run_view(run)
     except GovshareError as error:
         typer.echo(f"error: {error.detail}", err=True)
         raise typer.Exit(1) from None

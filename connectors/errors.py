@@ -19,3 +19,7 @@ class SchemaDrift(GovshareError):
 
 class SourceFailed(GovshareError):
     status, type, title = 502, "source-failed", "The source could not be read"
+
+
+class SyncRunning(GovshareError):
+    status, type, title = 409, "sync-running", "A sync of this dataset is running"

@@ -53,3 +53,8 @@ class SyncRun(Base):
     rows_removed: Mapped[int | None] = mapped_column(BIGINT)
     version: Mapped[int | None] = mapped_column(Integer)
     actor: Mapped[str] = mapped_column(String(200))
+    # The process doing the sync, and when it last showed it was alive: a run still "running"
+    # whose process has ended (or stopped beating) was interrupted.
+    host: Mapped[str | None] = mapped_column(String(255))
+    pid: Mapped[int | None] = mapped_column(Integer)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -2,17 +2,21 @@
 
 A sync reads the source in record batches, renames source columns to data items,
 and hands the batches to the directory, which checks them like an upload and
-stores them atomically as the next version. The sync's work happens inside a
-savepoint: when anything fails (schema drift, a refused row, a source that stops
-answering mid-way) the savepoint is rolled back, the last good version stays the
-one served, and the failed run is recorded with the reason. Functions take the
-session first and flush, never commit.
+stores them atomically as the next version. No transaction is held while a source
+is read: the run is recorded as running by this process first, the data is checked
+into a temporary file (named after the process), and the version is stored in one
+short transaction at the end. When anything fails (schema drift, a refused row, a
+source that stops answering mid-way) the last good version stays the one served and
+the failed run is recorded with the reason; a run whose process was killed is ended
+as interrupted by ``recover_interrupted``. ``run_sync`` and ``sync_due`` own their
+transactions; the other functions take the session first and flush, never commit.
 """
 
 from __future__ import annotations
 
 import logging
-import uuid
+import os
+import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -22,17 +26,18 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from connectors.errors import InvalidSource, SchemaDrift, SourceNotBound
+from connectors.errors import InvalidSource, SchemaDrift, SourceNotBound, SyncRunning
 from connectors.models import SourceBinding, SyncRun
 from connectors.sources import SOURCES, parse_watermark
 from directory import loading
 from directory import service as directory
+from directory.errors import VersionConflict
 from directory.models import Dataset
-from govshare import audit
+from govshare import audit, processes
 from govshare.db import quote_identifier, utcnow
 from govshare.errors import GovshareError
 from govshare.keys import KeyStore
@@ -41,6 +46,8 @@ log = logging.getLogger("govshare.connectors")
 
 MODES = ("full", "incremental")
 RETRY_AFTER = timedelta(hours=1)  # a scheduled sync that failed is tried again after this long
+HEARTBEAT_SECONDS = 1.0  # how often a running sync records that it is alive, with the rows read so far
+STALE_AFTER = timedelta(seconds=60)  # a running sync silent this long (on another host) was interrupted
 Progress = Callable[[int], None]
 """Called with the number of source rows read so far."""
 FREQUENCY_DAYS = {"realtime": 1, "daily": 1, "weekly": 7, "monthly": 31, "quarterly": 92, "yearly": 366}
@@ -134,6 +141,11 @@ def _used_columns(binding: SourceBinding) -> list[str]:
     return used
 
 
+def _same_type(recorded: str, current: str) -> bool:
+    # A type recorded with less detail (a query column "unknown", CSV text "string") is no change.
+    return recorded == current or recorded == "unknown" or current.startswith(f"{recorded} holding ")
+
+
 def check_drift(binding: SourceBinding, current: dict[str, str]) -> None:
     """``SchemaDrift`` when a column the sync uses is gone or has another type than when last synced."""
     recorded = binding.source_schema or {}
@@ -141,7 +153,7 @@ def check_drift(binding: SourceBinding, current: dict[str, str]) -> None:
     for column in _used_columns(binding):
         if column not in current:
             problems.append(f"column {column} is gone")
-        elif column in recorded and recorded[column] != current[column]:
+        elif column in recorded and not _same_type(recorded[column], current[column]):
             problems.append(f"column {column} changed type from {recorded[column]} to {current[column]}")
     if problems:
         raise SchemaDrift(
@@ -197,10 +209,98 @@ def _redact(text: str, secret: str | None) -> str:
     return text.replace(secret, "***") if secret else text
 
 
+def _interrupted(run: SyncRun, now: datetime) -> str | None:
+    """Why a run still marked running is no longer being done, or None while its process is at it."""
+    if processes.process_is_gone(run.host, run.pid, since=run.started_at.timestamp()):
+        return "interrupted: process ended"
+    beat = run.heartbeat_at or run.started_at
+    if now - beat > STALE_AFTER:
+        return f"interrupted: no heartbeat since {beat.isoformat()}"
+    return None
+
+
+def _end_interrupted(run: SyncRun, reason: str, now: datetime) -> None:
+    run.outcome, run.error_type, run.error, run.finished_at = "failed", "sync-interrupted", reason, now
+
+
+def recover_interrupted(database: Any, *, now: datetime | None = None) -> int:
+    """Runs left "running" by a process that ended (or stopped beating) are ended as failed, with why."""
+    now = now or utcnow()
+    with database.transaction() as session:
+        ended = 0
+        for run in session.execute(select(SyncRun).where(SyncRun.outcome == "running")).scalars():
+            reason = _interrupted(run, now)
+            if reason:
+                _end_interrupted(run, reason, now)
+                ended += 1
+        if ended:
+            log.warning("%d interrupted sync run(s) ended as failed", ended)
+        return ended
+
+
+def start_run(session: Session, *, dataset: Dataset, actor: str, full: bool = False, due_at: datetime | None = None) -> SyncRun | None:
+    """Record a sync of ``dataset`` as running, by this process (None: ``due_at`` given and it is not due).
+
+    One run of a binding at a time: a run still going in a live process refuses a second
+    (``SyncRunning``); one whose process has ended is first ended as interrupted.
+    """
+    # Lock the binding so two processes do not start one dataset's sync twice (PostgreSQL; SQLite serialises writers).
+    binding = session.execute(
+        select(SourceBinding).where(SourceBinding.dataset_id == dataset.id).with_for_update()
+    ).scalar_one_or_none()
+    if binding is None:
+        raise SourceNotBound(f"dataset {dataset.code} has no source bound")
+    now = utcnow()
+    for running in session.execute(select(SyncRun).where(SyncRun.binding_id == binding.id, SyncRun.outcome == "running")).scalars():
+        reason = _interrupted(running, now)
+        if reason is None:
+            raise SyncRunning(f"a sync of {dataset.code} is running (run {running.id}, started {running.started_at.isoformat()})")
+        _end_interrupted(running, reason, now)
+    session.flush()
+    if due_at is not None and not is_due(session, binding=binding, dataset=dataset, now=due_at):
+        return None
+    mode = "full" if full or binding.mode == "full" or binding.watermark is None or dataset.latest_version is None else "incremental"
+    run = SyncRun(
+        binding_id=binding.id, mode=mode, started_at=now, outcome="running", actor=actor,
+        host=processes.HOST, pid=os.getpid(), heartbeat_at=now,
+    )
+    session.add(run)
+    session.flush()
+    return run
+
+
+class _Heartbeat:
+    """Beats a running sync's heartbeat (and rows read so far) in short transactions of its own."""
+
+    def __init__(self, database: Any, run_id: int) -> None:
+        self.database, self.run_id, self.rows = database, run_id, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"govshare-sync-{run_id}", daemon=True)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_SECONDS):
+            try:
+                with self.database.transaction() as session:
+                    session.execute(
+                        update(SyncRun).where(SyncRun.id == self.run_id, SyncRun.outcome == "running")
+                        .values(heartbeat_at=utcnow(), rows_read=self.rows)
+                    )
+            except SQLAlchemyError:  # a missed beat is told by the next; the sync itself decides the outcome
+                log.warning("sync run %s: heartbeat not recorded", self.run_id, exc_info=True)
+
+
 def run_sync(
-    session: Session,
+    database: Any,
     *,
-    dataset: Dataset,
+    dataset_code: str,
     data_dir: Path,
     keystore: KeyStore,
     actor: str,
@@ -208,55 +308,97 @@ def run_sync(
     full: bool = False,
     files_root: Path | None = None,
     progress: Progress | None = None,
-) -> SyncRun:
-    """Sync ``dataset`` from its bound source into a new version; the run records how it ended.
+    due_at: datetime | None = None,
+) -> SyncRun | None:
+    """Sync a dataset from its bound source into a new version; the run records how it ended.
 
-    A failed sync is not raised: its work is rolled back to a savepoint (the last good
-    version stays served) and the run is returned with ``outcome`` "failed" and the
-    reason, so the caller can commit the record of it. ``full`` forces a full read.
+    No transaction is held while the source is read: the run is recorded as running (with
+    this process and a heartbeat) in one short transaction, the data is read and checked
+    into a temporary file, and the version, the binding and the run's end are written in
+    another. A failed sync is not raised: the last good version stays served and the run
+    is returned with ``outcome`` "failed" and the reason. A process killed mid-way leaves
+    the run "running"; ``recover_interrupted`` ends it. ``full`` forces a full read;
+    with ``due_at`` the sync happens only if the dataset is due then (None otherwise).
     """
-    binding = get_binding(session, dataset=dataset)
-    mode = "full" if full or binding.mode == "full" or binding.watermark is None or dataset.latest_version is None else "incremental"
-    run = SyncRun(binding_id=binding.id, mode=mode, started_at=utcnow(), outcome="running", actor=actor)
-    session.add(run)
-    session.flush()
+    with database.transaction() as session:
+        dataset = directory.get_dataset(session, dataset_code)
+        run = start_run(session, dataset=dataset, actor=actor, full=full, due_at=due_at)
+        if run is None:
+            return None
+        binding = get_binding(session, dataset=dataset)
+        previous = directory.latest_version(session, dataset=dataset)
+    # From here on ``dataset``, ``binding`` and ``previous`` are detached copies: read, never written.
     secret = keystore.decrypt(binding.secret_encrypted) if binding.secret_encrypted else None
-    source = source or open_source(binding, keystore=keystore, files_root=files_root)
+    snapshot = None
     try:
-        with session.begin_nested():
+        with _Heartbeat(database, run.id) as heartbeat:
+            def counted(rows: int) -> None:
+                heartbeat.rows = rows
+                if progress:
+                    progress(rows)
+
+            source = source or open_source(binding, keystore=keystore, files_root=files_root)
             current = source.columns()
             check_drift(binding, current)
-            if mode == "full":
-                version, counts, read, watermark = _full(
-                    session, dataset=dataset, binding=binding, source=source, data_dir=data_dir, actor=actor, progress=progress
+            if run.mode == "full":
+                snapshot, counts, read, watermark = _full(
+                    dataset=dataset, binding=binding, previous=previous, source=source, data_dir=data_dir, progress=counted
                 )
             else:
-                version, counts, read, watermark = _incremental(
-                    session, dataset=dataset, binding=binding, source=source, current=current, data_dir=data_dir, actor=actor,
-                    progress=progress,
+                snapshot, counts, read, watermark = _incremental(
+                    dataset=dataset, binding=binding, previous=previous, source=source, current=current, data_dir=data_dir,
+                    progress=counted,
                 )
-            binding.source_schema = current
-            if watermark is not None:
-                binding.watermark = watermark.isoformat() if hasattr(watermark, "isoformat") else str(watermark)
-            session.flush()
+        with database.transaction() as session:
+            finished = _finish(
+                session, run_id=run.id, dataset_id=dataset.id, previous=previous, snapshot=snapshot, counts=counts, read=read,
+                watermark=watermark, current=current, data_dir=data_dir, actor=actor,
+            )
+        return finished
     except Exception as error:  # any failure: recorded on the run, the last good version kept
-        run.outcome = "failed"
+        if snapshot is not None:
+            snapshot.temp_path.unlink(missing_ok=True)
         if isinstance(error, GovshareError):
-            run.error_type = error.type
+            error_type = error.type
         else:  # a connection reset or a driver error mid-way is the source's; anything else is ours
-            run.error_type = "source-failed" if isinstance(error, (OSError, SQLAlchemyError)) else "sync-failed"
+            error_type = "source-failed" if isinstance(error, (OSError, SQLAlchemyError)) else "sync-failed"
         detail = error.detail if isinstance(error, GovshareError) else f"{type(error).__name__}: {error}"
-        run.error = _redact(detail, secret)[:4000]
-        log.warning("sync of %s failed: %s", dataset.code, run.error_type)
-    else:
-        run.outcome, run.version, run.rows_read = "ok", version.number, read
-        run.rows_added, run.rows_changed, run.rows_removed = counts
-        audit.record(
-            session, actor=actor, action="source.synced", subject=f"dataset:{dataset.code}",
-            details={"version": version.number, "mode": mode, "added": counts[0], "changed": counts[1], "removed": counts[2]},
-        )
-    run.finished_at = utcnow()
+        log.warning("sync of %s failed: %s", dataset.code, error_type)
+        with database.transaction() as session:
+            failed = session.get(SyncRun, run.id)
+            if failed.outcome == "running":  # else already ended as interrupted by another process
+                failed.outcome, failed.error_type, failed.error = "failed", error_type, _redact(detail, secret)[:4000]
+                failed.finished_at = utcnow()
+        return failed
+
+
+def _finish(
+    session: Session, *, run_id: int, dataset_id: int, previous: Any, snapshot: loading.Snapshot, counts: tuple[int, int, int],
+    read: int, watermark: Any, current: dict[str, str], data_dir: Path, actor: str,
+) -> SyncRun:
+    """Store the checked snapshot as the next version and end the run as ok, in the caller's transaction."""
+    run = session.get(SyncRun, run_id)
+    dataset = session.execute(select(Dataset).where(Dataset.id == dataset_id).with_for_update()).scalar_one()
+    if run.outcome != "running":
+        raise SyncRunning(f"sync run {run_id} was ended meanwhile ({run.error}); nothing was replaced")
+    if run.mode == "incremental" and dataset.latest_version != (previous.number if previous else None):
+        # The changes were applied to a version that is no longer the latest: applying them would drop the newer one.
+        raise VersionConflict(f"another version of {dataset.code} was stored during the sync; nothing was replaced, sync again")
+    binding = session.execute(select(SourceBinding).where(SourceBinding.dataset_id == dataset_id)).scalar_one()
+    version = directory.store_checked(
+        session, dataset=dataset, snapshot=snapshot, data_dir=data_dir, actor=actor,
+        source_name=f"{binding.kind} source sync" + (" (incremental)" if run.mode == "incremental" else ""),
+    )
+    binding.source_schema = current
+    if watermark is not None:
+        binding.watermark = watermark.isoformat() if hasattr(watermark, "isoformat") else str(watermark)
+    run.outcome, run.version, run.rows_read, run.finished_at = "ok", version.number, read, utcnow()
+    run.rows_added, run.rows_changed, run.rows_removed = counts
     session.flush()
+    audit.record(
+        session, actor=actor, action="source.synced", subject=f"dataset:{dataset.code}",
+        details={"version": version.number, "mode": run.mode, "added": counts[0], "changed": counts[1], "removed": counts[2]},
+    )
     return run
 
 
@@ -267,25 +409,18 @@ def _key_item(dataset: Dataset, binding: SourceBinding) -> str | None:
     return dataset.document.get("lookup_key") or (keys[0] if keys else None)
 
 
-def _full(
-    session: Session, *, dataset: Dataset, binding: SourceBinding, source: Source, data_dir: Path, actor: str, progress: Progress | None = None
-):
-    previous = directory.latest_version(session, dataset=dataset)
+def _full(*, dataset: Dataset, binding: SourceBinding, previous: Any, source: Source, data_dir: Path, progress: Progress):
     previous_path = directory.snapshot_path(data_dir, previous) if previous else None
     watermark: list[Any] = [None]
     counted = [0]
     batches = _renamed(source.batches(_used_columns(binding)), binding, watermark, counted, progress)
-    version = directory.add_version_from_batches(
-        session, dataset=dataset, batches=batches, source_format=binding.kind,
-        source_name=f"{binding.kind} source sync", data_dir=data_dir, actor=actor,
-    )
-    placed = directory.snapshot_path(data_dir, version)
+    snapshot = directory.check_batches(dataset=dataset, batches=batches, source_format=binding.kind, data_dir=data_dir)
     try:
-        counts = _changes(previous_path, placed, _key_item(dataset, binding))
+        counts = _changes(previous_path, snapshot.temp_path, _key_item(dataset, binding))
     except BaseException:
-        placed.unlink(missing_ok=True)  # the savepoint rolls back its row; the file must go too
+        snapshot.temp_path.unlink(missing_ok=True)
         raise
-    return version, counts, counted[0], watermark[0]
+    return snapshot, counts, counted[0], watermark[0]
 
 
 def _key_batches(source: Source, column: str) -> Iterator[pa.RecordBatch]:
@@ -294,21 +429,23 @@ def _key_batches(source: Source, column: str) -> Iterator[pa.RecordBatch]:
 
 
 def _incremental(
-    session: Session, *, dataset: Dataset, binding: SourceBinding, source: Source, current: dict[str, str], data_dir: Path, actor: str,
-    progress: Progress | None = None,
+    *, dataset: Dataset, binding: SourceBinding, previous: Any, source: Source, current: dict[str, str], data_dir: Path,
+    progress: Progress,
 ):
-    """Only rows whose update column passed the watermark are read (and checked); with the source's
+    """Only rows whose update column reached the watermark are read (and checked); with the source's
     full key set they are applied to the previous snapshot in DuckDB: kept rows, minus deleted keys,
-    plus changed and new rows, streamed into the next version."""
-    previous = directory.latest_version(session, dataset=dataset)
+    plus changed and new rows, streamed into the next version.
+
+    The watermark itself is read again (``>=``): a row committed late with exactly the newest
+    time seen is not missed. Applying a row that is already in the snapshot changes nothing
+    and is not counted as changed, so reading it twice is harmless."""
     if previous is None or previous.items != dataset.document["items"]:
-        return _full(session, dataset=dataset, binding=binding, source=source, data_dir=data_dir, actor=actor, progress=progress)
+        return _full(dataset=dataset, binding=binding, previous=previous, source=source, data_dir=data_dir, progress=progress)
     previous_path = directory.snapshot_path(data_dir, previous)
     key = binding.key_column
     since = parse_watermark(binding.watermark, current.get(binding.update_column, ""))
     folder = data_dir / "datasets" / dataset.code
-    stem = uuid.uuid4().hex
-    changed_path, keys_path = folder / f".sync-{stem}.changed.tmp", folder / f".sync-{stem}.keys.tmp"
+    changed_path, keys_path = folder / processes.temp_name("sync", ".changed"), folder / processes.temp_name("sync", ".keys")
     watermark: list[Any] = [since]
     counted = [0]
     connection = duckdb.connect(config={"threads": 2, "memory_limit": "256MB"})
@@ -322,12 +459,13 @@ def _incremental(
                 writer.write_batch(batch)
         k = f"CAST({quote_identifier(key)} AS VARCHAR)"
         prev, changed, keys = str(previous_path), str(changed_path), str(keys_path)
+        # A row counts as changed only when its values differ (hash(r) over the whole row).
         [(added, changed_count, removed)] = connection.execute(
-            f"""WITH prev AS (SELECT DISTINCT {k} AS k FROM read_parquet($prev)),
-                     changed AS (SELECT DISTINCT {k} AS k FROM read_parquet($changed)),
+            f"""WITH prev AS (SELECT {k} AS k, list_sort(list(hash(r))) AS h FROM read_parquet($prev) AS r GROUP BY 1),
+                     changed AS (SELECT {k} AS k, list_sort(list(hash(r))) AS h FROM read_parquet($changed) AS r GROUP BY 1),
                      keys AS (SELECT DISTINCT k FROM read_parquet($keys))
                 SELECT (SELECT count(*) FROM changed WHERE k NOT IN (SELECT k FROM prev)),
-                       (SELECT count(*) FROM changed WHERE k IN (SELECT k FROM prev)),
+                       (SELECT count(*) FROM changed JOIN prev USING (k) WHERE changed.h <> prev.h),
                        (SELECT count(*) FROM prev WHERE k NOT IN (SELECT k FROM keys))""",
             {"prev": prev, "changed": changed, "keys": keys},
         ).fetchall()
@@ -339,15 +477,12 @@ def _incremental(
                 UNION ALL SELECT * FROM read_parquet(?)""",
             params=[prev, keys, changed, changed],
         ).to_arrow_reader(loading.PARQUET_BATCH_ROWS)
-        version = directory.add_version_from_batches(
-            session, dataset=dataset, batches=reader, source_format=binding.kind,
-            source_name=f"{binding.kind} source sync (incremental)", data_dir=data_dir, actor=actor,
-        )
+        snapshot = directory.check_batches(dataset=dataset, batches=reader, source_format=binding.kind, data_dir=data_dir)
     finally:
         connection.close()
         changed_path.unlink(missing_ok=True)
         keys_path.unlink(missing_ok=True)
-    return version, (added, changed_count, removed), counted[0], watermark[0]
+    return snapshot, (added, changed_count, removed), counted[0], watermark[0]
 
 
 def run_view(run: SyncRun) -> dict[str, Any]:
@@ -364,6 +499,7 @@ def run_view(run: SyncRun) -> dict[str, Any]:
         "rows_changed": run.rows_changed,
         "rows_removed": run.rows_removed,
         "version": run.version,
+        "heartbeat_at": run.heartbeat_at.isoformat() if run.heartbeat_at else None,
     }
 
 
@@ -432,21 +568,20 @@ def due_datasets(session: Session, *, now: datetime) -> list[int]:
 
 
 def sync_due(database: Any, *, data_dir: Path, keystore: KeyStore, files_root: Path | None = None, now: datetime | None = None) -> list[SyncRun]:
-    """Sync every dataset that is due, each in its own transaction (a job owns its transactions)."""
+    """Sync every dataset that is due, each in transactions of its own (a job owns its transactions)."""
     now = now or utcnow()
     with database.transaction(write=False) as session:
-        due = due_datasets(session, now=now)
+        due = [session.get(Dataset, dataset_id).code for dataset_id in due_datasets(session, now=now)]
     runs = []
-    for dataset_id in due:
-        with database.transaction() as session:
-            # Lock the binding so two job workers do not sync one dataset twice (PostgreSQL; SQLite serialises writers).
-            binding = session.execute(
-                select(SourceBinding).where(SourceBinding.dataset_id == dataset_id).with_for_update(skip_locked=True)
-            ).scalar_one_or_none()
-            dataset = session.get(Dataset, dataset_id)
-            if binding is None or dataset is None or not is_due(session, binding=binding, dataset=dataset, now=now):
-                continue  # another worker has it, or has just synced it
-            runs.append(run_sync(session, dataset=dataset, data_dir=data_dir, keystore=keystore, actor="job:source-syncs", files_root=files_root))
+    for code in due:
+        try:
+            # Checked again when the run is recorded: another worker may have just synced it.
+            run = run_sync(database, dataset_code=code, data_dir=data_dir, keystore=keystore, actor="job:source-syncs",
+                           files_root=files_root, due_at=now)
+        except SyncRunning:
+            continue  # another worker has it
+        if run is not None:
+            runs.append(run)
     return runs
 
 

@@ -97,7 +97,12 @@ class SqlSource:
                 if self.config.get("table"):
                     return {found.name: _type_name(found.type) for found in self._table(connection).columns}
                 result = connection.execute(text(f"SELECT * FROM ({self.config['query']}) AS source WHERE 1 = 0"))
-                return {name: "unknown" for name in result.keys()}
+                # A query has no table to reflect: its columns' types are what the driver describes.
+                dbapi_connection = connection.connection.dbapi_connection
+                return {
+                    name: _driver_type_name(dbapi_connection, described[1])
+                    for name, described in zip(result.keys(), result.cursor.description, strict=True)
+                }
         except SQLAlchemyError as error:
             raise SourceFailed(f"the source database could not be read: {_redact(_message(error), self._secret)}") from None
         finally:
@@ -114,13 +119,13 @@ class SqlSource:
                     table = self._table(connection)
                     query = select(*(table.c[name] for name in columns))
                     if update_column is not None and since is not None:
-                        query = query.where(table.c[update_column] > since)
+                        query = query.where(table.c[update_column] >= since)
                 else:
                     named = list(dict.fromkeys([*columns, *([update_column] if update_column else [])]))
                     source = text(self.config["query"]).columns(*(column(name) for name in named)).subquery("source")
                     query = select(*(source.c[name] for name in columns))  # quoted the source dialect's way
                     if update_column is not None and since is not None:
-                        query = query.where(source.c[update_column] > since)
+                        query = query.where(source.c[update_column] >= since)
                 result = connection.execution_options(stream_results=True, yield_per=batch_rows).execute(query)
                 for rows in result.partitions(batch_rows):
                     values = list(zip(*rows, strict=True))
@@ -136,6 +141,21 @@ def _type_name(sql_type: Any) -> str:
         return type(sql_type.as_generic()).__name__
     except NotImplementedError:
         return type(sql_type).__name__
+
+
+def _driver_type_name(dbapi_connection: Any, type_code: Any) -> str:
+    """A query column's type as its driver names it (PostgreSQL's type name, MySQL's field type), else its code."""
+    if type_code is None:
+        return "unknown"  # SQLite describes no types
+    adapters = getattr(dbapi_connection, "adapters", None)  # psycopg 3: type codes are PostgreSQL type OIDs
+    if adapters is not None and (info := adapters.types.get(type_code)) is not None:
+        return info.name
+    if type(dbapi_connection).__module__.startswith("pymysql"):
+        from pymysql.constants import FIELD_TYPE
+
+        names = {value: name for name, value in reversed(vars(FIELD_TYPE).items()) if name.isupper()}
+        return names.get(type_code, str(type_code))
+    return str(type_code)
 
 
 def _message(error: SQLAlchemyError) -> str:
@@ -177,7 +197,7 @@ class FilesSource:
         clean = {key: value for key, value in config.items() if key != "secret_key"}
         return clean, config.get("secret_key")
 
-    def _dataset(self) -> ds.Dataset:
+    def _dataset(self, *, text: bool = True) -> ds.Dataset:
         path = self.config["path"]
         if path.startswith("s3://"):
             filesystem = pafs.S3FileSystem(
@@ -194,7 +214,7 @@ class FilesSource:
             filesystem, location = pafs.LocalFileSystem(), str(resolved)
         try:
             found = ds.dataset(location, format=self.config.get("format", "parquet"), filesystem=filesystem)
-            if self.config.get("format") == "csv":
+            if self.config.get("format") == "csv" and text:
                 # CSV has no types: every column is read as text (a district "01" must not become 1) and cast per item.
                 text_schema = pa.schema([pa.field(name, pa.string()) for name in found.schema.names])
                 found = ds.dataset(location, format="csv", filesystem=filesystem, schema=text_schema)
@@ -203,18 +223,30 @@ class FilesSource:
             raise SourceFailed(f"the files could not be read: {_redact(str(error), self._secret)}") from None
 
     def columns(self) -> dict[str, str]:
-        return {field.name: str(field.type) for field in self._dataset().schema}
+        """Every column and its type; CSV columns are read as text, named with the type their values look like."""
+        if self.config.get("format") != "csv":
+            return {field.name: str(field.type) for field in self._dataset().schema}
+        # pyarrow infers each column's type from the first block of the first file: enough to notice
+        # dates that became free text, say, though not a change that starts further down.
+        inferred = self._dataset(text=False).schema
+        return {field.name: _text_holding(field.type) for field in inferred}
 
     def batches(
         self, columns: list[str], *, update_column: str | None = None, since: Any = None, batch_rows: int = BATCH_ROWS
     ) -> Iterator[pa.RecordBatch]:
         dataset = self._dataset()
-        condition = ds.field(update_column) > since if update_column is not None and since is not None else None
+        condition = ds.field(update_column) >= since if update_column is not None and since is not None else None
         try:
             for batch in dataset.to_batches(columns=columns, filter=condition, batch_size=batch_rows):
                 yield batch
         except (OSError, pa.ArrowInvalid) as error:
             raise SourceFailed(f"the files stopped being readable: {_redact(str(error), self._secret)}") from None
+
+
+def _text_holding(inferred: pa.DataType) -> str:
+    if pa.types.is_string(inferred) or pa.types.is_large_string(inferred) or pa.types.is_null(inferred):
+        return "string"
+    return f"string holding {inferred}"
 
 
 class HttpSource:
@@ -271,7 +303,7 @@ class HttpSource:
         for records in self._pages():
             table = pa.table({name: _array(tuple(record.get(name) for record in records)) for name in columns})
             if update_column is not None and since is not None:
-                table = table.filter(pc.greater(table.column(update_column), pa.scalar(since)))
+                table = table.filter(pc.greater_equal(table.column(update_column), pa.scalar(since)))
             yield from table.to_batches()
 
 

@@ -99,6 +99,7 @@ class Snapshot:
     size_bytes: int
     sha256: str
     quality: dict[str, Any] = field(default_factory=dict)
+    items: list[dict[str, Any]] = field(default_factory=list)  # what it was checked against
 
 
 def detect_format(filename: str | None, head: bytes) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import os
-import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -29,7 +28,7 @@ from directory.errors import (
     VersionConflict,
 )
 from directory.models import Dataset, DatasetRevision, DatasetTerm, DatasetVersion
-from govshare import audit
+from govshare import audit, processes
 from govshare.db import utcnow
 from govshare.models import Department
 
@@ -225,29 +224,38 @@ def add_version(
     """
     _ensure_active(dataset)
     items = dataset.document["items"]
-    temp_path = data_dir / "datasets" / dataset.code / f".upload-{uuid.uuid4().hex}.parquet.tmp"
+    temp_path = data_dir / "datasets" / dataset.code / processes.temp_name("upload", ".parquet")
     snapshot = loading.write_snapshot(source, items=items, filename=filename, temp_path=temp_path, progress=progress)
     return _store_snapshot(session, dataset=dataset, snapshot=snapshot, source_name=filename, data_dir=data_dir, actor=actor)
 
 
-def add_version_from_batches(
-    session: Session,
-    *,
-    dataset: Dataset,
-    batches: Iterable[pa.RecordBatch],
-    source_format: str,
-    source_name: str | None,
-    data_dir: Path,
-    actor: str,
-) -> DatasetVersion:
-    """Check Arrow record batches (columns named after the items) and store them as the next version.
+def check_batches(
+    *, dataset: Dataset, batches: Iterable[pa.RecordBatch], source_format: str, data_dir: Path
+) -> loading.Snapshot:
+    """Check Arrow record batches (columns named after the items) into a temporary snapshot, not yet a version.
 
-    What a connector's sync calls: the same checks, and the same atomic placing, as ``add_version``.
+    What a connector's sync calls, outside any transaction (a sync may read its source for
+    minutes); ``store_checked`` then makes it the next version, as ``add_version`` does.
     """
     _ensure_active(dataset)
-    items = dataset.document["items"]
-    temp_path = data_dir / "datasets" / dataset.code / f".sync-{uuid.uuid4().hex}.parquet.tmp"
+    items = copy.deepcopy(dataset.document["items"])
+    temp_path = data_dir / "datasets" / dataset.code / processes.temp_name("sync", ".parquet")
     snapshot = loading.write_batches(batches, items=items, source_format=source_format, temp_path=temp_path)
+    snapshot.items = items
+    return snapshot
+
+
+def store_checked(
+    session: Session, *, dataset: Dataset, snapshot: loading.Snapshot, source_name: str | None, data_dir: Path, actor: str
+) -> DatasetVersion:
+    """Store a snapshot from ``check_batches`` as the next version (refused if the items changed meanwhile)."""
+    try:
+        _ensure_active(dataset)
+        if snapshot.items != dataset.document["items"]:
+            raise VersionConflict(f"the items of {dataset.code} changed while the data was read; try again")
+    except BaseException:
+        snapshot.temp_path.unlink(missing_ok=True)
+        raise
     return _store_snapshot(session, dataset=dataset, snapshot=snapshot, source_name=source_name, data_dir=data_dir, actor=actor)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import os
 import threading
 import uuid
 from datetime import datetime, timedelta
@@ -33,7 +34,7 @@ from exchange.errors import InvalidQuery, NoData
 from exchange.extract_files import extract_folder, keys_path
 from exchange.models import DepartmentKey, Extract
 from exchange.service import Scope, scope_of
-from govshare import audit
+from govshare import audit, processes
 from govshare.audit import canonical_json
 from govshare.db import Database, quote_identifier, utcnow
 from govshare.keys import KeyStore, Signature
@@ -77,7 +78,8 @@ def _claim(database: Database) -> str | None:
             now = utcnow()
             taken = session.execute(
                 update(Extract).where(Extract.id == extract_id, Extract.status == "queued")
-                .values(status="running", started_at=now, heartbeat_at=now, attempts=Extract.attempts + 1, progress=0.0)
+                .values(status="running", started_at=now, heartbeat_at=now, attempts=Extract.attempts + 1, progress=0.0,
+                        worker_host=processes.HOST, worker_pid=os.getpid())
             ).rowcount
             if taken:
                 return extract_id
@@ -85,10 +87,13 @@ def _claim(database: Database) -> str | None:
 
 
 def recover(database: Database, *, now: datetime | None = None) -> int:
-    """After a restart: running extracts whose worker stopped beating go back to the queue, or fail."""
+    """After a restart: running extracts whose worker ended or stopped beating go back to the queue, or fail."""
     now = now or utcnow()
     with database.transaction() as session:
-        stale = session.execute(select(Extract).where(Extract.status == "running", Extract.heartbeat_at < now - STALE_AFTER)).scalars().all()
+        running = session.execute(select(Extract).where(Extract.status == "running")).scalars().all()
+        stale = [extract for extract in running
+                 if (extract.heartbeat_at or extract.started_at or now) < now - STALE_AFTER
+                 or processes.process_is_gone(extract.worker_host, extract.worker_pid, since=extract.started_at and extract.started_at.timestamp())]
         for extract in stale:
             if extract.attempts >= MAX_ATTEMPTS:
                 extract.status, extract.finished_at = "failed", now
@@ -133,8 +138,8 @@ def _build(database: Database, extract_id: str, *, data_dir: Path, keystore: Key
     folder = extract_folder(data_dir)
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"{extract_id}{FORMATS[fmt]}{'.enc' if encrypt else ''}"
-    temp = folder / f".{extract_id}.{uuid.uuid4().hex}.tmp"
-    plain = folder / f".{extract_id}.{uuid.uuid4().hex}.plain.tmp"
+    temp = folder / processes.temp_name("extract", f".{extract_id}")
+    plain = folder / processes.temp_name("extract", f".{extract_id}.plain")
     try:
         rows = _write(snapshot, scope, fmt, plain, database, extract_id)
         _write_keys(snapshot, scope, keys_path(data_dir, extract_id))
@@ -201,7 +206,7 @@ def _write_keys(snapshot: Path, scope: Scope, target: Path) -> None:
     key = scope.lookup_key
     if not key:
         return
-    temp = target.with_name(target.name + f".{uuid.uuid4().hex}.tmp")
+    temp = target.with_name(processes.temp_name("keys", f".{target.name}"))
     connection = duckdb.connect()
     try:
         path_literal = str(temp).replace("'", "''")

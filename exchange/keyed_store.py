@@ -11,7 +11,6 @@ from __future__ import annotations
 import atexit
 import os
 import threading
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import pyarrow as pa
 
 from approvals.masks import Projection
 from approvals.rowfilter import CompiledFilter
+from govshare import processes
 from govshare.db import quote_identifier
 
 _build_lock = threading.Lock()
@@ -40,7 +40,7 @@ def ensure_store(snapshot: Path, key: str | None) -> Path:
     with _build_lock:
         if target.exists():
             return target
-        temp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+        temp = target.with_name(processes.temp_name("keyed", f".{target.name}"))
         try:
             connection = duckdb.connect(str(temp))
             try:

@@ -23,7 +23,7 @@ from exchange import api as exchange_api
 from exchange import jobs as exchange_jobs
 from exchange.ledger import LedgerWriter
 from exchange.ratelimit import RateLimiter
-from govshare import __version__, audit, oauth, observability
+from govshare import __version__, audit, oauth, observability, processes
 from govshare.db import Database
 from govshare.errors import install_error_handlers
 from govshare.jobs import JobRunner
@@ -49,6 +49,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        # What a process killed outright (SIGKILL) left behind: runs ended as interrupted, temporary files removed.
+        connectors_service.recover_interrupted(database)
+        processes.remove_dead_temp_files(settings.resolved_data_dir)
         ledger.start()
         runner.start()
         yield

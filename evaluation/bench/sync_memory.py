@@ -74,13 +74,11 @@ def child(home: Path, source: Path, sync: bool) -> None:
         )
     if sync:
         started = time.perf_counter()
-        with database.transaction() as session:
-            run = service.run_sync(
-                session, dataset=directory.get_dataset(session, CODE), data_dir=settings.resolved_data_dir, keystore=keystore,
-                actor="bench", files_root=source.parent,
-            )
-            assert run.outcome == "ok", run.error
-            print(f"synced {run.rows_read} rows into version {run.version} in {time.perf_counter() - started:.1f} s", flush=True)
+        run = service.run_sync(
+            database, dataset_code=CODE, data_dir=settings.resolved_data_dir, keystore=keystore, actor="bench", files_root=source.parent,
+        )
+        assert run.outcome == "ok", run.error
+        print(f"synced {run.rows_read} rows into version {run.version} in {time.perf_counter() - started:.1f} s", flush=True)
     database.dispose()
 
 

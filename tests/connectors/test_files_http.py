@@ -75,6 +75,26 @@ def test_a_csv_file_syncs_and_paths_outside_the_sources_folder_are_refused(clien
         assert refused.status_code == 422 and "under the sources folder" in refused.json()["detail"]
 
 
+def test_a_csv_column_whose_values_change_kind_stops_the_sync(client, directory, settings, database):
+    directory.dataset()
+    settings.resolved_sources_dir.mkdir(parents=True, exist_ok=True)
+    path = settings.resolved_sources_dir / "people.csv"
+
+    def write(birth_date: str) -> None:
+        lines = ["citizen_id,name,district,birth_date"] + [f"{row['citizen_id']},{row['name']},{row['district']},{birth_date}" for row in _rows(0, 1)]
+        path.write_text("\n".join(lines) + "\n")
+
+    write("1990-03-07")
+    bound = client.put(f"/api/v1/datasets/{CODE}/source", json={"kind": "files", "config": {"path": "people.csv", "format": "csv"}}, headers=directory.provider("PSB"))
+    assert bound.status_code == 200, bound.text
+    assert _sync(client, directory).status_code == 201
+    write("07/03/1990")  # an export now writes dates day first: still text, but no longer dates
+    drift = _sync(client, directory)
+    assert drift.status_code == 409, drift.text
+    assert "column birth_date changed type from string holding date32[day] to string" in drift.json()["detail"]
+    assert client.get(f"/api/v1/datasets/{CODE}", headers=directory.provider("PSB")).json()["latest_version"]["number"] == 1
+
+
 class _Pages:
     """A department's JSON API: pages of records behind a bearer token, linked by ``next``."""
 

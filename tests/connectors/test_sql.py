@@ -162,12 +162,11 @@ def test_an_interrupted_sync_leaves_the_previous_version_served(client, director
     before = _snapshot(settings, database)
     _insert(source_db, source_table, [(PEOPLE[4], "Eve", "04", date(1999, 9, 9), datetime(2026, 3, 1))])
 
-    with database.transaction() as session:
-        dataset = directory_service.get_dataset(session, CODE)
-        binding = service.get_binding(session, dataset=dataset)
-        source = _DroppingSource(binding.config, source_db.password)
-        run = service.run_sync(session, dataset=dataset, data_dir=settings.resolved_data_dir, keystore=KeyStore(settings.resolved_keys_dir), actor="test", source=source)
-        assert run.outcome == "failed" and run.error == "ConnectionResetError: connection to the source was reset"
+    with database.transaction(write=False) as session:
+        binding = service.get_binding(session, dataset=directory_service.get_dataset(session, CODE))
+    source = _DroppingSource(binding.config, source_db.password)
+    run = service.run_sync(database, dataset_code=CODE, data_dir=settings.resolved_data_dir, keystore=KeyStore(settings.resolved_keys_dir), actor="test", source=source)
+    assert run.outcome == "failed" and run.error == "ConnectionResetError: connection to the source was reset"
 
     assert _snapshot(settings, database).equals(before)
     files = sorted(p.name for p in (settings.resolved_data_dir / "datasets" / CODE).iterdir())
@@ -225,13 +224,14 @@ def test_an_incremental_sync_reads_only_changed_rows_and_applies_inserts_updates
     assert second.status_code == 201, second.text
     run = second.json()
     assert run["mode"] == "incremental" and run["version"] == 2
-    assert (run["rows_read"], run["rows_added"], run["rows_changed"], run["rows_removed"]) == (2, 1, 1, 1)
+    # Carol, at the watermark itself, is read again but not counted as changed.
+    assert (run["rows_read"], run["rows_added"], run["rows_changed"], run["rows_removed"]) == (3, 1, 1, 1)
     rows = {row["citizen_id"]: row for row in _snapshot(settings, database).to_pylist()}
     assert set(rows) == {PEOPLE[0], PEOPLE[2], PEOPLE[3]}
     assert rows[PEOPLE[0]]["name"] == "Alice B" and rows[PEOPLE[2]]["name"] == "Carol" and rows[PEOPLE[3]]["birth_date"] == date(1970, 1, 1)
 
     third = _sync(client, directory).json()
-    assert (third["mode"], third["rows_read"], third["rows_added"], third["rows_changed"], third["rows_removed"]) == ("incremental", 0, 0, 0, 0)
+    assert (third["mode"], third["rows_read"], third["rows_added"], third["rows_changed"], third["rows_removed"]) == ("incremental", 1, 0, 0, 0)
     assert _snapshot(settings, database).num_rows == 3
     full = client.post(f"/api/v1/datasets/{CODE}/sync?full=true", headers=directory.provider("PSB")).json()
     assert (full["mode"], full["rows_read"], full["rows_changed"]) == ("full", 3, 0)
@@ -278,3 +278,34 @@ def test_a_refused_login_is_reported_without_the_password(client, directory, _ma
     )
     assert response.status_code == 502 and "Access denied" in response.json()["detail"]
     assert _mariadb_source.password not in response.text
+
+
+def test_a_row_committed_late_with_the_watermarks_exact_time_is_not_missed(client, directory, source_db, source_table, settings, database):
+    directory.dataset()
+    _seed(source_db, source_table)  # the newest update is 2026-01-01 10:00: the watermark
+    _bind(client, directory, source_db, source_table, mode="incremental", update_column="updated_at")
+    assert _sync(client, directory).json()["rows_added"] == 3
+    # A transaction that stamped its row at 10:00 commits only after that sync read the table.
+    _insert(source_db, source_table, [(PEOPLE[3], "Dan", "03", date(1970, 1, 1), datetime(2026, 1, 1, 10, 0))])
+    late = _sync(client, directory).json()
+    assert (late["mode"], late["rows_added"], late["rows_changed"], late["rows_removed"]) == ("incremental", 1, 0, 0)
+    again = _sync(client, directory).json()  # the rows at the watermark are read again and change nothing
+    assert (again["rows_read"], again["rows_added"], again["rows_changed"], again["rows_removed"]) == (2, 0, 0, 0)
+    snapshot = _snapshot(settings, database)
+    assert sorted(snapshot.column("citizen_id").to_pylist()) == sorted(PEOPLE[:4])  # each once
+
+
+def test_a_retyped_column_of_a_query_source_is_drift_too(client, directory, source_db, source_table):
+    directory.dataset()
+    _seed(source_db, source_table)
+    query = f"SELECT citizen_id, name, district, birth_date FROM {source_table}"
+    bound = client.put(f"/api/v1/datasets/{CODE}/source", json={"kind": "sql", "config": {"url": source_db.url, "query": query}}, headers=directory.provider("PSB"))
+    assert bound.status_code == 200, bound.text
+    assert bound.json()["source_schema"]["birth_date"].lower() == "date"  # the driver's own name for the type
+    assert _sync(client, directory).status_code == 201
+    retype = "MODIFY birth_date VARCHAR(20)" if source_db.name == "mariadb" else "ALTER COLUMN birth_date TYPE VARCHAR(20)"
+    source_db.execute(f"ALTER TABLE {source_table} {retype}")
+    response = _sync(client, directory)
+    assert response.status_code == 409, response.text
+    assert "column birth_date changed type from date to " in response.json()["detail"].lower()
+    assert client.get(f"/api/v1/datasets/{CODE}", headers=directory.provider("PSB")).json()["latest_version"]["number"] == 1
