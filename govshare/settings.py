@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     sync_check_interval_seconds: float = Field(default=300.0, gt=0, description="how often sources due by their update frequency are synced")
     rate_limit_per_second: float = Field(default=200.0, gt=0, description="interface calls a second per client, on average")
     rate_limit_burst: int = Field(default=400, ge=1, description="interface calls a client may make in a burst")
+    sharing_url_seconds: int = Field(default=900, ge=10, le=86400, description="lifetime of a Delta Sharing file URL")
+    sharing_refresh_seconds: int = Field(
+        default=86400, ge=60, le=7 * 86400, description="how long a Delta Sharing read may refresh its file URLs"
+    )
     max_request_bytes: int = Field(default=64 * 1024 * 1024, description="largest accepted request body")
 
     @field_validator("issuer")
