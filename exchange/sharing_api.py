@@ -239,8 +239,10 @@ def _record(request: Request, session, access: sharing.Access, file, started: fl
                  details={"file": file.id, "version": file.version_number, "rows": file.rows, "sha256": file.sha256})
 
 
-@router.api_route(PREFIX + "/files/{file_id}", methods=["GET", "HEAD"], response_class=FileResponse,
-                  summary="Delta Sharing: a file, through the signed URL a query gave (HTTP Range supported)")
+@router.get(PREFIX + "/files/{file_id}", response_class=FileResponse,
+            summary="Delta Sharing: a file, through the signed URL a query gave (HTTP Range supported)")
+@router.head(PREFIX + "/files/{file_id}", response_class=FileResponse, operation_id="sharing_file_head",
+             summary="Delta Sharing: a file's size, for readers that ask before reading")
 def sharing_file(file_id: str, request: Request, session: DbSession, token: int = 0, expires: int = 0,
                  signature: str = "") -> FileResponse:
     state = request.app.state
