@@ -240,6 +240,9 @@ def test_another_departments_profile_cannot_list_or_read_the_share(world, factor
         edu_token = session.execute(select(SharingToken).where(SharingToken.grant_id == other_grant)).scalar_one()
     assert httpx.get(url.replace("token=", f"token={edu_token.id}&was=")).status_code == 403
     assert httpx.get(f"{other_profile['endpoint']}/shares", headers={"Authorization": "Bearer not-a-token"}).status_code == 401
+    # An OAuth2 access token of the very department is not a sharing token either.
+    oauth = httpx.get(f"{other_profile['endpoint']}/shares", headers=world.demander)
+    assert oauth.status_code == 401 and oauth.json()["errorCode"] == "UNAUTHENTICATED"
 
 
 def test_a_new_snapshot_is_a_new_table_version_and_a_named_version_stays_readable(world):
@@ -252,6 +255,14 @@ def test_a_new_snapshot_is_a_new_table_version_and_a_named_version_stays_readabl
     assert _records(delta_sharing.load_as_pandas(world.table_url(path))) == _expected(newer)
     assert len(_expected(newer)) == 60
     assert _records(delta_sharing.load_as_pandas(world.table_url(path), version=1)) == first
+    with world.database.transaction(write=False) as session:
+        made = dict(session.execute(text("SELECT number, created_at FROM dataset_versions")).all())
+    between = made[2] if isinstance(made[2], datetime) else datetime.fromisoformat(str(made[2]))
+    between = (between if between.tzinfo else between.replace(tzinfo=UTC)) - timedelta(microseconds=1)
+    profile = json.loads(Path(path).read_text())
+    as_of = world.query(profile, {"timestamp": between.isoformat()})
+    assert as_of.status_code == 200 and as_of.headers["delta-table-version"] == "1"
+    assert world.query(profile, {"timestamp": "yesterday"}).json()["errorCode"] == "INVALID_PARAMETER_VALUE"
     with pytest.raises(HTTPError) as missing:
         delta_sharing.load_as_pandas(world.table_url(path), version=7)
     assert missing.value.response.status_code == 404
@@ -359,6 +370,37 @@ def test_an_interface_grant_has_no_profile(world, factory):
     service = factory.caller("CAB", "service")
     interface = world.granted(world.demander, delivery="interface")
     assert world.http.get(f"/api/v1/grants/{interface}/sharing-profile", headers=service).status_code == 403
+
+
+def test_the_sharing_page_is_for_the_departments_demanders_and_services_only(world, client, database, factory):
+    from tests.approvals.test_views import csrf_of, sign_in
+
+    factory.department("EDU")
+    with database.transaction() as session:
+        identities.add_user(session, name="chen", roles=["service"], password=PASSWORD, department_code="CAB")
+        identities.add_user(session, name="li", roles=["demander"], password=PASSWORD, department_code="EDU")
+        identities.add_user(session, name="maria", roles=["manager"], password=PASSWORD, department_code="DATA")
+    html = {"Accept": "text/html"}
+    assert client.get("/ui/sharing", headers=html, follow_redirects=False).status_code == 303
+    assert sign_in(client, "maria", next="/ui/sharing").status_code == 303
+    assert client.get("/ui/sharing", headers=html).status_code == 403
+    client.cookies.clear()
+    assert sign_in(client, "li", next="/ui/sharing").status_code == 303
+    page = client.get("/ui/sharing", headers=html)
+    assert page.status_code == 200 and f"grant-{world.grant_id}" not in page.text
+    refused = client.post(f"/ui/sharing/grants/{world.grant_id}/profile", data={"csrf_token": csrf_of(page)}, headers=html)
+    assert refused.status_code == 403
+    client.cookies.clear()
+    assert sign_in(client, "chen", next="/ui/sharing").status_code == 303
+    page = client.get("/ui/sharing", headers=html)
+    assert client.post(f"/ui/sharing/grants/{world.grant_id}/profile", data={"csrf_token": "forged"}, headers=html).status_code == 403
+    downloaded = client.post(f"/ui/sharing/grants/{world.grant_id}/profile", data={"csrf_token": csrf_of(page)}, headers=html)
+    assert downloaded.status_code == 200
+    assert downloaded.headers["content-disposition"] == f'attachment; filename="govshare-grant-{world.grant_id}.share"'
+    profile = downloaded.json()
+    with database.transaction(write=False) as session:
+        assert session.execute(text("SELECT count(*) FROM sharing_tokens")).scalar_one() == 1
+    assert world.query(profile, {}).status_code == 200
 
 
 @pytest.mark.browser
