@@ -73,6 +73,10 @@ class SharingNotFound(SharingError):
     status, type, title, error_code = 404, "sharing-not-found", "No such share, schema, table or version", "RESOURCE_DOES_NOT_EXIST"
 
 
+class SharingRateLimited(SharingError):
+    status, type, title, error_code = 429, "rate-limited", "Too many requests", "RESOURCE_LIMIT_EXCEEDED"
+
+
 # --- names -------------------------------------------------------------------------------------
 
 

@@ -20,6 +20,7 @@ from approvals.models import Grant
 from exchange import service, sharing
 from exchange.errors import NoActiveGrant
 from exchange.ledger import LedgerLine
+from exchange.ratelimit import retry_after_header
 from govshare import audit
 from govshare.auth import Caller, require
 from govshare.db import DbSession
@@ -69,7 +70,13 @@ def sharing_access(request: Request, session: DbSession) -> sharing.Access:
     """The access of this request's sharing token (every request checks its grant again)."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     bearer = token.strip() if scheme.lower() == "bearer" else ""
-    return sharing.authenticate(session, bearer=bearer, settings=request.app.state.settings)
+    access = sharing.authenticate(session, bearer=bearer, settings=request.app.state.settings)
+    # The same per-caller budget as the interfaces, counted per sharing token.
+    wait = request.app.state.rate_limiter.take(f"sharing-token:{access.token.id}")
+    if wait > 0:
+        raise sharing.SharingRateLimited("too many requests with this sharing token; slow down",
+                                         headers={"Retry-After": retry_after_header(wait)})
+    return access
 
 
 SharingAccess = Annotated[sharing.Access, Depends(sharing_access)]
@@ -160,6 +167,13 @@ def table_metadata(share: str, schema: str, table: str, request: Request, sessio
     with state.database.transaction() as write_session:
         file = sharing.ensure_file(write_session, scope=access.scope, version=version, data_dir=state.settings.resolved_data_dir)
     return _ndjson(_protocol_lines(access, file), version.number)
+
+
+@router.get(PREFIX + "/shares/{share}/schemas/{schema}/tables/{table}/changes",
+            summary="Delta Sharing: the change data feed (not shared: answers why)")
+def table_changes(share: str, schema: str, table: str, access: SharingAccess) -> Response:
+    sharing.check_table(access, share, schema, table)
+    raise sharing.SharingError("the change data feed is not shared; read a table version (each snapshot is one) instead")
 
 
 class QueryBody(BaseModel):

@@ -354,6 +354,21 @@ def test_listings_are_paged_and_errors_carry_the_protocols_code(world):
     version = httpx.get(f"{profile['endpoint']}/shares/GRANT-{world.grant_id}/schemas/PSB/tables/PSB-HOUSEHOLD/version",
                         headers=headers)
     assert version.status_code == 200 and version.headers["delta-table-version"] == "1"  # names are case-insensitive
+    changes = httpx.get(f"{profile['endpoint']}/shares/grant-{world.grant_id}/schemas/psb/tables/psb-household/changes",
+                        params={"startingVersion": 1}, headers=headers)
+    assert changes.status_code == 400 and "change data feed" in changes.json()["message"]
+
+
+def test_each_sharing_token_has_the_interfaces_rate_limit(world):
+    from exchange.ratelimit import RateLimiter
+
+    world.app.state.rate_limiter = RateLimiter(rate=0.01, burst=3)
+    profile, other = world.profile(), world.profile()
+    answers = [httpx.get(f"{profile['endpoint']}/shares", headers={"Authorization": f"Bearer {profile['bearerToken']}"})
+               for _ in range(4)]
+    assert [answer.status_code for answer in answers] == [200, 200, 200, 429]
+    assert answers[-1].json()["errorCode"] == "RESOURCE_LIMIT_EXCEEDED" and int(answers[-1].headers["retry-after"]) >= 1
+    assert httpx.get(f"{other['endpoint']}/shares", headers={"Authorization": f"Bearer {other['bearerToken']}"}).status_code == 200
 
 
 @pytest.mark.parametrize("roles,status", [(("demander",), 200), (("service",), 200), (("provider",), 403), (("manager",), 403),
