@@ -142,7 +142,7 @@ def _build(database: Database, extract_id: str, *, data_dir: Path, keystore: Key
     plain = folder / processes.temp_name("extract", f".{extract_id}.plain")
     try:
         rows = _write(snapshot, scope, fmt, plain, database, extract_id)
-        _write_keys(snapshot, scope, keys_path(data_dir, extract_id))
+        write_keys(snapshot, scope, keys_path(data_dir, extract_id))
         if encrypt:
             crypto.encrypt_file(plain, temp, public_key)
             plain.unlink()
@@ -176,33 +176,49 @@ def _build(database: Database, extract_id: str, *, data_dir: Path, keystore: Key
 
 
 def _write(snapshot: Path, scope: Scope, fmt: str, target: Path, database: Database, extract_id: str) -> int:
-    select_sql = f"SELECT {scope.projection.sql} FROM read_parquet(?) WHERE {scope.row_filter.sql}"
-    params = [*scope.projection.params, str(snapshot), *scope.row_filter.params]
     connection = duckdb.connect()
     stop = threading.Event()
     beat = threading.Thread(target=_heartbeat, args=(database, extract_id, connection, stop), daemon=True)
     beat.start()
     try:
-        if fmt == "arrow":
-            reader = connection.sql(select_sql, params=params).to_arrow_reader(65536)
-            rows = 0
-            with pa.OSFile(str(target), "wb") as sink, pa.ipc.new_file(sink, reader.schema) as writer:
-                for batch in reader:
-                    writer.write_batch(batch)
-                    rows += batch.num_rows
-            return rows
-        options = "FORMAT parquet, COMPRESSION zstd" if fmt == "parquet" else "FORMAT csv, HEADER true"
-        # The target path is ours (a uuid under the data folder), never a caller's text.
-        path_literal = str(target).replace("'", "''")
-        return int(connection.execute(f"COPY ({select_sql}) TO '{path_literal}' ({options})", params).fetchone()[0])
+        return _copy_scoped(connection, snapshot, scope, fmt, target)
     finally:
         stop.set()
         beat.join(timeout=5)
         connection.close()
 
 
-def _write_keys(snapshot: Path, scope: Scope, target: Path) -> None:
-    """The lookup keys of the rows an extract holds, so each citizen can learn it held theirs."""
+def build_scoped_file(snapshot: Path, scope: Scope, target: Path, *, fmt: str = "parquet") -> int:
+    """Write exactly ``scope``'s columns (masked) and rows of ``snapshot`` to ``target``; returns the row count.
+
+    The one place a grant's rows become a file: extracts and Delta Sharing files both come from here.
+    """
+    connection = duckdb.connect()
+    try:
+        return _copy_scoped(connection, snapshot, scope, fmt, target)
+    finally:
+        connection.close()
+
+
+def _copy_scoped(connection: duckdb.DuckDBPyConnection, snapshot: Path, scope: Scope, fmt: str, target: Path) -> int:
+    select_sql = f"SELECT {scope.projection.sql} FROM read_parquet(?) WHERE {scope.row_filter.sql}"
+    params = [*scope.projection.params, str(snapshot), *scope.row_filter.params]
+    if fmt == "arrow":
+        reader = connection.sql(select_sql, params=params).to_arrow_reader(65536)
+        rows = 0
+        with pa.OSFile(str(target), "wb") as sink, pa.ipc.new_file(sink, reader.schema) as writer:
+            for batch in reader:
+                writer.write_batch(batch)
+                rows += batch.num_rows
+        return rows
+    options = "FORMAT parquet, COMPRESSION zstd" if fmt == "parquet" else "FORMAT csv, HEADER true"
+    # The target path is ours (a uuid under the data folder), never a caller's text.
+    path_literal = str(target).replace("'", "''")
+    return int(connection.execute(f"COPY ({select_sql}) TO '{path_literal}' ({options})", params).fetchone()[0])
+
+
+def write_keys(snapshot: Path, scope: Scope, target: Path) -> None:
+    """The lookup keys of the rows a delivered file holds, so each citizen can learn it held theirs."""
     key = scope.lookup_key
     if not key:
         return

@@ -102,3 +102,36 @@ class DepartmentKey(Base):
     department_code: Mapped[str] = mapped_column(ForeignKey("departments.code"), primary_key=True)
     public_key_pem: Mapped[str] = mapped_column(Text)
     registered_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class SharingToken(Base):
+    """A Delta Sharing bearer token for one extract grant's share; stored only as its SHA-256."""
+
+    __tablename__ = "sharing_tokens"
+    __table_args__ = (Index("ix_sharing_tokens_grant_id", "grant_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    grant_id: Mapped[int] = mapped_column(ForeignKey("grants.id"))
+    department_code: Mapped[str] = mapped_column(String(32))
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class SharingFile(Base):
+    """The grant-scoped Parquet file of one snapshot version, served as that table version's data."""
+
+    __tablename__ = "sharing_files"
+    __table_args__ = (UniqueConstraint("grant_id", "version_number", name="uq_sharing_files_grant_id"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    grant_id: Mapped[int] = mapped_column(ForeignKey("grants.id"))
+    version_number: Mapped[int] = mapped_column(Integer)
+    path: Mapped[str] = mapped_column(String(500))
+    rows: Mapped[int] = mapped_column(BIGINT)
+    size_bytes: Mapped[int] = mapped_column(BIGINT)
+    sha256: Mapped[str] = mapped_column(String(64))
+    schema: Mapped[dict] = mapped_column(JSON)
+    stats: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

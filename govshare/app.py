@@ -21,6 +21,8 @@ from evaluation import api as evaluation_api
 from evaluation import views as evaluation_views
 from exchange import api as exchange_api
 from exchange import jobs as exchange_jobs
+from exchange import sharing_api as exchange_sharing_api
+from exchange import sharing_views as exchange_sharing_views
 from exchange.ledger import LedgerWriter
 from exchange.ratelimit import RateLimiter
 from govshare import __version__, audit, oauth, observability, processes
@@ -87,7 +89,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     directory_service.add_view_extension(connectors_service.sync_summary)
     app.include_router(approvals_api.router)
     app.include_router(exchange_api.router)
+    app.include_router(exchange_sharing_api.router)
     app.include_router(evaluation_api.router)
     app.include_router(approvals_views.router)
     app.include_router(evaluation_views.router)
+    app.include_router(exchange_sharing_views.router)
     return app

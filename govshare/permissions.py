@@ -28,6 +28,7 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "citizens.access_log": frozenset({C, M}),
     "extracts.request": frozenset({D, S}),
     "extracts.read": frozenset({D, S, M, A}),
+    "sharing.profile": frozenset({D, S}),
     "departments.keys": frozenset({D, S, A}),
     "metrics.read": frozenset({M, A}),
     "ratings.write": frozenset({D, P}),

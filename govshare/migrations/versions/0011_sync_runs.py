@@ -1,7 +1,7 @@
 """sync runs: the process doing the sync and its heartbeat; extracts: the process building them
 
 Revision ID: 0011_sync_runs
-Revises: 0009_connectors
+Revises: 0010_delta_sharing
 Create Date: 2026-12-03
 """
 
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0011_sync_runs"
-down_revision = "0009_connectors"
+down_revision = "0010_delta_sharing"
 branch_labels = None
 depends_on = None
 

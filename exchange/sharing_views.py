@@ -1,0 +1,72 @@
+"""The page where a demanding department's people download Delta Sharing profiles: /ui/sharing.
+
+It reuses the approval pages' layout, sign-in, session and CSRF check
+(``approvals.views``). A profile is made by a POSTed form (it creates a token),
+and answered as a file to save.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+from fastapi.templating import Jinja2Templates
+from sqlalchemy import select
+
+from approvals import service as approvals
+from approvals import views as approval_pages
+from approvals.models import Grant
+from exchange import service, sharing
+from exchange.errors import NoActiveGrant
+from exchange.sharing_api import profile_response
+from govshare.db import DbSession
+from govshare.errors import Forbidden
+from govshare.models import User
+from govshare.permissions import roles_for
+
+TEMPLATES_DIR = Path(__file__).parent / "templates"
+# Our templates first, then the approval pages' (for base.html, the shared layout).
+templates = Jinja2Templates(directory=[str(TEMPLATES_DIR), str(approval_pages.TEMPLATES_DIR)])
+
+router = APIRouter(prefix="/ui", include_in_schema=False)
+
+
+def sharing_user(user: Annotated[User, Depends(approval_pages.signed_in_user)]) -> User:
+    """The signed-in person, if the permissions table lets them fetch profiles and they belong to a department."""
+    if not approval_pages.may(user, "sharing.profile") or not user.department_code:
+        needed = " or ".join(sorted(str(role) for role in roles_for("sharing.profile")))
+        raise Forbidden(f"This page is for a department's {needed} people: your account ({user.name}) is not one of them.")
+    return user
+
+
+SharingUser = Annotated[User, Depends(sharing_user)]
+
+
+@router.get("/sharing")
+def sharing_page(request: Request, session: DbSession, user: SharingUser) -> Response:
+    today = approvals.today(request.app.state.settings)
+    grants = session.execute(select(Grant).where(Grant.department_code == user.department_code, Grant.delivery == "extract")
+                             .order_by(Grant.id.desc())).scalars().all()
+    rows: list[dict[str, Any]] = []
+    for grant in grants:
+        scope = service.scope_of(session, grant)
+        rows.append({"grant": grant, "state": approvals.grant_state(grant, today),
+                     "table": f"{sharing.share_name(grant)}.{sharing.schema_name(scope)}.{sharing.table_name(scope)}"})
+    context = {
+        "user": user, "rows": rows, "csrf_token": approval_pages.csrf_token(request),
+        "flash": request.session.pop(approval_pages.FLASH_KEY, None), "fmt": approval_pages.Formats(request.app.state.settings.timezone),
+        "state_labels": approval_pages.GRANT_STATE_LABELS, "endpoint": f"{request.app.state.settings.issuer}/delta-sharing",
+    }
+    return templates.TemplateResponse(request, "sharing.html", context, headers=approval_pages.PAGE_HEADERS)
+
+
+@router.post("/sharing/grants/{grant_id}/profile", dependencies=approval_pages.CheckedForm)
+def download_profile(grant_id: int, request: Request, session: DbSession, user: SharingUser) -> Response:
+    grant = session.get(Grant, grant_id)
+    if grant is None or grant.department_code != user.department_code:
+        raise NoActiveGrant(f"your department holds no grant {grant_id}")
+    scope = service.active_grant(session, department=user.department_code, dataset_code=grant.dataset_code, delivery="extract",
+                                 today=approvals.today(request.app.state.settings), grant_id=grant_id)
+    return profile_response(session, request, scope=scope, actor=f"user:{user.name}")
