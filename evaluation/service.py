@@ -4,17 +4,19 @@ Metrics are SQL aggregates over ``applications``, ``grants``, ``dataset_versions
 ``access_log``, ``ratings`` and ``corrections``; percentiles are nearest-rank (the
 smallest value with at least p% of the values at or below it), found with one
 window query that returns only the rows at those ranks, or, over the whole ledger,
-with a histogram that says which few values to fetch. Nothing here writes to
-another domain's tables.
+with the daily latency histograms that say which few values to fetch. Ledger
+counts come from the daily rollups (``exchange.rollups``) for the period's whole
+UTC days and from the lines only for part-days at its edges. Nothing here writes
+to another domain's tables.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import Float, Integer, and_, case, cast, extract, func, literal_column, or_, select, text
+from sqlalchemy import Float, and_, case, cast, extract, func, literal_column, or_, select, text
 from sqlalchemy.orm import Session
 
 import schemas
@@ -32,12 +34,12 @@ from evaluation.errors import (
     RatingClosed,
 )
 from evaluation.models import Correction, Rating
-from exchange.models import AccessLogEntry
+from exchange import rollups
+from exchange.models import AccessLogEntry, GrantFirstLine, LedgerDayCount, LedgerDayLatency
 from govshare import audit
 from govshare.db import utcnow
 from govshare.settings import Settings
 
-INTERFACE_KINDS = ("lookup", "query", "stream")
 # Days a promised update frequency allows between two versions; realtime and irregular are not judged.
 PROMISED_DAYS = {"daily": 1, "weekly": 7, "monthly": 31, "quarterly": 92, "yearly": 366}
 PERCENTS = (50, 90, 99)
@@ -373,15 +375,9 @@ def _first_deliveries(session: Session, period: Period, by: str | None, only: st
     """For grants created in the period: how long from approval to the first line on the ledger."""
     keys = {"dataset": Grant.dataset_code, "department": Grant.department_code, "service_item": Application.service_item}
     key = _group_key(by, keys)
-    # A grant's first line comes after the grant, so lines before the period cannot be first.
-    at = _scan_column(session, AccessLogEntry.at, period)
-    grant_id = AccessLogEntry.grant_id if at is AccessLogEntry.at else func.coalesce(AccessLogEntry.grant_id, AccessLogEntry.grant_id)
-    first = select(grant_id.label("grant_id"), func.min(AccessLogEntry.at).label("first_at")).where(
-        at >= period.start, AccessLogEntry.grant_id.is_not(None),
-    ).group_by(grant_id).subquery()
-    source = select(key.label("k"), _seconds(session, Grant.created_at, first.c.first_at).label("v")).select_from(
+    source = select(key.label("k"), _seconds(session, Grant.created_at, GrantFirstLine.first_at).label("v")).select_from(
         Grant
-    ).join(first, first.c.grant_id == Grant.id).join(Application, Application.id == Grant.application_id).where(
+    ).join(GrantFirstLine, GrantFirstLine.grant_id == Grant.id).join(Application, Application.id == Grant.application_id).where(
         Grant.created_at >= period.start, Grant.created_at < period.end, *_only(keys, by, only)
     ).subquery()
     return {
@@ -400,7 +396,62 @@ def _ledger_entry(calls: int, rows: int, interface_calls: int, server_errors: in
     }
 
 
-LEDGER_COUNTS = ("calls", "rows", "interface_calls", "interface_server_errors", "errors")
+def _split_days(period: Period) -> tuple[date, date, list[tuple[datetime, datetime]]]:
+    """The UTC days the period covers whole (first, and the day after the last) and the part-days at its edges.
+
+    Whole days are read from the ledger's daily rollups; only the edges from its lines.
+    """
+    start, end = period.start.astimezone(UTC), period.end.astimezone(UTC)
+    first_day = start.date() if start.time() == time(0) else start.date() + timedelta(days=1)
+    end_day = end.date()
+    if first_day >= end_day:
+        return first_day, first_day, [(start, end)] if start < end else []
+    edges = []
+    day_start = datetime.combine(first_day, time(0), tzinfo=UTC)
+    day_end = datetime.combine(end_day, time(0), tzinfo=UTC)
+    if start < day_start:
+        edges.append((start, day_start))
+    if day_end < end:
+        edges.append((day_end, end))
+    return first_day, end_day, edges
+
+
+def _rolled_up_key(by: str | None, key: str) -> Any:
+    return None if by == "service_item" and key == rollups.NO_SERVICE_ITEM else key
+
+
+def _ledger_counts(session: Session, period: Period, by: str | None, only: str | None) -> dict[Any, list[int]]:
+    """Calls, rows, interface calls, their server errors and errors, per group: rollups for whole days, lines for the rest."""
+    first_day, end_day, edges = _split_days(period)
+    found: dict[Any, list[int]] = {}
+
+    def add(key: Any, counts: Any) -> None:
+        sums = found.setdefault(key, [0] * len(rollups.COUNTS))
+        for index, value in enumerate(counts):
+            sums[index] += int(value or 0)
+
+    if first_day < end_day:
+        sums = [func.sum(getattr(LedgerDayCount, name)) for name in rollups.COUNTS]
+        query = select(LedgerDayCount.key if by else literal_column("0"), *sums).where(
+            LedgerDayCount.dimension == (by or "dataset"), LedgerDayCount.day >= first_day, LedgerDayCount.day < end_day,
+        )
+        if by is not None and only is not None:
+            query = query.where(LedgerDayCount.key == only)
+        for k, *counts in session.execute(query.group_by(LedgerDayCount.key) if by else query):
+            if counts[0]:
+                add(_rolled_up_key(by, k) if by else None, counts)
+    key = _group_key(by, LEDGER_KEYS)
+    interface = AccessLogEntry.kind.in_(rollups.INTERFACE_KINDS)
+    for lower, upper in edges:
+        totals = select(
+            key, func.count(), func.coalesce(func.sum(AccessLogEntry.rows), 0),
+            func.sum(case((interface, 1), else_=0)), func.sum(case((and_(interface, AccessLogEntry.status >= 500), 1), else_=0)),
+            func.sum(case((rollups.error_condition(AccessLogEntry.status), 1), else_=0)),
+        ).where(AccessLogEntry.at >= lower, AccessLogEntry.at < upper, *_only(LEDGER_KEYS, by, only))
+        for k, *counts in _grouped_rows(session, totals, by, key):
+            if counts[0]:
+                add(k if by else None, counts)
+    return found
 
 
 def _ledger(
@@ -410,77 +461,80 @@ def _ledger(
     """Calls, rows, availability, errors and latency from the access ledger lines of the period.
 
     Overall counts are the sums of ``counted_by_dataset`` when given (every line names its
-    dataset), which spares a scan of the ledger.
+    dataset), which spares reading them again.
     """
-    key = _group_key(by, LEDGER_KEYS)
-    at = _scan_column(session, AccessLogEntry.at, period) if only is None else AccessLogEntry.at
-    if by is not None and at is not AccessLogEntry.at:
-        key = func.coalesce(key, key)  # a sort of the scanned lines beats walking the key's index
-    within = [at >= period.start, at < period.end, *_only(LEDGER_KEYS, by, only)]
-    interface = AccessLogEntry.kind.in_(INTERFACE_KINDS)
-    # An error is a 5xx, or a 4xx other than 404 (a lookup that finds nothing has answered).
-    error = or_(AccessLogEntry.status >= 500, and_(AccessLogEntry.status >= 400, AccessLogEntry.status != 404))
-    totals = select(
-        key, func.count(), func.coalesce(func.sum(AccessLogEntry.rows), 0),
-        func.sum(case((interface, 1), else_=0)), func.sum(case((and_(interface, AccessLogEntry.status >= 500), 1), else_=0)),
-        func.sum(case((error, 1), else_=0)),
-    ).where(*within)
     out: dict[Any, dict[str, Any]] = {}
     if by is None and counted_by_dataset is not None:
-        sums = [sum(entry[name] for entry in counted_by_dataset) for name in LEDGER_COUNTS]
+        sums = [sum(entry[name] for entry in counted_by_dataset) for name in rollups.COUNTS]
         if sums[0]:
             out[None] = _ledger_entry(*sums)
     else:
-        for k, *counts in _grouped_rows(session, totals, by, key):
-            if counts[0]:
-                out[k if by else None] = _ledger_entry(*counts)
+        out = {k: _ledger_entry(*counts) for k, counts in _ledger_counts(session, period, by, only).items()}
     if not distributions:
         return out
-    measured = [*within, interface, AccessLogEntry.latency_ms.is_not(None)]
     if by is None:
-        # Over all lines: a histogram first, then only the values in the buckets that hold the percentiles.
-        stats = _percentiles_by_histogram(session, AccessLogEntry.latency_ms, measured, bucket_width=0.1)
+        stats = _latency_percentiles(session, period)
         if stats and None in out:
-            out[None].update({f"latency_ms_p{percent}": stats.get(f"p{percent}") for percent in PERCENTS})
+            out[None].update({f"latency_ms_p{percent}": stats[percent] for percent in PERCENTS})
         return out
+    key = _group_key(by, LEDGER_KEYS)
+    at = _scan_column(session, AccessLogEntry.at, period) if only is None else AccessLogEntry.at
+    if at is not AccessLogEntry.at:
+        key = func.coalesce(key, key)  # a sort of the scanned lines beats walking the key's index
+    measured = [at >= period.start, at < period.end, *_only(LEDGER_KEYS, by, only),
+                AccessLogEntry.kind.in_(rollups.INTERFACE_KINDS), AccessLogEntry.latency_ms.is_not(None)]
     latencies = select(key.label("k"), AccessLogEntry.latency_ms.label("v")).where(*measured).subquery()
     for k, stats in _distribution(session, latencies, grouped=True).items():
         out[k].update({f"latency_ms_p{percent}": stats.get(f"p{percent}") for percent in PERCENTS})
     return out
 
 
-def _percentiles_by_histogram(session: Session, value: Any, where: list[Any], *, bucket_width: float) -> dict[str, float]:
-    """Count, average and nearest-rank p50/p90/p99 of a non-negative ``value``: two scans, no sort of all the rows.
+def _latency_percentiles(session: Session, period: Period) -> dict[int, float]:
+    """Nearest-rank p50/p90/p99 of the period's interface latencies, exact, without reading every line.
 
-    The first counts the values per bucket (``bucket_width`` wide); the second fetches only
-    the values of the buckets where the wanted ranks fall, which are ordered here. Exact:
-    buckets only narrow down where to look.
+    The daily latency histograms (and the edges' lines) say how many values each bucket
+    holds, hence which bucket each wanted rank falls in; only those buckets' values are
+    then read, through the index on latency, and ordered here.
     """
-    scaled = value / bucket_width
-    bucket = func.floor(scaled) if _dialect(session) == "postgresql" else cast(scaled, Integer)
-    counts, total, summed = [], 0, 0.0
-    for b, n, part in session.execute(select(bucket, func.count(), func.sum(value)).where(*where).group_by(bucket)):
-        if b is not None:
-            counts.append((int(b), n))
-            total, summed = total + n, summed + float(part)
-    counts.sort()
+    first_day, end_day, edges = _split_days(period)
+    counts: dict[int, int] = {}
+    if first_day < end_day:
+        histogram = select(LedgerDayLatency.bucket, func.sum(LedgerDayLatency.calls)).where(
+            LedgerDayLatency.day >= first_day, LedgerDayLatency.day < end_day,
+        ).group_by(LedgerDayLatency.bucket)
+        for bucket, calls in session.execute(histogram):
+            counts[bucket] = counts.get(bucket, 0) + int(calls)
+    interface = [AccessLogEntry.kind.in_(rollups.INTERFACE_KINDS), AccessLogEntry.latency_ms.is_not(None)]
+    for lower, upper in edges:
+        for (latency,) in session.execute(
+            select(AccessLogEntry.latency_ms).where(AccessLogEntry.at >= lower, AccessLogEntry.at < upper, *interface)
+        ):
+            bucket = rollups.latency_bucket(latency)
+            counts[bucket] = counts.get(bucket, 0) + 1
+    total = sum(counts.values())
     if not total:
         return {}
     wanted: dict[int, tuple[int, int]] = {}  # percent -> (bucket, rank within the bucket, from 1)
+    ordered = sorted(counts.items())
     for percent in PERCENTS:
         rank, below = (percent * total + 99) // 100, 0
-        for b, n in counts:
+        for bucket, n in ordered:
             if below + n >= rank:
-                wanted[percent] = (b, rank - below)
+                wanted[percent] = (bucket, rank - below)
                 break
             below += n
-    chosen = sorted({b for b, _ in wanted.values()})
-    values: dict[int, list[float]] = {b: [] for b in chosen}
-    for b, v in session.execute(select(bucket, value).where(*where, bucket.in_(chosen))):
-        values[int(b)].append(float(v))
-    for held in values.values():
-        held.sort()
-    return {"count": total, "avg": summed / total, **{f"p{percent}": values[b][rank - 1] for percent, (b, rank) in wanted.items()}}
+    values: dict[int, list[float]] = {}
+    # SQLite would rather walk the index on time, which for a long period is every line: hide time from it.
+    at = func.coalesce(AccessLogEntry.at, AccessLogEntry.at) if _dialect(session) == "sqlite" else AccessLogEntry.at
+    for bucket in sorted({bucket for bucket, _ in wanted.values()}):
+        lower, upper = rollups.bucket_range(bucket)
+        query = select(AccessLogEntry.latency_ms).where(at >= period.start, at < period.end, *interface)
+        if lower is not None:
+            query = query.where(AccessLogEntry.latency_ms >= lower)
+        if upper is not None:
+            query = query.where(AccessLogEntry.latency_ms < upper)
+        values[bucket] = sorted(value for (value,) in session.execute(query))
+    return {percent: values[bucket][rank - 1] for percent, (bucket, rank) in wanted.items()}
 
 
 def _ratings(session: Session, period: Period, by: str | None, only: str | None) -> dict[Any, dict[str, Any]]:
@@ -695,8 +749,7 @@ def daily_trend(session: Session, *, period: Period, dataset: str | None = None)
     decided = [Application.decided_at >= period.start, Application.decided_at < period.end, *app_filter]
     approved = by_day(Application.decided_at, *decided, Application.status == approvals.Status.approved.value)
     rejected = by_day(Application.decided_at, *decided, Application.status == approvals.Status.rejected.value)
-    ledger_filter = [AccessLogEntry.dataset_code == dataset] if dataset else []
-    calls = by_day(AccessLogEntry.at, AccessLogEntry.at >= period.start, AccessLogEntry.at < period.end, *ledger_filter)
+    calls = _calls_by_day(session, period, dataset)
     days, day = [], period.start.date()
     while datetime.combine(day, datetime.min.time(), tzinfo=period.start.tzinfo) < period.end:
         key = day.isoformat()
@@ -704,6 +757,26 @@ def daily_trend(session: Session, *, period: Period, dataset: str | None = None)
                      "rejected": rejected.get(key, 0), "calls": calls.get(key, 0)})
         day += timedelta(days=1)
     return days
+
+
+def _calls_by_day(session: Session, period: Period, dataset: str | None) -> dict[str, int]:
+    """Ledger lines per UTC day: whole days from the rollups, the period's edges from the lines."""
+    first_day, end_day, edges = _split_days(period)
+    calls: dict[str, int] = {}
+    rolled_up = select(LedgerDayCount.day, func.sum(LedgerDayCount.calls)).where(
+        LedgerDayCount.dimension == "dataset", LedgerDayCount.day >= first_day, LedgerDayCount.day < end_day,
+        *([LedgerDayCount.key == dataset] if dataset else []),
+    ).group_by(LedgerDayCount.day)
+    for day, count in session.execute(rolled_up):
+        calls[day.isoformat()] = int(count)
+    day = _day(session, AccessLogEntry.at)
+    for lower, upper in edges:
+        lines = select(day, func.count()).where(
+            AccessLogEntry.at >= lower, AccessLogEntry.at < upper, *([AccessLogEntry.dataset_code == dataset] if dataset else []),
+        ).group_by(day)
+        for key, count in session.execute(lines):
+            calls[str(key)] = calls.get(str(key), 0) + count
+    return calls
 
 
 def review_duration_histogram(session: Session, *, period: Period, dataset: str | None = None) -> list[dict[str, Any]]:
