@@ -43,7 +43,7 @@ from govshare.settings import Settings
 # Days a promised update frequency allows between two versions; realtime and irregular are not judged.
 PROMISED_DAYS = {"daily": 1, "weekly": 7, "monthly": 31, "quarterly": 92, "yearly": 366}
 PERCENTS = (50, 90, 99)
-GROUPINGS = ("dataset", "department", "service_item")
+GROUPINGS = ("dataset", "department", "service_item", "provider")  # provider: the department providing the dataset
 REASON_CODES = tuple(code.value for code in approvals.ReasonCode)
 DEMANDER_SCORES = ("review_speed", "data_quality", "stability")
 PROVIDER_SCORES = ("application_quality",)
@@ -322,11 +322,19 @@ def _ratio(part: int, whole: int) -> float | None:
 # --- metrics: one family each -------------------------------------------------------------------------
 
 APPLICATION_KEYS = {"dataset": Application.dataset_code, "department": Application.department_code,
-                    "service_item": Application.service_item}
+                    "service_item": Application.service_item, "provider": Application.provider_department}
+# Ledger lines and ratings name the dataset only: their provider is the dataset's department (see _provider_join).
 LEDGER_KEYS = {"dataset": AccessLogEntry.dataset_code, "department": AccessLogEntry.department_code,
-               "service_item": AccessLogEntry.service_item}
-RATING_KEYS = {"dataset": Rating.dataset_code, "department": Rating.applicant_department, "service_item": Rating.service_item}
-CORRECTION_KEYS = {"dataset": Correction.dataset_code, "department": Correction.department_code}
+               "service_item": AccessLogEntry.service_item, "provider": Dataset.department_code}
+RATING_KEYS = {"dataset": Rating.dataset_code, "department": Rating.applicant_department, "service_item": Rating.service_item,
+               "provider": Dataset.department_code}
+CORRECTION_KEYS = {"dataset": Correction.dataset_code, "department": Correction.department_code,
+                   "provider": Correction.provider_department}
+
+
+def _provider_join(by: str | None, dataset_code: Any) -> list[Any]:
+    """Grouped by provider, records that name only a dataset are joined to it for its department."""
+    return [Dataset.code == dataset_code] if by == "provider" else []
 
 
 def _only(columns: dict[str, Any], by: str | None, only: str | None) -> list[Any]:
@@ -373,7 +381,8 @@ def _decisions(
 
 def _first_deliveries(session: Session, period: Period, by: str | None, only: str | None) -> dict[Any, dict[str, Any]]:
     """For grants created in the period: how long from approval to the first line on the ledger."""
-    keys = {"dataset": Grant.dataset_code, "department": Grant.department_code, "service_item": Application.service_item}
+    keys = {"dataset": Grant.dataset_code, "department": Grant.department_code, "service_item": Application.service_item,
+            "provider": Application.provider_department}
     key = _group_key(by, keys)
     source = select(key.label("k"), _seconds(session, Grant.created_at, GrantFirstLine.first_at).label("v")).select_from(
         Grant
@@ -432,12 +441,14 @@ def _ledger_counts(session: Session, period: Period, by: str | None, only: str |
 
     if first_day < end_day:
         sums = [func.sum(getattr(LedgerDayCount, name)) for name in rollups.COUNTS]
-        query = select(LedgerDayCount.key if by else literal_column("0"), *sums).where(
-            LedgerDayCount.dimension == (by or "dataset"), LedgerDayCount.day >= first_day, LedgerDayCount.day < end_day,
+        rolled_key = Dataset.department_code if by == "provider" else LedgerDayCount.key
+        query = select(rolled_key if by else literal_column("0"), *sums).where(
+            LedgerDayCount.dimension == (by if by in rollups.DIMENSIONS else "dataset"),
+            LedgerDayCount.day >= first_day, LedgerDayCount.day < end_day, *_provider_join(by, LedgerDayCount.key),
         )
         if by is not None and only is not None:
-            query = query.where(LedgerDayCount.key == only)
-        for k, *counts in session.execute(query.group_by(LedgerDayCount.key) if by else query):
+            query = query.where(rolled_key == only)
+        for k, *counts in session.execute(query.group_by(rolled_key) if by else query):
             if counts[0]:
                 add(_rolled_up_key(by, k) if by else None, counts)
     key = _group_key(by, LEDGER_KEYS)
@@ -447,7 +458,8 @@ def _ledger_counts(session: Session, period: Period, by: str | None, only: str |
             key, func.count(), func.coalesce(func.sum(AccessLogEntry.rows), 0),
             func.sum(case((interface, 1), else_=0)), func.sum(case((and_(interface, AccessLogEntry.status >= 500), 1), else_=0)),
             func.sum(case((rollups.error_condition(AccessLogEntry.status), 1), else_=0)),
-        ).where(AccessLogEntry.at >= lower, AccessLogEntry.at < upper, *_only(LEDGER_KEYS, by, only))
+        ).where(AccessLogEntry.at >= lower, AccessLogEntry.at < upper, *_only(LEDGER_KEYS, by, only),
+                *_provider_join(by, AccessLogEntry.dataset_code))
         for k, *counts in _grouped_rows(session, totals, by, key):
             if counts[0]:
                 add(k if by else None, counts)
@@ -481,7 +493,7 @@ def _ledger(
     at = _scan_column(session, AccessLogEntry.at, period) if only is None else AccessLogEntry.at
     if at is not AccessLogEntry.at:
         key = func.coalesce(key, key)  # a sort of the scanned lines beats walking the key's index
-    measured = [at >= period.start, at < period.end, *_only(LEDGER_KEYS, by, only),
+    measured = [at >= period.start, at < period.end, *_only(LEDGER_KEYS, by, only), *_provider_join(by, AccessLogEntry.dataset_code),
                 AccessLogEntry.kind.in_(rollups.INTERFACE_KINDS), AccessLogEntry.latency_ms.is_not(None)]
     latencies = select(key.label("k"), AccessLogEntry.latency_ms.label("v")).where(*measured).subquery()
     for k, stats in _distribution(session, latencies, grouped=True).items():
@@ -540,7 +552,8 @@ def _latency_percentiles(session: Session, period: Period) -> dict[int, float]:
 def _ratings(session: Session, period: Period, by: str | None, only: str | None) -> dict[Any, dict[str, Any]]:
     key = _group_key(by, RATING_KEYS)
     query = select(key, func.count(), *[func.avg(getattr(Rating, name)) for name in SCORES]).where(
-        Rating.created_at >= period.start, Rating.created_at < period.end, *_only(RATING_KEYS, by, only)
+        Rating.created_at >= period.start, Rating.created_at < period.end, *_only(RATING_KEYS, by, only),
+        *_provider_join(by, Rating.dataset_code),
     )
     out = {}
     for k, count, *averages in _grouped_rows(session, query, by, key):
@@ -615,7 +628,7 @@ def group_metrics(
     session: Session, *, period: Period, by: str | None, only: str | None = None, now: datetime | None = None,
     distributions: bool = True, counted_by_dataset: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Every metric for the period, overall (``by`` None) or per dataset, department or service item.
+    """Every metric for the period, overall (``by`` None) or per dataset, department, service item or providing department.
 
     ``distributions=False`` leaves out durations and latencies (averages, percentiles, first
     deliveries): what the manager's lists need is counted without them, much faster.
@@ -634,12 +647,19 @@ def group_metrics(
         _ledger(session, period, by, only, distributions, counted_by_dataset),
         _ratings(session, period, by, only), _corrections(session, period, by, only, now),
     ]
-    fresh = freshness(session, as_of=min(period.end, now), dataset=only if by == "dataset" else None) if by in (None, "dataset") else {}
+    judges_freshness = by in (None, "dataset", "provider")
+    fresh = freshness(session, as_of=min(period.end, now), dataset=only if by == "dataset" else None) if judges_freshness else {}
     keys: set[Any] = set()
     for family in families:
         keys.update(family.keys())
     if by == "dataset":
         keys.update(fresh)
+    fresh_by_provider: dict[str, list[dict[str, Any]]] = {}
+    if by == "provider":
+        for code, provider in session.execute(select(Dataset.code, Dataset.department_code).where(Dataset.status == "active")):
+            if code in fresh:
+                fresh_by_provider.setdefault(provider, []).append(fresh[code])
+        keys.update(fresh_by_provider)
     if by is None:
         keys = {None}
     if only is not None:
@@ -655,12 +675,17 @@ def group_metrics(
         if by == "dataset":
             entry.update(fresh.get(key) or {"update_frequency": None, "promised_days": None, "last_version_at": None,
                                              "age_days": None, "fresh": None})
+        elif by == "provider":
+            entry.update(_freshness_counts(fresh_by_provider.get(key, [])))
         entries.append(entry)
     if by is None:
-        judged = [value["fresh"] for value in fresh.values() if value["fresh"] is not None]
-        entries[0].update(datasets_fresh=sum(judged), datasets_stale=len(judged) - sum(judged),
-                          datasets_not_judged=len(fresh) - len(judged))
+        entries[0].update(_freshness_counts(list(fresh.values())))
     return entries
+
+
+def _freshness_counts(datasets: list[dict[str, Any]]) -> dict[str, int]:
+    judged = [value["fresh"] for value in datasets if value["fresh"] is not None]
+    return {"datasets_fresh": sum(judged), "datasets_stale": len(judged) - sum(judged), "datasets_not_judged": len(datasets) - len(judged)}
 
 
 def problems_of(entry: dict[str, Any]) -> list[tuple[str, int]]:
