@@ -127,6 +127,12 @@ def ratings_of(session: Session, *, application_id: int) -> list[Rating]:
     return list(session.execute(select(Rating).where(Rating.application_id == application_id).order_by(Rating.party)).scalars())
 
 
+def ratings_given(session: Session, *, dataset: str, period: Period, limit: int = 50) -> list[Rating]:
+    """Ratings of a dataset's applications given in the period (as the metrics count them), newest first."""
+    query = select(Rating).where(Rating.dataset_code == dataset, Rating.created_at >= period.start, Rating.created_at < period.end)
+    return list(session.execute(query.order_by(Rating.created_at.desc(), Rating.id.desc()).limit(limit)).scalars())
+
+
 def rating_document(rating: Rating) -> dict[str, Any]:
     """A rating as the parties read it."""
     scores = DEMANDER_SCORES if rating.party == "demander" else PROVIDER_SCORES
@@ -225,6 +231,13 @@ def corrections(
     if dataset:
         query = query.where(Correction.dataset_code == dataset)
     return list(session.execute(query.order_by(Correction.id.desc()).limit(limit)).scalars())
+
+
+def corrections_under_grant(session: Session, *, grant_id: int | None) -> list[Correction]:
+    """Correction requests a demander filed about what it received under one grant, newest first."""
+    if grant_id is None:
+        return []
+    return list(session.execute(select(Correction).where(Correction.grant_id == grant_id).order_by(Correction.id.desc())).scalars())
 
 
 def correction_document(correction: Correction, now: datetime) -> dict[str, Any]:
