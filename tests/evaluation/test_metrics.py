@@ -173,9 +173,9 @@ def test_one_dataset_alone_matches_its_row_in_the_list(history):
 def test_the_lists_a_manager_acts_on(history):
     session, ids = history
     summary = service.summary(session, period=PERIOD, now=NOW)
-    # The summary sums the ledger counts of its per-dataset entries: the same as counting all lines.
+    # The summary sums the counts of its per-dataset entries: the same as counting all records.
     overall = service.group_metrics(session, period=PERIOD, by=None, now=NOW)[0]
-    for name in ("calls", "rows", "interface_calls", "interface_server_errors", "errors", "availability", "error_rate",
+    for name in ("applications_filed", "approved", "rejected", "rejection_reasons", "pass_rate", "calls", "rows", "interface_calls", "interface_server_errors", "errors", "availability", "error_rate",
                  "latency_ms_p50", "latency_ms_p99", "review_seconds_median", "first_delivery_seconds_avg"):
         assert summary[name] == overall[name], name
     assert summary["most_demanded"] == [
