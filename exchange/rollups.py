@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import and_, case, delete, event, insert, or_, select
+from sqlalchemy import Date, and_, case, cast, delete, event, func, insert, literal, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -133,26 +133,47 @@ def _roll_up_new_lines(session: Session, _flush_context: Any) -> None:
         apply(session, rollup)
 
 
+def _utc_day_of(session: Session, column: Any) -> Any:
+    """The UTC day of a timestamp column, computed by the database, as a date."""
+    if session.get_bind().dialect.name == "postgresql":
+        return cast(func.timezone("UTC", column), Date)
+    return func.date(column)  # SQLite keeps UTC as text: its date is the text's first ten characters
+
+
 def rebuild(session: Session) -> None:
-    """Recompute the rollups from every ledger line (after a bulk load, and to back-fill them once)."""
+    """Recompute the rollups from every ledger line (after a bulk load, and to back-fill them once).
+
+    Counts and first lines are grouped by the database; latency buckets are placed here,
+    with the bounds the writer uses, reading only the interface calls' time and latency.
+    """
     for model in (LedgerDayCount, LedgerDayLatency, GrantFirstLine):
         session.execute(delete(model))
-    columns = [AccessLogEntry.id, AccessLogEntry.at, AccessLogEntry.kind, AccessLogEntry.dataset_code,
-               AccessLogEntry.department_code, AccessLogEntry.service_item, AccessLogEntry.rows, AccessLogEntry.status,
-               AccessLogEntry.latency_ms, AccessLogEntry.grant_id]
-    rollup, after = Rollup(), None
-    while True:  # in pages by id, so memory holds the sums, not the ledger
-        query = select(*columns).order_by(AccessLogEntry.id).limit(READ_CHUNK)
-        if after is not None:
-            query = query.where(AccessLogEntry.id > after)
-        lines = session.execute(query).all()
-        for line in lines:
-            rollup.add(line)
-        if len(lines) < READ_CHUNK:
+    line = AccessLogEntry
+    day = _utc_day_of(session, line.at)
+    interface = line.kind.in_(INTERFACE_KINDS)
+    for dimension, column in DIMENSIONS.items():
+        key = func.coalesce(getattr(line, column), NO_SERVICE_ITEM)
+        sums = select(
+            day, literal(dimension), key, func.count(), func.coalesce(func.sum(line.rows), 0),
+            func.sum(case((interface, 1), else_=0)), func.sum(case((and_(interface, line.status >= 500), 1), else_=0)),
+            func.sum(case((error_condition(line.status), 1), else_=0)),
+        ).group_by(day, key)
+        session.execute(insert(LedgerDayCount).from_select(["day", "dimension", "key", *COUNTS], sums))
+    first = select(line.grant_id, func.min(line.at)).where(line.grant_id.is_not(None)).group_by(line.grant_id)
+    session.execute(insert(GrantFirstLine).from_select(["grant_id", "first_at"], first))
+    latencies: dict[tuple[date, int], int] = {}
+    measured = select(line.id, line.at, line.latency_ms).where(interface, line.latency_ms.is_not(None)).order_by(line.id)
+    after = None
+    while True:  # in pages by id, so memory holds the counts, not the ledger
+        query = measured if after is None else measured.where(line.id > after)
+        page = session.execute(query.limit(READ_CHUNK)).all()
+        for _, at, latency in page:
+            bucket = (utc_day(at), latency_bucket(latency))
+            latencies[bucket] = latencies.get(bucket, 0) + 1
+        if len(page) < READ_CHUNK:
             break
-        after = lines[-1].id
-    for model, rows in ((LedgerDayCount, rollup.count_rows()), (LedgerDayLatency, rollup.latency_rows()),
-                        (GrantFirstLine, rollup.first_line_rows())):
-        for start in range(0, len(rows), READ_CHUNK):
-            session.execute(insert(model), rows[start:start + READ_CHUNK])
+        after = page[-1].id
+    rows = [{"day": day, "bucket": bucket, "calls": calls} for (day, bucket), calls in sorted(latencies.items())]
+    for start in range(0, len(rows), READ_CHUNK):
+        session.execute(insert(LedgerDayLatency), rows[start:start + READ_CHUNK])
     session.flush()
