@@ -32,10 +32,8 @@ NO_SERVICE_ITEM = ""  # a key column cannot be NULL; lines without a service ite
 # Latency bucket b holds [LATENCY_BOUNDS[b], LATENCY_BOUNDS[b + 1]) ms (the first starts at -inf, the last ends
 # at +inf): 2% wide, so a percentile's bucket holds about 2% of the values around it.
 LATENCY_BOUNDS = [0.0, *(0.01 * 1.02**step for step in range(1050))]
-READ_CHUNK = 50_000
-
-
 COUNTS = ("calls", "rows", "interface_calls", "interface_server_errors", "errors")
+READ_CHUNK = 50_000
 
 
 def is_error(status: int) -> bool:
@@ -71,8 +69,8 @@ class Rollup:
         self.latencies: dict[tuple[date, int], int] = {}
         self.first_lines: dict[int, datetime] = {}
 
-    def add(self, line: Any) -> None:
-        """Add one line: anything with the ledger's ``at, kind, dataset_code, ..., latency_ms, grant_id``."""
+    def add(self, line: AccessLogEntry) -> None:
+        """Add one ledger line."""
         at = line.at if line.at.tzinfo else line.at.replace(tzinfo=UTC)
         day = utc_day(at)
         interface = line.kind in INTERFACE_KINDS
