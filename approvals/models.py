@@ -18,6 +18,9 @@ class Application(Base):
         Index("ix_applications_status_filed_at", "status", "filed_at"),
         Index("ix_applications_department_code", "department_code"),
         Index("ix_applications_dataset_id", "dataset_id"),
+        # Cover evaluation's demand and decision counts and review durations (read without the wide rows).
+        Index("ix_applications_filed_at_dataset_code", "filed_at", "dataset_code"),
+        Index("ix_applications_decided_at_status", "decided_at", "status", "reason_code", "dataset_code", "filed_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

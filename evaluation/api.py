@@ -120,6 +120,12 @@ def metrics_by_service_item(session: DbSession, caller: MetricsReader, period: R
     return _groups(session, period, "service_item", format, "metrics-service-items.csv")
 
 
+@router.get("/metrics/providers")
+def metrics_by_provider(session: DbSession, caller: MetricsReader, period: RequestedPeriod, format: Format = "json") -> Response:
+    """Every metric per providing department (the department whose datasets were asked for and delivered)."""
+    return _groups(session, period, "provider", format, "metrics-providers.csv")
+
+
 # --- ratings ---------------------------------------------------------------------------------------------
 
 
@@ -209,6 +215,23 @@ def answer_correction(
 ) -> dict[str, Any]:
     """The providing department answers a correction request: corrected, or rejected with a reason."""
     service.answer_correction(session, correction=correction, actor=caller.actor, outcome=body.outcome, answer=body.answer)
+    return service.correction_document(correction, utcnow())
+
+
+def correction_for_reader(
+    correction_id: int, session: DbSession, caller: Annotated[Caller, Depends(require("corrections.read"))]
+) -> Correction:
+    """The filing department, the providing department and overseers read a correction request; to others it does not exist."""
+    correction = service.get_correction(session, correction_id)
+    parties = (correction.department_code, correction.provider_department)
+    if not caller.has_role(*OVERSEERS) and caller.department not in parties:
+        raise CorrectionNotFound(f"correction request {correction_id} does not exist")
+    return correction
+
+
+@router.get("/corrections/{correction_id}")
+def read_correction(correction: Annotated[Correction, Depends(correction_for_reader)]) -> dict[str, Any]:
+    """One correction request: what was reported, when it is due, and the provider's answer."""
     return service.correction_document(correction, utcnow())
 
 

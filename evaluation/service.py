@@ -4,14 +4,16 @@ Metrics are SQL aggregates over ``applications``, ``grants``, ``dataset_versions
 ``access_log``, ``ratings`` and ``corrections``; percentiles are nearest-rank (the
 smallest value with at least p% of the values at or below it), found with one
 window query that returns only the rows at those ranks, or, over the whole ledger,
-with a histogram that says which few values to fetch. Nothing here writes to
-another domain's tables.
+with the daily latency histograms that say which few values to fetch. Ledger
+counts come from the daily rollups (``exchange.rollups``) for the period's whole
+UTC days and from the lines only for part-days at its edges. Nothing here writes
+to another domain's tables.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import Float, Integer, and_, case, cast, extract, func, literal_column, or_, select, text
@@ -32,16 +34,16 @@ from evaluation.errors import (
     RatingClosed,
 )
 from evaluation.models import Correction, Rating
-from exchange.models import AccessLogEntry
+from exchange import rollups
+from exchange.models import AccessLogEntry, GrantFirstLine, LedgerDayCount, LedgerDayLatency
 from govshare import audit
 from govshare.db import utcnow
 from govshare.settings import Settings
 
-INTERFACE_KINDS = ("lookup", "query", "stream")
 # Days a promised update frequency allows between two versions; realtime and irregular are not judged.
 PROMISED_DAYS = {"daily": 1, "weekly": 7, "monthly": 31, "quarterly": 92, "yearly": 366}
 PERCENTS = (50, 90, 99)
-GROUPINGS = ("dataset", "department", "service_item")
+GROUPINGS = ("dataset", "department", "service_item", "provider")  # provider: the department providing the dataset
 REASON_CODES = tuple(code.value for code in approvals.ReasonCode)
 DEMANDER_SCORES = ("review_speed", "data_quality", "stability")
 PROVIDER_SCORES = ("application_quality",)
@@ -123,6 +125,12 @@ def rate(
 
 def ratings_of(session: Session, *, application_id: int) -> list[Rating]:
     return list(session.execute(select(Rating).where(Rating.application_id == application_id).order_by(Rating.party)).scalars())
+
+
+def ratings_given(session: Session, *, dataset: str, period: Period, limit: int = 50) -> list[Rating]:
+    """Ratings of a dataset's applications given in the period (as the metrics count them), newest first."""
+    query = select(Rating).where(Rating.dataset_code == dataset, Rating.created_at >= period.start, Rating.created_at < period.end)
+    return list(session.execute(query.order_by(Rating.created_at.desc(), Rating.id.desc()).limit(limit)).scalars())
 
 
 def rating_document(rating: Rating) -> dict[str, Any]:
@@ -225,6 +233,13 @@ def corrections(
     return list(session.execute(query.order_by(Correction.id.desc()).limit(limit)).scalars())
 
 
+def corrections_under_grant(session: Session, *, grant_id: int | None) -> list[Correction]:
+    """Correction requests a demander filed about what it received under one grant, newest first."""
+    if grant_id is None:
+        return []
+    return list(session.execute(select(Correction).where(Correction.grant_id == grant_id).order_by(Correction.id.desc())).scalars())
+
+
 def correction_document(correction: Correction, now: datetime) -> dict[str, Any]:
     """A correction request as the parties read it."""
     late_at = correction.answered_at or now
@@ -320,18 +335,31 @@ def _ratio(part: int, whole: int) -> float | None:
 # --- metrics: one family each -------------------------------------------------------------------------
 
 APPLICATION_KEYS = {"dataset": Application.dataset_code, "department": Application.department_code,
-                    "service_item": Application.service_item}
+                    "service_item": Application.service_item, "provider": Application.provider_department}
+# Ledger lines and ratings name the dataset only: their provider is the dataset's department (see _provider_join).
 LEDGER_KEYS = {"dataset": AccessLogEntry.dataset_code, "department": AccessLogEntry.department_code,
-               "service_item": AccessLogEntry.service_item}
-RATING_KEYS = {"dataset": Rating.dataset_code, "department": Rating.applicant_department, "service_item": Rating.service_item}
-CORRECTION_KEYS = {"dataset": Correction.dataset_code, "department": Correction.department_code}
+               "service_item": AccessLogEntry.service_item, "provider": Dataset.department_code}
+RATING_KEYS = {"dataset": Rating.dataset_code, "department": Rating.applicant_department, "service_item": Rating.service_item,
+               "provider": Dataset.department_code}
+CORRECTION_KEYS = {"dataset": Correction.dataset_code, "department": Correction.department_code,
+                   "provider": Correction.provider_department}
+
+
+def _provider_join(by: str | None, dataset_code: Any) -> list[Any]:
+    """Grouped by provider, records that name only a dataset are joined to it for its department."""
+    return [Dataset.code == dataset_code] if by == "provider" else []
 
 
 def _only(columns: dict[str, Any], by: str | None, only: str | None) -> list[Any]:
     return [columns[by] == only] if by is not None and only is not None and by in columns else []
 
 
-def _demand(session: Session, period: Period, by: str | None, only: str | None) -> dict[Any, dict[str, Any]]:
+def _demand(
+    session: Session, period: Period, by: str | None, only: str | None, counted_by_dataset: list[dict[str, Any]] | None = None,
+) -> dict[Any, dict[str, Any]]:
+    if by is None and counted_by_dataset is not None:
+        filed = sum(entry["applications_filed"] for entry in counted_by_dataset)
+        return {None: {"applications_filed": filed}} if filed else {}
     key = _group_key(by, APPLICATION_KEYS)
     filed = select(key, func.count()).where(
         Application.filed_at >= period.start, Application.filed_at < period.end, *_only(APPLICATION_KEYS, by, only)
@@ -341,6 +369,7 @@ def _demand(session: Session, period: Period, by: str | None, only: str | None) 
 
 def _decisions(
     session: Session, period: Period, by: str | None, only: str | None, distributions: bool = True,
+    counted_by_dataset: list[dict[str, Any]] | None = None,
 ) -> dict[Any, dict[str, Any]]:
     """Applications decided (approved or rejected) within the period, their reasons and review durations."""
     key = _group_key(by, APPLICATION_KEYS)
@@ -350,45 +379,103 @@ def _decisions(
         *_only(APPLICATION_KEYS, by, only),
     ]
     out: dict[Any, dict[str, Any]] = {}
-    counts = select(key, Application.status, Application.reason_code, func.count()).where(*decided)
-    counts = counts.group_by(Application.status, Application.reason_code, *([key] if by else []))
-    for k, status, reason, count in session.execute(counts):
-        entry = out.setdefault(k if by else None, {"approved": 0, "rejected": 0, "rejection_reasons": {}})
-        if status == approvals.Status.approved:
-            entry["approved"] += count
-        else:
-            entry["rejected"] += count
-            entry["rejection_reasons"][reason or "other"] = entry["rejection_reasons"].get(reason or "other", 0) + count
+
+    def add(k: Any, approved: int, rejected: int, reasons: dict[str, int]) -> None:
+        entry = out.setdefault(k, {"approved": 0, "rejected": 0, "rejection_reasons": {}})
+        entry["approved"] += approved
+        entry["rejected"] += rejected
+        for reason, count in reasons.items():
+            entry["rejection_reasons"][reason] = entry["rejection_reasons"].get(reason, 0) + count
+
+    if by is None and counted_by_dataset is not None:
+        for counted in counted_by_dataset:
+            if counted["approved"] or counted["rejected"]:
+                add(None, counted["approved"], counted["rejected"], counted["rejection_reasons"])
+    else:
+        counts = select(key, Application.status, Application.reason_code, func.count()).where(*decided)
+        counts = counts.group_by(Application.status, Application.reason_code, *([key] if by else []))
+        for k, status, reason, count in session.execute(counts):
+            if status == approvals.Status.approved:
+                add(k if by else None, count, 0, {})
+            else:
+                add(k if by else None, 0, count, {reason or "other": count})
     if not distributions:
         return out
-    # Decisions are a tenth of the ledger or less: one window pass is quicker here than a histogram.
     seconds = _seconds(session, Application.filed_at, Application.decided_at)
-    durations = select(key.label("k"), seconds.label("v")).where(*decided, Application.filed_at.is_not(None)).subquery()
-    for k, stats in _distribution(session, durations, grouped=by is not None).items():
-        out[k].update(review_seconds_avg=stats["avg"], review_seconds_median=stats.get("p50"), review_seconds_p90=stats.get("p90"))
+    measured = [*decided, Application.filed_at.is_not(None)]
+    if by is None:
+        found = {None: _percentiles_by_histogram(session, seconds, measured, bucket_width=3600)}
+    else:
+        found = _distribution(session, select(key.label("k"), seconds.label("v")).where(*measured).subquery(), grouped=True)
+    for k, stats in found.items():
+        if stats:
+            out[k].update(review_seconds_avg=stats["avg"], review_seconds_median=stats.get("p50"), review_seconds_p90=stats.get("p90"))
     return out
 
 
 def _first_deliveries(session: Session, period: Period, by: str | None, only: str | None) -> dict[Any, dict[str, Any]]:
     """For grants created in the period: how long from approval to the first line on the ledger."""
-    keys = {"dataset": Grant.dataset_code, "department": Grant.department_code, "service_item": Application.service_item}
+    keys = {"dataset": Grant.dataset_code, "department": Grant.department_code, "service_item": Application.service_item,
+            "provider": Application.provider_department}
     key = _group_key(by, keys)
-    # A grant's first line comes after the grant, so lines before the period cannot be first.
-    at = _scan_column(session, AccessLogEntry.at, period)
-    grant_id = AccessLogEntry.grant_id if at is AccessLogEntry.at else func.coalesce(AccessLogEntry.grant_id, AccessLogEntry.grant_id)
-    first = select(grant_id.label("grant_id"), func.min(AccessLogEntry.at).label("first_at")).where(
-        at >= period.start, AccessLogEntry.grant_id.is_not(None),
-    ).group_by(grant_id).subquery()
-    source = select(key.label("k"), _seconds(session, Grant.created_at, first.c.first_at).label("v")).select_from(
-        Grant
-    ).join(first, first.c.grant_id == Grant.id).join(Application, Application.id == Grant.application_id).where(
-        Grant.created_at >= period.start, Grant.created_at < period.end, *_only(keys, by, only)
-    ).subquery()
+    # The earliest of all a grant's lines, kept as they are written: lines come after their grant, so for a grant
+    # made in the period it is also its first line in the period.
+    seconds = _seconds(session, Grant.created_at, GrantFirstLine.first_at)
+    where = [GrantFirstLine.grant_id == Grant.id, Grant.created_at >= period.start, Grant.created_at < period.end,
+             *_only(keys, by, only)]
+    if by in ("service_item", "provider"):
+        where.append(Application.id == Grant.application_id)
+    if by is None:
+        found = {None: _percentiles_by_histogram(session, seconds, where, bucket_width=3600)}
+    else:
+        found = _distribution(session, select(key.label("k"), seconds.label("v")).where(*where).subquery(), grouped=True)
     return {
         k: {"grants_delivered": stats["count"], "first_delivery_seconds_avg": stats["avg"],
             "first_delivery_seconds_median": stats.get("p50")}
-        for k, stats in _distribution(session, source, grouped=by is not None).items()
+        for k, stats in found.items() if stats
     }
+
+
+def _percentiles_by_histogram(session: Session, value: Any, where: list[Any], *, bucket_width: float) -> dict[str, Any]:
+    """Count, average and nearest-rank p50/p90/p99 of ``value``: two passes and no sort of all the values.
+
+    The first counts the values per bucket (``bucket_width`` wide); the second fetches only
+    the values of the buckets where the wanted ranks fall, which are ordered here. Exact:
+    buckets only narrow down where to look. (A window over all rows sorts them all: on
+    SQLite about twice the work for the tens of thousands of decisions of a year.)
+    """
+    scaled = value / bucket_width
+    bucket = func.floor(scaled) if _dialect(session) == "postgresql" else cast(scaled, Integer)
+    counts: dict[int, int] = {}
+    summed = 0.0
+    for b, n, part in session.execute(select(bucket, func.count(), func.sum(value)).where(*where).group_by(bucket)):
+        if b is not None:
+            counts[int(b)] = n
+            summed += float(part)
+    total = sum(counts.values())
+    if not total:
+        return {}
+    wanted = _ranks_in_buckets(counts, total)
+    values: dict[int, list[float]] = {b: [] for b, _ in wanted.values()}
+    for b, v in session.execute(select(bucket, value).where(*where, bucket.in_(sorted(values)))):
+        values[int(b)].append(float(v))
+    for held in values.values():
+        held.sort()
+    return {"count": total, "avg": summed / total, **{f"p{percent}": values[b][rank - 1] for percent, (b, rank) in wanted.items()}}
+
+
+def _ranks_in_buckets(counts: dict[int, int], total: int) -> dict[int, tuple[int, int]]:
+    """For each percentile, the bucket its nearest rank falls in and the rank within that bucket (from 1)."""
+    wanted: dict[int, tuple[int, int]] = {}
+    ordered = sorted(counts.items())
+    for percent in PERCENTS:
+        rank, below = (percent * total + 99) // 100, 0
+        for bucket, n in ordered:
+            if below + n >= rank:
+                wanted[percent] = (bucket, rank - below)
+                break
+            below += n
+    return wanted
 
 
 def _ledger_entry(calls: int, rows: int, interface_calls: int, server_errors: int, errors: int) -> dict[str, Any]:
@@ -400,7 +487,65 @@ def _ledger_entry(calls: int, rows: int, interface_calls: int, server_errors: in
     }
 
 
-LEDGER_COUNTS = ("calls", "rows", "interface_calls", "interface_server_errors", "errors")
+def _split_days(period: Period) -> tuple[date, date, list[tuple[datetime, datetime]]]:
+    """The UTC days the period covers whole (first, and the day after the last) and the part-days at its edges.
+
+    Whole days are read from the ledger's daily rollups; only the edges from its lines.
+    """
+    start, end = period.start.astimezone(UTC), period.end.astimezone(UTC)
+    first_day = start.date() if start.time() == time(0) else start.date() + timedelta(days=1)
+    end_day = end.date()
+    if first_day >= end_day:
+        return first_day, first_day, [(start, end)] if start < end else []
+    edges = []
+    day_start = datetime.combine(first_day, time(0), tzinfo=UTC)
+    day_end = datetime.combine(end_day, time(0), tzinfo=UTC)
+    if start < day_start:
+        edges.append((start, day_start))
+    if day_end < end:
+        edges.append((day_end, end))
+    return first_day, end_day, edges
+
+
+def _rolled_up_key(by: str | None, key: str) -> Any:
+    return None if by == "service_item" and key == rollups.NO_SERVICE_ITEM else key
+
+
+def _ledger_counts(session: Session, period: Period, by: str | None, only: str | None) -> dict[Any, list[int]]:
+    """Calls, rows, interface calls, their server errors and errors, per group: rollups for whole days, lines for the rest."""
+    first_day, end_day, edges = _split_days(period)
+    found: dict[Any, list[int]] = {}
+
+    def add(key: Any, counts: Any) -> None:
+        sums = found.setdefault(key, [0] * len(rollups.COUNTS))
+        for index, value in enumerate(counts):
+            sums[index] += int(value or 0)
+
+    if first_day < end_day:
+        sums = [func.sum(getattr(LedgerDayCount, name)) for name in rollups.COUNTS]
+        rolled_key = Dataset.department_code if by == "provider" else LedgerDayCount.key
+        query = select(rolled_key if by else literal_column("0"), *sums).where(
+            LedgerDayCount.dimension == (by if by in rollups.DIMENSIONS else "dataset"),
+            LedgerDayCount.day >= first_day, LedgerDayCount.day < end_day, *_provider_join(by, LedgerDayCount.key),
+        )
+        if by is not None and only is not None:
+            query = query.where(rolled_key == only)
+        for k, *counts in session.execute(query.group_by(rolled_key) if by else query):
+            if counts[0]:
+                add(_rolled_up_key(by, k) if by else None, counts)
+    key = _group_key(by, LEDGER_KEYS)
+    interface = AccessLogEntry.kind.in_(rollups.INTERFACE_KINDS)
+    for lower, upper in edges:
+        totals = select(
+            key, func.count(), func.coalesce(func.sum(AccessLogEntry.rows), 0),
+            func.sum(case((interface, 1), else_=0)), func.sum(case((and_(interface, AccessLogEntry.status >= 500), 1), else_=0)),
+            func.sum(case((rollups.error_condition(AccessLogEntry.status), 1), else_=0)),
+        ).where(AccessLogEntry.at >= lower, AccessLogEntry.at < upper, *_only(LEDGER_KEYS, by, only),
+                *_provider_join(by, AccessLogEntry.dataset_code))
+        for k, *counts in _grouped_rows(session, totals, by, key):
+            if counts[0]:
+                add(k if by else None, counts)
+    return found
 
 
 def _ledger(
@@ -410,83 +555,79 @@ def _ledger(
     """Calls, rows, availability, errors and latency from the access ledger lines of the period.
 
     Overall counts are the sums of ``counted_by_dataset`` when given (every line names its
-    dataset), which spares a scan of the ledger.
+    dataset), which spares reading them again.
     """
-    key = _group_key(by, LEDGER_KEYS)
-    at = _scan_column(session, AccessLogEntry.at, period) if only is None else AccessLogEntry.at
-    if by is not None and at is not AccessLogEntry.at:
-        key = func.coalesce(key, key)  # a sort of the scanned lines beats walking the key's index
-    within = [at >= period.start, at < period.end, *_only(LEDGER_KEYS, by, only)]
-    interface = AccessLogEntry.kind.in_(INTERFACE_KINDS)
-    # An error is a 5xx, or a 4xx other than 404 (a lookup that finds nothing has answered).
-    error = or_(AccessLogEntry.status >= 500, and_(AccessLogEntry.status >= 400, AccessLogEntry.status != 404))
-    totals = select(
-        key, func.count(), func.coalesce(func.sum(AccessLogEntry.rows), 0),
-        func.sum(case((interface, 1), else_=0)), func.sum(case((and_(interface, AccessLogEntry.status >= 500), 1), else_=0)),
-        func.sum(case((error, 1), else_=0)),
-    ).where(*within)
     out: dict[Any, dict[str, Any]] = {}
     if by is None and counted_by_dataset is not None:
-        sums = [sum(entry[name] for entry in counted_by_dataset) for name in LEDGER_COUNTS]
+        sums = [sum(entry[name] for entry in counted_by_dataset) for name in rollups.COUNTS]
         if sums[0]:
             out[None] = _ledger_entry(*sums)
     else:
-        for k, *counts in _grouped_rows(session, totals, by, key):
-            if counts[0]:
-                out[k if by else None] = _ledger_entry(*counts)
+        out = {k: _ledger_entry(*counts) for k, counts in _ledger_counts(session, period, by, only).items()}
     if not distributions:
         return out
-    measured = [*within, interface, AccessLogEntry.latency_ms.is_not(None)]
     if by is None:
-        # Over all lines: a histogram first, then only the values in the buckets that hold the percentiles.
-        stats = _percentiles_by_histogram(session, AccessLogEntry.latency_ms, measured, bucket_width=0.1)
+        stats = _latency_percentiles(session, period)
         if stats and None in out:
-            out[None].update({f"latency_ms_p{percent}": stats.get(f"p{percent}") for percent in PERCENTS})
+            out[None].update({f"latency_ms_p{percent}": stats[percent] for percent in PERCENTS})
         return out
+    key = _group_key(by, LEDGER_KEYS)
+    at = _scan_column(session, AccessLogEntry.at, period) if only is None else AccessLogEntry.at
+    if at is not AccessLogEntry.at:
+        key = func.coalesce(key, key)  # a sort of the scanned lines beats walking the key's index
+    measured = [at >= period.start, at < period.end, *_only(LEDGER_KEYS, by, only), *_provider_join(by, AccessLogEntry.dataset_code),
+                AccessLogEntry.kind.in_(rollups.INTERFACE_KINDS), AccessLogEntry.latency_ms.is_not(None)]
     latencies = select(key.label("k"), AccessLogEntry.latency_ms.label("v")).where(*measured).subquery()
     for k, stats in _distribution(session, latencies, grouped=True).items():
         out[k].update({f"latency_ms_p{percent}": stats.get(f"p{percent}") for percent in PERCENTS})
     return out
 
 
-def _percentiles_by_histogram(session: Session, value: Any, where: list[Any], *, bucket_width: float) -> dict[str, float]:
-    """Count, average and nearest-rank p50/p90/p99 of a non-negative ``value``: two scans, no sort of all the rows.
+def _latency_percentiles(session: Session, period: Period) -> dict[int, float]:
+    """Nearest-rank p50/p90/p99 of the period's interface latencies, exact, without reading every line.
 
-    The first counts the values per bucket (``bucket_width`` wide); the second fetches only
-    the values of the buckets where the wanted ranks fall, which are ordered here. Exact:
-    buckets only narrow down where to look.
+    The daily latency histograms (and the edges' lines) say how many values each bucket
+    holds, hence which bucket each wanted rank falls in; only those buckets' values are
+    then read, through the index on latency, and ordered here.
     """
-    scaled = value / bucket_width
-    bucket = func.floor(scaled) if _dialect(session) == "postgresql" else cast(scaled, Integer)
-    counts, total, summed = [], 0, 0.0
-    for b, n, part in session.execute(select(bucket, func.count(), func.sum(value)).where(*where).group_by(bucket)):
-        if b is not None:
-            counts.append((int(b), n))
-            total, summed = total + n, summed + float(part)
-    counts.sort()
+    first_day, end_day, edges = _split_days(period)
+    counts: dict[int, int] = {}
+    if first_day < end_day:
+        histogram = select(LedgerDayLatency.bucket, func.sum(LedgerDayLatency.calls)).where(
+            LedgerDayLatency.day >= first_day, LedgerDayLatency.day < end_day,
+        ).group_by(LedgerDayLatency.bucket)
+        for bucket, calls in session.execute(histogram):
+            counts[bucket] = counts.get(bucket, 0) + int(calls)
+    interface = [AccessLogEntry.kind.in_(rollups.INTERFACE_KINDS), AccessLogEntry.latency_ms.is_not(None)]
+    for lower, upper in edges:
+        for (latency,) in session.execute(
+            select(AccessLogEntry.latency_ms).where(AccessLogEntry.at >= lower, AccessLogEntry.at < upper, *interface)
+        ):
+            bucket = rollups.latency_bucket(latency)
+            counts[bucket] = counts.get(bucket, 0) + 1
+    total = sum(counts.values())
     if not total:
         return {}
-    wanted: dict[int, tuple[int, int]] = {}  # percent -> (bucket, rank within the bucket, from 1)
-    for percent in PERCENTS:
-        rank, below = (percent * total + 99) // 100, 0
-        for b, n in counts:
-            if below + n >= rank:
-                wanted[percent] = (b, rank - below)
-                break
-            below += n
-    chosen = sorted({b for b, _ in wanted.values()})
-    values: dict[int, list[float]] = {b: [] for b in chosen}
-    for b, v in session.execute(select(bucket, value).where(*where, bucket.in_(chosen))):
-        values[int(b)].append(float(v))
-    for held in values.values():
-        held.sort()
-    return {"count": total, "avg": summed / total, **{f"p{percent}": values[b][rank - 1] for percent, (b, rank) in wanted.items()}}
+    wanted = _ranks_in_buckets(counts, total)
+    values: dict[int, list[float]] = {}
+    # SQLite would rather walk the index on time, which for a long period is every line: hide time from it.
+    at = func.coalesce(AccessLogEntry.at, AccessLogEntry.at) if _dialect(session) == "sqlite" else AccessLogEntry.at
+    for bucket in sorted({bucket for bucket, _ in wanted.values()}):
+        lower, upper = rollups.bucket_range(bucket)
+        query = select(AccessLogEntry.latency_ms).where(at >= period.start, at < period.end, *interface)
+        if lower is not None:
+            query = query.where(AccessLogEntry.latency_ms >= lower)
+        if upper is not None:
+            query = query.where(AccessLogEntry.latency_ms < upper)
+        values[bucket] = sorted(value for (value,) in session.execute(query))
+    return {percent: values[bucket][rank - 1] for percent, (bucket, rank) in wanted.items()}
 
 
 def _ratings(session: Session, period: Period, by: str | None, only: str | None) -> dict[Any, dict[str, Any]]:
     key = _group_key(by, RATING_KEYS)
     query = select(key, func.count(), *[func.avg(getattr(Rating, name)) for name in SCORES]).where(
-        Rating.created_at >= period.start, Rating.created_at < period.end, *_only(RATING_KEYS, by, only)
+        Rating.created_at >= period.start, Rating.created_at < period.end, *_only(RATING_KEYS, by, only),
+        *_provider_join(by, Rating.dataset_code),
     )
     out = {}
     for k, count, *averages in _grouped_rows(session, query, by, key):
@@ -561,12 +702,12 @@ def group_metrics(
     session: Session, *, period: Period, by: str | None, only: str | None = None, now: datetime | None = None,
     distributions: bool = True, counted_by_dataset: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Every metric for the period, overall (``by`` None) or per dataset, department or service item.
+    """Every metric for the period, overall (``by`` None) or per dataset, department, service item or providing department.
 
     ``distributions=False`` leaves out durations and latencies (averages, percentiles, first
     deliveries): what the manager's lists need is counted without them, much faster.
     ``counted_by_dataset`` (the per-dataset entries of the same period) gives the overall
-    ledger counts without counting again.
+    application, decision and ledger counts without counting again.
     """
     if by is not None and by not in GROUPINGS:
         raise ValueError(f"unknown grouping {by!r}")
@@ -575,17 +716,25 @@ def group_metrics(
         # Grouping a million ledger lines by grant spills to disk at the default 4 MB; for this transaction only.
         session.execute(text("SET LOCAL work_mem = '64MB'"))
     families = [
-        _demand(session, period, by, only), _decisions(session, period, by, only, distributions),
+        _demand(session, period, by, only, counted_by_dataset),
+        _decisions(session, period, by, only, distributions, counted_by_dataset),
         _first_deliveries(session, period, by, only) if distributions else {},
         _ledger(session, period, by, only, distributions, counted_by_dataset),
         _ratings(session, period, by, only), _corrections(session, period, by, only, now),
     ]
-    fresh = freshness(session, as_of=min(period.end, now), dataset=only if by == "dataset" else None) if by in (None, "dataset") else {}
+    judges_freshness = by in (None, "dataset", "provider")
+    fresh = freshness(session, as_of=min(period.end, now), dataset=only if by == "dataset" else None) if judges_freshness else {}
     keys: set[Any] = set()
     for family in families:
         keys.update(family.keys())
     if by == "dataset":
         keys.update(fresh)
+    fresh_by_provider: dict[str, list[dict[str, Any]]] = {}
+    if by == "provider":
+        for code, provider in session.execute(select(Dataset.code, Dataset.department_code).where(Dataset.status == "active")):
+            if code in fresh:
+                fresh_by_provider.setdefault(provider, []).append(fresh[code])
+        keys.update(fresh_by_provider)
     if by is None:
         keys = {None}
     if only is not None:
@@ -601,12 +750,17 @@ def group_metrics(
         if by == "dataset":
             entry.update(fresh.get(key) or {"update_frequency": None, "promised_days": None, "last_version_at": None,
                                              "age_days": None, "fresh": None})
+        elif by == "provider":
+            entry.update(_freshness_counts(fresh_by_provider.get(key, [])))
         entries.append(entry)
     if by is None:
-        judged = [value["fresh"] for value in fresh.values() if value["fresh"] is not None]
-        entries[0].update(datasets_fresh=sum(judged), datasets_stale=len(judged) - sum(judged),
-                          datasets_not_judged=len(fresh) - len(judged))
+        entries[0].update(_freshness_counts(list(fresh.values())))
     return entries
+
+
+def _freshness_counts(datasets: list[dict[str, Any]]) -> dict[str, int]:
+    judged = [value["fresh"] for value in datasets if value["fresh"] is not None]
+    return {"datasets_fresh": sum(judged), "datasets_stale": len(judged) - sum(judged), "datasets_not_judged": len(datasets) - len(judged)}
 
 
 def problems_of(entry: dict[str, Any]) -> list[tuple[str, int]]:
@@ -695,8 +849,7 @@ def daily_trend(session: Session, *, period: Period, dataset: str | None = None)
     decided = [Application.decided_at >= period.start, Application.decided_at < period.end, *app_filter]
     approved = by_day(Application.decided_at, *decided, Application.status == approvals.Status.approved.value)
     rejected = by_day(Application.decided_at, *decided, Application.status == approvals.Status.rejected.value)
-    ledger_filter = [AccessLogEntry.dataset_code == dataset] if dataset else []
-    calls = by_day(AccessLogEntry.at, AccessLogEntry.at >= period.start, AccessLogEntry.at < period.end, *ledger_filter)
+    calls = _calls_by_day(session, period, dataset)
     days, day = [], period.start.date()
     while datetime.combine(day, datetime.min.time(), tzinfo=period.start.tzinfo) < period.end:
         key = day.isoformat()
@@ -704,6 +857,26 @@ def daily_trend(session: Session, *, period: Period, dataset: str | None = None)
                      "rejected": rejected.get(key, 0), "calls": calls.get(key, 0)})
         day += timedelta(days=1)
     return days
+
+
+def _calls_by_day(session: Session, period: Period, dataset: str | None) -> dict[str, int]:
+    """Ledger lines per UTC day: whole days from the rollups, the period's edges from the lines."""
+    first_day, end_day, edges = _split_days(period)
+    calls: dict[str, int] = {}
+    rolled_up = select(LedgerDayCount.day, func.sum(LedgerDayCount.calls)).where(
+        LedgerDayCount.dimension == "dataset", LedgerDayCount.day >= first_day, LedgerDayCount.day < end_day,
+        *([LedgerDayCount.key == dataset] if dataset else []),
+    ).group_by(LedgerDayCount.day)
+    for day, count in session.execute(rolled_up):
+        calls[day.isoformat()] = int(count)
+    day = _day(session, AccessLogEntry.at)
+    for lower, upper in edges:
+        lines = select(day, func.count()).where(
+            AccessLogEntry.at >= lower, AccessLogEntry.at < upper, *([AccessLogEntry.dataset_code == dataset] if dataset else []),
+        ).group_by(day)
+        for key, count in session.execute(lines):
+            calls[str(key)] = calls.get(str(key), 0) + count
+    return calls
 
 
 def review_duration_histogram(session: Session, *, period: Period, dataset: str | None = None) -> list[dict[str, Any]]:

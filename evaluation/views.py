@@ -20,6 +20,7 @@ from sqlalchemy import select
 
 from approvals import service as approvals
 from approvals import views as approval_pages
+from approvals.models import Application
 from directory.errors import DatasetNotFound
 from directory.models import Dataset
 from evaluation import service
@@ -36,6 +37,8 @@ router = APIRouter(prefix="/ui", include_in_schema=False)
 
 MetricsUser = Annotated[User, Depends(approval_pages.person_allowed("metrics.read"))]
 DEFAULT_DAYS = 30
+SCORE_LABELS = {"review_speed": "Review speed", "data_quality": "Data quality", "stability": "Service stability",
+                "application_quality": "Application form"}
 CHART_WIDTH, CHART_HEIGHT = 640, 220
 
 
@@ -176,8 +179,30 @@ def dataset_dashboard(
     now = utcnow()
     corrections = [service.correction_document(correction, now)
                    for correction in service.corrections(session, department=None, provider_department=None, dataset=dataset.code, limit=50)]
+    ratings = [service.rating_document(rating) for rating in service.ratings_given(session, dataset=dataset.code, period=period)]
     return render(
         request, "dataset_dashboard.html", user=user, dataset=dataset, entry=entry, period=_period_words(period),
-        problems=[words for words, _ in service.problems_of(entry)], corrections=corrections,
-        **_charts(session, period, entry, dataset=dataset.code),
+        problems=[words for words, _ in service.problems_of(entry)], corrections=corrections, ratings=ratings,
+        score_labels=SCORE_LABELS, **_charts(session, period, entry, dataset=dataset.code),
+    )
+
+
+def application_for_dashboard(application_id: int, session: DbSession, user: MetricsUser) -> Application:
+    return approvals.get_application(session, application_id)
+
+
+@router.get("/dashboard/applications/{application_id}")
+def application_dashboard(
+    request: Request, session: DbSession, user: MetricsUser,
+    application: Annotated[Application, Depends(application_for_dashboard)],
+) -> Response:
+    """One application as evaluation sees it: both parties' ratings, and what was reported against its grant."""
+    now = utcnow()
+    ratings = [service.rating_document(rating) for rating in service.ratings_of(session, application_id=application.id)]
+    corrections = [service.correction_document(correction, now)
+                   for correction in service.corrections_under_grant(session, grant_id=application.grant_id)]
+    return render(
+        request, "application_dashboard.html", user=user, application=application, ratings=ratings,
+        corrections=corrections, score_labels=SCORE_LABELS, delivered=service.delivered(session, application=application),
+        editable_days=service.RATING_EDITABLE_DAYS,
     )

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
-from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, Date, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from govshare.db import Base, UTCDateTime, utcnow
@@ -20,6 +20,8 @@ class AccessLogEntry(Base):
         Index("ix_access_log_at", "at"),
         Index("ix_access_log_dataset_code_at", "dataset_code", "at"),
         Index("ix_access_log_grant_id", "grant_id"),
+        # Covers the percentile lookup: the latencies within one bucket, in the period, of interface calls.
+        Index("ix_access_log_latency_ms_at_kind", "latency_ms", "at", "kind"),
     )
 
     id: Mapped[int] = mapped_column(BIGINT, primary_key=True, autoincrement=True)
@@ -36,6 +38,43 @@ class AccessLogEntry(Base):
     status: Mapped[int] = mapped_column(Integer, default=200)
     latency_ms: Mapped[float | None] = mapped_column(Float)
     extract_id: Mapped[str | None] = mapped_column(String(36))
+
+
+# --- the ledger rolled up (kept in step by exchange.rollups) ---
+
+
+class LedgerDayCount(Base):
+    """Ledger lines of one UTC day summed for one dataset, department or service item."""
+
+    __tablename__ = "ledger_day_counts"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    dimension: Mapped[str] = mapped_column(String(12), primary_key=True)  # dataset, department, service_item
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    calls: Mapped[int] = mapped_column(BIGINT)
+    rows: Mapped[int] = mapped_column(BIGINT)
+    interface_calls: Mapped[int] = mapped_column(BIGINT)
+    interface_server_errors: Mapped[int] = mapped_column(BIGINT)
+    errors: Mapped[int] = mapped_column(BIGINT)
+
+
+class LedgerDayLatency(Base):
+    """Interface calls of one UTC day with a latency in one bucket (``exchange.rollups.LATENCY_BOUNDS``)."""
+
+    __tablename__ = "ledger_day_latencies"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    bucket: Mapped[int] = mapped_column(Integer, primary_key=True)
+    calls: Mapped[int] = mapped_column(BIGINT)
+
+
+class GrantFirstLine(Base):
+    """When a grant's first ledger line was written (approval to first delivery without a scan of the ledger)."""
+
+    __tablename__ = "grant_first_lines"
+
+    grant_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    first_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class AccessLogKey(Base):

@@ -143,6 +143,29 @@ def test_a_demander_with_a_grant_reports_wrong_data_and_the_provider_answers(wor
     assert world.http.get("/api/v1/corrections", params={"status": "open"}, headers=world.manager).json()["items"] == []
 
 
+def test_a_correction_request_is_read_by_its_two_departments_and_managers(world, client, factory):
+    _approved(world)
+    correction = _report(world, world.applicant).json()
+    url = f"/api/v1/corrections/{correction['id']}"
+    for headers in (world.applicant, world.hrss_provider, world.manager, factory.caller("DATA", "admin")):
+        read = world.http.get(url, headers=headers)
+        assert read.status_code == 200, read.text
+        assert read.json() == correction
+    # Another demander or provider learns nothing, not even that it exists; other roles are refused.
+    for headers in (world.stranger, world.psb_provider):
+        hidden = world.http.get(url, headers=headers)
+        assert hidden.status_code == 404 and hidden.headers["content-type"].startswith("application/problem+json")
+    assert world.http.get(url, headers=factory.caller("CAB", "service")).status_code == 403
+    assert world.http.get(url).status_code == 401
+    missing = world.http.get("/api/v1/corrections/999999", headers=world.manager)
+    assert missing.status_code == 404 and missing.json()["type"] == "urn:govshare:problem:correction-not-found"
+    assert world.http.get("/api/v1/corrections/abc", headers=world.manager).status_code == 422
+
+    world.http.post(f"{url}/answer", json={"outcome": "rejected", "answer": "the register says 2011"}, headers=world.hrss_provider)
+    answered = world.http.get(url, headers=world.applicant).json()
+    assert (answered["status"], answered["answer"], answered["answered_by"] is not None) == ("rejected", "the register says 2011", True)
+
+
 def test_only_what_was_received_can_be_reported(world):
     _approved(world)
     no_grant = _report(world, world.stranger)
@@ -206,3 +229,11 @@ def test_metrics_over_http_as_json_and_csv(client, factory, database):
     assert {entry["department"]: entry["applications_filed"] for entry in departments} == {"CAB": 4, "CIV": 6}
     items = client.get("/api/v1/metrics/service-items", params=october, headers=manager).json()["items"]
     assert {entry["service_item"]: entry["calls"] for entry in items}["marriage"] == 6
+    providers = client.get("/api/v1/metrics/providers", params=october, headers=manager).json()["items"]
+    assert {entry["provider"]: (entry["applications_filed"], entry["calls"]) for entry in providers} == {
+        "EDU": (4, 0), "HRSS": (2, 1), "PSB": (4, 8),
+    }
+    exported = client.get("/api/v1/metrics/providers", params={**october, "format": "csv"}, headers=manager)
+    table = {row["provider"]: row for row in csv.DictReader(io.StringIO(exported.text))}
+    assert (table["PSB"]["approved"], table["PSB"]["rejections_data_not_shareable"], table["PSB"]["datasets_stale"]) == ("4", "1", "1")
+    assert client.get("/api/v1/metrics/providers", headers=factory.caller("PSB", "provider")).status_code == 403

@@ -126,6 +126,43 @@ def test_metrics_per_department_and_service_item(history):
     assert items["marriage"]["calls"] == 6  # CAB's lookups, queries and the extract under grants 1, 2, 7
 
 
+def test_metrics_per_providing_department(history):
+    session, _ = history
+    providers = _by(service.group_metrics(session, period=PERIOD, by="provider", now=NOW), "provider")
+    assert set(providers) == {"PSB", "HRSS", "EDU"}
+    psb, hrss, edu = providers["PSB"], providers["HRSS"], providers["EDU"]
+    # PSB provides PSB-HOUSEHOLD and PSB-OLD: filed 1, 2, 3, 4; approved 1, 2, 4, 7, rejected 3.
+    assert (psb["applications_filed"], psb["approved"], psb["rejected"]) == (4, 4, 1)
+    assert psb["pass_rate"] == pytest.approx(0.8) and psb["rejection_reasons"] == {"data_not_shareable": 1}
+    # Durations 1, 3, 2, 10, 6.5 days -> sorted 1, 2, 3, 6.5, 10.
+    assert psb["review_seconds_median"] == pytest.approx(3 * DAY) and psb["review_seconds_p90"] == pytest.approx(10 * DAY)
+    # Grants 1 (6 h), 2 (2 days), 4 (1 day), 7 (6 h): all PSB's.
+    assert psb["grants_delivered"] == 4 and psb["first_delivery_seconds_median"] == pytest.approx(6 * 3600)
+    # Lines: the 8 October ones on PSB-HOUSEHOLD; latencies 5, 10, 20, 30, 40, 50, 60.
+    assert (psb["calls"], psb["rows"], psb["interface_calls"], psb["errors"]) == (8, 1253, 7, 2)
+    assert psb["availability"] == pytest.approx(6 / 7)
+    assert (psb["latency_ms_p50"], psb["latency_ms_p90"], psb["latency_ms_p99"]) == (30.0, 60.0, 60.0)
+    # Ratings of applications 1 (both parties) and 4: review speed 4 and 2, quality 2 and 1, application quality 5.
+    assert psb["ratings"] == 3 and psb["rating_review_speed"] == pytest.approx(3.0)
+    assert psb["rating_data_quality"] == pytest.approx(1.5) and psb["rating_application_quality"] == pytest.approx(5.0)
+    assert (psb["corrections_filed"], psb["corrections_open"], psb["corrections_overdue"]) == (2, 1, 1)
+    # PSB-HOUSEHOLD loaded 12 h before the end: fresh; PSB-OLD never loaded: stale.
+    assert (psb["datasets_fresh"], psb["datasets_stale"], psb["datasets_not_judged"]) == (1, 1, 0)
+
+    # HRSS: filed 5 and 6, rejected 5 after 1.5 days; one deposit of 3 rows; two open corrections, one past due.
+    assert (hrss["applications_filed"], hrss["approved"], hrss["rejected"], hrss["pass_rate"]) == (2, 0, 1, 0.0)
+    assert hrss["review_seconds_median"] == pytest.approx(1.5 * DAY) and hrss["grants_delivered"] == 0
+    assert (hrss["calls"], hrss["rows"], hrss["interface_calls"], hrss["availability"]) == (1, 3, 0, None)
+    assert (hrss["corrections_filed"], hrss["corrections_open"], hrss["corrections_overdue"]) == (0, 2, 1)
+    assert (hrss["ratings"], hrss["datasets_fresh"], hrss["datasets_stale"]) == (0, 0, 1)
+
+    # EDU: filed 8, 10, 11, 12; approved 10, 11, 12 after a day each (8 in November); its one line is November's.
+    assert (edu["applications_filed"], edu["approved"], edu["decided"], edu["pass_rate"]) == (4, 3, 3, 1.0)
+    assert edu["review_seconds_median"] == pytest.approx(DAY)
+    assert (edu["calls"], edu["grants_delivered"], edu["datasets_not_judged"]) == (0, 0, 1)
+    assert service.group_metrics(session, period=PERIOD, by="provider", only="HRSS", now=NOW) == [hrss]
+
+
 def test_one_dataset_alone_matches_its_row_in_the_list(history):
     session, _ = history
     alone = service.group_metrics(session, period=PERIOD, by="dataset", only="PSB-HOUSEHOLD", now=NOW)
@@ -136,9 +173,9 @@ def test_one_dataset_alone_matches_its_row_in_the_list(history):
 def test_the_lists_a_manager_acts_on(history):
     session, ids = history
     summary = service.summary(session, period=PERIOD, now=NOW)
-    # The summary sums the ledger counts of its per-dataset entries: the same as counting all lines.
+    # The summary sums the counts of its per-dataset entries: the same as counting all records.
     overall = service.group_metrics(session, period=PERIOD, by=None, now=NOW)[0]
-    for name in ("calls", "rows", "interface_calls", "interface_server_errors", "errors", "availability", "error_rate",
+    for name in ("applications_filed", "approved", "rejected", "rejection_reasons", "pass_rate", "calls", "rows", "interface_calls", "interface_server_errors", "errors", "availability", "error_rate",
                  "latency_ms_p50", "latency_ms_p99", "review_seconds_median", "first_delivery_seconds_avg"):
         assert summary[name] == overall[name], name
     assert summary["most_demanded"] == [

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import pytest
 from playwright.sync_api import expect
+from sqlalchemy import update
+
+from approvals.models import Application
+from evaluation.models import Correction
 
 from tests.approvals.test_views import HTML, PASSWORD, add_person, page_of, sign_in
 from tests.evaluation.history import write_history
@@ -20,7 +24,7 @@ def manager(factory, database) -> str:
 
 @pytest.fixture
 def signed_in(client, manager, database):
-    write_history(database)
+    client.history_ids = write_history(database)  # application number -> id
     assert sign_in(client, manager).status_code == 303
     return client
 
@@ -84,6 +88,62 @@ def test_the_dataset_page(signed_in):
     assert _metric(page, "corrections") == "2 filed in the period; 1 open now, 1 overdue"
     assert len(page.find("table", id="corrections").find("tbody").find_all("tr")) == 2
     assert len(page.find("figure", id="trend-calls").find_all("rect")) == 31
+    # Ratings given in October, newest first: application 4's demander, then application 1's provider and demander
+    # (application 2's rating of 5 November is outside the period).
+    ratings = page.find("table", id="ratings").find("tbody").find_all("tr")
+    assert [(row.get("data-party"), row.find("a").text) for row in ratings] == [
+        ("demander", str(_application_id(signed_in, 4))), ("provider", str(_application_id(signed_in, 1))),
+        ("demander", str(_application_id(signed_in, 1))),
+    ]
+    assert _scores(ratings[0]) == {
+        "review_speed": "2", "data_quality": "1", "stability": "5",
+    }
+
+
+def _scores(row) -> dict[str, str]:
+    return {span.get("data-score"): span.text for span in row.find_all("span") if span.has("data-score")}
+
+
+def _application_id(client, number: int) -> int:
+    return client.history_ids[number]
+
+
+def test_the_application_page_shows_both_parties_ratings(signed_in, database):
+    application_id = _application_id(signed_in, 1)
+    with database.transaction() as session:  # CAB's open request of 5 October was about what it received under grant 1
+        grant_id = session.get(Application, application_id).grant_id
+        correction_id = session.execute(update(Correction).where(
+            Correction.dataset_code == "PSB-HOUSEHOLD", Correction.department_code == "CAB",
+        ).values(grant_id=grant_id).returning(Correction.id)).scalar_one()
+    response = signed_in.get(f"/ui/dashboard/applications/{application_id}", headers=HTML)
+    assert response.status_code == 200, response.text
+    page = page_of(response)
+    assert page.find("h1").text.startswith(f"Application {application_id}")
+    assert page.find(data_field="delivered").text.startswith("yes")
+    ratings = {row.get("data-party"): row for row in page.find("table", id="ratings").find("tbody").find_all("tr")}
+    assert set(ratings) == {"demander", "provider"}
+    assert _scores(ratings["demander"]) == {
+        "review_speed": "4", "data_quality": "2", "stability": "3",
+    }
+    assert _scores(ratings["provider"]) == {"application_quality": "5"}
+    assert "PSB" in ratings["provider"].text and "CAB" in ratings["demander"].text
+    assert [row.get("data-correction") for row in page.find("table", id="corrections").find("tbody").find_all("tr")] == [
+        str(correction_id)
+    ]
+    # An application nobody rated says so.
+    unrated = page_of(signed_in.get(f"/ui/dashboard/applications/{_application_id(signed_in, 6)}", headers=HTML))
+    assert unrated.find("table", id="ratings") is None and "Neither party has rated" in unrated.text
+    assert unrated.find(data_field="delivered").text.startswith("not yet")
+    assert signed_in.get("/ui/dashboard/applications/999999", headers=HTML).status_code == 404
+
+
+def test_the_application_page_is_for_managers(client, factory, database):
+    ids = write_history(database)
+    factory.department("DATA")
+    add_person(database, "pat", "provider")
+    assert client.get(f"/ui/dashboard/applications/{ids[1]}", headers=HTML, follow_redirects=False).status_code == 303
+    sign_in(client, "pat")
+    assert client.get(f"/ui/dashboard/applications/{ids[1]}", headers=HTML).status_code == 403
 
 
 def test_an_unknown_dataset_and_a_wrong_period_are_explained(signed_in):
@@ -112,4 +172,10 @@ def test_a_manager_reads_the_dashboard_in_a_browser(live_server, page, screensho
     page.get_by_role("link", name="PSB-HOUSEHOLD").first.click()
     expect(page.get_by_role("heading", level=1)).to_contain_text("PSB-HOUSEHOLD")
     expect(page.locator('[data-metric="corrections"]')).to_have_text("2 filed in the period; 1 open now, 1 overdue")
+    expect(page.locator("#ratings tbody tr")).to_have_count(3)
     screenshot(page, "dataset")
+    page.locator('#ratings tr[data-party="provider"] a').click()
+    expect(page.get_by_role("heading", level=1)).to_contain_text("Application")
+    expect(page.locator('#ratings tr[data-party="demander"] [data-score="data_quality"]')).to_have_text("2")
+    expect(page.locator('#ratings tr[data-party="provider"] [data-score="application_quality"]')).to_have_text("5")
+    screenshot(page, "application")
