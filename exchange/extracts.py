@@ -30,12 +30,12 @@ from directory.loading import file_sha256
 from directory.models import DatasetVersion
 from exchange import crypto
 from exchange.errors import InvalidQuery, NoData
-from exchange.extract_files import extract_folder, keys_path
+from exchange.extract_files import extract_folder
 from exchange.models import DepartmentKey, Extract
 from exchange.service import Scope, scope_of
 from govshare import audit
 from govshare.audit import canonical_json
-from govshare.db import Database, quote_identifier, utcnow
+from govshare.db import Database, utcnow
 from govshare.keys import KeyStore, Signature
 
 log = logging.getLogger("govshare.extracts")
@@ -137,7 +137,6 @@ def _build(database: Database, extract_id: str, *, data_dir: Path, keystore: Key
     plain = folder / f".{extract_id}.{uuid.uuid4().hex}.plain.tmp"
     try:
         rows = _write(snapshot, scope, fmt, plain, database, extract_id)
-        _write_keys(snapshot, scope, keys_path(data_dir, extract_id))
         if encrypt:
             crypto.encrypt_file(plain, temp, public_key)
             plain.unlink()
@@ -194,24 +193,6 @@ def _write(snapshot: Path, scope: Scope, fmt: str, target: Path, database: Datab
         stop.set()
         beat.join(timeout=5)
         connection.close()
-
-
-def _write_keys(snapshot: Path, scope: Scope, target: Path) -> None:
-    """The lookup keys of the rows an extract holds, so each citizen can learn it held theirs."""
-    key = scope.lookup_key
-    if not key:
-        return
-    temp = target.with_name(target.name + f".{uuid.uuid4().hex}.tmp")
-    connection = duckdb.connect()
-    try:
-        path_literal = str(temp).replace("'", "''")
-        connection.execute(
-            f"COPY (SELECT DISTINCT {quote_identifier(key)} AS key FROM read_parquet(?) WHERE {scope.row_filter.sql}) "
-            f"TO '{path_literal}' (FORMAT parquet)", [str(snapshot), *scope.row_filter.params])
-        temp.replace(target)
-    finally:
-        connection.close()
-        temp.unlink(missing_ok=True)
 
 
 def verify_manifest(manifest: dict[str, Any], keystore: KeyStore) -> bool:

@@ -133,8 +133,13 @@ class World:
             raise RuntimeError(f"decision: {decision.status_code} {decision.text}")
         return decision.json()["grant_id"]
 
-    def extract(self, grant_id: int, fmt: str, target: Path) -> dict:
-        """Request, wait for, and download an extract; returns its manifest."""
+    def extract(self, grant_id: int, fmt: str, target: Path) -> tuple[dict, float]:
+        """Request an extract, wait until it is downloadable, then download it.
+
+        Returns its manifest and the seconds from request to downloadable file (the download
+        itself is not timed: it measures the network, not the exchange).
+        """
+        began = time.perf_counter()
         requested = self.http.post(f"/api/v1/grants/{grant_id}/extracts", json={"format": fmt}, headers=self.headers("demander"))
         if requested.status_code != 202:
             raise RuntimeError(f"extract request: {requested.status_code} {requested.text}")
@@ -146,12 +151,13 @@ class World:
             if state["status"] == "failed":
                 raise RuntimeError(f"extract failed: {state.get('error')}")
             time.sleep(0.05)
+        seconds = time.perf_counter() - began
         with self.http.stream("GET", state["download_url"], headers=self.headers("demander")) as response:
             response.raise_for_status()
             with target.open("wb") as sink:
                 for chunk in response.iter_bytes(1 << 20):
                     sink.write(chunk)
-        return state["manifest"]
+        return state["manifest"], seconds
 
     def close(self) -> None:
         self.http.close()
