@@ -38,6 +38,7 @@ from govshare.db import DbSession
 from govshare.errors import Forbidden
 from govshare.models import Role
 from sqlalchemy import select
+from starlette.background import BackgroundTask
 
 router = APIRouter(prefix="/api/v1", tags=["exchange"])
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
@@ -305,8 +306,10 @@ def request_extract(grant_id: int, body: ExtractRequest, request: Request, sessi
                                  delivery="extract", today=today, grant_id=grant_id)
     extract = extracts.request_extract(session, scope=scope, actor=caller.actor, format=body.format,
                                        version=body.version, encrypt=body.encrypt)
+    # Start building once the response (and so the commit) is out, not at the job's next interval.
     return JSONResponse(_extract_json(extract, request.app.state.keystore), status_code=202,
-                        headers={"Location": f"/api/v1/extracts/{extract.id}"})
+                        headers={"Location": f"/api/v1/extracts/{extract.id}"},
+                        background=BackgroundTask(request.app.state.jobs.wake, "extracts"))
 
 
 @router.get("/extracts/{extract_id}", summary="An extract's status, progress, signed manifest and download link")

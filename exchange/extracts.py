@@ -31,12 +31,12 @@ from directory.loading import file_sha256
 from directory.models import DatasetVersion
 from exchange import crypto
 from exchange.errors import InvalidQuery, NoData
-from exchange.extract_files import extract_folder, keys_path
+from exchange.extract_files import extract_folder
 from exchange.models import DepartmentKey, Extract
 from exchange.service import Scope, scope_of
 from govshare import audit, processes
 from govshare.audit import canonical_json
-from govshare.db import Database, quote_identifier, utcnow
+from govshare.db import Database, utcnow
 from govshare.keys import KeyStore, Signature
 
 log = logging.getLogger("govshare.extracts")
@@ -142,7 +142,6 @@ def _build(database: Database, extract_id: str, *, data_dir: Path, keystore: Key
     plain = folder / processes.temp_name("extract", f".{extract_id}.plain")
     try:
         rows = _write(snapshot, scope, fmt, plain, database, extract_id)
-        write_keys(snapshot, scope, keys_path(data_dir, extract_id))
         if encrypt:
             crypto.encrypt_file(plain, temp, public_key)
             plain.unlink()
@@ -215,24 +214,6 @@ def _copy_scoped(connection: duckdb.DuckDBPyConnection, snapshot: Path, scope: S
     # The target path is ours (a uuid under the data folder), never a caller's text.
     path_literal = str(target).replace("'", "''")
     return int(connection.execute(f"COPY ({select_sql}) TO '{path_literal}' ({options})", params).fetchone()[0])
-
-
-def write_keys(snapshot: Path, scope: Scope, target: Path) -> None:
-    """The lookup keys of the rows a delivered file holds, so each citizen can learn it held theirs."""
-    key = scope.lookup_key
-    if not key:
-        return
-    temp = target.with_name(processes.temp_name("keys", f".{target.name}"))
-    connection = duckdb.connect()
-    try:
-        path_literal = str(temp).replace("'", "''")
-        connection.execute(
-            f"COPY (SELECT DISTINCT {quote_identifier(key)} AS key FROM read_parquet(?) WHERE {scope.row_filter.sql}) "
-            f"TO '{path_literal}' (FORMAT parquet)", [str(snapshot), *scope.row_filter.params])
-        temp.replace(target)
-    finally:
-        connection.close()
-        temp.unlink(missing_ok=True)
 
 
 def verify_manifest(manifest: dict[str, Any], keystore: KeyStore) -> bool:

@@ -105,23 +105,23 @@ def close_all() -> None:
         _open.clear()
 
 
+def lookup_query(*, key: str, value: Any, projection: Projection, scope: CompiledFilter, limit: int) -> tuple[str, list[Any]]:
+    """The SQL and parameters of a lookup (see ``lookup``)."""
+    return (f"WITH hit AS MATERIALIZED (SELECT * FROM records WHERE {quote_identifier(key)} = ?) "
+            f"SELECT {projection.sql} FROM hit WHERE ({scope.sql}) ORDER BY {ROW_COLUMN} LIMIT {int(limit)}",
+            [value, *projection.params, *scope.params])
+
+
 def lookup(path: Source, *, key: str, value: Any, projection: Projection, scope: CompiledFilter, limit: int = 1000) -> list[dict[str, Any]]:
     """Rows whose ``key`` equals ``value`` and which lie within ``scope``, as ``projection`` shows them.
 
-    Two steps, because DuckDB probes its index only for a lone equality on the indexed
-    column: any further condition turns the query into a full scan. So the key's rows
-    are fetched by the index first (a handful), then projected and filtered.
+    DuckDB probes its index only for a lone equality on the indexed column: any further
+    condition turns the query into a full scan. So the key's rows (a handful) are taken by
+    the index in a materialized CTE, then filtered and projected, in one query.
     """
     cursor = _connection(path).cursor()
     try:
-        hits = cursor.sql(f"SELECT * FROM records WHERE {quote_identifier(key)} = ?", params=[value]).to_arrow_table()
-        if hits.num_rows == 0:
-            return []
-        cursor.register("hit", hits)
-        result = cursor.execute(
-            f"SELECT {projection.sql} FROM hit WHERE ({scope.sql}) ORDER BY {ROW_COLUMN} LIMIT {int(limit)}",
-            [*projection.params, *scope.params],
-        )
+        result = cursor.execute(*lookup_query(key=key, value=value, projection=projection, scope=scope, limit=limit))
         names = [column[0] for column in result.description]
         return [dict(zip(names, row, strict=True)) for row in result.fetchall()]
     finally:

@@ -15,11 +15,10 @@ from approvals import masks, rowfilter
 from approvals import service as approvals
 from approvals.models import Application, Grant
 from directory import service as directory
-from directory.models import Dataset
+from directory.models import Dataset, DatasetVersion
 from exchange import keyed_store
-from exchange.extract_files import extracts_holding
 from exchange.errors import NoActiveGrant, NoData
-from exchange.models import AccessLogEntry, AccessLogKey
+from exchange.models import AccessLogEntry, AccessLogKey, Extract, SharingFile
 
 
 @dataclass(frozen=True)
@@ -91,9 +90,51 @@ def citizen_access_log(session: Session, *, citizen_id: str, data_dir: Path, lim
     downloads = list(session.execute(
         select(AccessLogEntry).where(AccessLogEntry.kind == "extract", AccessLogEntry.extract_id.is_not(None))
     ).scalars())
-    held = extracts_holding(data_dir, sorted({entry.extract_id for entry in downloads}), citizen_id) if downloads else set()
+    held = extracts_holding(session, data_dir=data_dir, extract_ids={entry.extract_id for entry in downloads},
+                            citizen_id=citizen_id) if downloads else set()
     entries = by_key + [entry for entry in downloads if entry.extract_id in held]
     return sorted(entries, key=lambda entry: (entry.at, entry.id), reverse=True)[:limit]
+
+
+def extracts_holding(session: Session, *, data_dir: Path, extract_ids: set[str], citizen_id: str) -> set[str]:
+    """Which of these extracts held the row of ``citizen_id``.
+
+    An extract is its grant's scope applied to one snapshot version, so the question is a
+    lookup in that version's keyed store under that scope: exact, and no second pass over
+    the data (or copy of its keys) is needed when the extract is made.
+    """
+    ids = sorted(extract_ids)
+    delivered = [(extract.id, extract.grant_id, int(extract.manifest["version"])) for extract in session.execute(
+        select(Extract).where(Extract.id.in_(ids), Extract.status == "done")).scalars()]
+    # Delta Sharing files are delivered extracts too: one per grant and snapshot version.
+    delivered += [(file.id, file.grant_id, file.version_number) for file in session.execute(
+        select(SharingFile).where(SharingFile.id.in_(ids))).scalars()]
+    held: set[str] = set()
+    answers: dict[tuple[int, int], bool] = {}
+    for file_id, grant_id, version in delivered:
+        if (grant_id, version) not in answers:
+            answers[grant_id, version] = _holds(session, data_dir=data_dir, grant_id=grant_id, version=version, citizen_id=citizen_id)
+        if answers[grant_id, version]:
+            held.add(file_id)
+    return held
+
+
+def _holds(session: Session, *, data_dir: Path, grant_id: int, version: int, citizen_id: str) -> bool:
+    scope = scope_of(session, session.get(Grant, grant_id))
+    if not scope.lookup_key:
+        return False
+    row = session.execute(select(DatasetVersion).where(DatasetVersion.dataset_id == scope.dataset.id,
+                                                       DatasetVersion.number == version)).scalar_one_or_none()
+    if row is None or not directory.snapshot_path(data_dir, row).exists():
+        return False
+    key_type = next(item["type"] for item in scope.items if item["name"] == scope.lookup_key)
+    try:
+        value = rowfilter.convert_value(citizen_id, key_type, "key")
+    except rowfilter.InvalidRowFilter:
+        return False  # an ID that cannot be this dataset's key is in none of its rows
+    store = keyed_store.ensure_store(directory.snapshot_path(data_dir, row), scope.lookup_key)
+    return bool(keyed_store.lookup(store, key=scope.lookup_key, value=value, projection=scope.projection,
+                                   scope=scope.row_filter, limit=1))
 
 
 def prebuild_keyed_stores(session: Session, *, data_dir: Path) -> int:

@@ -37,9 +37,9 @@ from directory import service as directory
 from directory.loading import file_sha256
 from directory.models import DatasetVersion
 from exchange import extracts
-from exchange.extract_files import extract_folder, keys_path
 from exchange.models import SharingFile, SharingToken
 from exchange.service import Scope, scope_of
+from govshare import processes
 from govshare.db import quote_identifier, utcnow
 from govshare.errors import GovshareError
 from govshare.keys import KeyStore
@@ -220,14 +220,12 @@ def ensure_file(session: Session, *, scope: Scope, version: DatasetVersion, data
         return existing
     folder = sharing_folder(data_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    extract_folder(data_dir).mkdir(parents=True, exist_ok=True)  # where the keys of delivered files live
     file_id = str(uuid.uuid4())
     final = folder / f"{file_id}.parquet"
-    temp = folder / f".{file_id}.tmp"
+    temp = folder / processes.temp_name("sharing", f".{file_id}.parquet")
     snapshot = directory.snapshot_path(data_dir, version)
     try:
         rows = extracts.build_scoped_file(snapshot, scope, temp)
-        extracts.write_keys(snapshot, scope, keys_path(data_dir, file_id))
         schema = delta_schema(pq.read_schema(temp))
         stats = file_stats(temp, rows)
         temp.replace(final)
@@ -240,7 +238,6 @@ def ensure_file(session: Session, *, scope: Scope, version: DatasetVersion, data
     except IntegrityError:
         # Another request built the same version at the same time: keep theirs.
         final.unlink(missing_ok=True)
-        keys_path(data_dir, file_id).unlink(missing_ok=True)
         return _file_of(session, scope.grant.id, version.number)
     finally:
         temp.unlink(missing_ok=True)

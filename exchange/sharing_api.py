@@ -241,7 +241,7 @@ def query_table(share: str, schema: str, table: str, request: Request, session: 
 
 
 def _record(request: Request, session, access: sharing.Access, file, started: float) -> None:
-    """A file handed out is a delivery: on the ledger (with its keys, for citizens) and the audit chain."""
+    """A file handed out is a delivery: on the ledger (citizens find it through its grant and version) and the audit chain."""
     scope = access.scope
     request.app.state.ledger.record(LedgerLine(
         kind="extract", client_id=f"sharing-token:{access.token.id}", department=access.grant.department_code,

@@ -71,6 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.keystore = keystore
     app.state.database = database
     app.state.ledger = ledger
+    app.state.jobs = runner
     app.state.rate_limiter = RateLimiter(rate=settings.rate_limit_per_second, burst=settings.rate_limit_burst)
     app.state.templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
     app.state.metrics = observability.RequestMetrics()

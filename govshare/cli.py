@@ -181,6 +181,24 @@ def serve(
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
 
 
+@app.command()
+def bench(
+    quick: Annotated[bool, typer.Option("--quick", help="small sizes, to check the harness (CI runs this)")] = False,
+    out: Annotated[Path, typer.Option(help="where the Markdown report is written")] = Path("evaluation/bench/REPORT.md"),
+    only: Annotated[Optional[list[str]], typer.Option(help="run only this section (repeatable): extract, lookup, search, memory, metrics")] = None,
+    database_url: Annotated[Optional[str], typer.Option(help="record store to measure on (default: embedded SQLite)")] = None,
+) -> None:
+    """Measure the exchange against the bare engines and write a Markdown report."""
+    from evaluation.bench import run
+
+    unknown = sorted(set(only or []) - set(run.SECTIONS))
+    if unknown:
+        _fail(f"unknown section {', '.join(unknown)}; choose from {', '.join(run.SECTIONS)}", code=2)
+    report = run.run(quick=quick, out=out, only=only, database_url=database_url)
+    missed = [row.measure for rows in report.rows.values() for row in rows if row.met is False]
+    typer.echo(f"report written to {out}" + (f"; targets missed: {len(missed)}" if missed else "; every target met"))
+
+
 def _seed_demo(settings: Settings, *, citizens: int) -> None:
     with _database(settings).transaction() as session:
         if not demo.store_is_empty(session):

@@ -31,10 +31,18 @@ class JobRunner:
         self.database = database
         self.jobs: list[Job] = []
         self._stop = threading.Event()
+        self._wake: dict[str, threading.Event] = {}
         self._threads: list[threading.Thread] = []
 
     def add(self, job: Job) -> None:
         self.jobs.append(job)
+        self._wake[job.name] = threading.Event()
+
+    def wake(self, name: str) -> None:
+        """Run job ``name`` now rather than at its next interval (no-op when it is not running here)."""
+        event = self._wake.get(name)
+        if event is not None:
+            event.set()
 
     def start(self) -> None:
         for job in self.jobs:
@@ -43,7 +51,12 @@ class JobRunner:
             self._threads.append(thread)
 
     def _loop(self, job: Job) -> None:
-        while not self._stop.wait(job.interval_seconds):
+        wake = self._wake[job.name]
+        while True:
+            wake.wait(job.interval_seconds)
+            wake.clear()
+            if self._stop.is_set():
+                return
             try:
                 job.run(self.database)
             except Exception:  # a job must not die: report and retry next time
@@ -51,5 +64,7 @@ class JobRunner:
 
     def stop(self) -> None:
         self._stop.set()
+        for event in self._wake.values():
+            event.set()
         for thread in self._threads:
             thread.join(timeout=10)

@@ -73,6 +73,18 @@ def populate(database: Database, count: int, seed: int = 7) -> list[str]:
     return vocabulary
 
 
+def analyse(database: Database) -> None:
+    if database.dialect == "postgresql":
+        # What autovacuum does soon after a bulk load: statistics, and the visibility
+        # map that lets the covering indexes answer without reading table rows.
+        with database.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.execute(text("VACUUM ANALYZE datasets"))
+            connection.execute(text("VACUUM ANALYZE dataset_terms"))
+    else:
+        with database.engine.begin() as connection:
+            connection.exec_driver_sql("ANALYZE")
+
+
 def queries(rng: random.Random, vocabulary: list[str]) -> dict[str, list[dict]]:
     return {
         "browse (no filter, facets over all)": [{"page": rng.randint(1, 50)} for _ in range(40)],
@@ -107,15 +119,7 @@ def main() -> None:
             upgrade_schema(database.engine)
             started = time.perf_counter()
             vocabulary = populate(database, args.count)
-            if database.dialect == "postgresql":
-                # What autovacuum does soon after a bulk load: statistics, and the visibility
-                # map that lets the covering indexes answer without reading table rows.
-                with database.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-                    connection.execute(text("VACUUM ANALYZE datasets"))
-                    connection.execute(text("VACUUM ANALYZE dataset_terms"))
-            else:
-                with database.engine.begin() as connection:
-                    connection.exec_driver_sql("ANALYZE")
+            analyse(database)
             print(f"{args.count} datasets registered on {database.dialect} in {time.perf_counter() - started:.1f} s")
             all_times: list[float] = []
             rng = random.Random(11)

@@ -136,6 +136,35 @@ def populate(database: Database, *, applications: int, lines: int, now: datetime
     ])
 
 
+def measure(database_url: str | None, folder: Path, *, applications: int, lines: int, repeat: int) -> tuple[list[float], dict]:
+    """Fill a fresh store with a year of history, then time the summary ``repeat`` times; returns the times and the last body."""
+    folder.mkdir(parents=True, exist_ok=True)
+    settings = Settings(home=folder, database_url=database_url, jobs_enabled=False, issuer="http://localhost")
+    initialise(settings)
+    database = Database(settings.resolved_database_url, keystore=KeyStore(settings.resolved_keys_dir))
+    now = datetime.now(UTC)
+    started = time.perf_counter()
+    populate(database, applications=applications, lines=lines, now=now)
+    with database.engine.begin() as connection:
+        connection.exec_driver_sql("ANALYZE")
+    print(f"{applications} applications, {lines} ledger lines on {database.dialect} "
+          f"inserted in {time.perf_counter() - started:.1f} s")
+    with database.transaction() as session:
+        credentials = identities.add_client(session, department_code=DEPARTMENTS[0], roles=["manager"])
+    database.dispose()
+    with TestClient(create_app(settings), base_url="http://localhost") as client:
+        token = client.post("/oauth/token", data={"grant_type": "client_credentials"},
+                            auth=(credentials.client.client_id, credentials.client_secret)).json()["access_token"]
+        params = {"from": (now - timedelta(days=365)).date().isoformat(), "to": now.date().isoformat()}
+        times = []
+        for _ in range(repeat):
+            began = time.perf_counter()
+            response = client.get("/api/v1/metrics/summary", params=params, headers={"Authorization": f"Bearer {token}"})
+            times.append(time.perf_counter() - began)
+            assert response.status_code == 200, response.text
+        return times, response.json()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--applications", type=int, default=100_000)
@@ -143,41 +172,17 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--database-url", default=None, help="default: a SQLite file in a temporary folder")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="govshare-bench-") as folder:
-        url, cleanup = scratch_schema(args.database_url, "metrics")
-
-        settings = Settings(home=Path(folder), database_url=url, jobs_enabled=False, issuer="http://localhost")
-        try:
-            initialise(settings)
-            database = Database(settings.resolved_database_url, keystore=KeyStore(settings.resolved_keys_dir))
-            now = datetime.now(UTC)
-            started = time.perf_counter()
-            populate(database, applications=args.applications, lines=args.lines, now=now)
-            with database.engine.begin() as connection:
-                connection.exec_driver_sql("ANALYZE")
-            print(f"{args.applications} applications, {args.lines} ledger lines on {database.dialect} "
-                  f"inserted in {time.perf_counter() - started:.1f} s")
-            with database.transaction() as session:
-                credentials = identities.add_client(session, department_code=DEPARTMENTS[0], roles=["manager"])
-            database.dispose()
-            with TestClient(create_app(settings), base_url="http://localhost") as client:
-                token = client.post("/oauth/token", data={"grant_type": "client_credentials"},
-                                    auth=(credentials.client.client_id, credentials.client_secret)).json()["access_token"]
-                params = {"from": (now - timedelta(days=365)).date().isoformat(), "to": now.date().isoformat()}
-                times = []
-                for _ in range(args.repeat):
-                    began = time.perf_counter()
-                    response = client.get("/api/v1/metrics/summary", params=params, headers={"Authorization": f"Bearer {token}"})
-                    times.append(time.perf_counter() - began)
-                    assert response.status_code == 200, response.text
-                body = response.json()
-                print(f"summary of a year: {body['applications_filed']} applications filed, {body['calls']} calls, "
-                      f"p90 review {body['review_seconds_p90'] / 3600:.1f} h, latency p99 {body['latency_ms_p99']:.1f} ms")
-                print(f"GET /api/v1/metrics/summary: median {statistics.median(times):.2f} s, "
-                      f"best {min(times):.2f} s, worst {max(times):.2f} s over {len(times)} requests")
-        finally:
-            if cleanup:
-                cleanup()
+    url, cleanup = scratch_schema(args.database_url, "metrics")
+    try:
+        with tempfile.TemporaryDirectory(prefix="govshare-bench-") as folder:
+            times, body = measure(url, Path(folder), applications=args.applications, lines=args.lines, repeat=args.repeat)
+    finally:
+        if cleanup:
+            cleanup()
+    print(f"summary of a year: {body['applications_filed']} applications filed, {body['calls']} calls, "
+          f"p90 review {body['review_seconds_p90'] / 3600:.1f} h, latency p99 {body['latency_ms_p99']:.1f} ms")
+    print(f"GET /api/v1/metrics/summary: median {statistics.median(times):.2f} s, "
+          f"best {min(times):.2f} s, worst {max(times):.2f} s over {len(times)} requests")
 
 
 if __name__ == "__main__":

@@ -206,3 +206,30 @@ def test_a_citizen_sees_the_extracts_that_held_their_row(world, factory, app):
     assert [(entry["kind"], entry["department"], entry["grant_id"]) for entry in seen] == [("extract", "CAB", world.grant_id)]
     assert world.http.get(f"/api/v1/citizens/{outside}/access-log", headers=portal).json()["entries"] == []
     assert world.http.get(f"/api/v1/citizens/{inside}/access-log", headers=factory.caller("DATA", "admin")).status_code == 403
+
+
+def test_a_citizen_added_in_a_later_version_is_not_in_an_earlier_extract(world, factory, app):
+    extract = world.done(format="csv")
+    world.http.get(extract["download_url"], headers=world.demander)
+    app.state.ledger.flush()
+    citizens = _citizens(120)  # version 2: forty more citizens, ten of them in granted district 01
+    newcomer = next(row["citizen_id"] for row in citizens[80:] if row["district"] == "01")
+    assert DirectoryFactory(factory).upload("PSB-HOUSEHOLD", _csv(citizens)).status_code == 201
+    portal = factory.caller("DATA", "citizen_portal")
+    assert world.http.get(f"/api/v1/citizens/{newcomer}/access-log", headers=portal).json()["entries"] == []
+    second = world.done(format="csv")  # made from version 2, which holds the newcomer
+    assert second["manifest"]["version"] == 2
+    world.http.get(second["download_url"], headers=world.demander)
+    app.state.ledger.flush()
+    seen = world.http.get(f"/api/v1/citizens/{newcomer}/access-log", headers=portal).json()["entries"]
+    assert [(entry["kind"], entry["grant_id"]) for entry in seen] == [("extract", world.grant_id)]
+
+
+def test_a_request_wakes_the_extract_builder(world, app):
+    woken = []
+    app.state.jobs.wake = woken.append
+    requested = world.request(format="parquet")
+    assert requested.status_code == 202
+    assert woken == ["extracts"]
+    refused = world.request(format="parquet", headers=world.stranger)
+    assert refused.status_code == 403 and woken == ["extracts"]  # nothing queued, nothing to wake

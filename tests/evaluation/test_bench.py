@@ -1,0 +1,46 @@
+"""`govshare bench --quick`: the harness runs end to end and reports every section with its ceiling."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def test_quick_bench_reports_every_section_beside_its_ceiling(tmp_path):
+    out = tmp_path / "REPORT.md"
+    command = [sys.executable, "-m", "govshare", "bench", "--quick", "--out", str(out)]
+    if os.environ.get("GOVSHARE_TEST_DATABASE_URL"):
+        command += ["--database-url", os.environ["GOVSHARE_TEST_DATABASE_URL"]]
+    env = {key: value for key, value in os.environ.items() if not key.startswith("GOVSHARE_")}
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=tmp_path, env=env)
+    assert finished.returncode == 0, finished.stdout[-3000:] + finished.stderr[-3000:]
+    report = out.read_text()
+    assert "report written to" in finished.stdout
+    for section in ["## extract", "## lookup", "## search", "## memory", "## metrics"]:
+        assert section in report
+    assert re.search(r"- machine: .+, \d+ cores, [\d.]+ GiB", report)
+    # Both extract formats ran through the API and through DuckDB, on the same 3/8 of the rows.
+    for fmt in ("parquet", "csv"):
+        row = next(line for line in report.splitlines() if line.startswith(f"| {fmt}, 18,750 of 50,000 rows"))
+        assert re.search(r"\| [\d,]+ rows/s .*\| DuckDB COPY [\d,]+ rows/s .*\| \d+% \| >= 80% \|", row), row
+    lookup = next(line for line in report.splitlines() if line.startswith("| requests/s, 32 clients"))
+    assert re.search(r"\| [\d,]+ \| bare FastAPI [\d,]+ \| \d+% \| >= 50% \|", lookup), lookup
+    errors = next(line for line in report.splitlines() if line.startswith("| errors (non-2xx, socket)"))
+    assert errors.startswith("| errors (non-2xx, socket) | 0, 0 | 0, 0 |"), errors  # every lookup was answered 200
+    assert re.search(r"\| p99 \| [\d.]+ ms \| - \| - \| < 50 ms \|", report)
+    assert re.search(r"\| upload of 50,000 rows .*\| \+\d+ MiB \(peak \d+ MiB\)", report)
+    assert re.search(r"\| GET /api/v1/metrics/summary.*\| median [\d.]+ s", report)
+
+
+def test_an_unknown_section_is_refused(tmp_path):
+    finished = subprocess.run([sys.executable, "-m", "govshare", "bench", "--quick", "--only", "nonsense", "--out", str(tmp_path / "r.md")],
+                              capture_output=True, text=True, timeout=120)
+    assert finished.returncode == 2
+    assert "unknown section nonsense" in finished.stderr
+    assert not (tmp_path / "r.md").exists()
