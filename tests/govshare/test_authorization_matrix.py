@@ -128,6 +128,11 @@ DEFAULTS: dict[str, Callable[[World], Any]] = {
     "correction_id": lambda w: w.correction_id,
     "key": lambda w: IN_GRANT["citizen_id"],
     "citizen_id": lambda w: IN_GRANT["citizen_id"],
+    # Delta Sharing: CAB's extract grant as its share (these routes take sharing tokens, never OAuth ones)
+    "share": lambda w: f"grant-{w.extract_grant_id}",
+    "schema": lambda w: "psb",
+    "table": lambda w: "psb-household",
+    "file_id": lambda w: "00000000-0000-0000-0000-000000000000",
 }
 
 ROUTES: dict[str, Row] = {
@@ -210,6 +215,24 @@ ROUTES: dict[str, Row] = {
     "POST /api/v1/corrections/{correction_id}/answer": row(403, provider=404, cab_provider=403, psb_provider=200,
                                                            body={"outcome": "corrected", "answer": "fixed at the source"}),
     "GET /api/v1/corrections": row(403, provider=200, demander=200, manager=200, admin=200),
+    "GET /api/v1/corrections/{correction_id}": row(403, provider=404, demander=404, psb_provider=200, psb_demander=200, cab_provider=200,
+                                                   cab_demander=200, manager=200, admin=200),  # the filer's and the provider's
+    "GET /api/v1/metrics/providers": row(403, manager=200, admin=200),
+    # Delta Sharing: an OAuth token of any role is not a sharing profile's token
+    "GET /api/v1/grants/{grant_id}/sharing-profile": row(403, cab_demander=200, cab_service=200,
+                                                         params={"grant_id": lambda w: w.extract_grant_id}),
+    "GET /delta-sharing/shares": row(401),
+    "GET /delta-sharing/shares/{share}": row(401),
+    "GET /delta-sharing/shares/{share}/all-tables": row(401),
+    "GET /delta-sharing/shares/{share}/schemas": row(401),
+    "GET /delta-sharing/shares/{share}/schemas/{schema}/tables": row(401),
+    "GET /delta-sharing/shares/{share}/schemas/{schema}/tables/{table}/version": row(401),
+    "GET /delta-sharing/shares/{share}/schemas/{schema}/tables/{table}/metadata": row(401),
+    "GET /delta-sharing/shares/{share}/schemas/{schema}/tables/{table}/changes": row(401),
+    "POST /delta-sharing/shares/{share}/schemas/{schema}/tables/{table}/query": row(401, body={}),
+    # file URLs carry their own short-lived signature (the protocol's pre-signed URLs): a made-up one is refused
+    "GET /delta-sharing/files/{file_id}": row(403, public=True),
+    "HEAD /delta-sharing/files/{file_id}": row(403, public=True),
 }
 
 # Pages: callers are browser sessions. "anonymous" has a session (and its CSRF token) but has not signed in;
@@ -229,6 +252,10 @@ UI_ROUTES: dict[str, Row] = {
                                              params={"grant_id": lambda w: w.fresh_grant()}),
     "GET /ui/dashboard": page(403, anonymous=303, stale=303, forged=303, manager=200, admin=200, cross_site=200),
     "GET /ui/dashboard/datasets/{code}": page(403, anonymous=303, stale=303, forged=303, manager=200, admin=200, cross_site=200),
+    "GET /ui/dashboard/applications/{application_id}": page(403, anonymous=303, stale=303, forged=303, manager=200, admin=200,
+                                                           cross_site=200),
+    "GET /ui/sharing": page(403, anonymous=303, stale=303, forged=303, demander=200),
+    "POST /ui/sharing/grants/{grant_id}/profile": page(403, anonymous=303, stale=303, params={"grant_id": lambda w: w.extract_grant_id}),
 }
 
 
