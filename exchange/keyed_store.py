@@ -12,6 +12,7 @@ import atexit
 import os
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -96,36 +97,79 @@ def _connection(path: Source) -> duckdb.DuckDBPyConnection:
         return connection
 
 
+_idle: dict[str, list[duckdb.DuckDBPyConnection]] = {}
+MAX_IDLE_CURSORS = 64  # per store: about the server's worker threads
+
+
+@contextmanager
+def _cursor(path: Source) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A cursor on the store, reused across calls: opening one costs about as much as a lookup.
+
+    Idle cursors are kept in a shared list (not per thread), so they are closed at exit in
+    the main thread with their connection.
+    """
+    if isinstance(path, duckdb.DuckDBPyConnection):
+        cursor = path.cursor()
+        try:
+            yield cursor
+        finally:
+            cursor.close()
+        return
+    key = str(path)
+    with _open_lock:
+        idle = _idle.setdefault(key, [])
+        cursor = idle.pop() if idle else None
+    if cursor is None:
+        cursor = _connection(path).cursor()
+    try:
+        yield cursor
+    except BaseException:
+        cursor.close()  # its state is unknown: not reused
+        raise
+    with _open_lock:
+        if len(idle) < MAX_IDLE_CURSORS:
+            idle.append(cursor)
+            return
+    cursor.close()
+
+
 @atexit.register
 def close_all() -> None:
-    """Close every store connection (at exit, in the main thread)."""
+    """Close every store cursor and connection (at exit, in the main thread)."""
     with _open_lock:
+        for cursors in _idle.values():
+            for cursor in cursors:
+                cursor.close()
+        _idle.clear()
         for connection in _open.values():
             connection.close()
         _open.clear()
 
 
-def lookup_query(*, key: str, value: Any, projection: Projection, scope: CompiledFilter, limit: int) -> tuple[str, list[Any]]:
+INSIDE, POSITION = "__govshare_inside", "__govshare_row"  # helper columns of a lookup, never returned
+
+
+def lookup_query(*, key: str, value: Any, projection: Projection, scope: CompiledFilter) -> tuple[str, list[Any]]:
     """The SQL and parameters of a lookup (see ``lookup``)."""
-    return (f"WITH hit AS MATERIALIZED (SELECT * FROM records WHERE {quote_identifier(key)} = ?) "
-            f"SELECT {projection.sql} FROM hit WHERE ({scope.sql}) ORDER BY {ROW_COLUMN} LIMIT {int(limit)}",
-            [value, *projection.params, *scope.params])
+    return (f"SELECT {projection.sql}, ({scope.sql}) AS {INSIDE}, {ROW_COLUMN} AS {POSITION} "
+            f"FROM records WHERE {quote_identifier(key)} = ?",
+            [*projection.params, *scope.params, value])
 
 
 def lookup(path: Source, *, key: str, value: Any, projection: Projection, scope: CompiledFilter, limit: int = 1000) -> list[dict[str, Any]]:
     """Rows whose ``key`` equals ``value`` and which lie within ``scope``, as ``projection`` shows them.
 
     DuckDB probes its index only for a lone equality on the indexed column: any further
-    condition turns the query into a full scan. So the key's rows (a handful) are taken by
-    the index in a materialized CTE, then filtered and projected, in one query.
+    condition in the WHERE clause turns the query into a full scan. So the key's rows (a
+    handful) are taken by the index alone, with the scope evaluated as a column beside
+    them, and only rows where it is true (not false, not NULL: as a WHERE would) are kept.
     """
-    cursor = _connection(path).cursor()
-    try:
-        result = cursor.execute(*lookup_query(key=key, value=value, projection=projection, scope=scope, limit=limit))
-        names = [column[0] for column in result.description]
-        return [dict(zip(names, row, strict=True)) for row in result.fetchall()]
-    finally:
-        cursor.close()
+    with _cursor(path) as cursor:
+        result = cursor.execute(*lookup_query(key=key, value=value, projection=projection, scope=scope))
+        names = [column[0] for column in result.description][:-2]
+        rows = [row for row in result.fetchall() if row[-2] is True]
+    rows.sort(key=lambda row: row[-1])
+    return [dict(zip(names, row[:-2], strict=True)) for row in rows[:limit]]
 
 
 PAGE_WINDOW = 131_072  # rows of _row scanned per step: about one row group, pruned by its min/max
@@ -142,8 +186,7 @@ def page(
     conditions = [f"({scope.sql})", f"{ROW_COLUMN} > ?", f"{ROW_COLUMN} <= ?"] + [f"{quote_identifier(name)} = ?" for name in equals]
     sql = (f"SELECT {ROW_COLUMN}, {projection.sql} FROM records WHERE {' AND '.join(conditions)} "
            f"ORDER BY {ROW_COLUMN} LIMIT ?")
-    cursor = _connection(path).cursor()
-    try:
+    with _cursor(path) as cursor:
         last_row = cursor.execute(f"SELECT max({ROW_COLUMN}) FROM records").fetchone()[0] or 0
         rows: list[tuple] = []
         names: list[str] = []
@@ -154,8 +197,6 @@ def page(
             names = [column[0] for column in result.description]
             rows.extend(result.fetchall())
             start = end
-    finally:
-        cursor.close()
     records = [dict(zip(names[1:], row[1:], strict=True)) for row in rows]
     return records, (rows[-1][0] if rows else None)
 

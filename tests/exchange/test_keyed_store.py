@@ -25,7 +25,7 @@ def test_a_lookup_within_a_filtered_grant_probes_the_index_instead_of_scanning(t
         {"citizen_id": key, "income": 18517.5}]
     assert keyed_store.lookup(store, key="citizen_id", value="000000000000012347", projection=view, scope=scope) == []  # district 03
 
-    sql, params = keyed_store.lookup_query(key="citizen_id", value=key, projection=view, scope=scope, limit=1000)
+    sql, params = keyed_store.lookup_query(key="citizen_id", value=key, projection=view, scope=scope)
     connection = duckdb.connect(str(store), read_only=True)
     plan = connection.execute(f"EXPLAIN ANALYZE {sql}", params).fetchall()[0][1]
     connection.close()
