@@ -308,7 +308,8 @@ def file_url(*, file: SharingFile, token: SharingToken, settings: Settings, secr
 def url_is_valid(*, file_id: str, token_id: int, expires: int, signature: str, secret: bytes, now: datetime | None = None) -> bool:
     if expires < int((now or utcnow()).timestamp()):
         return False
-    return hmac.compare_digest(_url_mac(secret, file_id, token_id, expires), signature)
+    # As bytes: compare_digest refuses (TypeError) a str with non-ASCII characters, which anyone can send.
+    return hmac.compare_digest(_url_mac(secret, file_id, token_id, expires).encode(), signature.encode("utf-8", "surrogatepass"))
 
 
 def servable_file(session: Session, *, file_id: str, token_id: int, settings: Settings, now: datetime | None = None) -> SharingFile:

@@ -285,6 +285,11 @@ def test_a_long_read_refreshes_its_expired_file_urls(world, settings):
     old, _ = sharing.file_url(file=record, token=token, settings=world.app.state.settings, secret=sharing.url_secret(keystore),
                               now=datetime.now(UTC) - timedelta(minutes=20))
     assert httpx.get(old).status_code == 403
+    # A signature altered to anything, non-ASCII included, is refused the same way (not a server error).
+    current = httpx.URL(file["url"])
+    for forged in ("0" * 64, "é" * 64, ""):
+        assert httpx.get(current.copy_set_param("signature", forged)).status_code == 403
+    assert httpx.get(file["url"]).status_code == 200
 
     refreshed = world.query(profile, {"refreshToken": end["refreshToken"]})
     assert refreshed.status_code == 200, refreshed.text
