@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Iterator
 from datetime import date
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlparse
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -15,6 +11,7 @@ import pytest
 
 from directory import service as directory_service
 from tests.factories import citizen_id
+from tests.servers import PagedSource, serving
 
 CODE = "PSB-HOUSEHOLD"
 PEOPLE = [citizen_id(f"11010119900307{n:03d}") for n in range(1, 8)]
@@ -95,52 +92,12 @@ def test_a_csv_column_whose_values_change_kind_stops_the_sync(client, directory,
     assert client.get(f"/api/v1/datasets/{CODE}", headers=directory.provider("PSB")).json()["latest_version"]["number"] == 1
 
 
-class _Pages:
-    """A department's JSON API: pages of records behind a bearer token, linked by ``next``."""
-
-    def __init__(self, token: str) -> None:
-        self.token, self.records, self.page_size, self.requests = token, [], 2, []
-
-    def handler(self):
-        pages = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 (http.server's name)
-                pages.requests.append(self.path)
-                if self.headers.get("Authorization") != f"Bearer {pages.token}":
-                    self.send_response(401)
-                    self.end_headers()
-                    return
-                query = parse_qs(urlparse(self.path).query)
-                if "page" in query:  # page-number paging, 1-based
-                    query["offset"] = [str((int(query["page"][0]) - 1) * pages.page_size)]
-                offset = int(query.get("offset", ["0"])[0])
-                chunk = pages.records[offset:offset + pages.page_size]
-                following = offset + pages.page_size
-                body = {"data": chunk, "links": f"/people?offset={following}" if following < len(pages.records) else None}
-                payload = json.dumps(body).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args):
-                pass
-
-        return Handler
-
-
 @pytest.fixture
-def http_source() -> Iterator[tuple[_Pages, str]]:
-    pages = _Pages(token="tok-" + "9f3e2a7c1b")
-    server = ThreadingHTTPServer(("127.0.0.1", 0), pages.handler())
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield pages, f"http://127.0.0.1:{server.server_address[1]}/people"
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+def http_source() -> Iterator[tuple[PagedSource, str]]:
+    """A department's JSON API: pages of records behind a bearer token, linked by ``next``."""
+    pages = PagedSource(records_key="data", next_key="links", token="tok-" + "9f3e2a7c1b")
+    with serving(pages) as url:
+        yield pages, url
 
 
 def test_an_http_json_source_is_read_page_by_page(client, directory, settings, database, http_source):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -10,9 +9,6 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlparse
 
 import httpx
 import pytest
@@ -25,60 +21,32 @@ from govshare import processes
 from govshare.app import create_app
 from govshare.db import utcnow
 from tests.factories import citizen_id, dataset_document
-
-GOVSHARE = str(Path(sys.executable).with_name("govshare"))
+from tests.servers import GOVSHARE, PagedSource, serving
 
 CODE = "PSB-HOUSEHOLD"
 PEOPLE = [citizen_id(f"11010119900307{n:03d}") for n in range(1, 7)]
 
 
-class _SlowPages:
-    """A JSON API whose second page is held back until the test lets it go (a source mid-way through a read)."""
-
-    def __init__(self) -> None:
-        self.records = [{"citizen_id": cid, "name": "n", "district": "01", "birth_date": "1990-03-07"} for cid in PEOPLE]
-        self.release = threading.Event()
-        self.held = threading.Event()
-
-    def handler(self):
-        pages = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 (http.server's name)
-                offset = int(parse_qs(urlparse(self.path).query).get("offset", ["0"])[0])
-                if offset > 0:
-                    pages.held.set()
-                    pages.release.wait(60)
-                chunk = pages.records[offset:offset + 2]
-                following = offset + 2
-                payload = json.dumps({"records": chunk, "next": f"/people?offset={following}" if following < len(pages.records) else None}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args):
-                pass
-
-        return Handler
-
-
 @pytest.fixture
-def slow_source() -> Iterator[tuple[_SlowPages, str]]:
-    pages = _SlowPages()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), pages.handler())
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield pages, f"http://127.0.0.1:{server.server_address[1]}/people"
-    pages.release.set()
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+def slow_source() -> Iterator[tuple[threading.Event, threading.Event, str]]:
+    """A JSON API whose second page is held back until the test sets ``release`` (a source mid-way through a read)."""
+    held, release = threading.Event(), threading.Event()
+
+    def hold(offset: int) -> None:
+        if offset > 0:
+            held.set()
+            release.wait(60)
+
+    source = PagedSource([{"citizen_id": cid, "name": "n", "district": "01", "birth_date": "1990-03-07"} for cid in PEOPLE], before_page=hold)
+    with serving(source) as url:
+        try:
+            yield held, release, url
+        finally:
+            release.set()
 
 
 def test_a_running_sync_holds_no_write_lock_beats_its_heartbeat_and_refuses_a_second(live_server, directory, slow_source, settings, database):
-    pages, url = slow_source
+    held, release, url = slow_source
     directory.dataset()
     provider = directory.provider("PSB")
     bound = httpx.put(f"{live_server}/api/v1/datasets/{CODE}/source", json={"kind": "http", "config": {"url": url}}, headers=provider)
@@ -87,7 +55,7 @@ def test_a_running_sync_holds_no_write_lock_beats_its_heartbeat_and_refuses_a_se
     syncing = threading.Thread(target=lambda: answer.update(response=httpx.post(f"{live_server}/api/v1/datasets/{CODE}/sync", headers=provider, timeout=120)))
     syncing.start()
     try:
-        assert pages.held.wait(30), "the sync never asked for the second page"
+        assert held.wait(30), "the sync never asked for the second page"
         deadline = time.monotonic() + 20
         while True:  # the heartbeat records the rows read so far
             [run] = httpx.get(f"{live_server}/api/v1/datasets/{CODE}/syncs", headers=provider).json()["runs"]
@@ -103,7 +71,7 @@ def test_a_running_sync_holds_no_write_lock_beats_its_heartbeat_and_refuses_a_se
         second = httpx.post(f"{live_server}/api/v1/datasets/{CODE}/sync", headers=provider)
         assert second.status_code == 409 and second.json()["type"] == "urn:govshare:problem:sync-running"
     finally:
-        pages.release.set()
+        release.set()
         syncing.join(timeout=60)
     assert answer["response"].status_code == 201, answer["response"].text
     done = answer["response"].json()

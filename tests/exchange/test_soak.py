@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -30,48 +29,24 @@ from tests.approvals.test_api import application_body
 from tests.conftest import ARTIFACTS
 from tests.exchange.test_interfaces import _citizens, _csv
 from tests.factories import DirectoryFactory
+from tests.servers import GovshareServer
 
-GOVSHARE = str(Path(sys.executable).parent / "govshare")
 ROOT = Path(__file__).resolve().parents[2]
 SOAK_CLIENTS = 32
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @contextmanager
 def served(settings, tmp_path: Path):
-    """``govshare serve`` over the test's store, on a free loopback port; yields (base URL, process)."""
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "GOVSHARE_HOME": str(settings.resolved_home), "GOVSHARE_DATABASE_URL": settings.resolved_database_url,
+    """``govshare serve`` over the test's store, on a free loopback port; yields (base URL, server)."""
+    env = {"GOVSHARE_HOME": str(settings.resolved_home), "GOVSHARE_DATABASE_URL": settings.resolved_database_url,
            "GOVSHARE_JOBS_ENABLED": "false",
            # The load is one client per department here; the per-client rate limit is not what is measured.
-           "GOVSHARE_RATE_LIMIT_PER_SECOND": "1000000", "GOVSHARE_RATE_LIMIT_BURST": "1000000"}
-    env.pop("GOVSHARE_ISSUER", None)  # the issuer follows the port served
-    log_path = tmp_path / f"serve-{port}.log"
-    with log_path.open("w") as log:
-        server = subprocess.Popen([GOVSHARE, "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert server.poll() is None, log_path.read_text()
-                assert time.monotonic() < deadline, "server did not come up within 60 s"
-                time.sleep(0.2)
-            yield base, server
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
-    tracebacks = [line for line in log_path.read_text().splitlines() if line.startswith("Traceback")]
-    assert not tracebacks, log_path.read_text()[-5000:]
+           "GOVSHARE_RATE_LIMIT_PER_SECOND": "1000000", "GOVSHARE_RATE_LIMIT_BURST": "1000000",
+           "GOVSHARE_ISSUER": None}  # the issuer follows the port served
+    with GovshareServer(env, tmp_path / "serve.log") as server:
+        yield server.base, server
+    tracebacks = [line for line in server.log.read_text().splitlines() if line.startswith("Traceback")]
+    assert not tracebacks, server.log.read_text()[-5000:]
 
 
 class Arranged:

@@ -9,19 +9,11 @@ process (its temporary file, its heartbeat), never for a guessed time.
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import date, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, urlparse
 
 import duckdb
 import httpx
@@ -34,55 +26,12 @@ from govshare import processes
 from tests.approvals.test_api import application_body
 from tests.conftest import ISSUER
 from tests.factories import DirectoryFactory, citizen_id
+from tests.servers import GovshareServer, PagedSource, serving
 
 pytestmark = pytest.mark.slow
 
-GOVSHARE = str(Path(sys.executable).with_name("govshare"))
 ROWS = 1_000_000
 SYNCED = [citizen_id(f"11010119900307{n:03d}") for n in range(1, 7)]
-
-
-class Server:
-    """``govshare serve`` as a separate process over the test's store, started and killed by the test."""
-
-    def __init__(self, settings, log: Path) -> None:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, "GOVSHARE_HOME": str(settings.resolved_home), "GOVSHARE_DATABASE_URL": settings.resolved_database_url,
-                    "GOVSHARE_ISSUER": ISSUER, "GOVSHARE_JOBS_ENABLED": "true"}
-        self.log_path = log
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        log = self.log_path.open("a")
-        self.process = subprocess.Popen([GOVSHARE, "serve", "--port", str(self.port)], env=self.env, stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{self.base}/healthz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            assert self.process.poll() is None, self.log_path.read_text()
-            assert time.monotonic() < deadline, "the server did not come up within 60 s"
-            time.sleep(0.1)
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown handler, no cleanup, no commit runs."""
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=30)
 
 
 def _wait_for(what: str, found: Callable[[], object], timeout: float = 60, every: float = 0.01):
@@ -99,48 +48,22 @@ def _temp_files_of(folder: Path, pid: int, purpose: str) -> list[Path]:
     return [path for path in folder.rglob(f".{purpose}-{pid}@*.tmp") if path.is_file() and path.stat().st_size > 0]
 
 
-class _HeldSource:
-    """A department's JSON API whose second page is held back while ``hold`` is set: a sync stuck mid-way."""
-
-    def __init__(self) -> None:
-        self.records = [{"citizen_id": cid, "name": "n", "district": "01", "birth_date": "1990-03-07"} for cid in SYNCED]
-        self.hold = threading.Event()
-        self.released = threading.Event()
-
-    def handler(self):
-        source = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 (http.server's name)
-                offset = int(parse_qs(urlparse(self.path).query).get("offset", ["0"])[0])
-                if offset > 0 and source.hold.is_set():
-                    source.released.wait(120)
-                following = offset + 2
-                body = {"records": source.records[offset:following], "next": f"/people?offset={following}" if following < len(source.records) else None}
-                payload = json.dumps(body).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args):
-                pass
-
-        return Handler
-
-
 @pytest.fixture
-def held_source() -> Iterator[tuple[_HeldSource, str]]:
-    source = _HeldSource()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), source.handler())
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield source, f"http://127.0.0.1:{server.server_address[1]}/people"
-    source.released.set()
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+def held_source() -> Iterator[tuple[threading.Event, threading.Event, str]]:
+    """A department's JSON API whose second page is held back while ``hold`` is set: a sync stuck mid-way."""
+    hold, released = threading.Event(), threading.Event()
+
+    def maybe_hold(offset: int) -> None:
+        if offset > 0 and hold.is_set():
+            released.wait(120)
+
+    source = PagedSource([{"citizen_id": cid, "name": "n", "district": "01", "birth_date": "1990-03-07"} for cid in SYNCED],
+                         before_page=maybe_hold)
+    with serving(source) as url:
+        try:
+            yield hold, released, url
+        finally:
+            released.set()
 
 
 def _in_background(call: Callable[[], httpx.Response]) -> tuple[threading.Thread, dict]:
@@ -164,7 +87,7 @@ def _visible(folder: Path) -> list[str]:
 def test_a_server_killed_mid_upload_mid_sync_and_mid_extract_loses_nothing_and_shows_nothing_partial(
     client, factory, settings, database, tmp_path, held_source
 ):
-    source, source_url = held_source
+    hold, released, source_url = held_source
     directory = DirectoryFactory(factory)
     provider = directory.provider("PSB")
     data_dir = settings.resolved_data_dir
@@ -191,11 +114,12 @@ def test_a_server_killed_mid_upload_mid_sync_and_mid_extract_loses_nothing_and_s
     audit_before = client.get("/api/v1/audit/verify", headers=manager).json()
     assert audit_before["ok"]
 
-    server = Server(settings, tmp_path / "serve.log")
+    server = GovshareServer({"GOVSHARE_HOME": str(settings.resolved_home), "GOVSHARE_DATABASE_URL": settings.resolved_database_url,
+                             "GOVSHARE_ISSUER": ISSUER, "GOVSHARE_JOBS_ENABLED": "true"}, tmp_path / "serve.log")
     try:
         # Life 1: a sync stuck reading its source and an upload being checked, then SIGKILL.
         server.start()
-        source.hold.set()
+        hold.set()
         syncing, sync_outcome = _in_background(lambda: httpx.post(f"{server.base}/api/v1/datasets/PSB-SYNCED/sync", headers=provider, timeout=300))
 
         def sync_running():
@@ -222,7 +146,7 @@ def test_a_server_killed_mid_upload_mid_sync_and_mid_extract_loses_nothing_and_s
         assert partial_upload.exists()  # what a hard kill leaves behind, until the restart
 
         # Life 2: started again, nothing partial is visible, the sync ended with its reason and runs again.
-        source.hold.clear()
+        hold.clear()
         server.start()
         for purpose in ("upload", "sync"):
             assert _temp_files_of(data_dir, killed_pid, purpose) == [], f"{purpose} temporary files of the killed process remain"
@@ -275,5 +199,5 @@ def test_a_server_killed_mid_upload_mid_sync_and_mid_extract_loses_nothing_and_s
         with database.transaction(write=False) as session:
             assert session.execute(select(Extract.id)).scalars().all() == [extract_id]
     finally:
-        source.released.set()
+        released.set()
         server.stop()
