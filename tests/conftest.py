@@ -142,25 +142,10 @@ ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 @pytest.fixture
 def live_server(app) -> Iterator[str]:
     """The app served by uvicorn on a free loopback port, for browsers; yields its base URL."""
-    import socket
-    import threading
-    import time
+    from tests.servers import in_thread
 
-    import uvicorn
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "live server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with in_thread(app) as base:
+        yield base
 
 
 @pytest.fixture(scope="session")

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
-import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -28,6 +26,7 @@ from govshare.app import create_app
 from govshare.keys import KeyStore
 from tests.approvals.test_api import application_body
 from tests.exchange.test_interfaces import _citizens, _csv
+from tests.servers import in_thread
 from tests.factories import DirectoryFactory
 
 PASSWORD = "correct horse battery"
@@ -48,18 +47,8 @@ def app(settings, port):
 
 @pytest.fixture
 def server(app, port, client):
-    import uvicorn
-
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "live server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with in_thread(app, port) as base:
+        yield base
 
 
 def _expected(source: Path, where: str = "district IN ('01', '02')", columns: str = "citizen_id, name, district") -> list[dict]:
