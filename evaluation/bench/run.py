@@ -134,11 +134,12 @@ def bench_extract(report: Report, folder: Path, sizes: Sizes, database_url: str 
 
             def engine() -> float:
                 nonlocal engine_rows
-                districts = ", ".join(f"'{d}'" for d in bench_world.GRANTED_DISTRICTS)
                 began = time.perf_counter()
+                # Bound values, as the exchange binds them; COPY's target must be a literal (our own path).
                 engine_rows = duckdb.connect().execute(
-                    f"COPY (SELECT {', '.join(bench_world.EXTRACT_COLUMNS)} FROM read_parquet('{snapshot}') "
-                    f"WHERE district IN ({districts})) TO '{folder / ('engine.' + fmt)}' ({options})").fetchone()[0]
+                    f"COPY (SELECT {', '.join(bench_world.EXTRACT_COLUMNS)} FROM read_parquet(?) WHERE district IN ({bench_world.GRANTED_MARKS})) "
+                    f"TO {bench_world.path_literal(folder / ('engine.' + fmt))} ({options})",
+                    [str(snapshot), *bench_world.GRANTED_DISTRICTS]).fetchone()[0]
                 return time.perf_counter() - began
 
             served, bare = _best(2, exchange), _best(2, engine)
@@ -157,9 +158,9 @@ def bench_lookup(report: Report, folder: Path, sizes: Sizes, database_url: str |
     home = folder / "lookup"
     source = bench_world.write_data(folder / "lookup-source.parquet", sizes.lookup_rows)
     clients = bench_world.prepare_store(home, database_url)
-    districts = ", ".join(f"'{d}'" for d in bench_world.GRANTED_DISTRICTS)
     keys = [row[0] for row in duckdb.connect().execute(
-        f"SELECT citizen_id FROM read_parquet('{source}') WHERE district IN ({districts}) USING SAMPLE 20000").fetchall()]
+        f"SELECT citizen_id FROM read_parquet(?) WHERE district IN ({bench_world.GRANTED_MARKS}) USING SAMPLE 20000",
+        [str(source), *bench_world.GRANTED_DISTRICTS]).fetchall()]
     prefix = f"/api/v1/exchange/{bench_world.CODE}/records/"
     with govshare_server(home, log=folder / "lookup-server.log", database_url=database_url) as server:
         world = bench_world.World(server.base, clients)

@@ -33,6 +33,7 @@ ITEMS = [
 EXTRACT_COLUMNS = ["citizen_id", "name", "birth_date", "district", "income", "members"]
 LOOKUP_COLUMNS = ["citizen_id", "name", "district", "household_no"]
 GRANTED_DISTRICTS = DISTRICTS[:3]  # 3 of 8 districts: the grant's row filter keeps 3/8 of the rows
+GRANTED_MARKS = ", ".join("?" * len(GRANTED_DISTRICTS))  # their placeholders, for the bare engine's queries
 
 
 def data_sql(rows: int) -> str:
@@ -45,9 +46,14 @@ def data_sql(rows: int) -> str:
     """
 
 
+def path_literal(path: Path) -> str:
+    """A file path as a SQL string literal, for COPY ... TO (which takes no bound parameter there)."""
+    return "'" + str(path).replace("'", "''") + "'"
+
+
 def write_data(path: Path, rows: int) -> Path:
     fmt = "FORMAT parquet, COMPRESSION zstd" if path.suffix == ".parquet" else "FORMAT csv, HEADER true"
-    duckdb.connect().execute(f"COPY ({data_sql(rows)}) TO '{path}' ({fmt})")
+    duckdb.connect().execute(f"COPY ({data_sql(int(rows))}) TO {path_literal(path)} ({fmt})")
     return path
 
 
