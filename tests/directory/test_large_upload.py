@@ -57,15 +57,20 @@ def _write_people(path: Path, rows: int) -> None:
     """)
 
 
-def _upload_measured(settings, path: Path) -> tuple[dict, int]:
+def _measured(settings, *arguments: str) -> tuple[str, int]:
     environment = {**os.environ, "GOVSHARE_HOME": str(settings.resolved_home), "GOVSHARE_DATABASE_URL": settings.resolved_database_url}
     done = subprocess.run(
-        [sys.executable, "-c", MEASURE, GOVSHARE, "datasets", "upload", "PSB-HOUSEHOLD", str(path)],
+        [sys.executable, "-c", MEASURE, GOVSHARE, *arguments],
         env=environment, capture_output=True, text=True, timeout=900, check=True,
     )
     report = json.loads(done.stdout)
     assert report["returncode"] == 0, report["stderr"]
-    return json.loads(report["stdout"]), report["maxrss_bytes"]
+    return report["stdout"], report["maxrss_bytes"]
+
+
+def _upload_measured(settings, path: Path) -> tuple[dict, int]:
+    output, peak = _measured(settings, "datasets", "upload", "PSB-HOUSEHOLD", str(path))
+    return json.loads(output), peak
 
 
 @pytest.mark.slow
@@ -79,17 +84,21 @@ def test_a_2_million_row_csv_loads_with_peak_memory_well_under_the_file_size(set
     _write_people(small, 200_000)
     _write_people(large, 2_000_000)
 
+    # The same command with no data to read: the interpreter and the libraries it imports
+    # (which vary with what is installed: pyarrow.dataset pulls in pandas when present).
+    _, idle_peak = _measured(settings, "datasets", "upload", "--help")
     small_version, small_peak = _upload_measured(settings, small)
     version, peak = _upload_measured(settings, large)
     size = large.stat().st_size
-    print(f"\n2,000,000 rows, file {size / MB:.0f} MB: peak RSS {peak / MB:.0f} MB; 200,000 rows: peak {small_peak / MB:.0f} MB")
+    print(f"\n2,000,000 rows, file {size / MB:.0f} MB: peak RSS {peak / MB:.0f} MB; 200,000 rows: peak {small_peak / MB:.0f} MB;"
+          f" the command with no data: {idle_peak / MB:.0f} MB")
 
     assert small_version["rows"] == 200_000
     assert version["number"] == 2 and version["rows"] == 2_000_000
     assert version["quality"]["items"]["citizen_id"]["nulls"] == 0
     assert size > 500 * MB
-    # The whole process, interpreter and libraries included, stays well under the file's size ...
-    assert peak < size * 0.6
+    # What reading the data adds to the process stays well under the file's size ...
+    assert peak - idle_peak < size * 0.3
     # ... because memory does not grow with the file: ten times the rows, about the same peak.
     assert peak - small_peak < 64 * MB
     snapshot = next(settings.resolved_data_dir.rglob("v000002.parquet"))
