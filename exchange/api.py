@@ -45,7 +45,8 @@ ARROW_STREAM = "application/vnd.apache.arrow.stream"
 MAX_PAGE = 1000
 
 
-def _rate_limited(request: Request, caller: Annotated[Caller, Depends(require("exchange.read"))]) -> Caller:
+async def _rate_limited(request: Request, caller: Annotated[Caller, Depends(require("exchange.read"))]) -> Caller:
+    # async: the bucket is a lock and some arithmetic, not worth a hop to the thread pool.
     wait = request.app.state.rate_limiter.take(caller.client_id)
     if wait > 0:
         raise RateLimited("too many calls from this client; slow down", headers={"Retry-After": retry_after_header(wait)})
@@ -112,7 +113,8 @@ def lookup(code: str, key: str, request: Request, session: DbSession, caller: Se
     request.app.state.ledger.record(_line(scope, caller, kind="lookup", rows=len(records), keys=[key], status=status, started=started))
     if not records:
         raise RecordNotFound(f"no record with key {key} within your grant on {code}")
-    return {"dataset": code, "key": key, "version": version, "records": jsonable_encoder(records)}
+    # A response of its own: FastAPI would otherwise walk the encoded records once more.
+    return JSONResponse({"dataset": code, "key": key, "version": version, "records": jsonable_encoder(records)})
 
 
 def _encode_cursor(version: int, row: int) -> str:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import json
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -49,11 +51,14 @@ def active_grant(
     session: Session, *, department: str, dataset_code: str, delivery: str, today: date, grant_id: int | None = None,
 ) -> Scope:
     """The department's active grant on the dataset for this delivery mode (the newest, or the one named)."""
-    query = select(Grant).where(Grant.department_code == department, Grant.dataset_code == dataset_code,
-                                Grant.delivery == delivery)
+    # The grant's dataset and application come in the same query (scope_of then finds them
+    # in the session): this runs on every interface call.
+    query = (select(Grant, Dataset, Application)
+             .join(Dataset, Dataset.id == Grant.dataset_id).join(Application, Application.id == Grant.application_id)
+             .where(Grant.department_code == department, Grant.dataset_code == dataset_code, Grant.delivery == delivery))
     if grant_id is not None:
         query = query.where(Grant.id == grant_id)
-    for grant in session.execute(query.order_by(Grant.id.desc())).scalars():
+    for grant, _dataset, _application in session.execute(query.order_by(Grant.id.desc())):
         if approvals.grant_state(grant, today) == approvals.GrantState.active:
             return scope_of(session, grant)
     raise NoActiveGrant(f"department {department} holds no active {delivery} grant on {dataset_code}")
@@ -62,9 +67,25 @@ def active_grant(
 def scope_of(session: Session, grant: Grant) -> Scope:
     dataset = session.get(Dataset, grant.dataset_id)
     application = session.get(Application, grant.application_id)
-    compiled = rowfilter.compile_filter(grant.row_filter, dataset.document["items"])
-    projection = masks.projection(list(grant.columns), grant.masks, hash_key=mask_key(session, grant.department_code))
+    items = json.dumps([[item["name"], item["type"]] for item in dataset.document["items"]])
+    compiled = _compiled_filter(json.dumps(grant.row_filter, sort_keys=True), items)
+    projection = _projection(json.dumps(list(grant.columns)), json.dumps(grant.masks, sort_keys=True),
+                             mask_key(session, grant.department_code))
     return Scope(grant, application, dataset, list(grant.columns), compiled, projection)
+
+
+# Every interface call resolves its grant's scope; compiling it again each time (the
+# filter is validated against its JSON schema first) cost more than the lookup itself.
+# Keyed by the grant's filter and the dataset's item types, as JSON: whatever changes
+# either is a new entry, so a cached scope can never be a stale one.
+@functools.lru_cache(maxsize=1024)
+def _compiled_filter(row_filter: str, items: str) -> rowfilter.CompiledFilter:
+    return rowfilter.compile_filter(json.loads(row_filter), [{"name": name, "type": kind} for name, kind in json.loads(items)])
+
+
+@functools.lru_cache(maxsize=1024)
+def _projection(columns: str, grant_masks: str, hash_key: str) -> masks.Projection:
+    return masks.projection(json.loads(columns), json.loads(grant_masks), hash_key=hash_key)
 
 
 def mask_key(session: Session, department: str) -> str:
@@ -74,11 +95,18 @@ def mask_key(session: Session, department: str) -> str:
 
 
 def snapshot(session: Session, *, dataset: Dataset, data_dir: Path) -> tuple[int, Path]:
-    """The newest version's number and Parquet path."""
-    version = directory.latest_version(session, dataset=dataset)
-    if version is None:
+    """The newest version's number and Parquet path.
+
+    Reads the path column alone: every interface call asks, and the version row also
+    holds its quality profile, which would be parsed for nothing.
+    """
+    path = None
+    if dataset.latest_version is not None:
+        path = session.execute(select(DatasetVersion.path).where(
+            DatasetVersion.dataset_id == dataset.id, DatasetVersion.number == dataset.latest_version)).scalar_one_or_none()
+    if path is None:
         raise NoData(f"dataset {dataset.code} has no data yet")
-    return version.number, directory.snapshot_path(data_dir, version)
+    return dataset.latest_version, data_dir / path
 
 
 def citizen_access_log(session: Session, *, citizen_id: str, data_dir: Path, limit: int = 1000) -> list[AccessLogEntry]:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.templating import Jinja2Templates
 from starlette.middleware.sessions import SessionMiddleware
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from approvals import api as approvals_api
 from approvals import views as approvals_views
@@ -34,6 +37,25 @@ from govshare.limits import BodySizeLimit, BodyTimeout
 from govshare.settings import Settings, get_settings
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
+
+
+class UnderPrefix:
+    """Runs ``middleware`` only for requests under ``prefix``; the rest go straight on.
+
+    The web pages' session cookie is scoped to /ui, so the session middleware has nothing
+    to do elsewhere, and the API's interface calls are the ones that count every microsecond.
+    """
+
+    def __init__(self, app: ASGIApp, *, prefix: str, middleware: Callable[..., ASGIApp], **options: Any) -> None:
+        self.app, self.prefix = app, prefix
+        self.wrapped = middleware(app, **options)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if path == self.prefix or path.startswith(self.prefix + "/"):
+            await self.wrapped(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -78,7 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes, max_json_bytes=settings.max_json_bytes)
     app.add_middleware(BodyTimeout, timeout=settings.request_body_timeout_seconds)
     app.add_middleware(observability.MetricsMiddleware, metrics=app.state.metrics)
-    app.add_middleware(SessionMiddleware, **approvals_views.session_middleware_options(
+    app.add_middleware(UnderPrefix, prefix="/ui", middleware=SessionMiddleware, **approvals_views.session_middleware_options(
         secret_key=keystore.session_secret(), issuer=settings.issuer))
     install_error_handlers(app)
 

@@ -14,6 +14,7 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.fernet import Fernet
@@ -72,6 +73,7 @@ class KeyStore:
         self._lock = threading.Lock()
         self._keys: list[ECKey] | None = None
         self._public: KeySet | None = None  # derived from _keys when they are (re)loaded
+        self._verified: dict[str, Any] = {}
         self._mtime: float | None = None
         self._session_secret: str | None = None  # written once at init, never changed
         self._fernet_key: Fernet | None = None
@@ -116,6 +118,8 @@ class KeyStore:
         self._keys, self._mtime = keys, mtime
         # Every request verifies against the public set: build it once per key change, not per call.
         self._public = KeySet([ECKey.import_key(key.as_dict(private=False)) for key in keys])
+        # Tokens verified against this set (see govshare.auth): a new set starts empty.
+        self._verified: dict[str, Any] = {}
 
     def _load(self) -> list[ECKey]:
         try:
@@ -144,6 +148,12 @@ class KeyStore:
         with self._lock:
             self._load()
             return self._public
+
+    def verification(self) -> tuple[KeySet, dict[str, Any]]:
+        """The public key set and the memo of tokens verified against it, taken together."""
+        with self._lock:
+            self._load()
+            return self._public, self._verified
 
     def public_jwks(self) -> dict:
         """The JWKS document published at /oauth/jwks."""

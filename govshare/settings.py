@@ -83,7 +83,7 @@ class Settings(BaseSettings):
 
     @property
     def resolved_home(self) -> Path:
-        return self.home.expanduser().resolve()
+        return _resolved(self.home)
 
     @property
     def resolved_database_url(self) -> str:
@@ -93,19 +93,26 @@ class Settings(BaseSettings):
 
     @property
     def resolved_data_dir(self) -> Path:
-        return (self.data_dir or self.resolved_home / "data").expanduser().resolve()
+        return _resolved(self.data_dir or self.resolved_home / "data")
 
     @property
     def resolved_sources_dir(self) -> Path:
-        return (self.sources_dir or self.resolved_home / "sources").expanduser().resolve()
+        return _resolved(self.sources_dir or self.resolved_home / "sources")
 
     @property
     def resolved_keys_dir(self) -> Path:
-        return (self.keys_dir or self.resolved_home / "keys").expanduser().resolve()
+        return _resolved(self.keys_dir or self.resolved_home / "keys")
 
     @property
     def token_endpoint(self) -> str:
         return f"{self.issuer}/oauth/token"
+
+
+@lru_cache(maxsize=256)
+def _resolved(path: Path) -> Path:
+    """``path`` made absolute, ``~`` and symbolic links resolved: asked on every request,
+    so remembered (it costs a system call per path component)."""
+    return path.expanduser().resolve()
 
 
 def _is_loopback(hostname: str) -> bool:
