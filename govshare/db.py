@@ -7,12 +7,15 @@ on the database lock instead of failing half-way with "database is locked".
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import weakref
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import DateTime, MetaData, create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -93,7 +96,8 @@ def create_db_engine(url: str, *, busy_timeout_seconds: float = DEFAULT_BUSY_TIM
     (the request then answers 503 store-busy).
     """
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": busy_timeout_seconds})
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": busy_timeout_seconds},
+                               pool_size=10, max_overflow=10)
         _configure_sqlite(engine, busy_timeout_seconds)
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
@@ -105,6 +109,10 @@ class Database:
     def __init__(self, url: str, *, keystore: Any = None, busy_timeout_seconds: float = DEFAULT_BUSY_TIMEOUT_SECONDS) -> None:
         self.url = url
         self.engine = create_db_engine(url, busy_timeout_seconds=busy_timeout_seconds)
+        # Requests holding a session at once (see ``get_db``): half the pool, since a request
+        # may take a second connection for a write of its own (an audit entry, a new token).
+        self.request_concurrency = max(1, _pool_capacity(self.engine) // 2)
+        self._request_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
         # session.info carries the infrastructure services need (the audit log signs entries).
         info = {"keystore": keystore}
         self._read_sessions = sessionmaker(self.engine, expire_on_commit=False, info=info)
@@ -136,17 +144,58 @@ class Database:
     def dispose(self) -> None:
         self.engine.dispose()
 
+    def request_slots(self) -> asyncio.Semaphore:
+        """The running event loop's semaphore of request sessions (one per loop: tests run several)."""
+        loop = asyncio.get_running_loop()
+        slots = self._request_slots.get(loop)
+        if slots is None:
+            slots = self._request_slots[loop] = asyncio.Semaphore(self.request_concurrency)
+        return slots
+
+
+def _pool_capacity(engine: Engine) -> int:
+    """How many connections the engine's pool hands out at most."""
+    pool = engine.pool
+    size = pool.size() if hasattr(pool, "size") else 1
+    return size + max(0, getattr(pool, "_max_overflow", 0))
+
 
 def get_database(request: Request) -> Database:
     """The app's record store."""
     return request.app.state.database
 
 
-def get_db(request: Request) -> Iterator[Session]:
-    """One transaction per request: committed on success, rolled back on error."""
+async def get_db(request: Request) -> AsyncIterator[Session]:
+    """One transaction per request: committed on success, rolled back on error.
+
+    A request first takes one of the database's request slots, waiting on the event loop.
+    Waiting for a pooled connection in a worker thread instead could deadlock: with more
+    requests in flight than connections, every worker thread ended up waiting for a
+    connection while the requests holding the connections waited for a thread. (It also
+    saves the thread hops a sync dependency costs: the session opens without one.)
+    """
     database: Database = request.app.state.database
-    with database.transaction(write=request.method not in ("GET", "HEAD", "OPTIONS")) as session:
-        yield session
+    async with database.request_slots():
+        session = database.new_session(write=request.method not in ("GET", "HEAD", "OPTIONS"))
+        try:
+            yield session
+        except BaseException:
+            await run_in_threadpool(_finish, session, commit=False)
+            raise
+        await run_in_threadpool(_finish, session, commit=True)
+
+
+def _finish(session: Session, *, commit: bool) -> None:
+    try:
+        if commit:
+            session.commit()
+        else:
+            session.rollback()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
 
 
 # scope="function": commit before the response is sent. With FastAPI's default the

@@ -1,0 +1,60 @@
+"""More clients at once than the server has worker threads or pooled connections.
+
+A request used to hold a pooled connection between its steps while giving back its
+worker thread; with enough requests in flight, every worker thread waited for a
+connection while the requests holding the connections waited for a thread, until the
+pool's 30-second timeout failed them. Requests now queue for a session on the event
+loop, where waiting costs no thread.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+
+import httpx
+import pytest
+
+from tests.exchange.test_soak import _token, arranged, served  # noqa: F401 (arranged is a fixture)
+
+CLIENTS = 120  # the thread pool has 40 workers; the pool at most 30 connections (PostgreSQL), 20 (SQLite)
+CALLS_EACH = 3
+
+
+@pytest.mark.slow
+def test_120_clients_at_once_are_all_answered_without_waiting_for_a_pool_timeout(arranged, settings, tmp_path):  # noqa: F811
+    with served(settings, tmp_path) as (base, server):
+        headers = {"Authorization": f"Bearer {_token(base, arranged.service)}"}
+        statuses: Counter = Counter()
+        slowest = [0.0]
+        lock = threading.Lock()
+        ready = threading.Barrier(CLIENTS)
+
+        def client(offset: int) -> None:
+            with httpx.Client(base_url=base, headers=headers, timeout=60) as http:
+                ready.wait()  # all at once
+                for call in range(CALLS_EACH):
+                    key = arranged.inside[(offset * CALLS_EACH + call) % len(arranged.inside)]
+                    began = time.monotonic()
+                    try:
+                        status = http.get(f"/api/v1/exchange/PSB-HOUSEHOLD/records/{key}").status_code
+                    except httpx.TransportError as problem:
+                        status = type(problem).__name__
+                    with lock:
+                        statuses[status] += 1
+                        slowest[0] = max(slowest[0], time.monotonic() - began)
+
+        threads = [threading.Thread(target=client, args=(offset,)) for offset in range(CLIENTS)]
+        started = time.monotonic()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        elapsed = time.monotonic() - started
+        assert server.poll() is None
+
+    print(f"\n{CLIENTS * CALLS_EACH} lookups from {CLIENTS} clients in {elapsed:.1f} s; slowest {slowest[0]:.1f} s")
+    assert statuses == Counter({200: CLIENTS * CALLS_EACH}), statuses
+    # A wait for the connection pool's timeout (30 s) would show here; the calls themselves take milliseconds.
+    assert slowest[0] < 20, slowest[0]
