@@ -267,6 +267,20 @@ def test_an_expired_or_unrecorded_token_is_refused(client, factory, settings):
     assert response.status_code == 401
 
 
+def test_a_token_accepted_once_is_refused_when_it_expires(client, factory, settings):
+    # The server remembers a token's checked signature between calls; its expiry is checked on every call.
+    creds = factory.client("DATA", "manager")
+    real = _verified_claims(client, factory.token(creds))
+    key = KeyStore(settings.resolved_keys_dir).active_key()
+    now = int(time.time())
+    short = _forge(settings, key, sub=creds.client_id, client_id=creds.client_id, jti=real["jti"], iat=now, exp=now + 2)
+    assert client.get("/api/v1/audit/verify", headers={"Authorization": f"Bearer {short}"}).status_code == 200
+    time.sleep(max(0.0, now + 3 - time.time()))
+    response = client.get("/api/v1/audit/verify", headers={"Authorization": f"Bearer {short}"})
+    assert response.status_code == 401
+    assert "expired" in response.json()["detail"]
+
+
 @pytest.mark.parametrize("header", [None, "Bearer", "Basic abc", "Bearer not.a.jwt"])
 def test_missing_or_malformed_bearer_is_401(client, header):
     headers = {"Authorization": header} if header else {}
