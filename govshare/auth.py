@@ -110,8 +110,22 @@ def _bearer_token(request: Request) -> str:
 
 def get_caller(request: Request, session: DbSession) -> Caller:
     """The authenticated caller of this request."""
+    return caller_of(request, session)
+
+
+def caller_of(request: Request, session: Session) -> Caller:
+    """The authenticated caller of ``request`` (for handlers that resolve it themselves)."""
     state = request.app.state
     return authenticate_bearer(session, settings=state.settings, keystore=state.keystore, token=_bearer_token(request))
+
+
+def check_role(caller: Caller, action: str) -> Caller:
+    """``caller`` if it holds a role allowed to perform ``action``, else ``Forbidden``."""
+    allowed = roles_for(action)
+    if not caller.has_role(*allowed):
+        needed = ", ".join(sorted(str(role) for role in allowed)) or "no role"
+        raise Forbidden(f"'{action}' needs one of the roles: {needed}")
+    return caller
 
 
 CurrentCaller = Annotated[Caller, Depends(get_caller)]
@@ -119,14 +133,11 @@ CurrentCaller = Annotated[Caller, Depends(get_caller)]
 
 def require(action: str):
     """A dependency that lets through only callers holding a role allowed to perform ``action``."""
-    allowed = roles_for(action)
+    roles_for(action)  # an unknown action fails here, when the route is declared
 
     # async: a check this cheap runs on the event loop, not as a hop to the thread pool.
     async def _check(caller: CurrentCaller) -> Caller:
-        if not caller.has_role(*allowed):
-            needed = ", ".join(sorted(str(role) for role in allowed)) or "no role"
-            raise Forbidden(f"'{action}' needs one of the roles: {needed}")
-        return caller
+        return check_role(caller, action)
 
     _check.__name__ = f"require_{action.replace('.', '_')}"
     return _check
