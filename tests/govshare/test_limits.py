@@ -17,7 +17,8 @@ from starlette.testclient import TestClient
 
 from approvals.models import Application
 from govshare.app import create_app
-from tests.approvals.test_api import application_body
+from tests.approvals.test_api import World, application_body
+from tests.evaluation.test_api import EXTRACT_APPLICATION, _deliver
 from tests.factories import DirectoryFactory
 
 UPLOAD_LIMIT, JSON_LIMIT, BODY_SECONDS = 64 * 1024, 8 * 1024, 1.0
@@ -172,3 +173,68 @@ def test_text_with_a_nul_character_is_stored_intact_or_refused_by_name_never_a_5
         assert response.status_code == 201, response.text
         stored = client.get(f"/api/v1/applications/{response.json()['id']}", headers=parties.demander).json()
         assert stored["purpose"] == "birth\x00registration"
+
+
+# A lone surrogate: legal as a JSON escape, but no text any record store can hold (both refuse it when
+# the row is written). Each such field is refused with a 422 naming it, and nothing changes.
+LONE = "before \ud800 after"
+
+
+def _send(world, method: str, path: str, body, headers) -> object:
+    # Python's JSON escapes the surrogate as \ud800: what a careless client sends.
+    return world.http.request(method, path, content=json.dumps(body), headers={**headers, "Content-Type": "application/json"})
+
+
+def _refused_naming(response, field: str) -> dict:
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    problem = response.json()
+    assert problem["status"] == 422 and field in problem["detail"], problem
+    return problem
+
+
+@pytest.mark.parametrize(("changes", "field"), [
+    ({"purpose": LONE}, "purpose"),
+    ({"basis": LONE}, "basis"),
+    ({"scenario": LONE}, "scenario"),
+    ({"justifications": {"citizen_id": LONE}}, "justifications.citizen_id"),
+    ({"justifications": {"citizen\udfff": "why"}}, "citizen\\udfff"),  # shown escaped
+], ids=["purpose", "legal-basis", "scenario", "justification", "justification-name"])
+def test_a_lone_surrogate_in_an_application_is_refused_by_name_and_nothing_is_stored(client, factory, database, changes, field):
+    world = World(client, factory)
+    for draft in (False, True):
+        path = "/api/v1/applications?draft=true" if draft else "/api/v1/applications"
+        problem = _refused_naming(_send(world, "POST", path, application_body(**changes), world.applicant), field)
+        assert problem["type"] == "urn:govshare:problem:schema-violation"
+        assert any(error["rule"] == "text" and "lone surrogate" in error["message"] for error in problem["errors"]), problem
+    assert _applications(database) == 0
+    draft = world.file(draft=True).json()
+    _refused_naming(_send(world, "PUT", f"/api/v1/applications/{draft['id']}", application_body(**changes), world.applicant), field)
+    assert world.get(draft["id"]).json() == draft
+
+
+def test_a_lone_surrogate_in_a_decision_revocation_correction_or_rating_is_refused_by_name(client, factory, database):
+    world = World(client, factory)
+    application = world.filed(**EXTRACT_APPLICATION)
+    _refused_naming(_send(world, "POST", f"/api/v1/applications/{application['id']}/decision",
+                          {"decision": "return", "comment": LONE}, world.manager), "comment")
+    assert world.get(application["id"]).json()["status"] == "submitted"
+
+    grant_id = world.decide(application["id"], decision="approve").json()["grant_id"]
+    _refused_naming(_send(world, "POST", f"/api/v1/grants/{grant_id}/revoke", {"reason": LONE}, world.manager), "reason")
+    assert world.http.get(f"/api/v1/grants/{grant_id}", headers=world.manager).json()["revoked_at"] is None
+
+    report = {"item": "insured_since", "key": "110101199001011237", "description": "insured since 2001"}
+    corrections = "/api/v1/datasets/HRSS-INSURANCE/corrections"
+    for name in ("item", "key", "description"):
+        _refused_naming(_send(world, "POST", corrections, {**report, name: LONE}, world.applicant), name)
+    assert world.http.get("/api/v1/corrections", headers=world.manager).json()["items"] == []
+    correction = _send(world, "POST", corrections, report, world.applicant).json()
+    _refused_naming(_send(world, "POST", f"/api/v1/corrections/{correction['id']}/answer",
+                          {"outcome": "corrected", "answer": LONE}, world.hrss_provider), "answer")
+    assert world.http.get(f"/api/v1/corrections/{correction['id']}", headers=world.manager).json()["status"] == "open"
+
+    _deliver(database, application | {"grant_id": grant_id})
+    ratings = f"/api/v1/applications/{application['id']}/ratings"
+    _refused_naming(_send(world, "POST", ratings, {"review_speed": 4, "comment": LONE}, world.applicant), "comment")
+    assert world.http.get(ratings, headers=world.manager).json()["items"] == []
