@@ -169,6 +169,7 @@ def serve(
     import uvicorn
 
     from govshare.app import create_app
+    from govshare.limits import head_deadline_protocol
 
     settings = _settings()
     if "GOVSHARE_ISSUER" not in os.environ:
@@ -178,7 +179,8 @@ def serve(
     initialise(settings)
     if demo_data:
         _seed_demo(settings, citizens=demo_citizens)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info",
+                http=head_deadline_protocol(settings.request_header_timeout_seconds))
 
 
 @app.command()
