@@ -194,8 +194,9 @@ def _limit_malloc_arenas() -> None:
 
     The server runs requests on about 40 worker threads. glibc gives threads arenas of their
     own (16 on 2 cores), and memory freed in one is reused only by the threads on it, so under
-    a long load each arena kept its own free pieces and the server grew (in the 10-minute soak,
-    memory malloc held free rose from 3 to 22 MB; with 2 arenas it stayed between 2 and 10 MB).
+    a long load each arena kept its own free pieces and the server grew (in a 10-minute soak,
+    memory malloc held free rose from 3 to 22 MB; with 2 arenas it ended at 7 to 15 MB in three runs).
+    It slows the growth; it does not stop it (memory in use grows too, for reasons not yet found).
     Must run before the threads start. MALLOC_ARENA_MAX in the environment, where set, is left to rule;
     nothing is done where malloc is not glibc's.
     """
