@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import sys
@@ -169,7 +170,9 @@ def serve(
     import uvicorn
 
     from govshare.app import create_app
+    from govshare.limits import head_deadline_protocol
 
+    _limit_malloc_arenas()
     settings = _settings()
     if "GOVSHARE_ISSUER" not in os.environ:
         # No public URL configured: the issuer (token audience, base of links) is where we listen.
@@ -178,7 +181,32 @@ def serve(
     initialise(settings)
     if demo_data:
         _seed_demo(settings, citizens=demo_citizens)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info",
+                http=head_deadline_protocol(settings.request_header_timeout_seconds))
+
+
+M_ARENA_MAX = -8  # glibc's mallopt parameter
+MALLOC_ARENAS = 2
+
+
+def _limit_malloc_arenas() -> None:
+    """Have glibc's malloc share 2 arenas among the server's threads instead of up to 8 per core.
+
+    The server runs requests on about 40 worker threads. glibc gives threads arenas of their
+    own (16 on 2 cores), and memory freed in one is reused only by the threads on it, so under
+    a long load each arena kept its own free pieces and the server grew (in a 10-minute soak,
+    memory malloc held free rose from 3 to 22 MB; with 2 arenas it ended at 7 to 15 MB in three runs).
+    It slows the growth; it does not stop it (memory in use grows too, for reasons not yet found).
+    Must run before the threads start. MALLOC_ARENA_MAX in the environment, where set, is left to rule;
+    nothing is done where malloc is not glibc's.
+    """
+    if "MALLOC_ARENA_MAX" in os.environ:
+        return
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(M_ARENA_MAX, MALLOC_ARENAS)
 
 
 @app.command()

@@ -1,9 +1,12 @@
-"""Request limits: body size (413) and body arrival time (408), before any route reads a byte.
+"""Request limits: head arrival time, body size (413) and body arrival time (408), before any route reads a byte.
 
 File uploads (multipart) may be as large as ``max_request_bytes``; every other body
 (JSON, forms) is capped at ``max_json_bytes``, because those are parsed whole in
 memory. A body must arrive within ``body_timeout_seconds`` of the first read, so a
-client trickling bytes cannot hold a worker for ever.
+client trickling bytes cannot hold a worker for ever. The request head (request line
+and headers) must arrive within ``header_timeout_seconds``: that one is kept by the
+HTTP protocol ``govshare serve`` runs (``head_deadline_protocol``), since no ASGI
+middleware sees a request before its head is complete.
 """
 
 from __future__ import annotations
@@ -12,8 +15,10 @@ import asyncio
 import json
 import time
 
+import h11
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from govshare.errors import PROBLEM_MEDIA_TYPE, problem_body
 
@@ -108,3 +113,70 @@ class BodyTimeout:
             return message
 
         await self.app(scope, _timed_receive, send)
+
+
+class HeadDeadlineProtocol(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol, closing a connection whose request head has not arrived ``head_timeout`` seconds on.
+
+    uvicorn closes a kept-alive connection left idle (after 5 s), but puts no limit on how
+    long a request's head may take: a client sending its headers a byte at a time (slowloris)
+    held its connection, and a slot of the server, for ever. The clock starts when the
+    connection opens and, on a kept-alive connection, at the first byte of each further
+    request; it stops once the head is complete (the body has its own deadline, BodyTimeout).
+    A client that sent part of a head gets a 408 before the connection is closed.
+    """
+
+    head_timeout: float = 30.0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self._head_deadline: asyncio.TimerHandle | None = None
+        super().connection_made(transport)
+        self._arm_head_deadline()
+
+    def data_received(self, data: bytes) -> None:
+        if self._head_deadline is None and self.conn.their_state is h11.IDLE:
+            self._arm_head_deadline()  # the first bytes of a further request on a kept-alive connection
+        super().data_received(data)
+        if self.conn.their_state is not h11.IDLE:
+            self._disarm_head_deadline()  # the head is in (or the connection is done with)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self.conn.their_state is not h11.IDLE:
+            self._disarm_head_deadline()  # a pipelined request's head, already buffered, was read
+        elif self.conn.trailing_data[0]:
+            self._arm_head_deadline()  # part of the next head came during the response
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_head_deadline()
+        super().connection_lost(exc)
+
+    def _arm_head_deadline(self) -> None:
+        self._disarm_head_deadline()
+        self._head_deadline = self.loop.call_later(self.head_timeout, self._head_too_slow)
+
+    def _disarm_head_deadline(self) -> None:
+        if self._head_deadline is not None:
+            self._head_deadline.cancel()
+            self._head_deadline = None
+
+    def _head_too_slow(self) -> None:
+        self._head_deadline = None
+        if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
+            return
+        partial, _ = self.conn.trailing_data
+        if partial:
+            # Written by hand: h11 will not send a response to a request it has not read.
+            self.logger.warning("request head not complete within %g seconds; connection closed", self.head_timeout)
+            payload = json.dumps(problem_body(
+                status=408, type="request-timeout", title="Request Timeout", instance=None, extra={},
+                detail=f"the request head (request line and headers) did not arrive within {self.head_timeout:g} seconds",
+            )).encode()
+            self.transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-type: " + PROBLEM_MEDIA_TYPE.encode()
+                                 + b"\r\ncontent-length: " + str(len(payload)).encode() + b"\r\nconnection: close\r\n\r\n" + payload)
+        self.transport.close()
+
+
+def head_deadline_protocol(timeout: float) -> type[HeadDeadlineProtocol]:
+    """The HTTP protocol class for uvicorn (its ``http`` option) with a head deadline of ``timeout`` seconds."""
+    return type("HeadDeadlineProtocol", (HeadDeadlineProtocol,), {"head_timeout": timeout})

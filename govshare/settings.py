@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, description="largest accepted request body (file uploads)")
     max_json_bytes: int = Field(default=2 * 1024 * 1024, ge=1024, description="largest accepted JSON or form body")
     request_body_timeout_seconds: float = Field(default=60.0, gt=0, description="time a request body may take to arrive")
+    request_header_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="time a request's head (request line and headers) may take to arrive",
+    )
     sqlite_busy_timeout_seconds: float = Field(
         default=DEFAULT_BUSY_TIMEOUT_SECONDS, gt=0, le=600,
         description="how long a write waits for SQLite's lock before the request answers 503 store-busy",

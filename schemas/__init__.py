@@ -49,8 +49,14 @@ def _validator(name: str) -> Draft202012Validator:
 
 def field_path(error: ValidationError) -> str:
     """``items[2].name`` style path of the field an error is about ("(document)" for the root)."""
+    return _path_text(error.absolute_path)
+
+
+def _path_text(path: Any) -> str:
     text = ""
-    for part in error.absolute_path:
+    for part in path:
+        if isinstance(part, str) and not _is_text(part):
+            part = part.encode("utf-8", "backslashreplace").decode()  # a name that is no text, shown escaped
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
     return text or "(document)"
 
@@ -88,8 +94,40 @@ def errors(name: str, document: Any) -> list[dict[str, str]]:
         # Checked first: the validator recurses once per level and would exhaust the stack.
         return [{"field": "(document)", "rule": "maxDepth",
                  "message": f"nested more than {MAX_DEPTH} levels deep"}]
-    found = sorted(_validator(name).iter_errors(document), key=lambda e: [str(p) for p in e.absolute_path])
-    return [_describe(error) for error in found]
+    found = [(list(error.absolute_path), _describe(error)) for error in _validator(name).iter_errors(document)]
+    found += _unstorable_text(document)
+    return [described for _, described in sorted(found, key=lambda pair: [str(part) for part in pair[0]])]
+
+
+def _unstorable_text(document: Any) -> list[tuple[list[Any], dict[str, str]]]:
+    """Text no record store can hold (a lone surrogate, legal in a JSON escape), in names and values alike.
+
+    SQLite and PostgreSQL both refuse it only when the row is written, with an error that
+    names no field (a 500); here it is refused up front, by field, like any other rule.
+    """
+    found: list[tuple[list[Any], dict[str, str]]] = []
+    pending: list[tuple[Any, list[Any]]] = [(document, [])]
+    while pending:
+        value, path = pending.pop()
+        if isinstance(value, dict):
+            for key, child in value.items():
+                # A name that is no text is the field at fault; what it holds is not looked at.
+                pending.append((child, [*path, key]) if _is_text(key) else (key, [*path, key]))
+        elif isinstance(value, list):
+            pending.extend((child, [*path, index]) for index, child in enumerate(value))
+        elif isinstance(value, str) and not _is_text(value):
+            found.append((path, {"field": _path_text(path), "rule": "text",
+                                 "message": "is not valid text: it holds a lone surrogate (an unpaired \\ud800-\\udfff escape)"}))
+    return found
+
+
+def _is_text(value: str) -> bool:
+    """True if ``value`` can be encoded as UTF-8 (so stored): no lone surrogate."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def validate(name: str, document: Any) -> Any:

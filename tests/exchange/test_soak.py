@@ -134,6 +134,9 @@ def test_a_soak_of_32_clients_gives_no_error_no_memory_growth_and_a_complete_led
     rss = {"start": samples[0][1], "after_10pct": during[len(during) // 10], "middle": during[len(during) // 2],
            "end": during[-1], "max": max(during)}
     figures["rss_mb"] = {name: round(value, 1) for name, value in rss.items()}
+    # The series, one reading a minute (the last one before each minute's end): growth or a plateau at a glance.
+    figures["rss_mb_per_minute"] = [round([value for at, value in samples if at <= minute * 60][-1], 1)
+                                    for minute in range(int(seconds // 60) + 1)]
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "soak.json").write_text(json.dumps(figures, indent=2))
     print("\nsoak:", json.dumps(figures))

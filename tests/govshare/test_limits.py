@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 
 import pytest
@@ -17,8 +18,10 @@ from starlette.testclient import TestClient
 
 from approvals.models import Application
 from govshare.app import create_app
-from tests.approvals.test_api import application_body
+from tests.approvals.test_api import World, application_body
+from tests.evaluation.test_api import EXTRACT_APPLICATION, _deliver
 from tests.factories import DirectoryFactory
+from tests.servers import GovshareServer
 
 UPLOAD_LIMIT, JSON_LIMIT, BODY_SECONDS = 64 * 1024, 8 * 1024, 1.0
 
@@ -162,6 +165,103 @@ def test_a_client_that_sends_its_body_too_slowly_gets_a_408_and_the_server_stays
     assert listing.status_code == 200
 
 
+
+HEAD_SECONDS = 1.5
+
+
+def _trickle(base_url: str, first: bytes, *, every: float, until: float, drip: bytes = b"x") -> tuple[bytes, float]:
+    """Send ``first``, then ``drip`` (a header byte) every ``every`` seconds until the server closes (or ``until`` s pass).
+
+    Returns what the server sent and the seconds from the trickle's start to the close.
+    """
+    host, port = base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=until) as connection:
+        started = time.monotonic()
+        connection.sendall(first)
+        connection.settimeout(every)
+        received = b""
+        while time.monotonic() - started < until:
+            try:
+                chunk = connection.recv(65536)
+            except TimeoutError:
+                try:
+                    connection.sendall(drip)  # X-Slow: x... one byte at a time, never the end of the head
+                except OSError:  # closed by the server between two reads
+                    return received, time.monotonic() - started
+                continue
+            except ConnectionResetError:
+                return received, time.monotonic() - started
+            if not chunk:
+                return received, time.monotonic() - started
+            received += chunk
+        return received, time.monotonic() - started
+
+
+@pytest.fixture
+def slow_head_server(settings, tmp_path):
+    """``govshare serve`` with a short head deadline."""
+    env = {"GOVSHARE_HOME": str(settings.resolved_home), "GOVSHARE_DATABASE_URL": settings.resolved_database_url,
+           "GOVSHARE_JOBS_ENABLED": "false", "GOVSHARE_ISSUER": None,
+           "GOVSHARE_REQUEST_HEADER_TIMEOUT_SECONDS": str(HEAD_SECONDS)}
+    with GovshareServer(env, tmp_path / "serve.log") as server:
+        yield server.base
+
+
+def test_a_client_that_sends_its_headers_too_slowly_is_cut_off_while_others_are_served(slow_head_server):
+    import httpx
+
+    base = slow_head_server
+    results: dict[str, tuple[bytes, float]] = {}
+
+    def slowloris(name: str, first: bytes, drip: bytes = b"x") -> None:
+        results[name] = _trickle(base, first, every=0.2, until=HEAD_SECONDS + 10, drip=drip)
+
+    trickling = [threading.Thread(target=slowloris, args=(f"slow-{n}", b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: "))
+                 for n in range(4)]
+    trickling.append(threading.Thread(target=slowloris, args=("silent", b"", b"")))  # connects, sends nothing
+    for thread in trickling:
+        thread.start()
+    time.sleep(0.3)
+    # Meanwhile others are answered at once, on new connections and on a kept-alive one.
+    with httpx.Client(base_url=base, timeout=5) as http:
+        for _ in range(5):
+            started = time.monotonic()
+            assert http.get("/healthz").status_code == 200
+            assert time.monotonic() - started < 1.0
+    for thread in trickling:
+        thread.join()
+
+    for name, (answer, elapsed) in results.items():
+        assert HEAD_SECONDS - 0.1 <= elapsed < HEAD_SECONDS + 3, (name, elapsed)
+        if name == "silent":
+            assert answer == b"", answer  # nothing asked, nothing answered: just closed
+            continue
+        status_line, _, rest = answer.partition(b"\r\n")
+        assert status_line == b"HTTP/1.1 408 Request Timeout", answer[:300]
+        head, _, body = rest.partition(b"\r\n\r\n")
+        assert b"content-type: application/problem+json" in head and b"connection: close" in head
+        problem = json.loads(body)
+        assert problem["status"] == 408 and problem["type"] == "urn:govshare:problem:request-timeout"
+        assert f"did not arrive within {HEAD_SECONDS:g} seconds" in problem["detail"]
+
+
+def test_on_a_kept_alive_connection_each_request_head_has_its_own_deadline(slow_head_server):
+    host, port = slow_head_server.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+        for _ in range(3):  # together longer than one deadline: it is counted per request, not per connection
+            time.sleep(HEAD_SECONDS / 2)
+            connection.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = connection.recv(65536)
+            while b"\r\n\r\n" not in answer or answer.endswith(b"\r\n\r\n"):  # the head, then its body
+                answer += connection.recv(65536)
+            assert answer.startswith(b"HTTP/1.1 200 "), answer[:300]
+    # The next head, trickled on a kept-alive connection, is cut off like a first one.
+    answer, elapsed = _trickle(slow_head_server, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nX-Slow: ",
+                               every=0.2, until=HEAD_SECONDS + 10)
+    assert answer.startswith(b"HTTP/1.1 200 ") and b"HTTP/1.1 408 Request Timeout" in answer, answer[:600]
+    assert HEAD_SECONDS - 0.1 <= elapsed < HEAD_SECONDS + 3
+
+
 def test_text_with_a_nul_character_is_stored_intact_or_refused_by_name_never_a_500(parties, client, database):
     response = client.post("/api/v1/applications", json=application_body(purpose="birth\x00registration"), headers=parties.demander)
     if database.dialect == "postgresql":  # PostgreSQL text cannot hold NUL
@@ -172,3 +272,68 @@ def test_text_with_a_nul_character_is_stored_intact_or_refused_by_name_never_a_5
         assert response.status_code == 201, response.text
         stored = client.get(f"/api/v1/applications/{response.json()['id']}", headers=parties.demander).json()
         assert stored["purpose"] == "birth\x00registration"
+
+
+# A lone surrogate: legal as a JSON escape, but no text any record store can hold (both refuse it when
+# the row is written). Each such field is refused with a 422 naming it, and nothing changes.
+LONE = "before \ud800 after"
+
+
+def _send(world, method: str, path: str, body, headers) -> object:
+    # Python's JSON escapes the surrogate as \ud800: what a careless client sends.
+    return world.http.request(method, path, content=json.dumps(body), headers={**headers, "Content-Type": "application/json"})
+
+
+def _refused_naming(response, field: str) -> dict:
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    problem = response.json()
+    assert problem["status"] == 422 and field in problem["detail"], problem
+    return problem
+
+
+@pytest.mark.parametrize(("changes", "field"), [
+    ({"purpose": LONE}, "purpose"),
+    ({"basis": LONE}, "basis"),
+    ({"scenario": LONE}, "scenario"),
+    ({"justifications": {"citizen_id": LONE}}, "justifications.citizen_id"),
+    ({"justifications": {"citizen\udfff": "why"}}, "citizen\\udfff"),  # shown escaped
+], ids=["purpose", "legal-basis", "scenario", "justification", "justification-name"])
+def test_a_lone_surrogate_in_an_application_is_refused_by_name_and_nothing_is_stored(client, factory, database, changes, field):
+    world = World(client, factory)
+    for draft in (False, True):
+        path = "/api/v1/applications?draft=true" if draft else "/api/v1/applications"
+        problem = _refused_naming(_send(world, "POST", path, application_body(**changes), world.applicant), field)
+        assert problem["type"] == "urn:govshare:problem:schema-violation"
+        assert any(error["rule"] == "text" and "lone surrogate" in error["message"] for error in problem["errors"]), problem
+    assert _applications(database) == 0
+    draft = world.file(draft=True).json()
+    _refused_naming(_send(world, "PUT", f"/api/v1/applications/{draft['id']}", application_body(**changes), world.applicant), field)
+    assert world.get(draft["id"]).json() == draft
+
+
+def test_a_lone_surrogate_in_a_decision_revocation_correction_or_rating_is_refused_by_name(client, factory, database):
+    world = World(client, factory)
+    application = world.filed(**EXTRACT_APPLICATION)
+    _refused_naming(_send(world, "POST", f"/api/v1/applications/{application['id']}/decision",
+                          {"decision": "return", "comment": LONE}, world.manager), "comment")
+    assert world.get(application["id"]).json()["status"] == "submitted"
+
+    grant_id = world.decide(application["id"], decision="approve").json()["grant_id"]
+    _refused_naming(_send(world, "POST", f"/api/v1/grants/{grant_id}/revoke", {"reason": LONE}, world.manager), "reason")
+    assert world.http.get(f"/api/v1/grants/{grant_id}", headers=world.manager).json()["revoked_at"] is None
+
+    report = {"item": "insured_since", "key": "110101199001011237", "description": "insured since 2001"}
+    corrections = "/api/v1/datasets/HRSS-INSURANCE/corrections"
+    for name in ("item", "key", "description"):
+        _refused_naming(_send(world, "POST", corrections, {**report, name: LONE}, world.applicant), name)
+    assert world.http.get("/api/v1/corrections", headers=world.manager).json()["items"] == []
+    correction = _send(world, "POST", corrections, report, world.applicant).json()
+    _refused_naming(_send(world, "POST", f"/api/v1/corrections/{correction['id']}/answer",
+                          {"outcome": "corrected", "answer": LONE}, world.hrss_provider), "answer")
+    assert world.http.get(f"/api/v1/corrections/{correction['id']}", headers=world.manager).json()["status"] == "open"
+
+    _deliver(database, application | {"grant_id": grant_id})
+    ratings = f"/api/v1/applications/{application['id']}/ratings"
+    _refused_naming(_send(world, "POST", ratings, {"review_speed": 4, "comment": LONE}, world.applicant), "comment")
+    assert world.http.get(ratings, headers=world.manager).json()["items"] == []
