@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from directory import service
 from directory.loading import CITIZEN_ID_CHECK, CITIZEN_ID_WEIGHTS
+from govshare.db import quote_path
 
 DEMO_ACTOR = "demo"
 DISTRICTS = ["110101", "110102", "110105", "110106", "110107", "110108", "110109", "110111"]
@@ -162,7 +163,7 @@ def seed_directory(session: Session, *, data_dir: Path, rows: int = 200_000, act
             for document, query in DEMO_DATASETS:
                 dataset = service.register_dataset(session, document=document, department=document["department"], actor=actor)
                 path = Path(folder) / f"{dataset.code}.parquet"
-                connection.execute(f"COPY ({query}) TO '{path}' (FORMAT parquet)")
+                connection.execute(f"COPY ({query}) TO {quote_path(path)} (FORMAT parquet)")
                 with path.open("rb") as source:
                     service.add_version(session, dataset=dataset, source=source, filename=path.name, data_dir=data_dir, actor=actor)
                 codes.append(dataset.code)

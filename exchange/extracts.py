@@ -36,7 +36,7 @@ from exchange.models import DepartmentKey, Extract
 from exchange.service import Scope, scope_of
 from govshare import audit, processes
 from govshare.audit import canonical_json
-from govshare.db import Database, utcnow
+from govshare.db import Database, quote_path, utcnow
 from govshare.keys import KeyStore, Signature
 
 log = logging.getLogger("govshare.extracts")
@@ -212,8 +212,7 @@ def _copy_scoped(connection: duckdb.DuckDBPyConnection, snapshot: Path, scope: S
         return rows
     options = "FORMAT parquet, COMPRESSION zstd" if fmt == "parquet" else "FORMAT csv, HEADER true"
     # The target path is ours (a uuid under the data folder), never a caller's text.
-    path_literal = str(target).replace("'", "''")
-    return int(connection.execute(f"COPY ({select_sql}) TO '{path_literal}' ({options})", params).fetchone()[0])
+    return int(connection.execute(f"COPY ({select_sql}) TO {quote_path(target)} ({options})", params).fetchone()[0])
 
 
 def verify_manifest(manifest: dict[str, Any], keystore: KeyStore) -> bool:

@@ -63,6 +63,11 @@ def quote_identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def quote_path(path: Any) -> str:
+    """A file path of ours as a SQL string literal: for DuckDB's ``COPY ... TO``, which binds no parameter there."""
+    return "'" + str(path).replace("'", "''") + "'"
+
+
 def utcnow() -> datetime:
     """Now, in UTC, at microsecond precision (what every backend stores exactly)."""
     return datetime.now(UTC)

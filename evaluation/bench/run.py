@@ -31,6 +31,7 @@ from evaluation.bench import world as bench_world
 from evaluation.bench.load import run_wrk
 from evaluation.bench.scratch import scratch_schema
 from evaluation.bench.servers import bare_server, govshare_server
+from govshare.db import quote_path
 
 SECTIONS = ["extract", "lookup", "search", "memory", "metrics"]
 
@@ -138,7 +139,7 @@ def bench_extract(report: Report, folder: Path, sizes: Sizes, database_url: str 
                 # Bound values, as the exchange binds them; COPY's target must be a literal (our own path).
                 engine_rows = duckdb.connect().execute(
                     f"COPY (SELECT {', '.join(bench_world.EXTRACT_COLUMNS)} FROM read_parquet(?) WHERE district IN ({bench_world.GRANTED_MARKS})) "
-                    f"TO {bench_world.path_literal(folder / ('engine.' + fmt))} ({options})",
+                    f"TO {quote_path(folder / ('engine.' + fmt))} ({options})",
                     [str(snapshot), *bench_world.GRANTED_DISTRICTS]).fetchone()[0]
                 return time.perf_counter() - began
 

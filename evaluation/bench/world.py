@@ -17,7 +17,7 @@ import httpx
 
 from directory.demo import DISTRICTS, citizens_sql
 from govshare import identities
-from govshare.db import Database
+from govshare.db import Database, quote_path
 from govshare.keys import KeyStore
 from govshare.settings import Settings
 from govshare.store import initialise
@@ -46,14 +46,9 @@ def data_sql(rows: int) -> str:
     """
 
 
-def path_literal(path: Path) -> str:
-    """A file path as a SQL string literal, for COPY ... TO (which takes no bound parameter there)."""
-    return "'" + str(path).replace("'", "''") + "'"
-
-
 def write_data(path: Path, rows: int) -> Path:
     fmt = "FORMAT parquet, COMPRESSION zstd" if path.suffix == ".parquet" else "FORMAT csv, HEADER true"
-    duckdb.connect().execute(f"COPY ({data_sql(int(rows))}) TO {path_literal(path)} ({fmt})")
+    duckdb.connect().execute(f"COPY ({data_sql(int(rows))}) TO {quote_path(path)} ({fmt})")
     return path
 
 

@@ -14,6 +14,7 @@ import pytest
 
 from directory import service
 from directory.demo import citizens_sql
+from govshare.db import quote_path
 from tests.factories import dataset_document
 
 GOVSHARE = str(Path(sys.executable).parent / "govshare")
@@ -53,7 +54,7 @@ def _write_people(path: Path, rows: int) -> None:
                    'moved in from ' || district || ' on ' || CAST(DATE '1990-01-01' + CAST(i % 12000 AS INTEGER) AS VARCHAR)
                        || '; documents checked by registrar ' || CAST(i % 113 AS VARCHAR) AS remarks
             FROM ({citizens_sql(rows)})
-        ) TO '{path}' (HEADER, DELIMITER ',')
+        ) TO {quote_path(path)} (HEADER, DELIMITER ',')
     """)
 
 

@@ -7,6 +7,7 @@ import duckdb
 from approvals.masks import projection
 from approvals.rowfilter import compile_filter
 from exchange import keyed_store
+from govshare.db import quote_path
 
 ITEMS = [{"name": "citizen_id", "type": "string"}, {"name": "district", "type": "string"}, {"name": "income", "type": "number"}]
 
@@ -15,7 +16,7 @@ def test_a_lookup_within_a_filtered_grant_probes_the_index_instead_of_scanning(t
     snapshot = tmp_path / "snap.parquet"
     duckdb.connect().execute(
         f"COPY (SELECT lpad(CAST(i AS VARCHAR), 18, '0') AS citizen_id, ['01', '02', '03'][1 + i % 3] AS district, i * 1.5 AS income "
-        f"FROM range(300000) t(i)) TO '{snapshot}' (FORMAT parquet)")
+        f"FROM range(300000) t(i)) TO {quote_path(snapshot)} (FORMAT parquet)")
     store = keyed_store.ensure_store(snapshot, "citizen_id")
     scope = compile_filter({"district": {"in": ["01", "02"]}, "income": {"ge": 10}}, ITEMS)
     view = projection(["citizen_id", "income"], None, hash_key="k")

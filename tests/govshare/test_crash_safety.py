@@ -23,6 +23,7 @@ from sqlalchemy import select
 from directory.demo import citizens_sql
 from exchange.models import Extract
 from govshare import processes
+from govshare.db import quote_path
 from tests.approvals.test_api import application_body
 from tests.conftest import ISSUER
 from tests.factories import DirectoryFactory, citizen_id
@@ -96,7 +97,7 @@ def test_a_server_killed_mid_upload_mid_sync_and_mid_extract_loses_nothing_and_s
     people = tmp_path / "people.csv"
     duckdb.connect().execute(
         f"COPY (SELECT citizen_id, name, lpad(CAST(i % 8 + 1 AS VARCHAR), 2, '0') AS district, birth_date FROM ({citizens_sql(ROWS)})) "
-        f"TO '{people}' (HEADER)"
+        f"TO {quote_path(people)} (HEADER)"
     )
     directory.dataset("PSB-HOUSEHOLD")
     with people.open("rb") as file:
