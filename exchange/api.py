@@ -115,28 +115,24 @@ async def lookup(code: str, key: str, request: Request) -> JSONResponse:
 def _lookup(code: str, key: str, request: Request) -> JSONResponse:
     with request.app.state.database.transaction(write=False) as session:
         caller = _take_call(request, check_role(caller_of(request, session), "exchange.read"))
-        return _lookup_in(session, code, key, request, caller)
-
-
-def _lookup_in(session, code: str, key: str, request: Request, caller: Caller) -> JSONResponse:
-    started = time.perf_counter()
-    scope = _scope(request, session, caller, code, kind="lookup", keys=[key], started=started)
-    if not scope.lookup_key:
-        raise InvalidQuery(f"dataset {code} has no lookup key; use the query interface")
-    key_type = next(item["type"] for item in scope.items if item["name"] == scope.lookup_key)
-    try:
-        value = rowfilter.convert_value(key if key_type == "string" else json.loads(key), key_type, "key")
-    except (ValueError, rowfilter.InvalidRowFilter):
-        value = None
-    version, store = _store(request, session, scope, key_value=key)
-    records = [] if value is None else keyed_store.lookup(store, key=scope.lookup_key, value=value,
-                                                          projection=scope.projection, scope=scope.row_filter)
-    status = 200 if records else 404
-    request.app.state.ledger.record(_line(scope, caller, kind="lookup", rows=len(records), keys=[key], status=status, started=started))
-    if not records:
-        raise RecordNotFound(f"no record with key {key} within your grant on {code}")
-    # A response of its own: FastAPI would otherwise walk the encoded records once more.
-    return JSONResponse({"dataset": code, "key": key, "version": version, "records": jsonable_encoder(records)})
+        started = time.perf_counter()
+        scope = _scope(request, session, caller, code, kind="lookup", keys=[key], started=started)
+        if not scope.lookup_key:
+            raise InvalidQuery(f"dataset {code} has no lookup key; use the query interface")
+        key_type = next(item["type"] for item in scope.items if item["name"] == scope.lookup_key)
+        try:
+            value = rowfilter.convert_value(key if key_type == "string" else json.loads(key), key_type, "key")
+        except (ValueError, rowfilter.InvalidRowFilter):
+            value = None
+        version, store = _store(request, session, scope, key_value=key)
+        records = [] if value is None else keyed_store.lookup(store, key=scope.lookup_key, value=value,
+                                                              projection=scope.projection, scope=scope.row_filter)
+        status = 200 if records else 404
+        request.app.state.ledger.record(_line(scope, caller, kind="lookup", rows=len(records), keys=[key], status=status, started=started))
+        if not records:
+            raise RecordNotFound(f"no record with key {key} within your grant on {code}")
+        # A response of its own: FastAPI would otherwise walk the encoded records once more.
+        return JSONResponse({"dataset": code, "key": key, "version": version, "records": jsonable_encoder(records)})
 
 
 def _encode_cursor(version: int, row: int) -> str:

@@ -8,9 +8,10 @@ service item: calls, rows, interface calls, their server errors, errors),
 dimension at a time, not by their product: a grant's lines are few per day, so
 day x dataset x department x service item would be nearly as long as the ledger.
 
-Any ORM write of an ``AccessLogEntry`` (the ledger writer, the demo, tests) rolls
-up through the ``after_flush`` hook below; bulk loads call ``rebuild``. The ledger
-is append-only, so lines are never taken back out.
+The ledger writer inserts its lines with Core and calls ``apply`` itself, in the same
+transaction; any ORM write of an ``AccessLogEntry`` (the demo, tests) rolls up through
+the ``after_flush`` hook below; bulk loads call ``rebuild``. The ledger is append-only,
+so lines are never taken back out.
 """
 
 from __future__ import annotations

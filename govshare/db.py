@@ -139,12 +139,10 @@ class Database:
         session = self.new_session(write=write)
         try:
             yield session
-            session.commit()
         except BaseException:
-            session.rollback()
+            end_session(session, commit=False)
             raise
-        finally:
-            session.close()
+        end_session(session, commit=True)
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -185,12 +183,13 @@ async def get_db(request: Request) -> AsyncIterator[Session]:
         try:
             yield session
         except BaseException:
-            await run_in_threadpool(_finish, session, commit=False)
+            await run_in_threadpool(end_session, session, commit=False)
             raise
-        await run_in_threadpool(_finish, session, commit=True)
+        await run_in_threadpool(end_session, session, commit=True)
 
 
-def _finish(session: Session, *, commit: bool) -> None:
+def end_session(session: Session, *, commit: bool) -> None:
+    """Commit (or roll back) and close: how every session ends, in a request or not."""
     try:
         if commit:
             session.commit()

@@ -119,7 +119,7 @@ class KeyStore:
         # Every request verifies against the public set: build it once per key change, not per call.
         self._public = KeySet([ECKey.import_key(key.as_dict(private=False)) for key in keys])
         # Tokens verified against this set (see govshare.auth): a new set starts empty.
-        self._verified: dict[str, Any] = {}
+        self._verified = {}
 
     def _load(self) -> list[ECKey]:
         try:
