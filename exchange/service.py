@@ -171,11 +171,11 @@ def prebuild_keyed_stores(session: Session, *, data_dir: Path) -> int:
     for dataset in session.execute(select(Dataset).where(Dataset.status == "active")).scalars():
         if dataset.document.get("intake"):
             continue
-        version = directory.latest_version(session, dataset=dataset)
-        if version is None:
+        try:
+            _, path = snapshot(session, dataset=dataset, data_dir=data_dir)
+        except NoData:
             continue
-        snapshot = directory.snapshot_path(data_dir, version)
-        if snapshot.exists() and not keyed_store.store_path(snapshot).exists():
-            keyed_store.ensure_store(snapshot, dataset.document.get("lookup_key"))
+        if path.exists() and not keyed_store.store_path(path).exists():
+            keyed_store.ensure_store(path, dataset.document.get("lookup_key"))
             built += 1
     return built
