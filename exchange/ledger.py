@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import queue
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import SimpleNamespace
@@ -108,10 +109,17 @@ class LedgerWriter:
             if first is None:
                 self._queue.task_done()
                 return
+            # A batch gathers for FLUSH_SECONDS from its first line (or until BATCH lines): the
+            # cost of writing it (a transaction, the rollup upserts, a commit) is mostly per
+            # batch, and under load a batch that ended at the first 10 ms gap held a few lines.
             lines, stop = [first], False
+            deadline = time.monotonic() + FLUSH_SECONDS
             while len(lines) < BATCH:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
                 try:
-                    line = self._queue.get(timeout=FLUSH_SECONDS if len(lines) == 1 else 0.01)
+                    line = self._queue.get(timeout=remaining)
                 except queue.Empty:
                     break
                 if line is None:
