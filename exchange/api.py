@@ -91,7 +91,7 @@ def _store(request: Request, session, scope: service.Scope, version: int | None 
         return 0, keyed_store.in_memory(intake.table(session, dataset=scope.dataset, key_value=key_value))
     data_dir = request.app.state.settings.resolved_data_dir
     if version is None:
-        number, path = service.snapshot(session, dataset=scope.dataset, data_dir=data_dir)
+        number, path = service.snapshot(session, dataset=scope.dataset, data_dir=data_dir, known_path=scope.latest_path)
     else:
         row = session.execute(select(DatasetVersion).where(DatasetVersion.dataset_id == scope.dataset.id,
                                                            DatasetVersion.number == version)).scalar_one_or_none()

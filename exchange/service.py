@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -10,7 +11,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from approvals import masks, rowfilter
@@ -33,6 +34,7 @@ class Scope:
     columns: list[str]
     row_filter: rowfilter.CompiledFilter
     projection: masks.Projection
+    latest_path: str | None = None  # the newest version's snapshot, when found with the grant (see active_grant)
 
     @property
     def masked(self) -> set[str]:
@@ -47,20 +49,28 @@ class Scope:
         return self.dataset.document.get("lookup_key")
 
 
+# The grant's dataset, application and newest snapshot come in the same query (scope_of
+# then finds them in the session). Built once with bound parameters: this runs on every
+# interface call, and constructing the statement cost more than running it.
+_GRANTS = (select(Grant, Dataset, Application, DatasetVersion.path)
+           .join(Dataset, Dataset.id == Grant.dataset_id).join(Application, Application.id == Grant.application_id)
+           .outerjoin(DatasetVersion, (DatasetVersion.dataset_id == Dataset.id) & (DatasetVersion.number == Dataset.latest_version))
+           .where(Grant.department_code == bindparam("department"), Grant.dataset_code == bindparam("dataset_code"),
+                  Grant.delivery == bindparam("delivery"))
+           .order_by(Grant.id.desc()))
+_GRANT_NAMED = _GRANTS.where(Grant.id == bindparam("grant_id"))
+
+
 def active_grant(
     session: Session, *, department: str, dataset_code: str, delivery: str, today: date, grant_id: int | None = None,
 ) -> Scope:
     """The department's active grant on the dataset for this delivery mode (the newest, or the one named)."""
-    # The grant's dataset and application come in the same query (scope_of then finds them
-    # in the session): this runs on every interface call.
-    query = (select(Grant, Dataset, Application)
-             .join(Dataset, Dataset.id == Grant.dataset_id).join(Application, Application.id == Grant.application_id)
-             .where(Grant.department_code == department, Grant.dataset_code == dataset_code, Grant.delivery == delivery))
+    query, params = _GRANTS, {"department": department, "dataset_code": dataset_code, "delivery": delivery}
     if grant_id is not None:
-        query = query.where(Grant.id == grant_id)
-    for grant, _dataset, _application in session.execute(query.order_by(Grant.id.desc())):
+        query, params = _GRANT_NAMED, {**params, "grant_id": grant_id}
+    for grant, _dataset, _application, latest_path in session.execute(query, params):
         if approvals.grant_state(grant, today) == approvals.GrantState.active:
-            return scope_of(session, grant)
+            return dataclasses.replace(scope_of(session, grant), latest_path=latest_path)
     raise NoActiveGrant(f"department {department} holds no active {delivery} grant on {dataset_code}")
 
 
@@ -94,14 +104,14 @@ def mask_key(session: Session, department: str) -> str:
     return hashlib.sha256(f"govshare mask key:{department}:{secret}".encode()).hexdigest()
 
 
-def snapshot(session: Session, *, dataset: Dataset, data_dir: Path) -> tuple[int, Path]:
-    """The newest version's number and Parquet path.
+def snapshot(session: Session, *, dataset: Dataset, data_dir: Path, known_path: str | None = None) -> tuple[int, Path]:
+    """The newest version's number and Parquet path (``known_path``: already read with the grant).
 
     Reads the path column alone: every interface call asks, and the version row also
     holds its quality profile, which would be parsed for nothing.
     """
-    path = None
-    if dataset.latest_version is not None:
+    path = known_path
+    if path is None and dataset.latest_version is not None:
         path = session.execute(select(DatasetVersion.path).where(
             DatasetVersion.dataset_id == dataset.id, DatasetVersion.number == dataset.latest_version)).scalar_one_or_none()
     if path is None:
