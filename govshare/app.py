@@ -104,6 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         secret_key=keystore.session_secret(), issuer=settings.issuer))
     install_error_handlers(app)
 
+    app.include_router(exchange_api.router)  # first: the interface calls, the busiest routes, are matched soonest
     app.include_router(observability.router)
     app.include_router(oauth.router)
     app.include_router(audit.router)
@@ -111,7 +112,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(connectors_api.router)
     directory_service.add_view_extension(connectors_service.sync_summary)
     app.include_router(approvals_api.router)
-    app.include_router(exchange_api.router)
     app.include_router(exchange_sharing_api.router)
     app.include_router(evaluation_api.router)
     app.include_router(approvals_views.router)
