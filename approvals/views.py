@@ -383,7 +383,18 @@ def login(
     request.session.update({USER_KEY: user.id, USER_NAME_KEY: user.name, SIGNED_IN_KEY: int(time.time()),
                             CSRF_KEY: secrets.token_urlsafe(32)})
     _flash(request, f"Signed in as {user.name}.")
-    return _redirect(_safe_next(next))
+    return _redirect(_landing(user, _safe_next(next)))
+
+
+def _landing(user: User, next: str) -> str:
+    """Where sign-in leads: the page asked for; for a department's people asking for none, their own.
+
+    The start page (/ui, the queue) is the managers'; a demander or a service person
+    signing in without a page in mind was shown a 403 there.
+    """
+    if next == "/ui" and not any(str(role) in user.roles for role in UI_ROLES) and may(user, "sharing.profile") and user.department_code:
+        return "/ui/sharing"
+    return next
 
 
 @router.post("/logout", dependencies=CheckedForm)
