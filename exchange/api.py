@@ -302,8 +302,10 @@ def _extract_json(extract: Extract, keystore) -> dict[str, Any]:
         "encrypted": extract.encrypt, "status": extract.status, "progress": round(extract.progress, 3),
         "manifest": extract.manifest, "error": extract.error, "created_at": extract.created_at.isoformat(),
         "finished_at": extract.finished_at.isoformat() if extract.finished_at else None, "download_url": None,
+        # Its grant ended and its file was erased (exchange.retention): the record and manifest stay.
+        "erased": extract.status == "done" and extract.path is None,
     }
-    if extract.status == "done":
+    if extract.status == "done" and extract.path is not None:
         body["download_url"] = extracts.download_link(extract.id, secret=extracts.link_secret(keystore))
     return body
 

@@ -44,7 +44,7 @@ class Settings(BaseSettings):
     holidays: list[date] = Field(default_factory=list, description="public holidays, as a JSON list of dates")
     extra_working_days: list[date] = Field(default_factory=list, description="weekend days that are working days (JSON list)")
     timezone: str = Field(default="UTC", description="the time zone working days and usage periods are counted in")
-    jobs_enabled: bool = Field(default=True, description="run background jobs (webhooks, escalation) in this process")
+    jobs_enabled: bool = Field(default=True, description="run background jobs (webhooks, escalation, extracts, keyed stores, erasing ended grants' files) in this process")
     webhook_interval_seconds: float = Field(default=5.0, gt=0, description="how often new events are posted to webhooks")
     escalation_interval_seconds: float = Field(default=600.0, gt=0, description="how often overdue applications are escalated")
     sync_check_interval_seconds: float = Field(default=300.0, gt=0, description="how often sources due by their update frequency are synced")

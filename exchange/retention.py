@@ -1,0 +1,58 @@
+"""Files made under a grant are erased once the grant has ended (revoked, or past its period).
+
+An ended grant serves nothing: its extracts and Delta Sharing files are refused from
+the request after it ended. Keeping the files on disk would keep copies of citizens'
+data that no service may use any more, so a job erases them. What stays is the record:
+the extract's row, its signed manifest, the ledger lines and the audit entries.
+
+Each file is removed before its row is changed, so a run stopped between the two (a
+crash) leaves a row that the next run finds again; removing a missing file is a no-op.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+from sqlalchemy import delete, or_, select, update
+
+from approvals.models import Grant
+from exchange.models import Extract, SharingFile
+from govshare import audit
+from govshare.db import Database
+
+ACTOR = "govshare:retention"
+
+
+def _ended(today: date):
+    return or_(Grant.revoked_at.is_not(None), Grant.valid_until < today)
+
+
+def _reason(revoked: bool) -> str:
+    return "grant revoked" if revoked else "grant period ended"
+
+
+def erase_ended_grant_files(database: Database, *, data_dir: Path, today: date) -> int:
+    """Erase the extract and sharing files of every ended grant; the number of files erased."""
+    with database.transaction(write=False) as session:
+        extracts = session.execute(
+            select(Extract.id, Extract.path, Extract.grant_id, Grant.revoked_at.is_not(None))
+            .join(Grant, Grant.id == Extract.grant_id).where(_ended(today), Extract.path.is_not(None))
+        ).all()
+        files = session.execute(
+            select(SharingFile.id, SharingFile.path, SharingFile.grant_id, SharingFile.version_number, Grant.revoked_at.is_not(None))
+            .join(Grant, Grant.id == SharingFile.grant_id).where(_ended(today))
+        ).all()
+    for extract_id, path, grant_id, revoked in extracts:
+        (data_dir / path).unlink(missing_ok=True)
+        with database.transaction() as session:
+            session.execute(update(Extract).where(Extract.id == extract_id).values(path=None))
+            audit.record(session, actor=ACTOR, action="extract.erased", subject=f"extract:{extract_id}",
+                         details={"grant": grant_id, "reason": _reason(revoked)})
+    for file_id, path, grant_id, version, revoked in files:
+        (data_dir / path).unlink(missing_ok=True)
+        with database.transaction() as session:
+            session.execute(delete(SharingFile).where(SharingFile.id == file_id))
+            audit.record(session, actor=ACTOR, action="sharing.file_erased", subject=f"grant:{grant_id}",
+                         details={"file": file_id, "version": version, "reason": _reason(revoked)})
+    return len(extracts) + len(files)
