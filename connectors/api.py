@@ -11,7 +11,7 @@ from connectors import service
 from directory import service as directory
 from directory.models import Dataset
 from govshare.auth import Caller, require
-from govshare.db import DbSession
+from govshare.db import DbSession, release_request_session
 from govshare.errors import PROBLEM_MEDIA_TYPE, problem_body
 
 router = APIRouter(prefix="/api/v1", tags=["connectors"])
@@ -67,9 +67,10 @@ def sync_now(
 ) -> Any:
     state = request.app.state
     code = dataset.code
-    # End the request's transaction (it has only read) so no lock is held while the sync reads its source,
-    # for minutes perhaps: the sync writes in short transactions of its own.
-    session.commit()
+    # End the request's transaction (it has only read) and give back its session slot, so neither a
+    # lock nor a slot is held while the sync reads its source, for minutes perhaps: the sync writes
+    # in short transactions of its own.
+    release_request_session(session)
     run = service.run_sync(
         state.database, dataset_code=code, data_dir=state.settings.resolved_data_dir, keystore=state.keystore, actor=caller.actor,
         full=full, files_root=state.settings.resolved_sources_dir,

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from directory import dcat, search, service
 from directory.models import Dataset
 from govshare.auth import Caller, require
-from govshare.db import DbSession
+from govshare.db import DbSession, release_request_session
 
 router = APIRouter(prefix="/api/v1", tags=["directory"])
 
@@ -120,11 +120,16 @@ def dataset_history(session: DbSession, dataset: DatasetForReader) -> dict[str, 
 def upload_version(
     request: Request, session: DbSession, dataset: DatasetForUploader, caller: Uploader, file: UploadFile
 ) -> dict[str, Any]:
-    version = service.add_version(
-        session, dataset=dataset, source=file.file, filename=file.filename,
-        data_dir=request.app.state.settings.resolved_data_dir, actor=caller.actor,
-    )
-    return service.version_view(version)
+    data_dir, code = request.app.state.settings.resolved_data_dir, dataset.code
+    # Checking a large file takes minutes: the request's session (and its slot) is given
+    # back first, so uploads do not make other requests wait; the version is stored in a
+    # short transaction of its own, refused if the dataset's items changed meanwhile.
+    release_request_session(session)
+    snapshot = service.check_file(dataset=dataset, source=file.file, filename=file.filename, data_dir=data_dir)
+    with request.app.state.database.transaction() as write:
+        version = service.store_checked(write, dataset=service.get_dataset(write, code), snapshot=snapshot,
+                                        source_name=file.filename, data_dir=data_dir, actor=caller.actor)
+        return service.version_view(version)
 
 
 @router.get("/datasets/{code}/versions", summary="Stored versions of a dataset's data, newest first")

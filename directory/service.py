@@ -222,11 +222,23 @@ def add_version(
     flushed, and only then is the file renamed into place. Should the transaction
     roll back afterwards, the placed file is removed again (see ``_remove_on_rollback``).
     """
+    snapshot = check_file(dataset=dataset, source=source, filename=filename, data_dir=data_dir, progress=progress)
+    return _store_snapshot(session, dataset=dataset, snapshot=snapshot, source_name=filename, data_dir=data_dir, actor=actor)
+
+
+def check_file(
+    *, dataset: Dataset, source: BinaryIO, filename: str | None, data_dir: Path, progress: loading.Progress | None = None,
+) -> loading.Snapshot:
+    """Check a data file into a temporary snapshot, not yet a version (``store_checked`` makes it one).
+
+    Needs no transaction: the upload route checks a large file (minutes) holding none.
+    """
     _ensure_active(dataset)
-    items = dataset.document["items"]
+    items = copy.deepcopy(dataset.document["items"])
     temp_path = data_dir / "datasets" / dataset.code / processes.temp_name("upload", ".parquet")
     snapshot = loading.write_snapshot(source, items=items, filename=filename, temp_path=temp_path, progress=progress)
-    return _store_snapshot(session, dataset=dataset, snapshot=snapshot, source_name=filename, data_dir=data_dir, actor=actor)
+    snapshot.items = items
+    return snapshot
 
 
 def check_batches(

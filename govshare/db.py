@@ -8,6 +8,7 @@ on the database lock instead of failing half-way with "database is locked".
 from __future__ import annotations
 
 import asyncio
+import threading
 import weakref
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -178,14 +179,59 @@ async def get_db(request: Request) -> AsyncIterator[Session]:
     saves the thread hops a sync dependency costs: the session opens without one.)
     """
     database: Database = request.app.state.database
-    async with database.request_slots():
+    slots = database.request_slots()
+    await slots.acquire()
+    slot = _HeldSlot(slots, asyncio.get_running_loop())
+    try:
         session = database.new_session(write=request.method not in ("GET", "HEAD", "OPTIONS"))
+        session.info[_SLOT] = slot
         try:
             yield session
         except BaseException:
             await run_in_threadpool(end_session, session, commit=False)
             raise
         await run_in_threadpool(end_session, session, commit=True)
+    finally:
+        slot.release()
+
+
+_SLOT = "govshare_request_slot"
+
+
+class _HeldSlot:
+    """A request's slot, given back once: by ``release_request_session`` (any thread) or when the request ends."""
+
+    def __init__(self, semaphore: asyncio.Semaphore, loop: asyncio.AbstractEventLoop) -> None:
+        self._semaphore, self._loop = semaphore, loop
+        self._lock = threading.Lock()
+        self._held = True
+
+    def release(self) -> None:
+        with self._lock:
+            if not self._held:
+                return
+            self._held = False
+        try:
+            on_loop = asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:
+            self._semaphore.release()
+        else:  # asyncio's semaphore is not thread-safe: released on its own loop
+            self._loop.call_soon_threadsafe(self._semaphore.release)
+
+
+def release_request_session(session: Session) -> None:
+    """Commit and close the request's session and give back its slot, before long work that needs neither.
+
+    For routes that then work for minutes (checking an uploaded file, reading a source):
+    holding the slot would make every other request wait once a few such uploads ran.
+    What they write afterwards goes in short transactions of their own.
+    """
+    end_session(session, commit=True)
+    slot = session.info.get(_SLOT)
+    if slot is not None:
+        slot.release()
 
 
 def end_session(session: Session, *, commit: bool) -> None:

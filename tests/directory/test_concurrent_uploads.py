@@ -84,3 +84,29 @@ def test_simultaneous_uploads_give_whole_versions_or_a_clear_refusal(directory, 
     assert shown["latest_version"]["number"] == max(stored)
     verified = httpx.get(f"{live_server}/api/v1/audit/verify", headers=directory.factory.caller("DATA", "manager")).json()
     assert verified["ok"] is True
+
+
+def test_a_large_upload_being_checked_does_not_hold_back_other_requests(directory, live_server, app, settings):
+    # One request at a time may hold a session: an upload that kept its session while its file
+    # was checked (seconds here, minutes for a large file) made every other request wait.
+    app.state.database.request_concurrency = 1
+    directory.dataset()
+    headers = directory.provider("PSB")
+    content, ids = _file(1, 150_000)
+    answer: dict[str, httpx.Response] = {}
+    uploading = threading.Thread(target=lambda: answer.setdefault("upload", httpx.post(
+        f"{live_server}/api/v1/datasets/PSB-HOUSEHOLD/versions", files={"file": ("large.csv", content)}, headers=headers,
+        timeout=300)))
+    uploading.start()
+    folder = settings.resolved_data_dir / "datasets" / "PSB-HOUSEHOLD"
+    for _ in range(3000):  # until the check has begun: its temporary snapshot exists
+        if any(path.name.startswith(".upload-") for path in folder.glob(".*")) or not uploading.is_alive():
+            break
+        threading.Event().wait(0.01)
+    assert uploading.is_alive(), "the upload ended before its check could be seen"
+    read = httpx.get(f"{live_server}/api/v1/datasets/PSB-HOUSEHOLD", headers=headers, timeout=300)
+    assert read.status_code == 200, read.text
+    assert uploading.is_alive(), "the read waited for the upload to finish"
+    uploading.join()
+    assert answer["upload"].status_code == 201, answer["upload"].text
+    assert answer["upload"].json()["rows"] == len(ids)
