@@ -144,6 +144,25 @@ def close_all() -> None:
         for connection in _open.values():
             connection.close()
         _open.clear()
+        _last_rows.clear()
+
+
+_last_rows: dict[str, int] = {}
+
+
+def _last_row(path: Source, cursor: duckdb.DuckDBPyConnection) -> int:
+    """The store's last position: asked of a store file once, since a built store never changes.
+
+    DuckDB answers max(_row) from its statistics as a one-row table in a block of its buffer
+    pool, whose handle it kept after each query: asked on every page, about 0.4 KB a page (issue 9).
+    """
+    key = None if isinstance(path, duckdb.DuckDBPyConnection) else str(path)
+    last = _last_rows.get(key) if key is not None else None
+    if last is None:
+        last = cursor.execute(f"SELECT max({ROW_COLUMN}) FROM records").fetchone()[0] or 0
+        if key is not None:
+            _last_rows[key] = last
+    return last
 
 
 INSIDE, POSITION = "__govshare_inside", "__govshare_row"  # helper columns of a lookup, never returned
@@ -194,7 +213,7 @@ def page(
     positions_sql = (f"SELECT {ROW_COLUMN} FROM records WHERE {' AND '.join(conditions)} "
                      f"AND {ROW_COLUMN} > ? AND {ROW_COLUMN} <= ? ORDER BY {ROW_COLUMN} LIMIT ?")
     with _cursor(path) as cursor:
-        last_row = cursor.execute(f"SELECT max({ROW_COLUMN}) FROM records").fetchone()[0] or 0
+        last_row = _last_row(path, cursor)
         positions: list[int] = []
         start = after_row
         while len(positions) < limit and start < last_row:
