@@ -196,7 +196,7 @@ def _limit_malloc_arenas() -> None:
     own (16 on 2 cores), and memory freed in one is reused only by the threads on it, so under
     a long load each arena kept its own free pieces and the server grew (in a 10-minute soak,
     memory malloc held free rose from 3 to 22 MB; with 2 arenas it ended at 7 to 15 MB in three runs).
-    It slows the growth; it does not stop it (memory in use grows too, for reasons not yet found).
+    The growth of memory in use was another matter: DuckDB keeping ~2-3 KB per page query (see exchange.keyed_store.page).
     Must run before the threads start. MALLOC_ARENA_MAX in the environment, where set, is left to rule;
     nothing is done where malloc is not glibc's.
     """
