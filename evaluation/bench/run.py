@@ -282,7 +282,8 @@ def bench_memory(report: Report, folder: Path, sizes: Sizes, database_url: str |
         report.add("memory", row)
     report.note("memory", "VmHWM of the server process, reset before each step (clear_refs); growth is over the RSS just before it")
     report.note("memory", "each extract is measured after the keyed-store job has finished building that version's store, "
-                          "so the extract's row is the extract's alone; the build is its own row")
+                          "so the extract's row is the extract's alone; the build is its own row. The last extract is "
+                          "judged bounded when twice the rows gave less than 1.5 times the growth of the one before")
 
 
 def bench_metrics(report: Report, folder: Path, sizes: Sizes, database_url: str | None) -> None:
