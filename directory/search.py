@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select, true
+from sqlalchemy import ColumnElement, func, null, select, true, union_all
 from sqlalchemy.orm import Session
 
 from directory.models import Dataset, DatasetTerm
@@ -123,23 +123,39 @@ def search(
         include_retired=include_retired,
     )
     # One grouped count gives the total and every facet (the three are its margins).
-    cube = session.execute(
-        select(*FACETS.values(), func.count()).where(*conditions).group_by(*FACETS.values())
-    ).all()
+    cube_columns = list(FACETS.values())
+    offset = (page - 1) * page_size
+    if q:
+        # Full text: the matching rows are found once (the term ranges' id lists are the
+        # costly part) and both the grouped count and the page are read from them.
+        matched = select(Dataset.id, Dataset.code, *cube_columns).where(*conditions).cte("matched").prefix_with("MATERIALIZED")
+        facet_columns = [matched.c[column.key] for column in cube_columns]
+        nothing = [null() for _ in range(len(facet_columns) + 1)]
+        page_ids = select(matched.c.id).order_by(matched.c.code).limit(page_size).offset(offset).subquery()
+        rows = session.execute(
+            union_all(
+                select(*facet_columns, func.count(), null()).group_by(*facet_columns),
+                select(*nothing, page_ids.c.id),
+            )
+        ).all()
+        cube = [row[:-1] for row in rows if row[-1] is None]
+        ids = [row[-1] for row in rows if row[-1] is not None]
+    else:
+        cube = session.execute(select(*cube_columns, func.count()).where(*conditions).group_by(*cube_columns)).all()
+        # The page's ids come from a covering index; only those rows are read in full.
+        ids = list(
+            session.execute(
+                select(Dataset.id).where(*conditions).order_by(Dataset.code).limit(page_size).offset(offset)
+            ).scalars()
+        )
     facets: dict[str, dict[str, int]] = {name: {} for name in FACETS}
     for *values, count in cube:
         for name, value in zip(FACETS, values, strict=True):
             facets[name][value] = facets[name].get(value, 0) + count
     total = sum(count for *_, count in cube)
-    # The page's ids come from a covering index; only those rows are read in full.
-    ids = list(
-        session.execute(
-            select(Dataset.id).where(*conditions).order_by(Dataset.code).limit(page_size).offset((page - 1) * page_size)
-        ).scalars()
-    )
-    rows = {dataset.id: dataset for dataset in session.execute(select(Dataset).where(Dataset.id.in_(ids))).scalars()} if ids else {}
+    records = {dataset.id: dataset for dataset in session.execute(select(Dataset).where(Dataset.id.in_(ids))).scalars()} if ids else {}
     return SearchResult(
-        datasets=[rows[dataset_id] for dataset_id in ids],
+        datasets=[records[dataset_id] for dataset_id in ids],
         total=total,
         facets={name: dict(sorted(counts.items())) for name, counts in facets.items()},
     )

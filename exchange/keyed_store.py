@@ -9,7 +9,9 @@ position in the snapshot (``_row``), which orders paged queries stably.
 from __future__ import annotations
 
 import atexit
+import logging
 import os
+import shutil
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +26,7 @@ from approvals.rowfilter import CompiledFilter
 from govshare import processes
 from govshare.db import quote_identifier
 
+log = logging.getLogger(__name__)
 _build_lock = threading.Lock()
 ROW_COLUMN = "_row"
 
@@ -33,33 +36,81 @@ def store_path(snapshot: Path) -> Path:
     return snapshot.with_suffix(".keyed.duckdb")
 
 
+# What a build's DuckDB connection may hold in memory. ART indexes must fit in memory
+# while they are built (DuckDB's documentation); the table itself, and the numbering of
+# its rows, spill to a temporary directory beside the store. So the limit is what the
+# two indexes need, estimated from the rows and the key's length, with a margin and a
+# floor. Measured with DuckDB 2.0.1 and 18-character keys, the smallest limits that
+# build are about 240 MiB for 5 million rows and 420 MiB for 10 million (fails at 224
+# and 384): about 64 MiB plus 38 bytes a row, of which 18 are the key's own.
+BUILD_MEMORY_FLOOR = 256 * 1024**2
+BUILD_MEMORY_BASE = 64 * 1024**2
+INDEX_BYTES_PER_ROW = 20  # both indexes, beyond the key's own bytes
+BUILD_MEMORY_MARGIN = 1.25
+KEY_SAMPLE_ROWS = 10_000
+
+
+def build_memory_limit(snapshot: Path, key: str | None) -> int:
+    """Bytes of memory the keyed-store build of ``snapshot`` may use (see ``INDEX_BYTES_PER_ROW``)."""
+    connection = duckdb.connect()
+    try:
+        rows = connection.execute("SELECT sum(num_rows) FROM parquet_file_metadata(?)", [str(snapshot)]).fetchone()[0] or 0
+        key_bytes = 0.0
+        if key:
+            column = quote_identifier(key)
+            key_bytes = connection.execute(
+                f"SELECT avg(strlen(CAST({column} AS VARCHAR))) FROM (SELECT {column} FROM read_parquet(?) LIMIT {KEY_SAMPLE_ROWS})",
+                [str(snapshot)],
+            ).fetchone()[0] or 0.0
+    finally:
+        connection.close()
+    needed = BUILD_MEMORY_BASE + rows * (key_bytes + INDEX_BYTES_PER_ROW)
+    return max(BUILD_MEMORY_FLOOR, int(needed * BUILD_MEMORY_MARGIN))
+
+
 def ensure_store(snapshot: Path, key: str | None) -> Path:
-    """The keyed store for ``snapshot``, built if missing (safe against concurrent builders)."""
+    """The keyed store for ``snapshot``, built if missing (safe against concurrent builders).
+
+    The build's memory is bounded (``build_memory_limit``); should the estimate prove short
+    (DuckDB runs out of memory), it is tried once more with twice the limit before failing.
+    A failed build leaves nothing behind: the next call (or the keyed-store job) tries again.
+    """
     target = store_path(snapshot)
     if target.exists():
         return target
     with _build_lock:
         if target.exists():
             return target
-        temp = target.with_name(processes.temp_name("keyed", f".{target.name}"))
+        limit = build_memory_limit(snapshot, key)
         try:
-            connection = duckdb.connect(str(temp))
-            try:
-                connection.execute(
-                    f"CREATE TABLE records AS SELECT row_number() OVER () AS {ROW_COLUMN}, * FROM read_parquet(?)",
-                    [str(snapshot)],
-                )
-                if key:
-                    connection.execute(f"CREATE INDEX records_key ON records ({quote_identifier(key)})")
-                connection.execute(f"CREATE UNIQUE INDEX records_row ON records ({ROW_COLUMN})")
-                connection.execute("CHECKPOINT")
-            finally:
-                connection.close()
-            os.replace(temp, target)
-        finally:
-            temp.unlink(missing_ok=True)
-            Path(str(temp) + ".wal").unlink(missing_ok=True)
+            _build(snapshot, key, target, limit)
+        except duckdb.OutOfMemoryException:
+            log.warning("keyed store of %s: out of memory within %d MiB; trying again with twice that", snapshot, limit >> 20)
+            _build(snapshot, key, target, 2 * limit)
     return target
+
+
+def _build(snapshot: Path, key: str | None, target: Path, memory_limit: int) -> None:
+    temp = target.with_name(processes.temp_name("keyed", f".{target.name}"))
+    spill = Path(str(temp) + ".spill")
+    try:
+        connection = duckdb.connect(str(temp), config={"memory_limit": f"{memory_limit >> 20}MiB", "temp_directory": str(spill)})
+        try:
+            connection.execute(
+                f"CREATE TABLE records AS SELECT row_number() OVER () AS {ROW_COLUMN}, * FROM read_parquet(?)",
+                [str(snapshot)],
+            )
+            if key:
+                connection.execute(f"CREATE INDEX records_key ON records ({quote_identifier(key)})")
+            connection.execute(f"CREATE UNIQUE INDEX records_row ON records ({ROW_COLUMN})")
+            connection.execute("CHECKPOINT")
+        finally:
+            connection.close()
+        os.replace(temp, target)
+    finally:
+        temp.unlink(missing_ok=True)
+        Path(str(temp) + ".wal").unlink(missing_ok=True)
+        shutil.rmtree(spill, ignore_errors=True)
 
 
 Source = Path | duckdb.DuckDBPyConnection

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 import socket
 import uuid
 from pathlib import Path
@@ -71,13 +72,17 @@ def remove_dead_temp_files(*roots: Path) -> list[Path]:
     for root in roots:
         if not root.is_dir():
             continue
-        for path in root.rglob(".*.tmp*"):
-            # DuckDB keeps a write-ahead log beside a database being built: "<name>.tmp.wal".
-            base = path.with_name(path.name.removesuffix(".wal"))
+        for path in list(root.rglob(".*.tmp*")):
+            # DuckDB keeps a write-ahead log beside a database being built ("<name>.tmp.wal"),
+            # and a keyed-store build spills to a folder beside it ("<name>.tmp.spill").
+            base = path.with_name(path.name.removesuffix(".wal").removesuffix(".spill"))
             found = owner(base)
-            if found is None or not path.is_file() or not process_is_gone(*found, since=path.stat().st_mtime):
+            if found is None or not path.exists() or not process_is_gone(*found, since=path.stat().st_mtime):
                 continue
-            path.unlink(missing_ok=True)
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
             removed.append(path)
     if removed:
         log.warning("removed %d temporary file(s) left by ended processes", len(removed))

@@ -111,6 +111,9 @@ def test_start_up_ends_runs_of_ended_processes_and_removes_only_their_temporary_
     reused_pid = datasets / f".upload-{os.getpid()}@{processes.HOST}-{'c' * 32}.parquet.tmp"
     for path in (left, ours, elsewhere, reused_pid):
         path.write_bytes(b"partial")
+    spill = datasets / f".keyed-{dead}@{processes.HOST}-{'d' * 32}.v000001.keyed.duckdb.tmp.spill"  # a keyed-store build's
+    spill.mkdir()
+    (spill / "duckdb_temp_storage_DEFAULT-0.tmp").write_bytes(b"spilled")
     an_hour_ago = time.time() - 3600
     os.utime(reused_pid, (an_hour_ago, an_hour_ago))  # written before this process started: by another with its pid
 
@@ -122,7 +125,7 @@ def test_start_up_ends_runs_of_ended_processes_and_removes_only_their_temporary_
     assert runs[silent.id].outcome == "failed" and runs[silent.id].error.startswith("interrupted: no heartbeat since")
     assert runs[alive.id].outcome == "running"  # another host's live run is not ours to end
     assert (runs[reused.id].outcome, runs[reused.id].error) == ("failed", "interrupted: process ended")
-    assert not left.exists() and not reused_pid.exists() and ours.exists() and elsewhere.exists()
+    assert not left.exists() and not reused_pid.exists() and not spill.exists() and ours.exists() and elsewhere.exists()
     refused = client.post(f"/api/v1/datasets/{CODE}/sync", headers=directory.provider("PSB"))
     assert refused.status_code == 409 and "is running" in refused.json()["detail"]
     with database.transaction() as session:

@@ -99,3 +99,28 @@ def test_query_terms_are_words_and_cjk_pairs():
     assert search.query_terms("Household  REGISTRATION!") == ["household", "registration"]
     assert search.query_terms("户籍人口") == ["户籍", "籍人", "人口"]
     assert "citizen" in search.index_terms("citizen_id")
+
+
+def test_full_text_totals_facets_and_pages_equal_a_plain_count(database, catalog):
+    # Full-text searches read their matches once for the grouped count and the page:
+    # every page, the total and each facet must equal what a plain filter over all rows gives.
+    catalog.dataset("CAB-ADOPTION", "CAB", title="Adoption registrations", domain="civil-affairs", share_type="conditional")
+    catalog.dataset("EDU-SCHOOLS", "EDU", title="School registers", summary="Registered schools", domain="education")
+    with database.transaction(write=False) as session:
+        everything = search.search(session, page_size=200).datasets
+        for params in [{"q": "regist"}, {"q": "registrations"}, {"q": "regist", "department": "cab"},
+                       {"q": "regist", "share_type": "conditional"}, {"q": "nothing-like-this"}]:
+            department = params.get("department", "").upper()
+            expected = [d for d in everything
+                        if all(any(term.startswith(word) for term in search.index_terms(d.search_text))
+                               for word in search.query_terms(params["q"]))
+                        and (not department or d.department_code == department)
+                        and d.share_type == params.get("share_type", d.share_type)]
+            pages = [search.search(session, page=page, page_size=2, **params) for page in (1, 2, 3)]
+            assert [d.code for p in pages for d in p.datasets] == sorted(d.code for d in expected), params
+            assert {p.total for p in pages} == {len(expected)}, params
+            for name, column in [("department", "department_code"), ("domain", "domain"), ("share_type", "share_type")]:
+                counts: dict[str, int] = {}
+                for d in expected:
+                    counts[getattr(d, column)] = counts.get(getattr(d, column), 0) + 1
+                assert pages[0].facets[name] == dict(sorted(counts.items())), (params, name)

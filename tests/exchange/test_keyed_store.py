@@ -1,4 +1,4 @@
-"""Keyed stores answer a lookup by probing the index, whatever the grant's filter adds; paging leaves nothing behind."""
+"""Keyed stores answer a lookup by probing the index, whatever the grant's filter adds; paging leaves nothing behind; builds fit their memory."""
 
 from __future__ import annotations
 
@@ -74,3 +74,46 @@ def test_paging_through_a_store_again_and_again_leaves_no_memory_behind(tmp_path
     before = _malloc_in_use()
     pages(1000)
     assert _malloc_in_use() - before < 1_000_000
+
+
+def _snapshot(path, rows: int):
+    duckdb.connect().execute(
+        f"COPY (SELECT lpad(CAST(i AS VARCHAR), 18, '0') AS citizen_id, i * 1.5 AS income FROM range({rows}) t(i)) "
+        f"TO {quote_path(path)} (FORMAT parquet)")
+    return path
+
+
+def test_the_build_memory_limit_grows_with_rows_and_key_length_above_a_floor(tmp_path, monkeypatch):
+    snapshot = _snapshot(tmp_path / "snap.parquet", 100_000)
+    assert keyed_store.build_memory_limit(snapshot, "citizen_id") == keyed_store.BUILD_MEMORY_FLOOR
+    monkeypatch.setattr(keyed_store, "BUILD_MEMORY_FLOOR", 0)
+    expected = (keyed_store.BUILD_MEMORY_BASE + 100_000 * (18 + keyed_store.INDEX_BYTES_PER_ROW)) * keyed_store.BUILD_MEMORY_MARGIN
+    assert keyed_store.build_memory_limit(snapshot, "citizen_id") == int(expected)
+    assert keyed_store.build_memory_limit(snapshot, None) == int(expected - 100_000 * 18 * keyed_store.BUILD_MEMORY_MARGIN)
+
+
+def test_a_build_short_of_memory_is_tried_again_with_more_and_a_failed_build_leaves_nothing(tmp_path, monkeypatch):
+    snapshot = _snapshot(tmp_path / "snap.parquet", 200_000)
+    limits = []
+    build = keyed_store._build
+
+    def short_once(snapshot, key, target, memory_limit):
+        limits.append(memory_limit)
+        # The first attempt gets far too little memory for its indexes.
+        return build(snapshot, key, target, memory_limit if len(limits) > 1 else 4 * 1024**2)
+
+    monkeypatch.setattr(keyed_store, "_build", short_once)
+    store = keyed_store.ensure_store(snapshot, "citizen_id")
+    assert limits == [limits[0], 2 * limits[0]]
+    assert duckdb.connect(str(store), read_only=True).execute("SELECT count(*) FROM records").fetchone() == (200_000,)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["snap.keyed.duckdb", "snap.parquet"]
+
+    store.unlink()
+    monkeypatch.setattr(keyed_store, "_build", lambda snapshot, key, target, memory_limit: build(snapshot, key, target, 4 * 1024**2))
+    try:
+        keyed_store.ensure_store(snapshot, "citizen_id")
+    except duckdb.OutOfMemoryException:
+        pass
+    else:
+        raise AssertionError("a build within 4 MiB should run out of memory")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["snap.parquet"]  # no store, no temporary files
