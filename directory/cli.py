@@ -121,23 +121,26 @@ def upload(
     database = _database()
     console = Console(stderr=True)
     try:
-        with database.transaction() as session, file.open("rb") as source:
+        with database.transaction(write=False) as session:
             dataset = service.get_dataset(session, code)
             if as_department:
                 service.ensure_own(dataset, department=as_department.upper())
-            with Progress(
-                TextColumn(f"checking {file.name}"), BarColumn(), DownloadColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-                console=console, transient=False,
-            ) as progress:
-                task = progress.add_task("upload", total=None)
+        # The check (minutes for a large file) runs in no transaction: on SQLite a write
+        # transaction held that long would stop a running server's writes, the ledger's too.
+        with file.open("rb") as source, Progress(
+            TextColumn(f"checking {file.name}"), BarColumn(), DownloadColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+            console=console, transient=False,
+        ) as progress:
+            task = progress.add_task("upload", total=None)
 
-                def advance(done: int, total: int) -> None:
-                    progress.update(task, completed=done, total=total)
+            def advance(done: int, total: int) -> None:
+                progress.update(task, completed=done, total=total)
 
-                version = service.add_version(
-                    session, dataset=dataset, source=source, filename=file.name,
-                    data_dir=settings.resolved_data_dir, actor=_actor(), progress=advance,
-                )
+            snapshot = service.check_file(dataset=dataset, source=source, filename=file.name,
+                                          data_dir=settings.resolved_data_dir, progress=advance)
+        with database.transaction() as session:
+            version = service.store_checked(session, dataset=service.get_dataset(session, code), snapshot=snapshot,
+                                            source_name=file.name, data_dir=settings.resolved_data_dir, actor=_actor())
             view = service.version_view(version)
     except (VersionRefused, NotOwnDepartment) as error:
         typer.echo(f"error: {error.detail}", err=True)

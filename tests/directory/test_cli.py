@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from sqlalchemy import select
@@ -82,3 +83,37 @@ def test_the_command_line_refuses_bad_files_and_other_departments(settings, fact
     assert wrong.returncode == 1 and "belongs to department PSB" in wrong.stderr
     missing = run(settings, "datasets", "show", "NOPE")
     assert missing.returncode == 1 and "NOPE does not exist" in missing.stderr
+
+
+def test_an_upload_being_checked_does_not_stop_a_running_servers_writes(settings, factory, client, tmp_path):
+    # On SQLite a write transaction holds the whole store's write lock: an upload that held one
+    # while its file was checked (minutes for a large file) stopped every write of a running
+    # server, its ledger's too, until the upload ended or the server's wait for the lock ran out.
+    from tests.directory.test_concurrent_uploads import _file
+    from tests.factories import DirectoryFactory
+
+    directory = DirectoryFactory(factory)
+    directory.dataset("PSB-HOUSEHOLD", "PSB")
+    content, ids = _file(2, 600_000)
+    source = tmp_path / "large.csv"
+    source.write_bytes(content)
+    environment = {**os.environ, "GOVSHARE_HOME": str(settings.resolved_home), "GOVSHARE_DATABASE_URL": settings.resolved_database_url}
+    upload = subprocess.Popen([GOVSHARE, "datasets", "upload", "PSB-HOUSEHOLD", str(source)], env=environment,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        folder = settings.resolved_data_dir / "datasets" / "PSB-HOUSEHOLD"
+        for _ in range(6000):  # until the check has begun: its temporary snapshot exists
+            if any(path.name.startswith(".upload-") for path in folder.glob(".*")) or upload.poll() is not None:
+                break
+            time.sleep(0.01)
+        assert upload.poll() is None, "the upload ended before its check could be seen"
+        written = client.post("/api/v1/datasets", json=dataset_document("PSB-OTHER"), headers=directory.provider("PSB"))
+        assert written.status_code == 201, written.text
+        # Still checking: the write did not wait for the upload's version to be stored.
+        assert any(path.name.startswith(".upload-") for path in folder.glob(".*")), "the server's write waited for the upload"
+        out, err = upload.communicate(timeout=300)
+    finally:
+        if upload.poll() is None:
+            upload.kill()
+    assert upload.returncode == 0, err
+    assert json.loads(out)["rows"] == len(ids)
