@@ -11,7 +11,7 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.orm import Session
 
 import schemas
@@ -123,8 +123,7 @@ def document_of(application: Application) -> dict[str, Any]:
 
 def _holds_active_grant(session: Session, *, department: str, dataset_id: int, today: date, exclude_application: int | None) -> bool:
     query = select(func.count()).select_from(Grant).where(
-        Grant.department_code == department, Grant.dataset_id == dataset_id, Grant.revoked_at.is_(None),
-        Grant.valid_until >= today,
+        Grant.department_code == department, Grant.dataset_id == dataset_id, ~grant_ended(today),
     )
     if exclude_application is not None:
         query = query.where(Grant.application_id != exclude_application)
@@ -397,6 +396,11 @@ def grant_state(grant: Grant, today: date) -> GrantState:
     if today < grant.valid_from:
         return GrantState.pending
     return GrantState.active
+
+
+def grant_ended(today: date) -> ColumnElement[bool]:
+    """In SQL, whether a grant has ended for good: ``grant_state`` says revoked or expired."""
+    return or_(Grant.revoked_at.is_not(None), Grant.valid_until < today)
 
 
 def revoke_grant(session: Session, *, grant: Grant, actor: str, reason: str, now: datetime | None = None) -> Grant:

@@ -14,18 +14,15 @@ from __future__ import annotations
 from datetime import date
 from pathlib import Path
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import delete, select, update
 
+from approvals import service as approvals
 from approvals.models import Grant
 from exchange.models import Extract, SharingFile
 from govshare import audit
 from govshare.db import Database
 
 ACTOR = "govshare:retention"
-
-
-def _ended(today: date):
-    return or_(Grant.revoked_at.is_not(None), Grant.valid_until < today)
 
 
 def _reason(revoked: bool) -> str:
@@ -37,11 +34,11 @@ def erase_ended_grant_files(database: Database, *, data_dir: Path, today: date) 
     with database.transaction(write=False) as session:
         extracts = session.execute(
             select(Extract.id, Extract.path, Extract.grant_id, Grant.revoked_at.is_not(None))
-            .join(Grant, Grant.id == Extract.grant_id).where(_ended(today), Extract.path.is_not(None))
+            .join(Grant, Grant.id == Extract.grant_id).where(approvals.grant_ended(today), Extract.path.is_not(None))
         ).all()
         files = session.execute(
             select(SharingFile.id, SharingFile.path, SharingFile.grant_id, SharingFile.version_number, Grant.revoked_at.is_not(None))
-            .join(Grant, Grant.id == SharingFile.grant_id).where(_ended(today))
+            .join(Grant, Grant.id == SharingFile.grant_id).where(approvals.grant_ended(today))
         ).all()
     for extract_id, path, grant_id, revoked in extracts:
         (data_dir / path).unlink(missing_ok=True)
