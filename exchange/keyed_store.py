@@ -59,8 +59,8 @@ def build_memory_limit(snapshot: Path, key: str | None) -> int:
         if key:
             column = quote_identifier(key)
             key_bytes = connection.execute(
-                f"SELECT avg(strlen(CAST({column} AS VARCHAR))) FROM (SELECT {column} FROM read_parquet(?) LIMIT {KEY_SAMPLE_ROWS})",
-                [str(snapshot)],
+                f"SELECT avg(strlen(CAST({column} AS VARCHAR))) FROM (SELECT {column} FROM read_parquet(?) LIMIT ?)",
+                [str(snapshot), KEY_SAMPLE_ROWS],
             ).fetchone()[0] or 0.0
     finally:
         connection.close()
