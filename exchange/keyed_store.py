@@ -198,6 +198,22 @@ def close_all() -> None:
         _last_rows.clear()
 
 
+def memory_bytes() -> int:
+    """Bytes DuckDB holds in memory for the open store files (its buffer pools; /metrics shows it)."""
+    with _open_lock:
+        connections = list(_open.values())
+    total = 0
+    for connection in connections:
+        cursor = connection.cursor()
+        try:
+            total += cursor.execute("SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory()").fetchone()[0]
+        except duckdb.ConnectionException:  # closed meanwhile (at exit)
+            pass
+        finally:
+            cursor.close()
+    return int(total)
+
+
 _last_rows: dict[str, int] = {}
 
 

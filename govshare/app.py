@@ -23,12 +23,13 @@ from directory import service as directory_service
 from evaluation import api as evaluation_api
 from evaluation import views as evaluation_views
 from exchange import api as exchange_api
+from exchange import keyed_store
 from exchange import jobs as exchange_jobs
 from exchange import sharing_api as exchange_sharing_api
 from exchange import sharing_views as exchange_sharing_views
 from exchange.ledger import LedgerWriter
 from exchange.ratelimit import RateLimiter
-from govshare import __version__, audit, oauth, observability, processes
+from govshare import __version__, audit, memory, oauth, observability, processes
 from govshare.db import Database
 from govshare.errors import install_error_handlers
 from govshare.jobs import JobRunner
@@ -97,6 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.rate_limiter = RateLimiter(rate=settings.rate_limit_per_second, burst=settings.rate_limit_burst)
     app.state.templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
     app.state.metrics = observability.RequestMetrics()
+    app.state.metrics.registry.register(memory.MemoryCollector(keyed_store_memory=keyed_store.memory_bytes))
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes, max_json_bytes=settings.max_json_bytes)
     app.add_middleware(BodyTimeout, timeout=settings.request_body_timeout_seconds)
     app.add_middleware(observability.MetricsMiddleware, metrics=app.state.metrics)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import sys
@@ -16,7 +15,7 @@ from connectors.cli import sync as sync_command
 from directory.cli import datasets_app
 from exchange.demo import seed_exchange
 from directory.demo import seed_directory
-from govshare import audit, demo, identities
+from govshare import audit, demo, identities, memory
 from govshare.db import Database
 from govshare.errors import GovshareError
 from govshare.keys import KeyStore
@@ -172,7 +171,7 @@ def serve(
     from govshare.app import create_app
     from govshare.limits import head_deadline_protocol
 
-    _limit_malloc_arenas()
+    memory.limit_malloc_arenas()
     settings = _settings()
     if "GOVSHARE_ISSUER" not in os.environ:
         # No public URL configured: the issuer (token audience, base of links) is where we listen.
@@ -183,30 +182,6 @@ def serve(
         _seed_demo(settings, citizens=demo_citizens)
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info",
                 http=head_deadline_protocol(settings.request_header_timeout_seconds))
-
-
-M_ARENA_MAX = -8  # glibc's mallopt parameter
-MALLOC_ARENAS = 2
-
-
-def _limit_malloc_arenas() -> None:
-    """Have glibc's malloc share 2 arenas among the server's threads instead of up to 8 per core.
-
-    The server runs requests on about 40 worker threads. glibc gives threads arenas of their
-    own (16 on 2 cores), and memory freed in one is reused only by the threads on it, so under
-    a long load each arena kept its own free pieces and the server grew (in a 10-minute soak,
-    memory malloc held free rose from 3 to 22 MB; with 2 arenas it ended at 7 to 15 MB in three runs).
-    The growth of memory in use was another matter: DuckDB keeping ~2-3 KB per page query (see exchange.keyed_store.page).
-    Must run before the threads start. MALLOC_ARENA_MAX in the environment, where set, is left to rule;
-    nothing is done where malloc is not glibc's.
-    """
-    if "MALLOC_ARENA_MAX" in os.environ:
-        return
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):
-        return
-    mallopt(M_ARENA_MAX, MALLOC_ARENAS)
 
 
 @app.command()

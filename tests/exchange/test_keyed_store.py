@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import ctypes
-
 import duckdb
 
 from approvals.masks import projection
 from approvals.rowfilter import compile_filter
 from exchange import keyed_store
+from govshare import memory
 from govshare.db import quote_path
 
 ITEMS = [{"name": "citizen_id", "type": "string"}, {"name": "district", "type": "string"}, {"name": "income", "type": "number"}]
@@ -41,16 +40,8 @@ def test_a_lookup_within_a_filtered_grant_probes_the_index_instead_of_scanning(t
     assert "Sequential Scan" not in plan, plan
 
 
-class _Mallinfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in
-                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
-
-
 def _malloc_in_use() -> int:
-    """Bytes glibc's malloc has handed out and not had back (DuckDB allocates through it)."""
-    mallinfo2 = ctypes.CDLL("libc.so.6").mallinfo2  # glibc 2.33 and newer: the product's platform (Debian)
-    mallinfo2.restype = _Mallinfo2
-    return mallinfo2().uordblks
+    return memory.malloc_figures().in_use  # glibc's figures: the product's platform (Debian); DuckDB's objects come from it
 
 
 def test_paging_through_a_store_again_and_again_leaves_no_memory_behind(tmp_path):
@@ -72,6 +63,18 @@ def test_paging_through_a_store_again_and_again_leaves_no_memory_behind(tmp_path
     before = _malloc_in_use()
     pages(1000)
     assert _malloc_in_use() - before < 1_000_000
+
+
+def test_the_memory_duckdb_holds_for_open_stores_is_counted_and_let_go_at_close(tmp_path):
+    keyed_store.close_all()
+    assert keyed_store.memory_bytes() == 0
+    store = keyed_store.ensure_store(_snapshot(tmp_path / "snap.parquet", 300_000), "citizen_id")
+    view = projection(["citizen_id", "income"], None, hash_key="k")
+    for row in range(0, 300_000, 1_000):  # probes all over the index bring its blocks into the buffer pool
+        keyed_store.lookup(store, key="citizen_id", value=str(row).zfill(18), projection=view, scope=compile_filter(None, ITEMS))
+    assert keyed_store.memory_bytes() > 1_000_000
+    keyed_store.close_all()
+    assert keyed_store.memory_bytes() == 0
 
 
 def test_the_build_memory_limit_grows_with_rows_and_key_length_above_a_floor(tmp_path, monkeypatch):

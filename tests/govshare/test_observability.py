@@ -44,3 +44,12 @@ def test_metrics_count_requests_by_route_template_and_status(client, factory):
     assert samples[unmatched] == 1
     latency_count = ("govshare_http_request_duration_seconds_count", (("method", "GET"), ("route", "/api/v1/audit/verify")))
     assert samples[latency_count] == 4
+
+
+def test_metrics_show_the_process_memory_by_allocator(client):
+    samples = _samples(client)
+    names = {name for name, _ in samples}
+    assert {"process_resident_memory_bytes", "govshare_malloc_in_use_bytes", "govshare_malloc_free_bytes",
+            "govshare_malloc_arenas", "govshare_python_allocated_blocks", "govshare_keyed_store_memory_bytes"} <= names
+    assert samples[("process_resident_memory_bytes", ())] > samples[("govshare_malloc_in_use_bytes", ())] > 1_000_000
+    assert samples[("govshare_python_allocated_blocks", ())] > 10_000
