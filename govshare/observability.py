@@ -1,4 +1,4 @@
-"""Health and Prometheus metrics: request counts and latency by route and status."""
+"""Health and Prometheus metrics: request counts and latency by route and status; the access ledger writer's backlog, retries and losses."""
 
 from __future__ import annotations
 
