@@ -236,3 +236,4 @@ def test_past_the_backlog_limit_calls_are_refused_with_503_and_serve_nothing(exc
     # The calls answered are all on the ledger, in order; the refused ones served nothing and are not.
     assert _ledger_keys(database) == [*inside[:1 + BACKLOG_LIMIT], inside[5]]
     assert _metric(exchange.http, "govshare_ledger_lines_lost_total") == 0
+    assert _metric(exchange.http, "govshare_ledger_batch_retries_total") >= 0  # shown (how often depends on the busy timeout)
