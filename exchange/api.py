@@ -190,6 +190,7 @@ def query(code: str, request: Request, session: DbSession, caller: ServiceCaller
     equals = _equals(request, scope)
     key_column = scope.lookup_key if scope.lookup_key in scope.columns and scope.lookup_key not in scope.masked else None
     if kind == "stream":
+        request.app.state.ledger.admit()  # its line is recorded once the stream has gone out: refused now if it could not be
         _, store = _store(request, session, scope)
         return StreamingResponse(
             _arrow_stream(request, store, scope, caller, equals, key_column, started), media_type=ARROW_STREAM
@@ -245,7 +246,8 @@ def _arrow_stream(request: Request, store, scope: service.Scope, caller: Caller,
         yield chunks.take()
     finally:
         stream.close()
-        request.app.state.ledger.record(_line(scope, caller, kind="stream", rows=rows, keys=keys, status=200, started=started))
+        request.app.state.ledger.record(_line(scope, caller, kind="stream", rows=rows, keys=keys, status=200, started=started),
+                                        admitted=True)
 
 
 @router.get("/citizens/{citizen_id}/access-log", summary="Who used this citizen's data, when, and on what basis")

@@ -31,3 +31,14 @@ class ExtractNotFound(NotFound):
 
 class LinkInvalid(Forbidden):
     type, title = "link-invalid", "Download link forged or expired"
+
+
+class LedgerUnavailable(GovshareError):
+    """The access ledger cannot keep up (its record store refuses writes): no call is served that it could not account for."""
+
+    status, type, title = 503, "ledger-unavailable", "Access ledger unavailable"
+
+    def __init__(self, detail: str = "the access ledger cannot write to the record store now, so no data is served; try again shortly",
+                 **kwargs) -> None:
+        kwargs.setdefault("headers", {"Retry-After": "5"})
+        super().__init__(detail, **kwargs)

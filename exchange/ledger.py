@@ -3,7 +3,17 @@
 A call never waits on the ledger's write. Lines are committed within
 ``FLUSH_SECONDS`` (or sooner when ``BATCH`` accumulate); ``flush()`` waits for
 everything queued so far (shutdown and tests use it). What a hard kill of the
-process takes with it is at most the last fraction of a second of lines.
+process takes with it is at most the lines not yet committed.
+
+When the record store is busy or away (SQLite's lock held past its busy timeout, a
+PostgreSQL connection dropped, a serialization failure; see ``govshare.db.is_transient``)
+the batch is kept and tried again, backing off from ``FIRST_RETRY_SECONDS`` to
+``MAX_RETRY_SECONDS``, for as long as the process runs; the lines queued meanwhile wait
+behind it, in order. Only a line the store refuses for what it holds is dropped (and
+logged). Should the unwritten backlog reach its limit, ``record`` refuses the call
+(``LedgerUnavailable``, a 503) rather than let it serve data the ledger could not
+account for. ``stop()`` tries for ``STOP_RETRY_SECONDS`` more, then logs what it could
+not write.
 """
 
 from __future__ import annotations
@@ -20,14 +30,21 @@ from types import SimpleNamespace
 from sqlalchemy import insert
 
 from exchange import rollups
+from exchange.errors import LedgerUnavailable
 from exchange.models import AccessLogEntry, AccessLogKey
-from govshare.db import Database, utcnow
+from govshare.db import Database, is_transient, utcnow
+from govshare.observability import LedgerMetrics
 
 log = logging.getLogger("govshare.ledger")
 BATCH = 500
 FLUSH_SECONDS = 0.2
 MAX_KEYS_PER_LINE = 1000
 KEY_LENGTH = AccessLogKey.__table__.c.key.type.length
+FIRST_RETRY_SECONDS = 0.1
+MAX_RETRY_SECONDS = 5.0
+STOP_RETRY_SECONDS = 5.0  # how long stop() keeps trying a store that refuses
+STOP_GRACE_SECONDS = 5.0  # and how much longer it waits for a write already under way (a busy timeout running)
+DEFAULT_BACKLOG_LIMIT = 100_000
 
 
 @dataclass
@@ -48,34 +65,90 @@ class LedgerLine:
     at: datetime = field(default_factory=utcnow)
 
 
+class _GaveUp(Exception):
+    """Stopping, and the store still refuses: the lines in hand are not written."""
+
+
 class LedgerWriter:
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, *, backlog_limit: int = DEFAULT_BACKLOG_LIMIT,
+                 metrics: LedgerMetrics | None = None) -> None:
         self.database = database
+        self.backlog_limit = backlog_limit
+        self.metrics = metrics or LedgerMetrics()
+        self.metrics.backlog.set_function(lambda: self.backlog)
         self._queue: queue.Queue[LedgerLine | None] = queue.Queue()
         self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._pending = 0  # recorded, neither committed nor given up
+        self._refusing = False
+        self._wake = threading.Event()  # cuts a pause between attempts short when stopping
+        self._give_up_at: float | None = None  # set by stop(): when to stop trying a refusing store
+        self._gave_up = False
+        self._abandoned = 0  # lines given up on at stop
+
+    @property
+    def backlog(self) -> int:
+        """Lines recorded and not yet committed."""
+        return self._pending
 
     def start(self) -> None:
         if self._thread is None:
+            self._give_up_at, self._gave_up, self._abandoned = None, False, 0
+            self._wake.clear()
             self._thread = threading.Thread(target=self._run, name="govshare-ledger", daemon=True)
             self._thread.start()
 
-    def record(self, line: LedgerLine) -> None:
-        """Queue one line; returns at once."""
+    def admit(self) -> None:
+        """Refuse the call (``LedgerUnavailable``) while the unwritten backlog is at its limit.
+
+        For a call that serves before it records (a stream): ask before serving, then
+        ``record(line, admitted=True)``.
+        """
+        if self._pending < self.backlog_limit:
+            if self._refusing:
+                self._refusing = False
+                log.warning("the access ledger is writing again (%d lines waiting); interface calls are served again",
+                            self._pending)
+            return
+        if not self._refusing:
+            self._refusing = True
+            log.error("%d access ledger lines wait for the record store (limit %d): interface calls are refused "
+                      "with 503 until they are written", self._pending, self.backlog_limit)
+        raise LedgerUnavailable()
+
+    def record(self, line: LedgerLine, *, admitted: bool = False) -> None:
+        """Queue one line; returns at once. Raises ``LedgerUnavailable`` (unless ``admitted``) when the backlog is at its limit."""
+        if not admitted:
+            self.admit()
+        with self._lock:
+            self._pending += 1
         self._queue.put(line)
 
     def flush(self) -> None:
-        """Block until every line queued before this call is committed."""
+        """Block until every line queued before this call is committed (or dropped for what it holds)."""
         if self._thread is None:
             self._drain_now()
             return
         self._queue.join()
 
     def stop(self) -> None:
+        """Write what is queued, trying a refusing store for ``STOP_RETRY_SECONDS`` at most; log what could not be written."""
+        self._give_up_at = time.monotonic() + STOP_RETRY_SECONDS
+        self._wake.set()
         if self._thread is not None:
             self._queue.put(None)
-            self._thread.join(timeout=30)
+            self._thread.join(timeout=STOP_RETRY_SECONDS + STOP_GRACE_SECONDS)
+            if self._thread.is_alive():
+                log.error("stopping: the ledger writer is still in a write after %.0f s; %d access ledger lines are "
+                          "not written and are lost if the process exits now",
+                          STOP_RETRY_SECONDS + STOP_GRACE_SECONDS, self.backlog)
+                return
             self._thread = None
         self._drain_now()
+        if self._abandoned:
+            log.error("stopping: the record store still refused after %.0f s; %d access ledger lines could not be "
+                      "written and are lost", STOP_RETRY_SECONDS, self._abandoned)
+            self._abandoned = 0
 
     def _drain_now(self) -> None:
         lines = []
@@ -90,18 +163,71 @@ class LedgerWriter:
         if lines:
             self._write_all(lines)
 
+    def _settled(self, count: int, *, lost: int = 0) -> None:
+        """``count`` lines are off the backlog, ``lost`` of them not written."""
+        with self._lock:
+            self._pending -= count
+        if lost:
+            self.metrics.lines_lost.inc(lost)
+
     def _write_all(self, lines: list[LedgerLine]) -> None:
-        """Write a batch; should it fail, each line alone, so one bad line does not take the others with it."""
+        """Write a batch, waiting out a busy or absent store; should the store refuse the batch
+        for what it holds, each line alone, so one bad line does not take the others with it."""
         try:
-            self._write(lines)
+            self._write_patiently(lines)
+        except _GaveUp:
+            self._abandon(len(lines))
             return
         except Exception:
             log.exception("could not write %d ledger lines at once; writing them one by one", len(lines))
-        for line in lines:
+        else:
+            self._settled(len(lines))
+            return
+        for index, line in enumerate(lines):
             try:
-                self._write([line])
+                self._write_patiently([line])
+            except _GaveUp:
+                self._abandon(len(lines) - index)
+                return
             except Exception as problem:  # keep serving; the loss is in the log
                 log.error("lost a ledger line (%s): %r", problem, line)
+                self._settled(1, lost=1)
+            else:
+                self._settled(1)
+
+    def _abandon(self, count: int) -> None:
+        self._abandoned += count
+        self._settled(count, lost=count)
+
+    def _write_patiently(self, lines: list[LedgerLine]) -> None:
+        """Write ``lines``, trying again while the store is busy or away; raises what the lines themselves caused,
+        or ``_GaveUp`` once stopping and past its deadline."""
+        delay, failures = FIRST_RETRY_SECONDS, 0
+        while True:
+            if self._gave_up:
+                raise _GaveUp
+            try:
+                self._write(lines)
+            except Exception as error:
+                if not is_transient(error):
+                    raise
+                failures += 1
+                give_up_at = self._give_up_at
+                if give_up_at is not None and time.monotonic() >= give_up_at:
+                    self._gave_up = True
+                    raise _GaveUp from error
+                if failures & (failures - 1) == 0:  # the 1st, 2nd, 4th, 8th... failure: the log says it, without a flood
+                    log.warning("the record store refused %d ledger lines (%s: %s); trying again (failure %d)",
+                                len(lines), type(error).__name__, getattr(error, "orig", error), failures)
+                self.metrics.batch_retries.inc()
+                pause = delay if give_up_at is None else min(delay, max(0.0, give_up_at - time.monotonic()))
+                if self._wake.wait(pause):
+                    self._wake.clear()
+                delay = min(delay * 2, MAX_RETRY_SECONDS)
+            else:
+                if failures:
+                    log.warning("wrote %d ledger lines after %d refusals of the record store", len(lines), failures)
+                return
 
     def _run(self) -> None:
         while True:

@@ -70,7 +70,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         for job in [*approvals_jobs.jobs(settings), *exchange_jobs.jobs(settings, keystore), *connectors_jobs.jobs(settings, keystore)]:
             runner.add(job)
 
-    ledger = LedgerWriter(database)
+    metrics = observability.RequestMetrics()
+    ledger = LedgerWriter(database, backlog_limit=settings.ledger_backlog_limit, metrics=metrics.ledger)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -97,8 +98,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.jobs = runner
     app.state.rate_limiter = RateLimiter(rate=settings.rate_limit_per_second, burst=settings.rate_limit_burst)
     app.state.templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
-    app.state.metrics = observability.RequestMetrics()
-    app.state.metrics.registry.register(memory.MemoryCollector(keyed_store_memory=keyed_store.memory_bytes))
+    app.state.metrics = metrics
+    metrics.registry.register(memory.MemoryCollector(keyed_store_memory=keyed_store.memory_bytes))
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes, max_json_bytes=settings.max_json_bytes)
     app.add_middleware(BodyTimeout, timeout=settings.request_body_timeout_seconds)
     app.add_middleware(observability.MetricsMiddleware, metrics=app.state.metrics)

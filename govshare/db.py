@@ -18,6 +18,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import DateTime, MetaData, create_engine, event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -107,6 +108,45 @@ def create_db_engine(url: str, *, busy_timeout_seconds: float = DEFAULT_BUSY_TIM
         _configure_sqlite(engine, busy_timeout_seconds)
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+# SQLite result codes (the primary code, the low byte of an extended one) that say the store
+# is busy or briefly unable to write, not that the statement or its values are wrong:
+# BUSY, LOCKED, IOERR, FULL (the disk), CANTOPEN.
+_SQLITE_TRANSIENT_CODES = {5, 6, 10, 13, 14}
+# PostgreSQL SQLSTATE classes and codes of the same kind: 08 connection exception, 40 transaction
+# rollback (serialization failure, deadlock, completion unknown), 53 insufficient resources
+# (disk full, out of memory, too many connections), 57P01-57P03 shutdown and cannot connect
+# now, 57014 statement cancelled (statement_timeout, or by an administrator), 55P03 lock not
+# available (lock_timeout), 58 system error (I/O), 25006 read-only transaction (a fail-over
+# to a standby not yet promoted).
+_POSTGRES_TRANSIENT_CLASSES = {"08", "40", "53", "58"}
+_POSTGRES_TRANSIENT_CODES = {"57P01", "57P02", "57P03", "57014", "55P03", "25006"}
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether the record store refused for a reason of its own (busy, away, restarting), so the same write may succeed later.
+
+    Decided by exception class and result code, not message text. A refusal for what was
+    written (IntegrityError, DataError, a value no column takes) is not transient.
+    """
+    if isinstance(error, (sa_exc.DisconnectionError, sa_exc.TimeoutError)):  # the pool: no connection to be had now
+        return True
+    if not isinstance(error, sa_exc.DBAPIError):
+        return False
+    if error.connection_invalidated:
+        return True
+    if isinstance(error, (sa_exc.IntegrityError, sa_exc.DataError, sa_exc.ProgrammingError, sa_exc.NotSupportedError)):
+        return False
+    orig = error.orig
+    sqlite_code = getattr(orig, "sqlite_errorcode", None)
+    if sqlite_code is not None:
+        return sqlite_code & 0xFF in _SQLITE_TRANSIENT_CODES
+    sqlstate = getattr(orig, "sqlstate", None)
+    if sqlstate:
+        return sqlstate[:2] in _POSTGRES_TRANSIENT_CLASSES or sqlstate in _POSTGRES_TRANSIENT_CODES
+    # A driver's OperationalError with no SQLSTATE: the server never answered (refused, reset, closed).
+    return isinstance(error, sa_exc.OperationalError)
 
 
 class Database:

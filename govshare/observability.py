@@ -1,4 +1,4 @@
-"""Health and Prometheus metrics: request counts and latency by route and status, the process's memory."""
+"""Health and Prometheus metrics: request counts and latency by route and status; the process's memory; the access ledger writer's backlog, retries and losses."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, ProcessCollector, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 from sqlalchemy import text
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -25,6 +25,26 @@ class RequestMetrics:
             "govshare_http_request_duration_seconds", "Time to answer an HTTP request",
             ["method", "route"], registry=self.registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+        self.ledger = LedgerMetrics(self.registry)
+
+
+class LedgerMetrics:
+    """The access ledger writer's health: what waits to be written, what was tried again, what was lost."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        registry = registry if registry is not None else CollectorRegistry()
+        self.backlog = Gauge(
+            "govshare_ledger_backlog", "Access ledger lines handed to the writer and not yet committed", registry=registry
+        )
+        self.batch_retries = Counter(
+            "govshare_ledger_batch_retries",
+            "Writes of a batch of ledger lines tried again because the record store was busy or away", registry=registry,
+        )
+        self.lines_lost = Counter(
+            "govshare_ledger_lines_lost",
+            "Ledger lines never written: refused by the store for what they hold, or still unwritten at shutdown",
+            registry=registry,
         )
 
 

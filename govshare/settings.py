@@ -60,6 +60,10 @@ class Settings(BaseSettings):
         default=DEFAULT_BUSY_TIMEOUT_SECONDS, gt=0, le=600,
         description="how long a write waits for SQLite's lock before the request answers 503 store-busy",
     )
+    ledger_backlog_limit: int = Field(
+        default=100_000, ge=1,
+        description="access ledger lines waiting for the record store beyond which interface calls answer 503 ledger-unavailable",
+    )
     sharing_url_seconds: int = Field(default=900, ge=10, le=86400, description="lifetime of a Delta Sharing file URL")
     sharing_refresh_seconds: int = Field(
         default=86400, ge=60, le=7 * 86400, description="how long a Delta Sharing read may refresh its file URLs"
