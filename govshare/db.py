@@ -101,13 +101,15 @@ def create_db_engine(url: str, *, busy_timeout_seconds: float = DEFAULT_BUSY_TIM
 
     ``busy_timeout_seconds``: how long a SQLite writer waits for the lock before giving up
     (the request then answers 503 store-busy).
+    Statement parameters are left out of errors and their log lines (``hide_parameters``):
+    they carry citizens' IDs and data, which have no place in a server log.
     """
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": busy_timeout_seconds},
-                               pool_size=10, max_overflow=10)
+                               pool_size=10, max_overflow=10, hide_parameters=True)
         _configure_sqlite(engine, busy_timeout_seconds)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, hide_parameters=True)
 
 
 # SQLite result codes (the primary code, the low byte of an extended one) that say the store

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+
+import pytest
+import sqlalchemy
 from fastapi import APIRouter
 from sqlalchemy import event, text
 from sqlalchemy.orm import Session
@@ -49,3 +53,18 @@ def test_the_commit_happens_before_the_response_starts_and_errors_roll_back(app,
     with database.engine.connect() as connection:
         assert connection.execute(text("SELECT count(*) FROM departments WHERE code = 'PROBE'")).scalar_one() == 1
         assert connection.execute(text("SELECT count(*) FROM departments WHERE code = 'HALF'")).scalar_one() == 0
+
+
+def test_a_failed_statement_names_no_parameter_in_its_error_or_the_log(database, caplog):
+    # A citizen's ID in a statement that fails (here a ledger key for an entry that does not
+    # exist) must not reach the server log through the error's text. (PostgreSQL's own message
+    # may quote a value, as in "Failing row contains"; this one names only the missing entry.)
+    citizen_id = "330102199001011234"
+    with pytest.raises(sqlalchemy.exc.IntegrityError) as failed:
+        with database.transaction() as session:
+            session.execute(sqlalchemy.text("INSERT INTO access_log_keys (entry_id, key) VALUES (:entry, :key)"),
+                            {"entry": 987654321, "key": citizen_id})
+    logging.getLogger("test").exception("as the ledger writer logs it", exc_info=failed.value)
+    assert citizen_id not in str(failed.value)
+    assert "hidden due to hide_parameters" in str(failed.value)
+    assert citizen_id not in caplog.text
