@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from govshare.errors import Forbidden, GovshareError, InvalidInput, NotFound
+from govshare.errors import Conflict, Forbidden, GovshareError, InvalidInput, NotFound
 
 
 class NoActiveGrant(Forbidden):
@@ -31,3 +31,11 @@ class ExtractNotFound(NotFound):
 
 class LinkInvalid(Forbidden):
     type, title = "link-invalid", "Download link forged or expired"
+
+
+class SharingTokenNotFound(NotFound):
+    type, title = "sharing-token-not-found", "No such sharing token"
+
+
+class SharingTokenRevoked(Conflict):
+    type, title = "sharing-token-revoked", "The sharing token was revoked already"
