@@ -581,3 +581,54 @@ def test_a_service_revokes_its_departments_token_and_a_grant_revoked_since_still
     assert _revoke_token(world, token_id, service).json()["state"] == "revoked"
     assert world.query(profile, {}).status_code == 401
 
+
+def test_the_sharing_page_lists_a_grants_tokens_and_revokes_one(world, client, database):
+    from tests.approvals.test_views import csrf_of, page_of, sign_in
+
+    with database.transaction() as session:
+        identities.add_user(session, name="chen", roles=["demander"], password=PASSWORD, department_code="CAB")
+    leaked, kept = world.profile(), world.profile()
+    leaked_id, kept_id = _token_id(world, leaked), _token_id(world, kept)
+    html = {"Accept": "text/html"}
+    assert sign_in(client, "chen", next="/ui/sharing").status_code == 303
+    page = client.get("/ui/sharing", headers=html)
+    listing = page_of(page).find("tr", data_grant=str(world.grant_id)).find("ul", class_="tokens")
+    assert [item.get("data-token") for item in listing.find_all("li")] == [str(kept_id), str(leaked_id)]
+    for secret in (leaked["bearerToken"], kept["bearerToken"]):
+        assert secret not in page.text
+    action = f"/ui/sharing/grants/{world.grant_id}/tokens/{leaked_id}/revoke"
+    assert client.post(action, data={"csrf_token": "forged"}, headers=html).status_code == 403
+    assert world.query(leaked, {}).status_code == 200
+    done = client.post(action, data={"csrf_token": csrf_of(page)}, headers=html, follow_redirects=False)
+    assert (done.status_code, done.headers["location"]) == (303, "/ui/sharing")
+    after = page_of(client.get("/ui/sharing", headers=html))
+    assert f"Token {leaked_id} of grant {world.grant_id} revoked" in after.find(class_="flash").text
+    row = after.find("li", data_token=str(leaked_id))
+    assert row.find(class_="tag").text == "Revoked" and row.find("form") is None and "revoked" in row.text
+    assert after.find("li", data_token=str(kept_id)).find("form").get("action") == f"/ui/sharing/grants/{world.grant_id}/tokens/{kept_id}/revoke"
+    assert world.query(leaked, {}).status_code == 401 and world.query(kept, {}).status_code == 200
+    # A second post (a double click) changes nothing and says so.
+    again = client.post(action, data={"csrf_token": csrf_of(page)}, headers=html)
+    assert again.status_code == 200 and "was revoked already" in page_of(again).find(class_="flash").text
+
+
+@pytest.mark.browser
+def test_a_demander_revokes_one_token_on_the_page(world, server, page, database, screenshot):
+    with database.transaction() as session:
+        identities.add_user(session, name="chen", roles=["demander"], password=PASSWORD, department_code="CAB")
+    leaked, kept = world.profile(), world.profile()
+    leaked_id, kept_id = _token_id(world, leaked), _token_id(world, kept)
+    page.goto(f"{server}/ui/sharing")
+    page.get_by_label("Name").fill("chen")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    tokens = page.get_by_role("list", name=f"Tokens of grant {world.grant_id}, newest first")
+    expect(tokens.get_by_role("listitem")).to_have_count(2)
+    screenshot(page, "tokens")
+    tokens.get_by_role("button", name=f"Revoke token {leaked_id}").click()
+    expect(page.get_by_role("status")).to_contain_text(f"Token {leaked_id} of grant {world.grant_id} revoked")
+    expect(tokens.locator(f'li[data-token="{leaked_id}"]')).to_contain_text("Revoked")
+    expect(tokens.get_by_role("button", name=f"Revoke token {leaked_id}")).to_have_count(0)
+    expect(tokens.get_by_role("button", name=f"Revoke token {kept_id}")).to_be_visible()
+    screenshot(page, "revoked")
+    assert world.query(leaked, {}).status_code == 401 and world.query(kept, {}).status_code == 200

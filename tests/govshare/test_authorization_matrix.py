@@ -263,6 +263,10 @@ UI_ROUTES: dict[str, Row] = {
                                                            cross_site=200),
     "GET /ui/sharing": page(403, anonymous=303, stale=303, forged=303, demander=200),
     "POST /ui/sharing/grants/{grant_id}/profile": page(403, anonymous=303, stale=303, params={"grant_id": lambda w: w.extract_grant_id}),
+    # dora (a DATA demander) holds no grant: CAB's answers as one that does not exist
+    "POST /ui/sharing/grants/{grant_id}/tokens/{token_id}/revoke": page(
+        403, anonymous=303, stale=303, demander=404,
+        params={"grant_id": lambda w: w.extract_grant_id}),
 }
 
 
