@@ -9,6 +9,14 @@ class NoActiveGrant(Forbidden):
     type, title = "no-active-grant", "No active grant"
 
 
+class SharingTokenNotFound(NotFound):
+    type, title = "sharing-token-not-found", "No such sharing token"
+
+
+class SharingTokenRevoked(Conflict):
+    type, title = "sharing-token-revoked", "The sharing token was revoked already"
+
+
 class RecordNotFound(NotFound):
     type, title = "record-not-found", "Nothing within the grant"
 
@@ -31,11 +39,3 @@ class ExtractNotFound(NotFound):
 
 class LinkInvalid(Forbidden):
     type, title = "link-invalid", "Download link forged or expired"
-
-
-class SharingTokenNotFound(NotFound):
-    type, title = "sharing-token-not-found", "No such sharing token"
-
-
-class SharingTokenRevoked(Conflict):
-    type, title = "sharing-token-revoked", "The sharing token was revoked already"
