@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from govshare.errors import Forbidden, GovshareError, InvalidInput, NotFound
+from govshare.errors import Conflict, Forbidden, GovshareError, InvalidInput, NotFound
 
 
 class NoActiveGrant(Forbidden):
     type, title = "no-active-grant", "No active grant"
+
+
+class SharingTokenNotFound(NotFound):
+    type, title = "sharing-token-not-found", "No such sharing token"
+
+
+class SharingTokenRevoked(Conflict):
+    type, title = "sharing-token-revoked", "The sharing token was revoked already"
 
 
 class RecordNotFound(NotFound):

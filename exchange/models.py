@@ -144,7 +144,7 @@ class DepartmentKey(Base):
 
 
 class SharingToken(Base):
-    """A Delta Sharing bearer token for one extract grant's share; stored only as its SHA-256."""
+    """A Delta Sharing bearer token for one extract grant's share; stored only as its SHA-256, revocable on its own."""
 
     __tablename__ = "sharing_tokens"
     __table_args__ = (Index("ix_sharing_tokens_grant_id", "grant_id"),)
@@ -156,6 +156,9 @@ class SharingToken(Base):
     created_by: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Set when this one token is revoked (its grant and the grant's other tokens go on).
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_by: Mapped[str | None] = mapped_column(String(200))
 
 
 class SharingFile(Base):

@@ -5,8 +5,10 @@ department) and one table (the dataset). A table version is a snapshot version; 
 data is one Parquet file built by the extract code from exactly the grant's columns
 (masked) and rows, made on first use and cached. The share's bearer tokens are stored
 as SHA-256, end with the grant's period, and are checked against the grant on every
-request, so revocation stops them at once. File URLs are signed, short-lived and tied
-to the token that asked for them; a refresh token lets a long read get new ones.
+request, so revocation stops them at once; one token can also be revoked on its own
+(a leaked profile), leaving the grant's other tokens working. File URLs are signed,
+short-lived and tied to the token that asked for them, which is checked again at each
+fetch; a refresh token lets a long read get new ones.
 """
 
 from __future__ import annotations
@@ -37,9 +39,10 @@ from directory import service as directory
 from directory.loading import file_sha256
 from directory.models import DatasetVersion
 from exchange import extracts
+from exchange.errors import SharingTokenNotFound, SharingTokenRevoked
 from exchange.models import SharingFile, SharingToken
 from exchange.service import Scope, scope_of
-from govshare import processes
+from govshare import audit, processes
 from govshare.db import quote_identifier, utcnow
 from govshare.errors import GovshareError
 from govshare.keys import KeyStore
@@ -126,6 +129,35 @@ def issue_profile(session: Session, *, scope: Scope, actor: str, settings: Setti
     }
 
 
+def tokens_of(session: Session, *, grant: Grant) -> list[SharingToken]:
+    """The grant's sharing tokens, newest first (revoked and expired ones too)."""
+    return list(session.execute(select(SharingToken).where(SharingToken.grant_id == grant.id)
+                                .order_by(SharingToken.created_at.desc(), SharingToken.id.desc())).scalars())
+
+
+def token_state(token: SharingToken, now: datetime | None = None) -> str:
+    """``revoked``, ``expired`` or ``active`` (the token's own state; its grant is checked on every request too)."""
+    if token.revoked_at is not None:
+        return "revoked"
+    return "expired" if token.expires_at <= (now or utcnow()) else "active"
+
+
+def revoke_token(session: Session, *, grant: Grant, token_id: int, actor: str, now: datetime | None = None) -> SharingToken:
+    """Revoke one of the grant's sharing tokens: it and the file URLs it was given stop at once; the grant goes on."""
+    # Locked: of two revocations at once, one wins and the other finds it revoked (409), as for grants.
+    token = session.execute(select(SharingToken).where(SharingToken.id == token_id, SharingToken.grant_id == grant.id)
+                            .with_for_update()).scalar_one_or_none()
+    if token is None:
+        raise SharingTokenNotFound(f"grant {grant.id} has no sharing token {token_id}")
+    if token.revoked_at is not None:
+        raise SharingTokenRevoked(f"sharing token {token_id} of grant {grant.id} was revoked already")
+    token.revoked_at, token.revoked_by = now or utcnow(), actor
+    session.flush()
+    audit.record(session, actor=actor, action="sharing.token_revoked", subject=f"grant:{grant.id}",
+                 details={"token": token.id, "department": token.department_code})
+    return token
+
+
 @dataclass(frozen=True)
 class Access:
     """A request under a sharing token: the token and what its grant lets it see."""
@@ -141,7 +173,9 @@ class Access:
 def authenticate(session: Session, *, bearer: str, settings: Settings, now: datetime | None = None) -> Access:
     """The access a bearer token gives, checked against its grant now (revoked or ended: refused)."""
     now = now or utcnow()
-    token = session.execute(select(SharingToken).where(SharingToken.token_hash == token_hash(bearer))).scalar_one_or_none() if bearer else None
+    # A revoked token is not found: it gets exactly the answer of one never issued.
+    token = session.execute(select(SharingToken).where(SharingToken.token_hash == token_hash(bearer),
+                                                       SharingToken.revoked_at.is_(None))).scalar_one_or_none() if bearer else None
     if token is None:
         raise SharingUnauthenticated("the bearer token is missing or not a sharing token of this exchange")
     if token.expires_at <= now:
@@ -319,6 +353,8 @@ def servable_file(session: Session, *, file_id: str, token_id: int, settings: Se
     file = session.get(SharingFile, file_id)
     if token is None or file is None or file.grant_id != token.grant_id:
         raise SharingNotFound(f"file {file_id} does not exist")
+    if token.revoked_at is not None:
+        raise SharingForbidden("the sharing token that asked for this file has been revoked")
     if token.expires_at <= now:
         raise SharingForbidden("the sharing token that asked for this file has expired")
     grant = session.get(Grant, token.grant_id)

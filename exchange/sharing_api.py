@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -16,14 +17,17 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from approvals import service as approvals
+from approvals.dependencies import OVERSEERS
+from approvals.errors import GrantNotFound
 from approvals.models import Grant
 from exchange import service, sharing
 from exchange.errors import NoActiveGrant
 from exchange.ledger import LedgerLine
+from exchange.models import SharingToken
 from exchange.ratelimit import retry_after_header
 from govshare import audit
 from govshare.auth import Caller, require
-from govshare.db import DbSession
+from govshare.db import DbSession, utcnow
 
 router = APIRouter(tags=["delta sharing"])
 NDJSON = "application/x-ndjson; charset=utf-8"
@@ -61,6 +65,47 @@ def sharing_profile(request: Request, caller: Annotated[Caller, Depends(require(
     # A GET's transaction only reads (the contract fixes the method): the new token is its own write.
     with request.app.state.database.transaction() as session:
         return profile_response(session, request, scope=scope, actor=caller.actor)
+
+
+# --- the grant's tokens ---------------------------------------------------------------------------
+
+
+def grant_for_token_keeper(grant_id: int, session: DbSession,
+                           caller: Annotated[Caller, Depends(require("sharing.tokens"))]) -> Grant:
+    """Grant ``grant_id``, if the caller's department holds it or the caller oversees the exchange (in any state)."""
+    grant = session.get(Grant, grant_id)
+    if grant is None or not (caller.has_role(*OVERSEERS) or grant.department_code == caller.department):
+        # Another department's grant: as if it did not exist.
+        raise GrantNotFound(f"grant {grant_id} does not exist")
+    return grant
+
+
+GrantForTokenKeeper = Annotated[Grant, Depends(grant_for_token_keeper)]
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+def token_json(token: SharingToken, now: datetime) -> dict[str, Any]:
+    """A sharing token as its keepers see it: never the token itself (it is stored only hashed anyway)."""
+    return {"id": token.id, "grant_id": token.grant_id, "state": sharing.token_state(token, now),
+            "created_at": _iso(token.created_at), "created_by": token.created_by, "expires_at": _iso(token.expires_at),
+            "revoked_at": _iso(token.revoked_at), "revoked_by": token.revoked_by}
+
+
+@router.get("/api/v1/grants/{grant_id}/sharing-tokens", summary="The grant's Delta Sharing tokens, newest first (never the token)")
+def list_sharing_tokens(session: DbSession, grant: GrantForTokenKeeper) -> dict[str, Any]:
+    now = utcnow()
+    return {"items": [token_json(token, now) for token in sharing.tokens_of(session, grant=grant)]}
+
+
+@router.post("/api/v1/grants/{grant_id}/sharing-tokens/{token_id}/revoke",
+             summary="Revoke one Delta Sharing token of the grant (the grant and its other tokens go on)")
+def revoke_sharing_token(token_id: int, session: DbSession, grant: GrantForTokenKeeper,
+                         caller: Annotated[Caller, Depends(require("sharing.tokens"))]) -> dict[str, Any]:
+    token = sharing.revoke_token(session, grant=grant, token_id=token_id, actor=caller.actor)
+    return token_json(token, utcnow())
 
 
 # --- the protocol ---------------------------------------------------------------------------------

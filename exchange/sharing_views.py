@@ -2,7 +2,8 @@
 
 It reuses the approval pages' layout, sign-in, session and CSRF check
 (``approvals.views``). A profile is made by a POSTed form (it creates a token),
-and answered as a file to save.
+and answered as a file to save; each grant lists its tokens (never the secret), and
+one can be revoked on its own.
 """
 
 from __future__ import annotations
@@ -11,17 +12,19 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import Response
+from fastapi.responses import RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
 
 from approvals import service as approvals
 from approvals import views as approval_pages
+from approvals.errors import GrantNotFound
 from approvals.models import Grant
 from exchange import service, sharing
-from exchange.errors import NoActiveGrant
+from exchange.errors import NoActiveGrant, SharingTokenRevoked
+from exchange.models import SharingToken
 from exchange.sharing_api import profile_response
-from govshare.db import DbSession
+from govshare.db import DbSession, utcnow
 from govshare.errors import Forbidden
 from govshare.models import User
 from govshare.permissions import roles_for
@@ -49,11 +52,18 @@ def sharing_page(request: Request, session: DbSession, user: SharingUser) -> Res
     today = approvals.today(request.app.state.settings)
     grants = session.execute(select(Grant).where(Grant.department_code == user.department_code, Grant.delivery == "extract")
                              .order_by(Grant.id.desc())).scalars().all()
+    tokens: dict[int, list[SharingToken]] = {grant.id: [] for grant in grants}
+    if grants:
+        for token in session.execute(select(SharingToken).where(SharingToken.grant_id.in_(list(tokens)))
+                                     .order_by(SharingToken.created_at.desc(), SharingToken.id.desc())).scalars():
+            tokens[token.grant_id].append(token)
+    now = utcnow()
     rows: list[dict[str, Any]] = []
     for grant in grants:
         scope = service.scope_of(session, grant)
         rows.append({"grant": grant, "state": approvals.grant_state(grant, today),
-                     "table": f"{sharing.share_name(grant)}.{sharing.schema_name(scope)}.{sharing.table_name(scope)}"})
+                     "table": f"{sharing.share_name(grant)}.{sharing.schema_name(scope)}.{sharing.table_name(scope)}",
+                     "tokens": [{"token": token, "state": sharing.token_state(token, now)} for token in tokens[grant.id]]})
     context = {
         "user": user, "rows": rows, "csrf_token": approval_pages.csrf_token(request),
         "flash": request.session.pop(approval_pages.FLASH_KEY, None), "fmt": approval_pages.Formats(request.app.state.settings.timezone),
@@ -70,3 +80,20 @@ def download_profile(grant_id: int, request: Request, session: DbSession, user: 
     scope = service.active_grant(session, department=user.department_code, dataset_code=grant.dataset_code, delivery="extract",
                                  today=approvals.today(request.app.state.settings), grant_id=grant_id)
     return profile_response(session, request, scope=scope, actor=f"user:{user.name}")
+
+
+@router.post("/sharing/grants/{grant_id}/tokens/{token_id}/revoke", dependencies=approval_pages.CheckedForm)
+def revoke_token(grant_id: int, token_id: int, request: Request, session: DbSession, user: SharingUser) -> Response:
+    grant = session.get(Grant, grant_id)
+    if grant is None or grant.department_code != user.department_code:
+        raise GrantNotFound(f"grant {grant_id} does not exist")
+    try:
+        sharing.revoke_token(session, grant=grant, token_id=token_id, actor=f"user:{user.name}")
+    except SharingTokenRevoked:
+        # A second click, or someone else first: the outcome asked for holds; say so rather than fail.
+        request.session[approval_pages.FLASH_KEY] = f"Token {token_id} of grant {grant_id} was revoked already."
+        return RedirectResponse("/ui/sharing", status_code=303)
+    request.session[approval_pages.FLASH_KEY] = (
+        f"Token {token_id} of grant {grant_id} revoked: profiles holding it no longer read the share. "
+        "The grant's other tokens still work.")
+    return RedirectResponse("/ui/sharing", status_code=303)

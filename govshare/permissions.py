@@ -29,6 +29,7 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "extracts.request": frozenset({D, S}),
     "extracts.read": frozenset({D, S, M, A}),
     "sharing.profile": frozenset({D, S}),
+    "sharing.tokens": frozenset({D, S, M, A}),  # list and revoke a grant's sharing tokens (D, S: of their own department's grants)
     "departments.keys": frozenset({D, S, A}),
     "metrics.read": frozenset({M, A}),
     "ratings.write": frozenset({D, P}),

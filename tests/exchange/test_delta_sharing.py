@@ -24,6 +24,7 @@ from exchange.models import AccessLogEntry, SharingFile, SharingToken
 from govshare import identities
 from govshare.app import create_app
 from govshare.keys import KeyStore
+from govshare.models import AuditEntry
 from tests.approvals.test_api import application_body
 from tests.exchange.test_interfaces import _citizens, _csv
 from tests.servers import in_thread
@@ -445,3 +446,189 @@ def test_a_demander_downloads_a_profile_from_the_page_and_reads_with_it(world, s
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Sign in").click()
     expect(page.get_by_text("Your department holds no extract grants.")).to_be_visible()
+
+
+# --- one token revoked on its own ---------------------------------------------------------------
+
+
+def _token_id(world: Sharing, profile: dict) -> int:
+    with world.database.transaction(write=False) as session:
+        return session.execute(select(SharingToken.id).where(SharingToken.token_hash == sharing.token_hash(profile["bearerToken"]))
+                               ).scalar_one()
+
+
+def _tokens(world: Sharing, headers=None, grant_id: int | None = None) -> httpx.Response:
+    return world.http.get(f"/api/v1/grants/{grant_id or world.grant_id}/sharing-tokens", headers=headers or world.demander)
+
+
+def _revoke_token(world: Sharing, token_id: int, headers=None, grant_id: int | None = None) -> httpx.Response:
+    return world.http.post(f"/api/v1/grants/{grant_id or world.grant_id}/sharing-tokens/{token_id}/revoke",
+                           headers=headers or world.demander)
+
+
+def _as(profile: dict, bearer: str | None = None) -> dict:
+    return {"Authorization": f"Bearer {bearer or profile['bearerToken']}"}
+
+
+def test_a_revoked_token_is_refused_like_an_unknown_one_and_its_file_urls_too_while_the_other_reads(world):
+    leaked, kept = world.profile(), world.profile()
+    leaked_id, kept_id = _token_id(world, leaked), _token_id(world, kept)
+    started = world.query(leaked, {"includeRefreshToken": True})
+    leaked_url = next(line["file"]["url"] for line in _lines(started) if "file" in line)
+    refresh = next(line["endStreamAction"]["refreshToken"] for line in _lines(started) if "endStreamAction" in line)
+    kept_url = next(line["file"]["url"] for line in _lines(world.query(kept, {})) if "file" in line)
+    assert httpx.get(leaked_url).status_code == 200 and httpx.get(kept_url).status_code == 200
+
+    revoked = _revoke_token(world, leaked_id)
+    assert revoked.status_code == 200, revoked.text
+    assert revoked.json()["id"] == leaked_id and revoked.json()["state"] == "revoked" and revoked.json()["revoked_at"]
+
+    endpoint, table = leaked["endpoint"], f"shares/grant-{world.grant_id}/schemas/psb/tables/psb-household"
+    for method, path in (("GET", "shares"), ("GET", f"shares/grant-{world.grant_id}/all-tables"), ("GET", f"{table}/version"),
+                         ("GET", f"{table}/metadata"), ("POST", f"{table}/query")):
+        as_revoked = httpx.request(method, f"{endpoint}/{path}", headers=_as(leaked), json={} if method == "POST" else None)
+        as_unknown = httpx.request(method, f"{endpoint}/{path}", headers=_as(leaked, "never-issued"),
+                                   json={} if method == "POST" else None)
+        assert as_revoked.status_code == 401 and as_revoked.json()["errorCode"] == "UNAUTHENTICATED", (path, as_revoked.text)
+        assert (as_revoked.json(), as_revoked.headers["www-authenticate"]) == (as_unknown.json(), as_unknown.headers["www-authenticate"])
+    assert world.query(leaked, {"refreshToken": refresh}).status_code == 401
+    with pytest.raises(HTTPError) as refused:
+        delta_sharing.SharingClient(world.profile_file(leaked, "leaked")).list_all_tables()
+    assert refused.value.response.status_code == 401
+    # The signed URL it was handed before is refused at once, though its signature and time are still good.
+    for method in ("GET", "HEAD"):
+        answer = httpx.request(method, leaked_url)
+        assert answer.status_code == 403, answer.text
+    assert "revoked" in httpx.get(leaked_url).json()["message"]
+
+    # The grant and its other token go on.
+    assert httpx.get(kept_url).status_code == 200
+    assert world.query(kept, {}).status_code == 200
+    assert _records(delta_sharing.load_as_pandas(world.table_url(world.profile_file(kept, "kept")))) == _expected(world.source)
+    assert world.http.get(f"/api/v1/grants/{world.grant_id}", headers=world.demander).json()["state"] == "active"
+
+    # Revoking twice is refused, as for grants.
+    again = _revoke_token(world, leaked_id)
+    assert again.status_code == 409 and again.headers["content-type"] == "application/problem+json"
+    assert again.json()["type"] == "urn:govshare:problem:sharing-token-revoked"
+
+
+def test_the_token_list_shows_revocations_newest_first_and_never_a_token(world, factory):
+    first, second = world.profile(), world.profile()
+    first_id, second_id = _token_id(world, first), _token_id(world, second)
+    assert _revoke_token(world, first_id).status_code == 200
+    listed = _tokens(world)
+    assert listed.status_code == 200, listed.text
+    items = listed.json()["items"]
+    assert [item["id"] for item in items] == [second_id, first_id]
+    assert set(items[0]) == {"id", "grant_id", "state", "created_at", "created_by", "expires_at", "revoked_at", "revoked_by"}
+    assert [(item["state"], item["revoked_at"] is None) for item in items] == [("active", True), ("revoked", False)]
+    assert items[1]["revoked_by"] == items[1]["created_by"] and items[1]["created_by"].startswith("client:")
+    assert items[0]["expires_at"].startswith((date.today() + timedelta(days=61)).isoformat())
+    with world.database.transaction(write=False) as session:
+        hashes = session.execute(select(SharingToken.token_hash)).scalars().all()
+    for secret in (first["bearerToken"], second["bearerToken"], *hashes):
+        assert secret not in listed.text
+    # A manager sees and revokes any grant's tokens; the revocation and who made it are on the audit chain, which still holds.
+    manager = world.manager
+    assert [item["id"] for item in _tokens(world, manager).json()["items"]] == [second_id, first_id]
+    assert _revoke_token(world, second_id, manager).json()["revoked_by"].startswith("client:")
+    verified = world.http.get("/api/v1/audit/verify", headers=manager).json()
+    assert verified["ok"] is True and verified["first_broken"] is None
+    with world.database.transaction(write=False) as session:
+        entries = session.execute(select(AuditEntry).where(AuditEntry.action == "sharing.token_revoked")
+                                  .order_by(AuditEntry.seq)).scalars().all()
+    assert [(entry.subject, json.loads(entry.details)["token"]) for entry in entries] == [
+        (f"grant:{world.grant_id}", first_id), (f"grant:{world.grant_id}", second_id)]
+    assert entries[0].actor == items[1]["revoked_by"] and entries[0].actor != entries[1].actor
+
+
+def test_another_department_cannot_list_or_revoke_a_grants_tokens(world, factory):
+    profile = world.profile()
+    token_id = _token_id(world, profile)
+    other = factory.caller("EDU", "demander")
+    edu_grant = world.granted(other, row_filter={"district": {"eq": "03"}})
+    unknown_grant = 999_999
+    for caller in (other, factory.caller("PSB", "demander"), factory.caller("EDU", "service")):
+        listed, missing = _tokens(world, caller), _tokens(world, caller, unknown_grant)
+        assert (listed.status_code, listed.json()["type"]) == (missing.status_code, missing.json()["type"]) == (
+            404, "urn:govshare:problem:grant-not-found")
+        revoked, missing = _revoke_token(world, token_id, caller), _revoke_token(world, token_id, caller, unknown_grant)
+        assert (revoked.status_code, revoked.json()["type"]) == (missing.status_code, missing.json()["type"]) == (
+            404, "urn:govshare:problem:grant-not-found")
+    # Roles that may not fetch a profile may not manage its tokens either, even in the grant's department.
+    assert _tokens(world, factory.caller("CAB", "provider")).status_code == 403
+    assert _revoke_token(world, token_id, factory.caller("CAB", "provider")).status_code == 403
+    assert _tokens(world, factory.caller("DATA", "citizen_portal")).status_code == 403
+    assert world.http.get(f"/api/v1/grants/{world.grant_id}/sharing-tokens").status_code == 401
+    # A token of one grant is not revocable through another, even by its holder.
+    edu_token = _token_id(world, world.profile(edu_grant, headers=other))
+    wrong = _revoke_token(world, edu_token)
+    assert wrong.status_code == 404 and wrong.json()["type"] == "urn:govshare:problem:sharing-token-not-found"
+    assert _tokens(world, other, edu_grant).json()["items"][0]["state"] == "active"
+    # Nothing was revoked: the token still reads.
+    assert world.query(profile, {}).status_code == 200
+    assert _tokens(world).json()["items"][0]["revoked_at"] is None
+
+
+def test_a_service_revokes_its_departments_token_and_a_grant_revoked_since_still_lists_them(world, factory):
+    service = factory.caller("CAB", "service")
+    profile = world.profile(headers=service)
+    token_id = _token_id(world, profile)
+    world.revoke()
+    listed = _tokens(world, service)
+    assert listed.status_code == 200 and [item["id"] for item in listed.json()["items"]] == [token_id]
+    assert _revoke_token(world, token_id, service).json()["state"] == "revoked"
+    assert world.query(profile, {}).status_code == 401
+
+
+def test_the_sharing_page_lists_a_grants_tokens_and_revokes_one(world, client, database):
+    from tests.approvals.test_views import csrf_of, page_of, sign_in
+
+    with database.transaction() as session:
+        identities.add_user(session, name="chen", roles=["demander"], password=PASSWORD, department_code="CAB")
+    leaked, kept = world.profile(), world.profile()
+    leaked_id, kept_id = _token_id(world, leaked), _token_id(world, kept)
+    html = {"Accept": "text/html"}
+    assert sign_in(client, "chen", next="/ui/sharing").status_code == 303
+    page = client.get("/ui/sharing", headers=html)
+    listing = page_of(page).find("tr", data_grant=str(world.grant_id)).find("ul", class_="tokens")
+    assert [item.get("data-token") for item in listing.find_all("li")] == [str(kept_id), str(leaked_id)]
+    for secret in (leaked["bearerToken"], kept["bearerToken"]):
+        assert secret not in page.text
+    action = f"/ui/sharing/grants/{world.grant_id}/tokens/{leaked_id}/revoke"
+    assert client.post(action, data={"csrf_token": "forged"}, headers=html).status_code == 403
+    assert world.query(leaked, {}).status_code == 200
+    done = client.post(action, data={"csrf_token": csrf_of(page)}, headers=html, follow_redirects=False)
+    assert (done.status_code, done.headers["location"]) == (303, "/ui/sharing")
+    after = page_of(client.get("/ui/sharing", headers=html))
+    assert f"Token {leaked_id} of grant {world.grant_id} revoked" in after.find(class_="flash").text
+    row = after.find("li", data_token=str(leaked_id))
+    assert row.find(class_="tag").text == "Revoked" and row.find("form") is None and "revoked" in row.text
+    assert after.find("li", data_token=str(kept_id)).find("form").get("action") == f"/ui/sharing/grants/{world.grant_id}/tokens/{kept_id}/revoke"
+    assert world.query(leaked, {}).status_code == 401 and world.query(kept, {}).status_code == 200
+    # A second post (a double click) changes nothing and says so.
+    again = client.post(action, data={"csrf_token": csrf_of(page)}, headers=html)
+    assert again.status_code == 200 and "was revoked already" in page_of(again).find(class_="flash").text
+
+
+@pytest.mark.browser
+def test_a_demander_revokes_one_token_on_the_page(world, server, page, database, screenshot):
+    with database.transaction() as session:
+        identities.add_user(session, name="chen", roles=["demander"], password=PASSWORD, department_code="CAB")
+    leaked, kept = world.profile(), world.profile()
+    leaked_id, kept_id = _token_id(world, leaked), _token_id(world, kept)
+    page.goto(f"{server}/ui/sharing")
+    page.get_by_label("Name").fill("chen")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    tokens = page.get_by_role("list", name=f"Tokens of grant {world.grant_id}, newest first")
+    expect(tokens.get_by_role("listitem")).to_have_count(2)
+    screenshot(page, "tokens")
+    tokens.get_by_role("button", name=f"Revoke token {leaked_id}").click()
+    expect(page.get_by_role("status")).to_contain_text(f"Token {leaked_id} of grant {world.grant_id} revoked")
+    expect(tokens.locator(f'li[data-token="{leaked_id}"]')).to_contain_text("Revoked")
+    expect(tokens.get_by_role("button", name=f"Revoke token {leaked_id}")).to_have_count(0)
+    expect(tokens.get_by_role("button", name=f"Revoke token {kept_id}")).to_be_visible()
+    screenshot(page, "revoked")
+    assert world.query(leaked, {}).status_code == 401 and world.query(kept, {}).status_code == 200

@@ -125,6 +125,7 @@ DEFAULTS: dict[str, Callable[[World], Any]] = {
     "grant_id": lambda w: w.grant_id,
     "extract_id": lambda w: w.extract_id,
     "webhook_id": lambda w: w.fresh_webhook(),
+    "token_id": lambda w: w.fresh_sharing_token(),  # a sharing token of CAB's extract grant, made for the cell
     "correction_id": lambda w: w.correction_id,
     "key": lambda w: IN_GRANT["citizen_id"],
     "citizen_id": lambda w: IN_GRANT["citizen_id"],
@@ -221,6 +222,12 @@ ROUTES: dict[str, Row] = {
     # Delta Sharing: an OAuth token of any role is not a sharing profile's token
     "GET /api/v1/grants/{grant_id}/sharing-profile": row(403, cab_demander=200, cab_service=200,
                                                          params={"grant_id": lambda w: w.extract_grant_id}),
+    # the grant's tokens: its department's demanders and services (as for the profile), managers and admins; others as if no grant
+    "GET /api/v1/grants/{grant_id}/sharing-tokens": row(403, demander=404, service=404, cab_demander=200, cab_service=200,
+                                                        manager=200, admin=200, params={"grant_id": lambda w: w.extract_grant_id}),
+    "POST /api/v1/grants/{grant_id}/sharing-tokens/{token_id}/revoke": row(
+        403, demander=404, service=404, cab_demander=200, cab_service=200, manager=200, admin=200,
+        params={"grant_id": lambda w: w.extract_grant_id}),
     "GET /delta-sharing/shares": row(401),
     "GET /delta-sharing/shares/{share}": row(401),
     "GET /delta-sharing/shares/{share}/all-tables": row(401),
@@ -256,6 +263,10 @@ UI_ROUTES: dict[str, Row] = {
                                                            cross_site=200),
     "GET /ui/sharing": page(403, anonymous=303, stale=303, forged=303, demander=200),
     "POST /ui/sharing/grants/{grant_id}/profile": page(403, anonymous=303, stale=303, params={"grant_id": lambda w: w.extract_grant_id}),
+    # dora (a DATA demander) holds no grant: CAB's answers as one that does not exist
+    "POST /ui/sharing/grants/{grant_id}/tokens/{token_id}/revoke": page(
+        403, anonymous=303, stale=303, demander=404,
+        params={"grant_id": lambda w: w.extract_grant_id}),
 }
 
 
@@ -427,6 +438,12 @@ class World:
 
     def fresh_grant(self) -> int:
         return self._granted(APPLICATION_BODY)[1]
+
+    def fresh_sharing_token(self) -> int:
+        """A new sharing token of CAB's extract grant (a profile fetched), for a cell that revokes it."""
+        self.call("GET", f"/api/v1/grants/{self.extract_grant_id}/sharing-profile", "cab_demander", expect=200)
+        listed = self.call("GET", f"/api/v1/grants/{self.extract_grant_id}/sharing-tokens", "cab_demander", expect=200)
+        return listed["items"][0]["id"]
 
     def fresh_webhook(self) -> int:
         return self.call("POST", "/api/v1/webhooks", "cab_demander", json={"url": "https://hooks.example.org/cab"}, expect=201)["id"]

@@ -5,11 +5,14 @@ from __future__ import annotations
 import importlib
 import importlib.util
 
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect, text
 
+from exchange.sharing import token_hash
 from govshare.db import Base
-from govshare.store import head_revision, schema_revision
+from govshare.store import alembic_config, head_revision, schema_revision, upgrade_schema
 
 DOMAINS = ("directory", "approvals", "exchange", "evaluation", "connectors")
 
@@ -30,3 +33,32 @@ def test_models_and_migrations_agree(database):
         context = MigrationContext.configure(connection, opts={"compare_type": True})
         differences = compare_metadata(context, Base.metadata)
     assert differences == []
+
+
+def test_sharing_token_revocation_downgrades_without_reviving_revoked_tokens(client, factory, tmp_path, database, app):
+    """0013 down and up again: the revoked token is deleted (the older schema would let it work), the live one stays."""
+    from tests.exchange.test_delta_sharing import Sharing
+
+    world = Sharing(client, factory, tmp_path, database, app)
+    kept, revoked = world.profile(), world.profile()
+    with database.transaction(write=False) as session:
+        ids = dict(session.execute(text("SELECT token_hash, id FROM sharing_tokens")).all())
+    kept_id, revoked_id = ids[token_hash(kept["bearerToken"])], ids[token_hash(revoked["bearerToken"])]
+    assert client.post(f"/api/v1/grants/{world.grant_id}/sharing-tokens/{revoked_id}/revoke", headers=world.demander).status_code == 200
+    config = alembic_config()
+    try:
+        with database.engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.downgrade(config, "0012_metric_rollups")
+        columns = {column["name"] for column in inspect(database.engine).get_columns("sharing_tokens")}
+        assert "revoked_at" not in columns and "revoked_by" not in columns
+        with database.engine.connect() as connection:
+            assert connection.execute(text("SELECT id FROM sharing_tokens")).scalars().all() == [kept_id]
+    finally:
+        upgrade_schema(database.engine)
+    assert schema_revision(database.engine) == head_revision()
+    with database.engine.connect() as connection:
+        assert connection.execute(text("SELECT id, revoked_at FROM sharing_tokens")).all() == [(kept_id, None)]
+    test_models_and_migrations_agree(database)  # the round trip lost no constraint or index
+    for token, status in ((kept, 200), (revoked, 401)):
+        assert client.get("/delta-sharing/shares", headers={"Authorization": f"Bearer {token['bearerToken']}"}).status_code == status
