@@ -9,6 +9,7 @@ loop, where waiting costs no thread.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections import Counter
@@ -58,3 +59,40 @@ def test_120_clients_at_once_are_all_answered_without_waiting_for_a_pool_timeout
     assert statuses == Counter({200: CLIENTS * CALLS_EACH}), statuses
     # A wait for the connection pool's timeout (30 s) would show here; the calls themselves take milliseconds.
     assert slowest[0] < 20, slowest[0]
+
+
+def test_lookups_beyond_one_per_core_wait_their_turn_and_are_all_answered(arranged, app, client, monkeypatch):  # noqa: F811
+    # Lookups run at most LOOKUPS_AT_ONCE at a time (more only cost CPU: threads handing the
+    # GIL around); the rest wait on the event loop. 32 sent together are all answered.
+    from exchange import api
+    from exchange.ratelimit import RateLimiter
+
+    running, most = [0], [0]
+    lock = threading.Lock()
+    plain_lookup = api._lookup
+
+    def counted(*args):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        try:
+            time.sleep(0.01)  # long enough for the others to pile up behind it
+            return plain_lookup(*args)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(api, "_lookup", counted)
+    app.state.rate_limiter = RateLimiter(rate=1e9, burst=10**9)
+    token = client.post("/oauth/token", data={"grant_type": "client_credentials"},
+                        auth=(arranged.service.client_id, arranged.service.client_secret)).json()["access_token"]
+
+    async def together() -> list[int]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=str(client.base_url),
+                                     headers={"Authorization": f"Bearer {token}"}) as http:
+            answers = await asyncio.gather(*(http.get(f"/api/v1/exchange/PSB-HOUSEHOLD/records/{key}")
+                                             for key in arranged.inside[:32]))
+        return [answer.status_code for answer in answers]
+
+    assert asyncio.run(together()) == [200] * 32
+    assert most[0] == api.LOOKUPS_AT_ONCE
