@@ -115,7 +115,24 @@ def create_db_engine(url: str, *, busy_timeout_seconds: float = DEFAULT_BUSY_TIM
 # SQLite result codes (the primary code, the low byte of an extended one) that say the store
 # is busy or briefly unable to write, not that the statement or its values are wrong:
 # BUSY, LOCKED, IOERR, FULL (the disk), CANTOPEN.
-_SQLITE_TRANSIENT_CODES = {5, 6, 10, 13, 14}
+SQLITE_BUSY = 5
+_SQLITE_TRANSIENT_CODES = {SQLITE_BUSY, 6, 10, 13, 14}
+# Of those, contention: another writer held on past the busy timeout (SQLite), or PostgreSQL's
+# "try again" states: deadlock detected, serialization failure, lock not available.
+_CONTENTION_SQLSTATES = {"40P01", "40001", "55P03"}
+
+
+def _sqlite_code(error: sa_exc.DBAPIError) -> int | None:
+    """SQLite's primary result code for ``error`` (the low byte of an extended one), or None on another store."""
+    code = getattr(error.orig, "sqlite_errorcode", None)
+    return None if code is None else code & 0xFF
+
+
+def is_contention(error: sa_exc.DBAPIError) -> bool:
+    """Whether the record store refused for contention (another writer held on too long), not for a fault."""
+    if getattr(error.orig, "sqlstate", None) in _CONTENTION_SQLSTATES:
+        return True
+    return _sqlite_code(error) == SQLITE_BUSY  # "database is locked", once the busy timeout has run out
 # PostgreSQL SQLSTATE classes and codes of the same kind: 08 connection exception, 40 transaction
 # rollback (serialization failure, deadlock, completion unknown), 53 insufficient resources
 # (disk full, out of memory, too many connections), 57P01-57P03 shutdown and cannot connect
@@ -140,11 +157,10 @@ def is_transient(error: BaseException) -> bool:
         return True
     if isinstance(error, (sa_exc.IntegrityError, sa_exc.DataError, sa_exc.ProgrammingError, sa_exc.NotSupportedError)):
         return False
-    orig = error.orig
-    sqlite_code = getattr(orig, "sqlite_errorcode", None)
+    sqlite_code = _sqlite_code(error)
     if sqlite_code is not None:
-        return sqlite_code & 0xFF in _SQLITE_TRANSIENT_CODES
-    sqlstate = getattr(orig, "sqlstate", None)
+        return sqlite_code in _SQLITE_TRANSIENT_CODES
+    sqlstate = getattr(error.orig, "sqlstate", None)
     if sqlstate:
         return sqlstate[:2] in _POSTGRES_TRANSIENT_CLASSES or sqlstate in _POSTGRES_TRANSIENT_CODES
     # A driver's OperationalError with no SQLSTATE: the server never answered (refused, reset, closed).

@@ -18,6 +18,8 @@ from sqlalchemy.exc import DataError, OperationalError
 from sqlalchemy.orm.exc import StaleDataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from govshare.db import is_contention
+
 log = logging.getLogger("govshare.errors")
 
 PROBLEM_BASE = "urn:govshare:problem:"
@@ -83,17 +85,6 @@ class StoreBusy(GovshareError):
     def __init__(self, detail: str = "the record store is busy with other writes; try again shortly", **kwargs: Any) -> None:
         kwargs.setdefault("headers", {"Retry-After": "1"})
         super().__init__(detail, **kwargs)
-
-
-# PostgreSQL's "try again" states: deadlock detected, serialization failure, lock not available.
-_RETRYABLE_SQLSTATES = {"40P01", "40001", "55P03"}
-
-
-def is_store_busy(error: OperationalError) -> bool:
-    """Whether the record store refused for contention (another writer held on too long), not for a fault."""
-    if getattr(error.orig, "sqlstate", None) in _RETRYABLE_SQLSTATES:
-        return True
-    return "database is locked" in str(error.orig)  # SQLite, once its busy timeout has run out
 
 
 # Framework errors (routing, method, body size) keep a stable type per status.
@@ -203,7 +194,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(OperationalError)
     async def _store_error(request: Request, exc: OperationalError):
-        if not is_store_busy(exc):
+        if not is_contention(exc):
             return await _unexpected(request, exc)
         log.warning("record store busy on %s %s: %s", request.method, request.url.path, exc.orig)
         return await _govshare_error(request, StoreBusy())
