@@ -8,13 +8,11 @@ not exist. Every call, answered or not, goes on the access ledger.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import json
 import os
 import time
-import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -38,7 +36,7 @@ from exchange.ledger import LedgerLine
 from exchange.ratelimit import retry_after_header
 from govshare import audit
 from govshare.auth import Caller, caller_of, check_role, require
-from govshare.db import DbSession
+from govshare.db import DbSession, LoopSemaphores
 from govshare.errors import Forbidden
 from govshare.models import Role
 from sqlalchemy import select
@@ -110,16 +108,7 @@ def _store(request: Request, session, scope: service.Scope, version: int | None 
 # with 8, 4.8 with 16 (evaluation/bench/call_cost.py), while the wall time per call was
 # lowest at 2. One per core keeps the cores busy without that cost.
 LOOKUPS_AT_ONCE = max(2, os.cpu_count() or 2)
-_lookup_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
-
-
-def _lookup_slot() -> asyncio.Semaphore:
-    """The running event loop's semaphore of lookups (one per loop: tests run several)."""
-    loop = asyncio.get_running_loop()
-    slots = _lookup_slots.get(loop)
-    if slots is None:
-        slots = _lookup_slots[loop] = asyncio.Semaphore(LOOKUPS_AT_ONCE)
-    return slots
+_lookup_slots = LoopSemaphores(LOOKUPS_AT_ONCE)
 
 
 @router.get("/exchange/{code}/records/{key}", summary="Records with this key, within the caller's grant",
@@ -129,7 +118,7 @@ async def lookup(code: str, key: str, request: Request) -> JSONResponse:
     # worker thread in one transaction, where the dependencies of other routes take three.
     # The checks are the same functions, in the same order, as ServiceCaller's.
     database = request.app.state.database
-    async with _lookup_slot(), database.request_slots():
+    async with _lookup_slots.current(), database.request_slots():
         return await run_in_threadpool(_lookup, code, key, request)
 
 

@@ -175,8 +175,7 @@ class Database:
         self.engine = create_db_engine(url, busy_timeout_seconds=busy_timeout_seconds)
         # Requests holding a session at once (see ``get_db``): half the pool, since a request
         # may take a second connection for a write of its own (an audit entry, a new token).
-        self.request_concurrency = max(1, _pool_capacity(self.engine) // 2)
-        self._request_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
+        self._request_slots = LoopSemaphores(max(1, _pool_capacity(self.engine) // 2))
         # session.info carries the infrastructure services need (the audit log signs entries).
         info = {"keystore": keystore}
         self._read_sessions = sessionmaker(self.engine, expire_on_commit=False, info=info)
@@ -206,13 +205,32 @@ class Database:
     def dispose(self) -> None:
         self.engine.dispose()
 
+    @property
+    def request_concurrency(self) -> int:
+        return self._request_slots.size
+
+    @request_concurrency.setter
+    def request_concurrency(self, size: int) -> None:
+        self._request_slots.size = size
+
     def request_slots(self) -> asyncio.Semaphore:
-        """The running event loop's semaphore of request sessions (one per loop: tests run several)."""
+        """The running event loop's semaphore of request sessions."""
+        return self._request_slots.current()
+
+
+class LoopSemaphores:
+    """An asyncio semaphore of ``size`` per running event loop (one loop's cannot be awaited in another; tests run several)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size  # read when a loop's semaphore is made
+        self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
+
+    def current(self) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()
-        slots = self._request_slots.get(loop)
-        if slots is None:
-            slots = self._request_slots[loop] = asyncio.Semaphore(self.request_concurrency)
-        return slots
+        semaphore = self._by_loop.get(loop)
+        if semaphore is None:
+            semaphore = self._by_loop[loop] = asyncio.Semaphore(self.size)
+        return semaphore
 
 
 def _pool_capacity(engine: Engine) -> int:
