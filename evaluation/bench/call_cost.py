@@ -92,9 +92,7 @@ def main() -> None:
         app.add_api_route("/api/v1/constant", lambda: {"dataset": "X", "records": [bare.RECORD]})
         app.router.routes.insert(0, app.router.routes.pop())  # matched first, as the exchange's routes are
         with TestClient(app, base_url=ISSUER) as client:  # runs the app's lifespan: the ledger writer
-            world = bench_world.World.__new__(bench_world.World)
-            world.http = client
-            world.tokens = {name: world._token(credentials) for name, credentials in clients.items()}
+            world = bench_world.World(ISSUER, clients, http=client)
             world.register()
             world.upload(source)
             world.grant("interface", bench_world.LOOKUP_COLUMNS)

@@ -89,8 +89,8 @@ def prepare_store(home: Path, database_url: str | None = None) -> dict[str, Cred
 class World:
     """HTTP calls of the three parties against one running server."""
 
-    def __init__(self, base: str, clients: dict[str, Credentials]) -> None:
-        self.http = httpx.Client(base_url=base, timeout=3600)
+    def __init__(self, base: str, clients: dict[str, Credentials], *, http: httpx.Client | None = None) -> None:
+        self.http = http or httpx.Client(base_url=base, timeout=3600)  # or a client of the app in-process
         self.tokens = {name: self._token(credentials) for name, credentials in clients.items()}
 
     def _token(self, credentials: Credentials) -> str:
