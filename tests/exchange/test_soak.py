@@ -172,13 +172,15 @@ def test_a_soak_of_32_clients_gives_no_error_no_memory_growth_and_a_complete_led
     assert rss["end"] <= rss["middle"] * 1.10 + 8, figures["rss_mb"]
     assert rss["max"] <= rss["after_10pct"] * 1.25 + 16, figures["rss_mb"]
     # No leak: memory in use, by malloc (SQLite, DuckDB's objects, the C libraries), by Python's
-    # objects and by DuckDB's buffers, ends where it was after the warm-up. malloc's is compared
-    # with the middle of the run: in the first minutes its caches fill (SQLite's page caches, as
-    # the ledger's tables grow), 48 → 57 MB over 4 minutes at 155 requests/s, then flat within
-    # about 1.5 MB. (A leak of 100 bytes a request over the second half of a 10-minute soak at
-    # that rate is 4.7 MB.)
+    # objects and by DuckDB's buffers, ends where it was after the warm-up. malloc's caches fill
+    # for the first minutes (SQLite's page caches, as the ledger's tables grow): 48 → 57 MB over
+    # 4 minutes at 155 requests/s, then flat within about 1.5 MB. So malloc's is asked of a soak
+    # of 5 minutes or more (the report's), from its middle on; a shorter one, the default minute
+    # of the suite (48.9 → 55.8 MB at 190 requests/s), is warm-up through. (A leak of 100 bytes
+    # a request over the second half of a 10-minute soak at that rate is 4.7 MB.)
     middle = held[len(held) // 2]
-    assert last["malloc_in_use"] <= middle["malloc_in_use"] + 2, (middle, last)
+    if seconds >= 300:
+        assert last["malloc_in_use"] <= middle["malloc_in_use"] + 2, (middle, last)
     assert last["python_blocks"] <= warm["python_blocks"] * 1.02 + 5000, (warm, last)
     assert last["keyed_store"] <= warm["keyed_store"] + 4, (warm, last)
     assert last["arenas"] <= memory.MALLOC_ARENAS  # serve limits them (see govshare.memory), 32 clients or not
