@@ -189,8 +189,10 @@ class LedgerWriter:
             except _GaveUp:
                 self._abandon(len(lines) - index)
                 return
-            except Exception as problem:  # keep serving; the loss is in the log
-                log.error("lost a ledger line (%s): %r", problem, line)
+            except Exception as problem:  # keep serving; the loss is in the log, without the citizens' keys
+                log.error("lost a ledger line (%s): %s call of client %s on %s at %s, status %d, %d key(s)",
+                          type(problem).__name__, line.kind, line.client_id, line.dataset, line.at.isoformat(),
+                          line.status, len(line.keys))
                 self._settled(1, lost=1)
             else:
                 self._settled(1)

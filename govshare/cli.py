@@ -15,7 +15,7 @@ from connectors.cli import sync as sync_command
 from directory.cli import datasets_app
 from exchange.demo import seed_exchange
 from directory.demo import seed_directory
-from govshare import audit, demo, identities, memory
+from govshare import audit, demo, identities, memory, observability
 from govshare.db import Database
 from govshare.errors import GovshareError
 from govshare.keys import KeyStore
@@ -180,7 +180,7 @@ def serve(
     initialise(settings)
     if demo_data:
         _seed_demo(settings, citizens=demo_citizens)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info",
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", log_config=observability.log_config(),
                 http=head_deadline_protocol(settings.request_header_timeout_seconds))
 
 

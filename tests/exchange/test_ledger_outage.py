@@ -167,8 +167,8 @@ def test_lines_wait_out_a_store_that_refuses_and_all_land_in_order(settings, dat
     assert _ledger_keys(database) == keys  # each once, in the order recorded
 
 
-def test_a_bad_line_in_a_batch_held_up_by_the_store_is_dropped_alone(settings, database):
-    with writer_of(settings) as (writer, registry):
+def test_a_bad_line_in_a_batch_held_up_by_the_store_is_dropped_alone(settings, database, caplog):
+    with writer_of(settings) as (writer, registry), caplog.at_level(logging.ERROR, logger="govshare.ledger"):
         with held(settings.resolved_database_url) as holder:
             writer.record(_line("K-before"))
             writer.record(_line("K-too-many-rows", rows=2**70))  # no store's integer column takes this
@@ -176,6 +176,9 @@ def test_a_bad_line_in_a_batch_held_up_by_the_store_is_dropped_alone(settings, d
             _refused(holder, registry)
         writer.flush()
         assert _sample(registry, "govshare_ledger_lines_lost_total") == 1
+        # The loss is logged, without the citizen's key: the log is no ledger.
+        assert "lost a ledger line" in caplog.text and "1 key(s)" in caplog.text
+        assert "K-too-many-rows" not in caplog.text
         assert writer.backlog == 0
     assert _ledger_keys(database) == ["K-before", "K-after"]
 
