@@ -171,7 +171,7 @@ def serve(
     from govshare.app import create_app
     from govshare.limits import head_deadline_protocol
 
-    memory.limit_malloc_arenas()
+    memory.configure_malloc()
     settings = _settings()
     if "GOVSHARE_ISSUER" not in os.environ:
         # No public URL configured: the issuer (token audience, base of links) is where we listen.
