@@ -99,3 +99,17 @@ class DatasetTerm(Base):
 
     term: Mapped[str] = mapped_column(TERM, primary_key=True)
     dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"), primary_key=True)
+
+
+class DirectoryState(Base):
+    """One row whose stamp changes, in the same transaction, with every change to the directory's datasets.
+
+    Search keeps the datasets' filter columns in memory (``directory.search``) and reads
+    them again when the stamp differs. A random stamp, not a counter: a store emptied or
+    restored cannot bring back a stamp a server has seen.
+    """
+
+    __tablename__ = "directory_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    stamp: Mapped[str] = mapped_column(String(32))

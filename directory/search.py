@@ -1,29 +1,40 @@
-"""Directory search: a term index for full text, indexed filter columns, facet counts.
+"""Directory search: a term index for full text; filters, facet counts and pages from columns kept in memory.
 
 Full text is an inverted index (``dataset_terms``): each dataset's lower-cased
 search text is split into terms (words; for CJK text, single characters and
 character pairs), and a query term matches every indexed term it is a prefix of,
 as a range scan on the term's b-tree index. This is the same on SQLite and
 PostgreSQL and stays in step with the dataset in the same transaction.
+
+The filters, the facet counts (exact, over every match) and the page are taken from the
+datasets' filter columns held in memory as arrays, in code order (``FilterColumns``),
+read again whenever the directory's stamp (``directory_state``, changed in every
+transaction that changes a dataset) differs from theirs. In the record store, counting
+the facets of a broad query cost about 1 µs a match (60-130 ms at 100,000 datasets);
+here it is a few array operations over the matches.
 """
 
 from __future__ import annotations
 
+import copy
 import re
+import threading
+import uuid
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, null, select, true, union_all
+import numpy as np
+from sqlalchemy import ColumnElement, Engine, func, intersect, select, update
 from sqlalchemy.orm import Session
 
-from directory.models import Dataset, DatasetTerm
+from directory.models import Dataset, DatasetRevision, DatasetTerm, DirectoryState
 from govshare.errors import InvalidInput
 
 MAX_TERM = 64
 MAX_QUERY_TERMS = 8
 MAX_PAGE_SIZE = 200
-FACETS = {"department": Dataset.department_code, "domain": Dataset.domain, "share_type": Dataset.share_type}
-DELIVERY_COLUMNS = {"extract": Dataset.offers_extract, "interface": Dataset.offers_interface}
+DELIVERY_COLUMNS = ("extract", "interface")
 _TOKEN = re.compile(r"[0-9a-z]+|[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 
@@ -66,11 +77,144 @@ def query_terms(q: str) -> list[str]:
     return terms[:MAX_QUERY_TERMS]
 
 
-def _prefix_match(term: str) -> ColumnElement[bool]:
+def _prefix_range(term: str) -> ColumnElement[bool]:
     # Every term starting with ``term`` sorts in [term, term with its last character bumped).
     upper = term[:-1] + chr(ord(term[-1]) + 1)
-    matching = select(DatasetTerm.dataset_id).where(DatasetTerm.term >= term, DatasetTerm.term < upper)
-    return Dataset.id.in_(matching)
+    return (DatasetTerm.term >= term) & (DatasetTerm.term < upper)
+
+
+def directory_changed(session: Session) -> None:
+    """Give the directory a new stamp, in the transaction that changes a dataset (see ``FilterColumns``)."""
+    session.execute(update(DirectoryState).where(DirectoryState.id == 1).values(stamp=uuid.uuid4().hex))
+
+
+FACET_NAMES = ("department", "domain", "share_type")
+_COLUMNS = (Dataset.id, Dataset.code, Dataset.status, Dataset.department_code, Dataset.domain, Dataset.share_type,
+            Dataset.offers_extract, Dataset.offers_interface)
+MAX_CHANGES_APPLIED = 2000  # past this many changed datasets, the columns are read whole again
+
+
+class FilterColumns:
+    """Every dataset's filter columns at one directory stamp, as arrays in code order.
+
+    About 30 bytes a dataset (3 MB at 100,000). Read whole once per process (about 0.3-0.6 s
+    at 100,000 datasets); after that, a new stamp costs the next search only the datasets
+    changed since (their revisions, ``dataset_revisions`` ids above the last one applied:
+    ``directory_changed`` takes the stamp's row lock before a revision is numbered, so
+    revisions are numbered in commit order). Never changed once made: a change makes new
+    columns, so searches under way keep theirs.
+    """
+
+    def __init__(self, stamp: str, revision: int, rows: list[tuple]) -> None:
+        self.stamp, self.revision = stamp, revision
+        columns = list(zip(*rows)) if rows else [()] * len(_COLUMNS)
+        codes = np.array(columns[1], dtype=object)
+        order = np.argsort(codes, kind="stable")  # code order, by code point on every store
+        self.codes = codes[order]
+        self.ids = np.array(columns[0], dtype=np.int64)[order]
+        self.active = np.array([status == "active" for status in columns[2]], dtype=bool)[order]
+        # Each facet as codes into its list of values.
+        self.facets: dict[str, tuple[list[str], np.ndarray]] = {}
+        for name, values in zip(FACET_NAMES, columns[3:6], strict=True):
+            labels, codes_of = np.unique(np.array(values, dtype=object), return_inverse=True)
+            self.facets[name] = ([str(label) for label in labels], codes_of.astype(np.int32).ravel()[order])
+        self.delivery = {"extract": np.array(columns[6], dtype=bool)[order], "interface": np.array(columns[7], dtype=bool)[order]}
+        self._index_ids()
+
+    def _index_ids(self) -> None:
+        self._by_id = np.argsort(self.ids)  # positions in id order, to place the ids full text matched
+        self._sorted_ids = self.ids[self._by_id]
+
+    @classmethod
+    def read(cls, session: Session, stamp: str) -> FilterColumns:
+        revision = session.execute(select(func.coalesce(func.max(DatasetRevision.id), 0))).scalar_one()
+        return cls(stamp, revision, [tuple(row) for row in session.execute(select(*_COLUMNS)).all()])
+
+    def updated(self, session: Session, stamp: str) -> FilterColumns:
+        """These columns with the datasets changed since they were made (or read whole, past MAX_CHANGES_APPLIED)."""
+        changes = session.execute(select(DatasetRevision.id, DatasetRevision.dataset_id)
+                                  .where(DatasetRevision.id > self.revision).order_by(DatasetRevision.id)
+                                  .limit(MAX_CHANGES_APPLIED + 1)).all()
+        count = session.execute(select(func.count()).select_from(Dataset)).scalar_one()
+        changed = sorted({dataset_id for _, dataset_id in changes})
+        if len(changes) > MAX_CHANGES_APPLIED or len(self.ids) + len(changed) < count:
+            # Too many to apply one by one, or datasets written without a revision (a bulk load): read whole.
+            return FilterColumns.read(session, stamp)
+        rows = session.execute(select(*_COLUMNS).where(Dataset.id.in_(changed))).all() if changed else []
+        columns = copy.copy(self)
+        columns.stamp, columns.revision = stamp, max([self.revision, *(revision for revision, _ in changes)])
+        columns._apply([tuple(row) for row in rows])
+        return columns
+
+    def _apply(self, rows: list[tuple]) -> None:
+        # Copies of the arrays (a search under way reads the old ones), then each row set in place or inserted.
+        self.codes, self.ids, self.active = self.codes.copy(), self.ids.copy(), self.active.copy()
+        self.facets = {name: (list(labels), codes.copy()) for name, (labels, codes) in self.facets.items()}
+        self.delivery = {name: values.copy() for name, values in self.delivery.items()}
+        for dataset_id, code, status, *values, extract, interface in rows:
+            facet_codes = []
+            for name, value in zip(FACET_NAMES, values, strict=True):
+                labels = self.facets[name][0]
+                if value not in labels:
+                    labels.append(value)
+                facet_codes.append(labels.index(value))
+            at = int(np.searchsorted(self.codes, code))
+            if at < len(self.codes) and self.codes[at] == code:  # a dataset changed (its code never does)
+                self.active[at] = status == "active"
+                for name, facet_code in zip(FACET_NAMES, facet_codes, strict=True):
+                    self.facets[name][1][at] = facet_code
+                self.delivery["extract"][at], self.delivery["interface"][at] = extract, interface
+            else:  # a dataset registered
+                self.codes, self.ids = np.insert(self.codes, at, code), np.insert(self.ids, at, dataset_id)
+                self.active = np.insert(self.active, at, status == "active")
+                for name, facet_code in zip(FACET_NAMES, facet_codes, strict=True):
+                    labels, codes = self.facets[name]
+                    self.facets[name] = (labels, np.insert(codes, at, facet_code))
+                self.delivery = {"extract": np.insert(self.delivery["extract"], at, extract),
+                                 "interface": np.insert(self.delivery["interface"], at, interface)}
+        self._index_ids()
+
+    def where(self, ids: np.ndarray) -> np.ndarray:
+        """A mask of the datasets with these ids (ids unknown at this stamp, registered since, are left out)."""
+        mask = np.zeros(len(self.ids), dtype=bool)
+        if len(self._sorted_ids) and len(ids):
+            places = np.minimum(np.searchsorted(self._sorted_ids, ids), len(self._sorted_ids) - 1)
+            mask[self._by_id[places[self._sorted_ids[places] == ids]]] = True
+        return mask
+
+    def equals(self, name: str, value: str) -> np.ndarray:
+        labels, codes = self.facets[name]
+        try:
+            return codes == labels.index(value)
+        except ValueError:
+            return np.zeros(len(self.ids), dtype=bool)
+
+
+_columns: weakref.WeakKeyDictionary[Engine, FilterColumns] = weakref.WeakKeyDictionary()
+_columns_lock = threading.Lock()
+
+
+def filter_columns(session: Session) -> FilterColumns:
+    """The filter columns at the directory's current stamp (brought up to date only when it changed)."""
+    stamp = session.execute(select(DirectoryState.stamp).where(DirectoryState.id == 1)).scalar_one()
+    engine = session.get_bind()
+    columns = _columns.get(engine)
+    if columns is None or columns.stamp != stamp:
+        with _columns_lock:  # one search brings them up to date; the others wait and take its columns
+            columns = _columns.get(engine)
+            if columns is None:
+                columns = FilterColumns.read(session, stamp)
+            elif columns.stamp != stamp:
+                columns = columns.updated(session, stamp)
+            _columns[engine] = columns
+    return columns
+
+
+def _matching(session: Session, terms: list[str]) -> np.ndarray:
+    """Ids of the datasets holding, for every one of ``terms``, a term that starts with it (repeats allowed)."""
+    selects = [select(DatasetTerm.dataset_id).where(_prefix_range(term)) for term in terms]
+    statement = selects[0] if len(selects) == 1 else intersect(*selects)  # the store intersects: the lists may be long
+    return np.fromiter(session.execute(statement).scalars(), dtype=np.int64)
 
 
 @dataclass(frozen=True)
@@ -80,27 +224,25 @@ class SearchResult:
     facets: dict[str, dict[str, int]]
 
 
-def _conditions(
-    *, q: str | None, department: str | None, domain: str | None, share_type: str | None,
-    delivery: str | None, include_retired: bool,
-) -> list[ColumnElement[bool]]:
-    conditions: list[ColumnElement[bool]] = [] if include_retired else [Dataset.status == "active"]
-    if department:
-        conditions.append(Dataset.department_code == department.upper())
-    if domain:
-        conditions.append(Dataset.domain == domain)
-    if share_type:
-        conditions.append(Dataset.share_type == share_type)
+def _mask(
+    session: Session, columns: FilterColumns, *, q: str | None, department: str | None, domain: str | None,
+    share_type: str | None, delivery: str | None, include_retired: bool,
+) -> np.ndarray:
+    """The datasets matching every given filter, as a mask over ``columns``."""
+    if delivery and delivery not in DELIVERY_COLUMNS:
+        raise InvalidInput(f"delivery must be one of: {', '.join(DELIVERY_COLUMNS)}")
+    terms = query_terms(q) if q else []
+    if q and not terms:
+        raise InvalidInput("q holds no searchable words")
+    mask = np.ones(len(columns.ids), dtype=bool) if include_retired else columns.active.copy()
+    for name, value in (("department", department.upper() if department else None), ("domain", domain), ("share_type", share_type)):
+        if value:
+            mask &= columns.equals(name, value)
     if delivery:
-        if delivery not in DELIVERY_COLUMNS:
-            raise InvalidInput(f"delivery must be one of: {', '.join(DELIVERY_COLUMNS)}")
-        conditions.append(DELIVERY_COLUMNS[delivery] == true())
-    if q:
-        terms = query_terms(q)
-        if not terms:
-            raise InvalidInput("q holds no searchable words")
-        conditions += [_prefix_match(term) for term in terms]
-    return conditions
+        mask &= columns.delivery[delivery]
+    if terms and mask.any():
+        mask &= columns.where(_matching(session, terms))
+    return mask
 
 
 def search(
@@ -118,41 +260,17 @@ def search(
     """One page of datasets matching every given filter (ordered by code), the total and facet counts."""
     if page < 1 or not 1 <= page_size <= MAX_PAGE_SIZE:
         raise InvalidInput(f"page must be >= 1 and page_size between 1 and {MAX_PAGE_SIZE}")
-    conditions = _conditions(
-        q=q, department=department, domain=domain, share_type=share_type, delivery=delivery,
-        include_retired=include_retired,
-    )
-    # One grouped count gives the total and every facet (the three are its margins).
-    cube_columns = list(FACETS.values())
+    columns = filter_columns(session)
+    mask = _mask(session, columns, q=q, department=department, domain=domain, share_type=share_type,
+                 delivery=delivery, include_retired=include_retired)
+    facets: dict[str, dict[str, int]] = {}
+    for name in FACET_NAMES:
+        labels, codes = columns.facets[name]
+        counts = np.bincount(codes[mask], minlength=len(labels))
+        facets[name] = {labels[index]: int(counts[index]) for index in np.flatnonzero(counts)}
+    total = int(mask.sum())
     offset = (page - 1) * page_size
-    if q:
-        # Full text: the matching rows are found once (the term ranges' id lists are the
-        # costly part) and both the grouped count and the page are read from them.
-        matched = select(Dataset.id, Dataset.code, *cube_columns).where(*conditions).cte("matched").prefix_with("MATERIALIZED")
-        facet_columns = [matched.c[column.key] for column in cube_columns]
-        nothing = [null() for _ in range(len(facet_columns) + 1)]
-        page_ids = select(matched.c.id).order_by(matched.c.code).limit(page_size).offset(offset).subquery()
-        rows = session.execute(
-            union_all(
-                select(*facet_columns, func.count(), null()).group_by(*facet_columns),
-                select(*nothing, page_ids.c.id),
-            )
-        ).all()
-        cube = [row[:-1] for row in rows if row[-1] is None]
-        ids = [row[-1] for row in rows if row[-1] is not None]
-    else:
-        cube = session.execute(select(*cube_columns, func.count()).where(*conditions).group_by(*cube_columns)).all()
-        # The page's ids come from a covering index; only those rows are read in full.
-        ids = list(
-            session.execute(
-                select(Dataset.id).where(*conditions).order_by(Dataset.code).limit(page_size).offset(offset)
-            ).scalars()
-        )
-    facets: dict[str, dict[str, int]] = {name: {} for name in FACETS}
-    for *values, count in cube:
-        for name, value in zip(FACETS, values, strict=True):
-            facets[name][value] = facets[name].get(value, 0) + count
-    total = sum(count for *_, count in cube)
+    ids = [int(dataset_id) for dataset_id in columns.ids[np.flatnonzero(mask)[offset : offset + page_size]]]
     records = {dataset.id: dataset for dataset in session.execute(select(Dataset).where(Dataset.id.in_(ids))).scalars()} if ids else {}
     return SearchResult(
         datasets=[records[dataset_id] for dataset_id in ids],

@@ -99,6 +99,7 @@ def _index(session: Session, dataset: Dataset) -> None:
 
 
 def _revise(session: Session, dataset: Dataset, *, action: str, actor: str) -> None:
+    search.directory_changed(session)
     session.add(
         DatasetRevision(
             dataset_id=dataset.id, revision=dataset.revision, action=action, actor=actor,

@@ -124,3 +124,88 @@ def test_full_text_totals_facets_and_pages_equal_a_plain_count(database, catalog
                 for d in expected:
                     counts[getattr(d, column)] = counts.get(getattr(d, column), 0) + 1
                 assert pages[0].facets[name] == dict(sorted(counts.items())), (params, name)
+
+
+def test_a_search_sees_changes_made_by_another_server_process_at_once(database, settings, catalog):
+    # Search keeps the datasets' filter columns in memory; a second Database on the same store
+    # stands for a second server process (or the CLI) changing the directory.
+    from directory import service
+    from govshare.db import Database
+    from govshare.keys import KeyStore
+
+    def searched(**params) -> tuple[list[str], dict[str, dict[str, int]]]:
+        with database.transaction(write=False) as session:
+            result = search.search(session, page_size=200, **params)
+            return [d.code for d in result.datasets], result.facets
+
+    before, facets = searched()
+    assert "PSB-VEHICLE" in before and facets["domain"]["traffic"] == 1
+    other = Database(settings.resolved_database_url, keystore=KeyStore(settings.resolved_keys_dir))
+    try:
+        with other.transaction() as session:
+            vehicle = session.execute(search.select(search.Dataset).where(search.Dataset.code == "PSB-VEHICLE")).scalar_one()
+            service.retire_dataset(session, dataset=vehicle, actor="test")
+            marriage = session.execute(search.select(search.Dataset).where(search.Dataset.code == "CAB-MARRIAGE")).scalar_one()
+            service.patch_dataset(session, dataset=marriage, patch={"domain": "traffic"}, actor="test")
+    finally:
+        other.dispose()
+    after, facets = searched()
+    assert "PSB-VEHICLE" not in after and len(after) == len(before) - 1
+    assert facets["domain"]["traffic"] == 1 and "civil-affairs" not in facets["domain"]  # the patched domain counts
+    assert searched(domain="traffic")[0] == ["CAB-MARRIAGE"]
+    assert "PSB-VEHICLE" in searched(include_retired=True)[0]
+    catalog.dataset("EDU-SCHOOLS", "EDU", title="School registers", domain="traffic")  # through the API this time
+    assert searched(q="school")[0] == ["EDU-SCHOOLS"]
+    assert searched()[1]["domain"]["traffic"] == 2
+
+
+def _as_rows(columns: search.FilterColumns) -> list[tuple]:
+    """Columns as comparable rows, in their order (facet codes turned back into values)."""
+    facets = [[columns.facets[name][0][code] for code in columns.facets[name][1]] for name in search.FACET_NAMES]
+    return list(zip(columns.codes, columns.ids.tolist(), columns.active.tolist(), *facets,
+                    columns.delivery["extract"].tolist(), columns.delivery["interface"].tolist(), strict=True))
+
+
+def test_filter_columns_brought_up_to_date_equal_columns_read_whole(database, catalog):
+    import random
+
+    from sqlalchemy import insert
+
+    from directory import service
+    from directory.models import Dataset
+    from govshare.db import utcnow
+    from tests.factories import dataset_document
+
+    rng = random.Random(5)
+    for department in ("CAB", "EDU", "PSB"):
+        catalog.factory.department(department)
+    with database.transaction(write=False) as session:
+        search.filter_columns(session)  # read whole, then kept up to date change by change
+    for step in range(30):
+        with database.transaction() as session:
+            datasets = session.execute(search.select(Dataset).where(Dataset.status == "active")).scalars().all()
+            action = rng.choice(["register", "register", "patch", "retire"])
+            if action == "register":
+                code = f"{rng.choice(['CAB', 'EDU', 'PSB'])}-{rng.choice('ZAMB')}{step:02d}"  # lands anywhere in code order
+                service.register_dataset(session, document=dataset_document(
+                    code, code[:3], domain=rng.choice(["health", "tax", "new-domain-" + str(step)]),
+                    share_type=rng.choice(["conditional", "unconditional"]),
+                    delivery_modes=rng.choice([["extract"], ["interface"], ["extract", "interface"]])),
+                    department=code[:3], actor="test")
+            elif action == "patch":
+                service.patch_dataset(session, dataset=rng.choice(datasets), actor="test",
+                                      patch={"domain": rng.choice(["health", "traffic"]), "share_type": "none"})
+            else:
+                service.retire_dataset(session, dataset=rng.choice(datasets), actor="test")
+        with database.transaction(write=False) as session:
+            kept = search.filter_columns(session)
+            whole = search.FilterColumns.read(session, kept.stamp)
+            assert _as_rows(kept) == _as_rows(whole), (step, action)
+            assert kept.revision == whole.revision
+    # A dataset written without a revision (a bulk load) is not missed: the columns are read whole.
+    with database.transaction() as session:
+        session.execute(insert(Dataset), [{**service.row_values(dataset_document("EDU-BULK", "EDU")), "status": "active",
+                                           "revision": 1, "created_at": utcnow(), "updated_at": utcnow()}])
+        search.directory_changed(session)
+    with database.transaction(write=False) as session:
+        assert "EDU-BULK" in search.filter_columns(session).codes

@@ -34,6 +34,7 @@ def test_quick_bench_reports_every_section_beside_its_ceiling(tmp_path):
     errors = next(line for line in report.splitlines() if line.startswith("| errors (non-2xx, socket)"))
     assert errors.startswith("| errors (non-2xx, socket) | 0, 0 | 0, 0 |"), errors  # every lookup was answered 200
     assert re.search(r"\| p99 \| [\d.]+ ms \| - \| - \| < 50 ms \|", report)
+    assert re.search(r"\| a search right after one dataset changed \(median of 5\) \| [\d.]+ ms \|", report)
     assert re.search(r"\| upload of 50,000 rows .*\| \+\d+ MiB \(peak \d+ MiB\)", report)
     assert re.search(r"\| GET /api/v1/metrics/summary.*\| median [\d.]+ s", report)
 
