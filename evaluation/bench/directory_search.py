@@ -5,7 +5,8 @@
 
 Datasets are inserted in bulk with the same column values and search terms the
 service writes (``service.row_values``, ``search.index_terms``), skipping the
-per-dataset audit entry and revision row, which search never reads. Queries go
+per-dataset audit entry and revision row (search reads the filter columns whole
+when it finds datasets that have no revision). Queries go
 through ``directory.search.search``, the function behind GET /api/v1/datasets.
 """
 
