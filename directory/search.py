@@ -132,18 +132,21 @@ class FilterColumns:
 
     def updated(self, session: Session, stamp: str) -> FilterColumns:
         """These columns with the datasets changed since they were made (or read whole, past MAX_CHANGES_APPLIED)."""
+        latest = session.execute(select(func.coalesce(func.max(DatasetRevision.id), 0))).scalar_one()
         changes = session.execute(select(DatasetRevision.id, DatasetRevision.dataset_id)
                                   .where(DatasetRevision.id > self.revision).order_by(DatasetRevision.id)
                                   .limit(MAX_CHANGES_APPLIED + 1)).all()
-        count = session.execute(select(func.count()).select_from(Dataset)).scalar_one()
-        changed = sorted({dataset_id for _, dataset_id in changes})
-        if len(changes) > MAX_CHANGES_APPLIED or len(self.ids) + len(changed) < count:
-            # Too many to apply one by one, or datasets written without a revision (a bulk load): read whole.
+        if latest < self.revision or len(changes) > MAX_CHANGES_APPLIED:
+            # Revisions gone (a store restored from an older copy), or too many to apply one by one.
             return FilterColumns.read(session, stamp)
+        changed = sorted({dataset_id for _, dataset_id in changes})
         rows = session.execute(select(*_COLUMNS).where(Dataset.id.in_(changed))).all() if changed else []
         columns = copy.copy(self)
         columns.stamp, columns.revision = stamp, max([self.revision, *(revision for revision, _ in changes)])
         columns._apply([tuple(row) for row in rows])
+        if len(columns.ids) != session.execute(select(func.count()).select_from(Dataset)).scalar_one():
+            # Datasets written without a revision (a bulk load) or removed: read whole.
+            return FilterColumns.read(session, stamp)
         return columns
 
     def _apply(self, rows: list[tuple]) -> None:

@@ -169,10 +169,10 @@ def _as_rows(columns: search.FilterColumns) -> list[tuple]:
 def test_filter_columns_brought_up_to_date_equal_columns_read_whole(database, catalog):
     import random
 
-    from sqlalchemy import insert
+    from sqlalchemy import delete, insert, update
 
     from directory import service
-    from directory.models import Dataset
+    from directory.models import Dataset, DatasetRevision
     from govshare.db import utcnow
     from tests.factories import dataset_document
 
@@ -209,3 +209,12 @@ def test_filter_columns_brought_up_to_date_equal_columns_read_whole(database, ca
         search.directory_changed(session)
     with database.transaction(write=False) as session:
         assert "EDU-BULK" in search.filter_columns(session).codes
+    # A store put back to an older copy (here: its revisions gone, a dataset's domain as it was) is read whole.
+    with database.transaction() as session:
+        session.execute(delete(DatasetRevision))
+        session.execute(update(Dataset).where(Dataset.code == "EDU-BULK").values(domain="restored"))
+        search.directory_changed(session)
+    with database.transaction(write=False) as session:
+        kept = search.filter_columns(session)
+        assert kept.revision == 0 and "restored" in kept.facets["domain"][0]
+        assert _as_rows(kept) == _as_rows(search.FilterColumns.read(session, kept.stamp))
