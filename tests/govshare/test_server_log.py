@@ -19,11 +19,13 @@ from tests.exchange.test_soak import Arranged, _token, served
 CITIZEN = "11010119900101001X"
 
 
-def _logged(logger_name: str, emit) -> str:
+def _logged(logger_name: str, emit, formatter: logging.Formatter | None = None) -> str:
     """What a handler of the server's kind (with the filter) writes when ``emit(logger)`` logs."""
     buffer = io.StringIO()
     handler = logging.StreamHandler(buffer)
     handler.addFilter(WithholdPersonalData())
+    if formatter is not None:
+        handler.setFormatter(formatter)
     logger = logging.getLogger(logger_name)
     logger.addHandler(handler)
     logger.propagate, level = False, logger.level
@@ -73,10 +75,9 @@ def test_the_access_log_shows_the_route_without_the_citizen_or_the_query():
     assert withhold_path("/api/v1/datasets/PSB-HOUSEHOLD") == "/api/v1/datasets/PSB-HOUSEHOLD"
 
     def emit(logger):
-        logger.handlers[0].setFormatter(AccessFormatter('%(client_addr)s - "%(request_line)s" %(status_code)s', use_colors=False))
         logger.info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:5000", "GET", f"/api/v1/exchange/X/records/{CITIZEN}?district=02", "1.1", 200)
 
-    written = _logged("uvicorn.access", emit)
+    written = _logged("uvicorn.access", emit, AccessFormatter('%(client_addr)s - "%(request_line)s" %(status_code)s', use_colors=False))
     assert written.strip() == f'127.0.0.1:5000 - "GET /api/v1/exchange/X/records/{WITHHELD}?{WITHHELD} HTTP/1.1" 200 OK'
 
 
