@@ -9,7 +9,9 @@ When the record store is busy or away (SQLite's lock held past its busy timeout,
 PostgreSQL connection dropped, a serialization failure; see ``govshare.db.is_transient``)
 the batch is kept and tried again, backing off from ``FIRST_RETRY_SECONDS`` to
 ``MAX_RETRY_SECONDS``, for as long as the process runs; the lines queued meanwhile wait
-behind it, in order. Only a line the store refuses for what it holds is dropped (and
+behind it, in order. Each batch writes a row of its own (``ledger_batches``) in its
+transaction, so a retry after a COMMIT whose answer was lost finds it and does not write
+the lines twice. Only a line the store refuses for what it holds is dropped (and
 logged). Should the unwritten backlog reach its limit, ``record`` refuses the call
 (``LedgerUnavailable``, a 503) rather than let it serve data the ledger could not
 account for. ``stop()`` tries for ``STOP_RETRY_SECONDS`` more, then logs what it could
@@ -23,15 +25,16 @@ import logging
 import queue
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import SimpleNamespace
 
-from sqlalchemy import insert
+from sqlalchemy import delete, insert, select
 
 from exchange import rollups
 from exchange.errors import LedgerUnavailable
-from exchange.models import AccessLogEntry, AccessLogKey
+from exchange.models import AccessLogEntry, AccessLogKey, LedgerBatch
 from govshare.db import Database, is_transient, utcnow
 from govshare.observability import LedgerMetrics
 
@@ -45,6 +48,8 @@ MAX_RETRY_SECONDS = 5.0
 STOP_RETRY_SECONDS = 5.0  # how long stop() keeps trying a store that refuses
 STOP_GRACE_SECONDS = 5.0  # and how much longer it waits for a write already under way (a busy timeout running)
 DEFAULT_BACKLOG_LIMIT = 100_000
+BATCH_MARKS_KEPT = timedelta(days=1)  # far longer than a batch is retried in practice
+BATCH_MARKS_PRUNED_EVERY = 60.0  # seconds
 
 
 @dataclass
@@ -85,6 +90,7 @@ class LedgerWriter:
         self._give_up_at: float | None = None  # set by stop(): when to stop trying a refusing store
         self._gave_up = False
         self._abandoned = 0  # lines given up on at stop
+        self._prune_at = 0.0  # when old batch marks are next removed (monotonic)
 
     @property
     def backlog(self) -> int:
@@ -205,11 +211,14 @@ class LedgerWriter:
         """Write ``lines``, trying again while the store is busy or away; raises what the lines themselves caused,
         or ``_GaveUp`` once stopping and past its deadline."""
         delay, failures = FIRST_RETRY_SECONDS, 0
+        batch = uuid.uuid4().hex
         while True:
             if self._gave_up:
                 raise _GaveUp
             try:
-                self._write(lines)
+                # After a failure, the last attempt's COMMIT may have landed with its answer lost.
+                if not (failures and self._landed(batch)):
+                    self._write(lines, batch)
             except Exception as error:
                 if not is_transient(error):
                     raise
@@ -262,7 +271,11 @@ class LedgerWriter:
             if stop:
                 return
 
-    def _write(self, lines: list[LedgerLine]) -> None:
+    def _landed(self, batch: str) -> bool:
+        with self.database.transaction(write=False) as session:
+            return session.execute(select(LedgerBatch.id).where(LedgerBatch.id == batch)).first() is not None
+
+    def _write(self, lines: list[LedgerLine], batch: str) -> None:
         lines = [cleaned(line) for line in lines]  # a key from a caller's URL may hold anything
         rows = [
             {"at": line.at, "kind": line.kind, "client_id": line.client_id, "department_code": line.department,
@@ -274,7 +287,11 @@ class LedgerWriter:
         # Core inserts, not ORM objects: a line is written for every interface call, and the
         # ORM's unit of work cost more per line than the rest of the writing together.
         entries, keys_table = AccessLogEntry.__table__, AccessLogKey.__table__
+        now, prune = utcnow(), time.monotonic() >= self._prune_at
         with self.database.transaction() as session:
+            session.execute(insert(LedgerBatch.__table__), [{"id": batch, "written_at": now}])
+            if prune:  # marks are needed only while their batch may be tried again
+                session.execute(delete(LedgerBatch).where(LedgerBatch.written_at < now - BATCH_MARKS_KEPT))
             ids = session.execute(insert(entries).returning(entries.c.id, sort_by_parameter_order=True), rows).scalars().all()
             keys = [{"entry_id": entry_id, "key": key}
                     for entry_id, line in zip(ids, lines, strict=True) for key in dict.fromkeys(line.keys)]
@@ -284,6 +301,8 @@ class LedgerWriter:
             for row in rows:
                 rollup.add(SimpleNamespace(**row))
             rollups.apply(session, rollup)
+        if prune:
+            self._prune_at = time.monotonic() + BATCH_MARKS_PRUNED_EVERY
 
 
 def _text(value: str | None, length: int | None = None) -> str | None:

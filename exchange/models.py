@@ -87,6 +87,18 @@ class AccessLogKey(Base):
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
 
 
+class LedgerBatch(Base):
+    """A batch of ledger lines, written in the batch's own transaction: a retry after a commit
+    whose answer was lost (the connection dropped during COMMIT) finds it and writes nothing twice.
+    Needed only for as long as a batch may be retried; older rows are removed."""
+
+    __tablename__ = "ledger_batches"
+    __table_args__ = (Index("ix_ledger_batches_written_at", "written_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    written_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class IntakeRecord(Base):
     """A record a service system deposited into an intake dataset ("submit once"), upserted by key."""
 

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 import pytest
 from prometheus_client import CollectorRegistry
 from sqlalchemy import create_engine, make_url, text
+from sqlalchemy.exc import OperationalError
 
 from exchange import ledger as ledger_module
 from exchange.ledger import LedgerLine, LedgerWriter
@@ -240,3 +241,36 @@ def test_past_the_backlog_limit_calls_are_refused_with_503_and_serve_nothing(exc
     assert _ledger_keys(database) == [*inside[:1 + BACKLOG_LIMIT], inside[5]]
     assert _metric(exchange.http, "govshare_ledger_lines_lost_total") == 0
     assert _metric(exchange.http, "govshare_ledger_batch_retries_total") >= 0  # shown (how often depends on the busy timeout)
+
+
+def test_a_batch_whose_commit_landed_but_whose_answer_was_lost_is_not_written_twice(settings, database):
+    # The connection drops after the store has committed and before its answer arrives: the
+    # writer sees a transient failure and tries the batch again. (The loss is made by raising
+    # once right after the real COMMIT; the store itself has the lines.)
+    lost: list[bool] = []
+
+    class AnswerLostOnce(Database):
+        @contextmanager
+        def transaction(self, *, write: bool = True):
+            with super().transaction(write=write) as session:
+                yield session
+            if write and not lost:
+                lost.append(True)
+                raise OperationalError("COMMIT", None, ConnectionResetError("connection reset by peer"), connection_invalidated=True)
+
+    store = AnswerLostOnce(settings.resolved_database_url, busy_timeout_seconds=0.1)
+    registry = CollectorRegistry()
+    writer = LedgerWriter(store, metrics=LedgerMetrics(registry))
+    writer.start()
+    try:
+        for key in ("K1", "K2", "K3"):
+            writer.record(_line(key))
+        writer.flush()
+        assert lost and _sample(registry, "govshare_ledger_batch_retries_total") == 1
+        assert writer.backlog == 0 and _sample(registry, "govshare_ledger_lines_lost_total") == 0
+    finally:
+        writer.stop()
+        store.dispose()
+    assert _ledger_keys(database) == ["K1", "K2", "K3"]  # once each
+    with database.engine.connect() as connection:  # and counted once in the metrics' rollups
+        assert connection.execute(text("SELECT sum(calls) FROM ledger_day_counts WHERE dimension = 'dataset'")).scalar_one() == 3
