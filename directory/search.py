@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import ColumnElement, Engine, func, intersect, select, update
+from sqlalchemy import ColumnElement, Pool, func, intersect, select, update
 from sqlalchemy.orm import Session
 
 from directory.models import Dataset, DatasetRevision, DatasetTerm, DirectoryState
@@ -193,23 +193,25 @@ class FilterColumns:
             return np.zeros(len(self.ids), dtype=bool)
 
 
-_columns: weakref.WeakKeyDictionary[Engine, FilterColumns] = weakref.WeakKeyDictionary()
+# Per connection pool: one per store in a process, shared by an engine and its option
+# variants (the write sessions' engine), which are other Engine objects.
+_columns: weakref.WeakKeyDictionary[Pool, FilterColumns] = weakref.WeakKeyDictionary()
 _columns_lock = threading.Lock()
 
 
 def filter_columns(session: Session) -> FilterColumns:
     """The filter columns at the directory's current stamp (brought up to date only when it changed)."""
     stamp = session.execute(select(DirectoryState.stamp).where(DirectoryState.id == 1)).scalar_one()
-    engine = session.get_bind()
-    columns = _columns.get(engine)
+    pool = session.get_bind().pool
+    columns = _columns.get(pool)
     if columns is None or columns.stamp != stamp:
         with _columns_lock:  # one search brings them up to date; the others wait and take its columns
-            columns = _columns.get(engine)
+            columns = _columns.get(pool)
             if columns is None:
                 columns = FilterColumns.read(session, stamp)
             elif columns.stamp != stamp:
                 columns = columns.updated(session, stamp)
-            _columns[engine] = columns
+            _columns[pool] = columns
     return columns
 
 

@@ -19,6 +19,7 @@ from connectors import api as connectors_api
 from connectors import jobs as connectors_jobs
 from connectors import service as connectors_service
 from directory import api as directory_api
+from directory import search
 from directory import service as directory_service
 from evaluation import api as evaluation_api
 from evaluation import views as evaluation_views
@@ -78,6 +79,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # What a process killed outright (SIGKILL) left behind: runs ended as interrupted, temporary files removed.
         connectors_service.recover_interrupted(database)
         processes.remove_dead_temp_files(settings.resolved_data_dir)
+        # Directory search's filter columns, read now rather than by the first search
+        # (0.5-0.8 s at 100,000 datasets; after that, a change costs the next search a few ms).
+        with database.transaction(write=False) as session:
+            search.filter_columns(session)
         ledger.start()
         runner.start()
         yield
