@@ -97,7 +97,7 @@ MAX_CHANGES_APPLIED = 2000  # past this many changed datasets, the columns are r
 class FilterColumns:
     """Every dataset's filter columns at one directory stamp, as arrays in code order.
 
-    About 30 bytes a dataset (3 MB at 100,000). Read whole once per process (about 0.3-0.6 s
+    About 30 bytes a dataset (3 MB at 100,000). Read whole once per process (0.5-0.8 s
     at 100,000 datasets); after that, a new stamp costs the next search only the datasets
     changed since (their revisions, ``dataset_revisions`` ids above the last one applied:
     ``directory_changed`` takes the stamp's row lock before a revision is numbered, so
