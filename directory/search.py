@@ -94,6 +94,10 @@ _COLUMNS = (Dataset.id, Dataset.code, Dataset.status, Dataset.department_code, D
 MAX_CHANGES_APPLIED = 2000  # past this many changed datasets, the columns are read whole again
 
 
+def _latest_revision(session: Session) -> int:
+    return session.execute(select(func.coalesce(func.max(DatasetRevision.id), 0))).scalar_one()
+
+
 class FilterColumns:
     """Every dataset's filter columns at one directory stamp, as arrays in code order.
 
@@ -127,12 +131,11 @@ class FilterColumns:
 
     @classmethod
     def read(cls, session: Session, stamp: str) -> FilterColumns:
-        revision = session.execute(select(func.coalesce(func.max(DatasetRevision.id), 0))).scalar_one()
-        return cls(stamp, revision, [tuple(row) for row in session.execute(select(*_COLUMNS)).all()])
+        return cls(stamp, _latest_revision(session), [tuple(row) for row in session.execute(select(*_COLUMNS)).all()])
 
     def updated(self, session: Session, stamp: str) -> FilterColumns:
         """These columns with the datasets changed since they were made (or read whole, past MAX_CHANGES_APPLIED)."""
-        latest = session.execute(select(func.coalesce(func.max(DatasetRevision.id), 0))).scalar_one()
+        latest = _latest_revision(session)
         changes = session.execute(select(DatasetRevision.id, DatasetRevision.dataset_id)
                                   .where(DatasetRevision.id > self.revision).order_by(DatasetRevision.id)
                                   .limit(MAX_CHANGES_APPLIED + 1)).all()
@@ -150,32 +153,39 @@ class FilterColumns:
         return columns
 
     def _apply(self, rows: list[tuple]) -> None:
-        # Copies of the arrays (a search under way reads the old ones), then each row set in place or inserted.
-        self.codes, self.ids, self.active = self.codes.copy(), self.ids.copy(), self.active.copy()
+        # New arrays, never the old ones changed (a search under way reads them): a changed
+        # dataset is set in place in copies, and the registered ones are inserted all at once.
+        self.active = self.active.copy()
         self.facets = {name: (list(labels), codes.copy()) for name, (labels, codes) in self.facets.items()}
         self.delivery = {name: values.copy() for name, values in self.delivery.items()}
-        for dataset_id, code, status, *values, extract, interface in rows:
-            facet_codes = []
-            for name, value in zip(FACET_NAMES, values, strict=True):
-                labels = self.facets[name][0]
-                if value not in labels:
-                    labels.append(value)
-                facet_codes.append(labels.index(value))
+        registered = []
+        for dataset_id, code, status, *values, extract, interface in sorted(rows, key=lambda row: row[1]):
+            facet_codes = [self._facet_code(name, value) for name, value in zip(FACET_NAMES, values, strict=True)]
             at = int(np.searchsorted(self.codes, code))
             if at < len(self.codes) and self.codes[at] == code:  # a dataset changed (its code never does)
                 self.active[at] = status == "active"
                 for name, facet_code in zip(FACET_NAMES, facet_codes, strict=True):
                     self.facets[name][1][at] = facet_code
                 self.delivery["extract"][at], self.delivery["interface"][at] = extract, interface
-            else:  # a dataset registered
-                self.codes, self.ids = np.insert(self.codes, at, code), np.insert(self.ids, at, dataset_id)
-                self.active = np.insert(self.active, at, status == "active")
-                for name, facet_code in zip(FACET_NAMES, facet_codes, strict=True):
-                    labels, codes = self.facets[name]
-                    self.facets[name] = (labels, np.insert(codes, at, facet_code))
-                self.delivery = {"extract": np.insert(self.delivery["extract"], at, extract),
-                                 "interface": np.insert(self.delivery["interface"], at, interface)}
-        self._index_ids()
+            else:  # a dataset registered: its place in the old arrays, in code order among the others
+                registered.append((at, code, dataset_id, status == "active", facet_codes, extract, interface))
+        if registered:
+            places, codes, ids, active, facet_codes, extract, interface = (list(column) for column in zip(*registered))
+            self.codes, self.ids = np.insert(self.codes, places, codes), np.insert(self.ids, places, ids)
+            self.active = np.insert(self.active, places, active)
+            for name, codes_of in zip(FACET_NAMES, zip(*facet_codes), strict=True):
+                labels, current = self.facets[name]
+                self.facets[name] = (labels, np.insert(current, places, codes_of))
+            self.delivery = {"extract": np.insert(self.delivery["extract"], places, extract),
+                             "interface": np.insert(self.delivery["interface"], places, interface)}
+            self._index_ids()
+
+    def _facet_code(self, name: str, value: str) -> int:
+        """``value``'s code in facet ``name``, the value added to the facet's list if new."""
+        labels = self.facets[name][0]
+        if value not in labels:
+            labels.append(value)
+        return labels.index(value)
 
     def where(self, ids: np.ndarray) -> np.ndarray:
         """A mask of the datasets with these ids (ids unknown at this stamp, registered since, are left out)."""

@@ -185,13 +185,13 @@ def test_filter_columns_brought_up_to_date_equal_columns_read_whole(database, ca
         with database.transaction() as session:
             datasets = session.execute(search.select(Dataset).where(Dataset.status == "active")).scalars().all()
             action = rng.choice(["register", "register", "patch", "retire"])
-            if action == "register":
-                code = f"{rng.choice(['CAB', 'EDU', 'PSB'])}-{rng.choice('ZAMB')}{step:02d}"  # lands anywhere in code order
-                service.register_dataset(session, document=dataset_document(
-                    code, code[:3], domain=rng.choice(["health", "tax", "new-domain-" + str(step)]),
-                    share_type=rng.choice(["conditional", "unconditional"]),
-                    delivery_modes=rng.choice([["extract"], ["interface"], ["extract", "interface"]])),
-                    department=code[:3], actor="test")
+            if action == "register":  # one to three at once, landing anywhere in code order (side by side too)
+                for code in sorted({f"{rng.choice(['CAB', 'EDU', 'PSB'])}-{rng.choice('ZAMB')}{step:02d}" for _ in range(rng.randint(1, 3))}):
+                    service.register_dataset(session, document=dataset_document(
+                        code, code[:3], domain=rng.choice(["health", "tax", "new-domain-" + str(step)]),
+                        share_type=rng.choice(["conditional", "unconditional"]),
+                        delivery_modes=rng.choice([["extract"], ["interface"], ["extract", "interface"]])),
+                        department=code[:3], actor="test")
             elif action == "patch":
                 service.patch_dataset(session, dataset=rng.choice(datasets), actor="test",
                                       patch={"domain": rng.choice(["health", "traffic"]), "share_type": "none"})
