@@ -46,8 +46,9 @@ def _glibc() -> ctypes.CDLL | None:
 def configure_malloc() -> None:
     """Set glibc's malloc up for a server that runs for months on many threads; call before the threads start.
 
-    Arenas: the server's threads share 2 instead of up to 8 per core. The server runs requests on about 40 worker threads. glibc gives threads arenas of their
-    own (16 on 2 cores), and memory freed in one is reused only by the threads on it, so under
+    Arenas: the server's threads share 2 instead of up to 8 per core. The server runs
+    requests on about 40 worker threads. glibc gives threads arenas of their own (16 on
+    2 cores), and memory freed in one is reused only by the threads on it, so under
     a long load each arena kept its own free pieces and the server grew (in a 10-minute soak,
     memory malloc held free rose from 3 to 22 MB; with 2 arenas it ended at 7 to 15 MB in three runs).
     The growth of memory in use was another matter: DuckDB keeping ~2-3 KB per page query (see exchange.keyed_store.page).
