@@ -76,7 +76,7 @@ def _scope(request: Request, session, caller: Caller, code: str, *, kind: str, k
     """The caller's interface scope on ``code``; a refusal goes on the ledger too (attempts are accesses to account for)."""
     today = approvals.today(request.app.state.settings)
     try:
-        return service.active_grant(session, department=caller.department, dataset_code=code, delivery="interface", today=today)
+        return service.interface_scope(session, department=caller.department, dataset_code=code, today=today)
     except NoActiveGrant as refusal:
         request.app.state.ledger.record(LedgerLine(
             kind=kind, client_id=caller.client_id, department=caller.department, dataset=code, grant_id=None,

@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import weakref
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
+from sqlalchemy.pool import Pool
 
 from approvals import masks, rowfilter
 from approvals import service as approvals
@@ -72,6 +74,56 @@ def active_grant(
         if approvals.grant_state(grant, today) == approvals.GrantState.active:
             return dataclasses.replace(scope_of(session, grant), latest_path=latest_path)
     raise NoActiveGrant(f"department {department} holds no active {delivery} grant on {dataset_code}")
+
+
+# The interfaces' calls (a lookup, a page, a stream) resolve the same grant's scope again
+# and again: loading its grant, dataset and application as ORM objects cost more than the
+# index probe. So a scope is built once and kept per process, and each call reads only the
+# few columns that decide whether it still holds (``_GRANT_STATE``). A grant is never
+# changed after the decision except by its revocation (read on every call, as are its
+# dates); its application is decided and final; the dataset's document bumps its
+# revision when it changes, and a new snapshot changes its latest version. Those values
+# are the cached scope's key, so a changed grant, dataset or version is a new entry,
+# never a stale one, in this process or any other sharing the record store.
+_GRANT_STATE = (select(Grant.id, Grant.created_at, Grant.revoked_at, Grant.valid_from, Grant.valid_until, Dataset.revision,
+                       Dataset.updated_at, Dataset.latest_version, DatasetVersion.path)
+                .join(Dataset, Dataset.id == Grant.dataset_id)
+                .outerjoin(DatasetVersion, (DatasetVersion.dataset_id == Dataset.id) & (DatasetVersion.number == Dataset.latest_version))
+                .where(Grant.department_code == bindparam("department"), Grant.dataset_code == bindparam("dataset_code"),
+                       Grant.delivery == "interface")
+                .order_by(Grant.id.desc()))
+# Per connection pool, so per record store (tests open many in one process). The times
+# in the key tell a grant or dataset apart from one that reuses its id or revision (a
+# store restored from a copy, then changed again).
+_served: weakref.WeakKeyDictionary[Pool, dict[tuple[Any, ...], Scope]] = weakref.WeakKeyDictionary()
+_SERVED_MAX = 4096
+
+
+def interface_scope(session: Session, *, department: str, dataset_code: str, today: date) -> Scope:
+    """``active_grant`` for the interface delivery, with the scope kept between calls (see ``_GRANT_STATE``).
+
+    Its grant, dataset and application are shared between calls and threads: read them, never change them.
+    """
+    connection = session.connection()
+    served = _served.get(connection.engine.pool)
+    if served is None:
+        served = _served.setdefault(connection.engine.pool, {})
+    params = {"department": department, "dataset_code": dataset_code}
+    for state in connection.execute(_GRANT_STATE, params):
+        if approvals.grant_state(state, today) != approvals.GrantState.active:
+            continue
+        key = (state.id, state.created_at, state.revision, state.updated_at, state.latest_version, state.path)
+        scope = served.get(key)
+        if scope is None:
+            scope = scope_of(session, session.get(Grant, state.id))
+            # Out of this session, so its commit or rollback does not expire what later calls read.
+            for row in (scope.grant, scope.dataset, scope.application):
+                session.expunge(row)
+            if len(served) >= _SERVED_MAX:
+                served.clear()  # bounded; a server serves a few grants at a time
+            served[key] = scope
+        return dataclasses.replace(scope, latest_path=state.path)
+    raise NoActiveGrant(f"department {department} holds no active interface grant on {dataset_code}")
 
 
 def scope_of(session: Session, grant: Grant) -> Scope:

@@ -7,6 +7,7 @@ two are one indexed read, so revocation takes effect on the next request.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -61,13 +62,9 @@ _TOKEN_STATE = (select(IssuedToken.revoked_at, Client.disabled_at, Client.depart
 
 def authenticate_bearer(session: Session, *, settings: Settings, keystore: KeyStore, token: str) -> Caller:
     """The caller a bearer token stands for, or ``Unauthenticated``."""
-    validator = _Validator(settings, keystore)
-    try:
-        claims = _verified_claims(validator, keystore, token)
-        validator.validate_token(claims, scopes=None, request=None)  # expiry and the rest: on every call
-    except InvalidTokenError:
-        raise Unauthenticated("the access token is invalid or has expired") from None
-    row = session.execute(_TOKEN_STATE, {"jti": str(claims["jti"])}).first()
+    claims = _valid_claims(settings, keystore, token)
+    # Core, not the ORM's execute: this runs on every API call, and only columns are read.
+    row = session.connection().execute(_TOKEN_STATE, {"jti": claims.jti}).first()
     if row is None:
         raise Unauthenticated("the access token is not known to this exchange")
     revoked_at, disabled_at, department = row
@@ -75,31 +72,48 @@ def authenticate_bearer(session: Session, *, settings: Settings, keystore: KeySt
         raise Unauthenticated("the access token has been revoked")
     if disabled_at is not None:
         raise Unauthenticated("the client of this access token has been disabled")
-    return Caller(
-        client_id=str(claims["client_id"]),
-        department=department,
-        roles=frozenset(str(claims.get("scope") or "").split()),
-        token_id=str(claims["jti"]),
-    )
+    return Caller(client_id=claims.client_id, department=department, roles=claims.roles, token_id=claims.jti)
+
+
+@dataclass(frozen=True)
+class _Claims:
+    """What a valid token says, and until when it is valid."""
+
+    client_id: str
+    jti: str
+    roles: frozenset[str]
+    expires: int
 
 
 # A service system sends the same token with every call until it expires; checking its
-# signature again each time was a third of a lookup's cost. So the claims of a verified
-# token are remembered with the key set that verified it (a key change starts afresh).
-# What can change while a token is valid (revocation, a disabled client, expiry) is not
-# remembered: it is checked on every call.
+# signature and claims again each time was a third of a lookup's cost. So a token found
+# valid is remembered with the key set that verified it (a key change starts afresh),
+# under the issuer it was checked for. Its claims cannot change, and of what authlib
+# checks only expiry depends on time once a token is valid (not-before and issued-at
+# only ever become truer), so expiry is checked on every call, as authlib does it. What
+# can change while a token is valid (revocation, a disabled client) is read from the
+# record store on every call.
 _VERIFIED_MAX = 10_000
 
 
-def _verified_claims(validator: _Validator, keystore: KeyStore, token: str) -> Any:
+def _valid_claims(settings: Settings, keystore: KeyStore, token: str) -> _Claims:
     keyset, verified = keystore.verification()
-    claims = verified.get(token)
+    claims = verified.get((settings.issuer, token))
     if claims is None:
+        validator = _Validator(settings, keystore)
         validator.keyset = keyset
-        claims = validator.authenticate_token(token)
+        try:
+            checked = validator.authenticate_token(token)
+            validator.validate_token(checked, scopes=None, request=None)
+        except InvalidTokenError:
+            raise Unauthenticated("the access token is invalid or has expired") from None
+        claims = _Claims(client_id=str(checked["client_id"]), jti=str(checked["jti"]),
+                         roles=frozenset(str(checked.get("scope") or "").split()), expires=checked["exp"])
         if len(verified) >= _VERIFIED_MAX:
             verified.clear()  # bounded; the common case is a few tokens in use at a time
-        verified[token] = claims
+        verified[settings.issuer, token] = claims
+    elif claims.expires < int(time.time()):  # authlib's own test (JWTClaims.validate_exp, no leeway)
+        raise Unauthenticated("the access token is invalid or has expired")
     return claims
 
 

@@ -73,7 +73,7 @@ class KeyStore:
         self._lock = threading.Lock()
         self._keys: list[ECKey] | None = None
         self._public: KeySet | None = None  # derived from _keys when they are (re)loaded
-        self._verified: dict[str, Any] = {}
+        self._verified: dict[Any, Any] = {}
         self._mtime: float | None = None
         self._session_secret: str | None = None  # written once at init, never changed
         self._fernet_key: Fernet | None = None

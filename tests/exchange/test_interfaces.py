@@ -10,6 +10,10 @@ import pyarrow as pa
 import pytest
 from sqlalchemy import text
 
+from approvals.models import Grant
+from approvals.service import revoke_grant
+from govshare.db import Database
+from govshare.keys import KeyStore
 from tests.approvals.test_api import application_body
 from tests.factories import DirectoryFactory, citizen_id
 
@@ -159,6 +163,42 @@ def test_revocation_and_expiry_stop_access_on_the_next_call(exchange, database):
     assert revoked.status_code == 200
     assert exchange.lookup(key).status_code == 403
     assert exchange.http.get("/api/v1/exchange/PSB-HOUSEHOLD/records", headers=exchange.service).status_code == 403
+
+
+def test_the_scope_kept_between_calls_follows_new_versions_and_changed_descriptions(exchange):
+    # A grant's scope is built once per process and kept (exchange.service.interface_scope):
+    # a new snapshot and a changed description must each be served from the next call on.
+    person = exchange.rows[0]
+    first = exchange.lookup(person["citizen_id"]).json()
+    assert (first["version"], first["records"][0]["name"]) == (1, person["name"])
+    renamed = [dict(row, name=f"Renamed {index}") for index, row in enumerate(exchange.rows)]
+    directory = exchange.http.post("/api/v1/datasets/PSB-HOUSEHOLD/versions", files={"file": ("data.csv", _csv(renamed))},
+                                   headers=exchange.provider)
+    assert directory.status_code == 201, directory.text
+    second = exchange.lookup(person["citizen_id"]).json()
+    assert (second["version"], second["records"][0]["name"]) == (2, "Renamed 0")
+    # The description now names another lookup key: the next call looks up by it.
+    patched = exchange.http.patch("/api/v1/datasets/PSB-HOUSEHOLD", json={"lookup_key": "name"}, headers=exchange.provider)
+    assert patched.status_code == 200, patched.text
+    assert exchange.lookup(person["citizen_id"]).status_code == 404
+    by_name = exchange.lookup("Renamed 0")
+    assert by_name.status_code == 200
+    assert by_name.json()["records"] == [{"citizen_id": person["citizen_id"], "name": "Renamed 0", "district": person["district"]}]
+
+
+def test_a_revocation_by_another_server_process_stops_the_next_call(exchange, settings):
+    # Another process on the same record store: this one's kept scope must not outlive the grant.
+    key = exchange.rows[0]["citizen_id"]
+    assert exchange.lookup(key).status_code == 200
+    other = Database(settings.resolved_database_url, keystore=KeyStore(settings.resolved_keys_dir))
+    try:
+        with other.transaction() as session:
+            revoke_grant(session, grant=session.get(Grant, exchange.grant_id), actor="user:other-process", reason="fraud")
+    finally:
+        other.dispose()
+    refused = exchange.lookup(key)
+    assert refused.status_code == 403
+    assert exchange.lookup(key).status_code == 403
 
 
 def test_every_call_is_on_the_ledger_and_the_citizen_reads_their_lines(exchange, app, database):
