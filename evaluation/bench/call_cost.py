@@ -26,7 +26,7 @@ from starlette.requests import Request
 
 from evaluation.bench import bare
 from evaluation.bench import world as bench_world
-from exchange import api
+from exchange import api, keyed_store
 from exchange.ratelimit import RateLimiter
 from govshare.app import create_app
 from govshare.settings import Settings
@@ -120,7 +120,7 @@ def main() -> None:
             body = _thread_cpu_per_call(lambda: api._lookup(bench_world.CODE, keys[0], Request(scope)), args.calls)
             print(f"{'the lookup body alone (calling thread only)':58} {1:>7} {body:>7.2f}")
             store = next((home / "data" / "datasets" / bench_world.CODE).glob("*.keyed.duckdb"))
-            cursor = duckdb.connect(str(store), read_only=True)
+            cursor = keyed_store.open_read(store)
             for label, sql in [("DuckDB from Python: SELECT ? (its floor)", "SELECT ?"),
                                ("DuckDB: the key's row by its index", "SELECT * FROM records WHERE citizen_id = ?")]:
                 cost = _thread_cpu_per_call(lambda sql=sql: cursor.execute(sql, [keys[1]]).fetchall(), args.calls)

@@ -24,6 +24,8 @@ from pathlib import Path
 import duckdb
 import httpx
 
+from exchange import keyed_store
+
 
 def _percentiles(samples: list[float]) -> str:
     ordered = sorted(samples)
@@ -65,7 +67,7 @@ def main() -> None:
         token = httpx.post(f"{base}/oauth/token", data={"grant_type": "client_credentials", "scope": "service"},
                            auth=(cab["client_id"], cab["client_secret"])).json()["access_token"]
         store = next((home / "data" / "datasets" / "PSB-HOUSEHOLD").glob("*.keyed.duckdb"))
-        connection = duckdb.connect(str(store), read_only=True)
+        connection = keyed_store.open_read(store)
         keys = [row[0] for row in connection.execute(
             "SELECT citizen_id FROM records WHERE district IN ('110101', '110102', '110105') USING SAMPLE 5000").fetchall()]
         generator = random.Random(1)

@@ -33,11 +33,32 @@ def test_a_lookup_within_a_filtered_grant_probes_the_index_instead_of_scanning(t
     assert keyed_store.lookup(store, key="citizen_id", value="000000000000012347", projection=view, scope=scope) == []  # district 03
 
     sql, params = keyed_store.lookup_query(key="citizen_id", value=key, projection=view, scope=scope)
-    connection = duckdb.connect(str(store), read_only=True)
+    connection = keyed_store.open_read(store)
     plan = connection.execute(f"EXPLAIN ANALYZE {sql}", params).fetchall()[0][1]
     connection.close()
     assert "Index Scan" in plan, plan
     assert "Sequential Scan" not in plan, plan
+
+
+def test_lookups_pages_and_streams_share_one_store_and_its_single_thread(tmp_path):
+    # DuckDB refuses a second connection to an open file with other settings: a stream
+    # opened beside the lookups' connection must read with the same ones.
+    snapshot = _snapshot(tmp_path / "snap.parquet", 3_000)
+    store = keyed_store.ensure_store(snapshot, "citizen_id")
+    scope = compile_filter({"district": {"in": ["01"]}}, ITEMS)
+    view = projection(["citizen_id", "district"], None, hash_key="k")
+    assert keyed_store.lookup(store, key="citizen_id", value="000000000000000003", projection=view, scope=scope) == [
+        {"citizen_id": "000000000000000003", "district": "01"}]
+    stream = keyed_store.ArrowStream(store, projection=view, scope=scope, equals={})
+    try:
+        assert sum(batch.num_rows for batch in stream) == 1_000
+    finally:
+        stream.close()
+    records, _ = keyed_store.page(store, projection=view, scope=scope, equals={}, after_row=0, limit=5)
+    assert [record["citizen_id"] for record in records] == [f"{index:018d}" for index in (0, 3, 6, 9, 12)]
+    reader = keyed_store.open_read(store)
+    assert reader.execute("SELECT current_setting('threads')").fetchone() == (1,)
+    reader.close()
 
 
 def _malloc_in_use() -> int:
@@ -99,7 +120,7 @@ def test_a_build_short_of_memory_is_tried_again_with_more_and_a_failed_build_lea
     monkeypatch.setattr(keyed_store, "_build", short_once)
     store = keyed_store.ensure_store(snapshot, "citizen_id")
     assert limits == [limits[0], 2 * limits[0]]
-    assert duckdb.connect(str(store), read_only=True).execute("SELECT count(*) FROM records").fetchone() == (200_000,)
+    assert keyed_store.open_read(store).execute("SELECT count(*) FROM records").fetchone() == (200_000,)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["snap.keyed.duckdb", "snap.parquet"]
 
     store.unlink()
