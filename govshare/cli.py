@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging.config
 import os
 import sys
 from pathlib import Path
@@ -215,8 +216,15 @@ def _seed_demo(settings: Settings, *, citizens: int) -> None:
     typer.echo(demo.describe(credentials, settings.issuer))
 
 
+def configure_logging() -> None:
+    """The server's log set-up for every command: what a command logs (a failed sync, a lost
+    ledger line) withholds personal data as the server's log does (``observability.log_config``)."""
+    logging.config.dictConfig(observability.log_config())
+
+
 def main() -> None:
     """Entry point: domain errors become one clear line and a non-zero exit."""
+    configure_logging()
     try:
         app()
     except GovshareError as error:

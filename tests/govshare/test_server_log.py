@@ -93,3 +93,46 @@ def test_the_served_log_names_no_citizen_looked_up(client, factory, settings, tm
     assert f'"GET /api/v1/exchange/PSB-HOUSEHOLD/records/{WITHHELD} HTTP/1.1" 200' in log
     assert key not in log
     assert log_config()["root"]["handlers"] == ["named"]  # govshare's own warnings go through the same filter
+
+
+_COMMAND_LOGS = """
+import sys, uuid
+from sqlalchemy import create_engine, text
+from govshare import cli
+if sys.argv[1] == "configured":
+    cli.configure_logging()  # what every govshare command does first (cli.main)
+import logging
+engine = create_engine(sys.argv[2], hide_parameters=True)
+table = f"log_probe_{uuid.uuid4().hex[:8]}"
+with engine.begin() as connection:
+    connection.execute(text(f"CREATE TABLE {table} (citizen_id text, district text NOT NULL)"))
+try:
+    with engine.begin() as connection:
+        connection.execute(text(f"INSERT INTO {table} VALUES (:citizen, NULL)"), {"citizen": sys.argv[3]})
+except Exception as error:
+    logging.getLogger("govshare.connectors").warning("sync run 7: heartbeat not recorded", exc_info=True)
+    logging.getLogger("govshare.connectors").warning("sync of X failed: %s", error.orig)
+finally:
+    with engine.begin() as connection:
+        connection.execute(text(f"DROP TABLE IF EXISTS {table}"))
+"""
+
+
+@pytest.mark.parametrize("setup", ["configured", "python's default"])
+def test_what_a_command_logs_withholds_personal_data_as_the_server_does(setup):
+    # govshare sync and the other commands log through the server's configuration: a real
+    # PostgreSQL refusal quoting a row reaches stderr without it (and with Python's
+    # default handler, as before, it would not).
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _COMMAND_LOGS, setup, POSTGRES_URL, CITIZEN],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "heartbeat not recorded" in done.stderr and "NotNullViolation" in done.stderr
+    if setup == "configured":
+        assert CITIZEN not in done.stderr
+        assert f"DETAIL:  {WITHHELD}" in done.stderr
+        assert "govshare.connectors" in done.stderr  # which part of govshare spoke
+    else:
+        assert CITIZEN in done.stderr
