@@ -206,7 +206,12 @@ def install_error_handlers(app: FastAPI) -> None:
         # character in text): the input's fault, not ours. The transaction has been rolled back.
         detail = "a value in the request is out of the range this server stores (a number too large?)"
         if "NUL" in str(exc):  # psycopg: "PostgreSQL text fields cannot contain NUL (0x00) bytes"
-            detail = "text in the request contains a NUL character (\\u0000), which cannot be stored"
+            # Documents checked against a schema are refused by field before this; a body model's
+            # text (a comment, a reason) is found here, in the JSON the route parsed (kept on the request).
+            from schemas import unstorable_text  # here: schemas imports this module
+
+            found = [error["field"] for error in unstorable_text(await _parsed_json(request))]
+            detail = (f"{found[0]}: " if found else "") + "text in the request contains a NUL character (\\u0000), which cannot be stored"
         body = problem_body(status=422, type="invalid-input", title="Invalid input", detail=detail,
                             instance=request.url.path, extra={})
         return _render(request, body)
@@ -220,3 +225,11 @@ def install_error_handlers(app: FastAPI) -> None:
             instance=request.url.path, extra={},
         )
         return _render(request, body)
+
+
+async def _parsed_json(request: Request) -> Any:
+    """The request's JSON body as its route parsed it (Starlette keeps it on the request), or None."""
+    try:
+        return await request.json() if request.headers.get("content-type", "").startswith("application/json") else None
+    except Exception:  # not JSON, or a body not kept: the detail then names no field
+        return None

@@ -55,8 +55,8 @@ def field_path(error: ValidationError) -> str:
 def _path_text(path: Any) -> str:
     text = ""
     for part in path:
-        if isinstance(part, str) and not _is_text(part):
-            part = part.encode("utf-8", "backslashreplace").decode()  # a name that is no text, shown escaped
+        if isinstance(part, str) and _text_fault(part) is not None:  # a name that is no text, shown escaped
+            part = part.encode("utf-8", "backslashreplace").decode().replace("\x00", "\\u0000")
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
     return text or "(document)"
 
@@ -100,10 +100,12 @@ def errors(name: str, document: Any) -> list[dict[str, str]]:
 
 
 def _unstorable_text(document: Any) -> list[tuple[list[Any], dict[str, str]]]:
-    """Text no record store can hold (a lone surrogate, legal in a JSON escape), in names and values alike.
+    """Text a record store cannot hold (or not on every backend alike), in names and values alike.
 
-    SQLite and PostgreSQL both refuse it only when the row is written, with an error that
-    names no field (a 500); here it is refused up front, by field, like any other rule.
+    A lone surrogate (legal in a JSON escape) is refused by SQLite and PostgreSQL alike, and
+    a NUL character by PostgreSQL, both only when the row is written and with an error that
+    names no field; here either is refused up front, by field, like any other rule, so a
+    document valid on one record store is valid on every one.
     """
     found: list[tuple[list[Any], dict[str, str]]] = []
     pending: list[tuple[Any, list[Any]]] = [(document, [])]
@@ -112,22 +114,28 @@ def _unstorable_text(document: Any) -> list[tuple[list[Any], dict[str, str]]]:
         if isinstance(value, dict):
             for key, child in value.items():
                 # A name that is no text is the field at fault; what it holds is not looked at.
-                pending.append((child, [*path, key]) if _is_text(key) else (key, [*path, key]))
+                pending.append((child, [*path, key]) if _text_fault(key) is None else (key, [*path, key]))
         elif isinstance(value, list):
             pending.extend((child, [*path, index]) for index, child in enumerate(value))
-        elif isinstance(value, str) and not _is_text(value):
-            found.append((path, {"field": _path_text(path), "rule": "text",
-                                 "message": "is not valid text: it holds a lone surrogate (an unpaired \\ud800-\\udfff escape)"}))
+        elif isinstance(value, str) and (fault := _text_fault(value)) is not None:
+            found.append((path, {"field": _path_text(path), "rule": "text", "message": f"is not valid text: it holds {fault}"}))
     return found
 
 
-def _is_text(value: str) -> bool:
-    """True if ``value`` can be encoded as UTF-8 (so stored): no lone surrogate."""
+def _text_fault(value: str) -> str | None:
+    """What keeps ``value`` out of a record store (a lone surrogate, a NUL character), or None."""
+    if "\x00" in value:
+        return "a NUL character (\\u0000), which PostgreSQL cannot store"
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        return False
-    return True
+        return "a lone surrogate (an unpaired \\ud800-\\udfff escape)"
+    return None
+
+
+def unstorable_text(document: Any) -> list[dict[str, str]]:
+    """The fields of ``document`` holding text a record store cannot keep (see ``_unstorable_text``), in document order."""
+    return [described for _, described in sorted(_unstorable_text(document), key=lambda pair: [str(part) for part in pair[0]])]
 
 
 def validate(name: str, document: Any) -> Any:

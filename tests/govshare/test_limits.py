@@ -262,16 +262,37 @@ def test_on_a_kept_alive_connection_each_request_head_has_its_own_deadline(slow_
     assert HEAD_SECONDS - 0.1 <= elapsed < HEAD_SECONDS + 3
 
 
-def test_text_with_a_nul_character_is_stored_intact_or_refused_by_name_never_a_500(parties, client, database):
+def test_a_nul_character_in_a_document_is_refused_by_name_on_every_record_store(parties, client, database):
+    # PostgreSQL text cannot hold NUL; SQLite can. A document is refused by field on both,
+    # so what one deployment accepts, every one does.
     response = client.post("/api/v1/applications", json=application_body(purpose="birth\x00registration"), headers=parties.demander)
-    if database.dialect == "postgresql":  # PostgreSQL text cannot hold NUL
+    problem = _refused_naming(response, "purpose")
+    assert problem["type"] == "urn:govshare:problem:schema-violation"
+    assert any(error["rule"] == "text" and "NUL character" in error["message"] for error in problem["errors"]), problem
+    assert _applications(database) == 0
+    named = client.post("/api/v1/applications", json=application_body(justifications={"citizen\x00id": "why"}),
+                        headers=parties.demander)
+    assert named.status_code == 422, named.text
+    assert {"field": "justifications.citizen\\u0000id", "rule": "text",  # the name shown escaped
+            "message": "is not valid text: it holds a NUL character (\\u0000), which PostgreSQL cannot store"} in named.json()["errors"]
+    assert _applications(database) == 0
+
+
+def test_a_nul_character_in_a_request_field_is_stored_intact_or_refused_by_name_never_a_500(client, factory, database):
+    # Fields of a request body (not a schema document): SQLite keeps the text as sent;
+    # PostgreSQL refuses it when the row is written, and the answer still names the field.
+    world = World(client, factory)
+    application = world.filed(**EXTRACT_APPLICATION)
+    grant_id = world.decide(application["id"], decision="approve").json()["grant_id"]
+    response = world.http.post(f"/api/v1/grants/{grant_id}/revoke", json={"reason": "service\x00closed"}, headers=world.manager)
+    grant = world.http.get(f"/api/v1/grants/{grant_id}", headers=world.manager).json()
+    if database.dialect == "postgresql":
         problem = _problem(response, 422, "invalid-input")
-        assert "NUL character" in problem["detail"]
-        assert _applications(database) == 0
+        assert problem["detail"].startswith("reason: ") and "NUL character" in problem["detail"], problem
+        assert grant["revoked_at"] is None
     else:
-        assert response.status_code == 201, response.text
-        stored = client.get(f"/api/v1/applications/{response.json()['id']}", headers=parties.demander).json()
-        assert stored["purpose"] == "birth\x00registration"
+        assert response.status_code == 200, response.text
+        assert grant["revoked_at"] is not None and grant["revoke_reason"] == "service\x00closed"
 
 
 # A lone surrogate: legal as a JSON escape, but no text any record store can hold (both refuse it when
