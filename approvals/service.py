@@ -11,7 +11,7 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy import ColumnElement, Row, func, or_, select
 from sqlalchemy.orm import Session
 
 import schemas
@@ -387,8 +387,11 @@ class GrantState(StrEnum):
     revoked = "revoked"
 
 
-def grant_state(grant: Grant, today: date) -> GrantState:
-    """Whether a grant serves anything today: only an active one does."""
+def grant_state(grant: Grant | Row, today: date) -> GrantState:
+    """Whether a grant serves anything today: only an active one does.
+
+    ``grant``: a grant, or a row with its ``revoked_at``, ``valid_from`` and ``valid_until``.
+    """
     if grant.revoked_at is not None:
         return GrantState.revoked
     if today > grant.valid_until:
