@@ -87,6 +87,7 @@ class LedgerWriter:
         self._pending = 0  # recorded, neither committed nor given up
         self._refusing = False
         self._wake = threading.Event()  # cuts a pause between attempts short when stopping
+        self._stopping = threading.Event()  # cuts a batch's gathering short when stopping
         self._give_up_at: float | None = None  # set by stop(): when to stop trying a refusing store
         self._gave_up = False
         self._abandoned = 0  # lines given up on at stop
@@ -101,6 +102,7 @@ class LedgerWriter:
         if self._thread is None:
             self._give_up_at, self._gave_up, self._abandoned = None, False, 0
             self._wake.clear()
+            self._stopping.clear()
             self._thread = threading.Thread(target=self._run, name="govshare-ledger", daemon=True)
             self._thread.start()
 
@@ -141,6 +143,7 @@ class LedgerWriter:
         """Write what is queued, trying a refusing store for ``STOP_RETRY_SECONDS`` at most; log what could not be written."""
         self._give_up_at = time.monotonic() + STOP_RETRY_SECONDS
         self._wake.set()
+        self._stopping.set()
         if self._thread is not None:
             self._queue.put(None)
             self._thread.join(timeout=STOP_RETRY_SECONDS + STOP_GRACE_SECONDS)
@@ -249,14 +252,14 @@ class LedgerWriter:
             # A batch gathers for FLUSH_SECONDS from its first line (or until BATCH lines): the
             # cost of writing it (a transaction, the rollup upserts, a commit) is mostly per
             # batch, and under load a batch that ended at the first 10 ms gap held a few lines.
+            # It gathers asleep, then takes what came: taking each line as it came woke this
+            # thread, and handed it the GIL, once per interface call.
             lines, stop = [first], False
-            deadline = time.monotonic() + FLUSH_SECONDS
+            if self._queue.qsize() < BATCH - 1:
+                self._stopping.wait(FLUSH_SECONDS)
             while len(lines) < BATCH:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
                 try:
-                    line = self._queue.get(timeout=remaining)
+                    line = self._queue.get_nowait()
                 except queue.Empty:
                     break
                 if line is None:

@@ -71,3 +71,21 @@ def test_keys_from_callers_are_stored_cleaned_not_lost(database):
         writer.stop()
     assert len(_lines(database)) == 4
     assert _keys(database) == sorted(["ab", "lone ? surrogate", "9" * KEY_LENGTH, "ok"])
+
+
+def test_lines_recorded_together_go_in_one_batch_and_stopping_writes_what_waits(database):
+    # The writer gathers a batch asleep for FLUSH_SECONDS from its first line, then takes
+    # what came; stopping cuts the gathering short and writes what is queued.
+    writer = LedgerWriter(database)
+    writer.start()
+    try:
+        for index in range(40):
+            writer.record(_line(f"K{index:02d}"))
+        writer.flush()
+        with database.engine.connect() as connection:
+            assert connection.execute(text("SELECT count(*) FROM ledger_batches")).scalar_one() == 1
+        writer.record(_line("K-last"))
+    finally:
+        writer.stop()
+    assert _keys(database) == sorted([f"K{index:02d}" for index in range(40)] + ["K-last"])
+    assert writer.backlog == 0
