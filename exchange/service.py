@@ -12,7 +12,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import Select, bindparam, select
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import Pool
 
@@ -51,15 +51,20 @@ class Scope:
         return self.dataset.document.get("lookup_key")
 
 
+def _grants_of(*columns: Any) -> Select:
+    """``columns`` of a department's grants on a dataset for a delivery mode, newest first, with the
+    grant's dataset and its newest version joined; parameters ``department``, ``dataset_code``, ``delivery``."""
+    return (select(*columns).join(Dataset, Dataset.id == Grant.dataset_id)
+            .outerjoin(DatasetVersion, (DatasetVersion.dataset_id == Dataset.id) & (DatasetVersion.number == Dataset.latest_version))
+            .where(Grant.department_code == bindparam("department"), Grant.dataset_code == bindparam("dataset_code"),
+                   Grant.delivery == bindparam("delivery"))
+            .order_by(Grant.id.desc()))
+
+
 # The grant's dataset, application and newest snapshot come in the same query (scope_of
 # then finds them in the session). Built once with bound parameters: this runs on every
 # interface call, and constructing the statement cost more than running it.
-_GRANTS = (select(Grant, Dataset, Application, DatasetVersion.path)
-           .join(Dataset, Dataset.id == Grant.dataset_id).join(Application, Application.id == Grant.application_id)
-           .outerjoin(DatasetVersion, (DatasetVersion.dataset_id == Dataset.id) & (DatasetVersion.number == Dataset.latest_version))
-           .where(Grant.department_code == bindparam("department"), Grant.dataset_code == bindparam("dataset_code"),
-                  Grant.delivery == bindparam("delivery"))
-           .order_by(Grant.id.desc()))
+_GRANTS = _grants_of(Grant, Dataset, Application, DatasetVersion.path).join(Application, Application.id == Grant.application_id)
 _GRANT_NAMED = _GRANTS.where(Grant.id == bindparam("grant_id"))
 
 
@@ -85,13 +90,8 @@ def active_grant(
 # revision when it changes, and a new snapshot changes its latest version. Those values
 # are the cached scope's key, so a changed grant, dataset or version is a new entry,
 # never a stale one, in this process or any other sharing the record store.
-_GRANT_STATE = (select(Grant.id, Grant.created_at, Grant.revoked_at, Grant.valid_from, Grant.valid_until, Dataset.revision,
-                       Dataset.updated_at, Dataset.latest_version, DatasetVersion.path)
-                .join(Dataset, Dataset.id == Grant.dataset_id)
-                .outerjoin(DatasetVersion, (DatasetVersion.dataset_id == Dataset.id) & (DatasetVersion.number == Dataset.latest_version))
-                .where(Grant.department_code == bindparam("department"), Grant.dataset_code == bindparam("dataset_code"),
-                       Grant.delivery == "interface")
-                .order_by(Grant.id.desc()))
+_GRANT_STATE = _grants_of(Grant.id, Grant.created_at, Grant.revoked_at, Grant.valid_from, Grant.valid_until,
+                          Dataset.revision, Dataset.updated_at, Dataset.latest_version, DatasetVersion.path)
 # Per connection pool, so per record store (tests open many in one process). The times
 # in the key tell a grant or dataset apart from one that reuses its id or revision (a
 # store restored from a copy, then changed again).
@@ -108,7 +108,7 @@ def interface_scope(session: Session, *, department: str, dataset_code: str, tod
     served = _served.get(connection.engine.pool)
     if served is None:
         served = _served.setdefault(connection.engine.pool, {})
-    params = {"department": department, "dataset_code": dataset_code}
+    params = {"department": department, "dataset_code": dataset_code, "delivery": "interface"}
     for state in connection.execute(_GRANT_STATE, params):
         if approvals.grant_state(state, today) != approvals.GrantState.active:
             continue
