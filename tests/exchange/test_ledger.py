@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from sqlalchemy import text
 
 from exchange.ledger import KEY_LENGTH, LedgerLine, LedgerWriter
@@ -43,32 +46,35 @@ def _line(key: str, rows: int = 1) -> LedgerLine:
                       application_id=1, service_item="svc", basis="basis", rows=rows, keys=[key])
 
 
-def test_a_line_the_store_refuses_does_not_take_its_batch_with_it(database):
+@contextmanager
+def _running(database) -> Iterator[LedgerWriter]:
+    """A started ledger writer on ``database``, stopped (what waits written) at the end."""
     writer = LedgerWriter(database)
     writer.start()
     try:
+        yield writer
+    finally:
+        writer.stop()
+
+
+def test_a_line_the_store_refuses_does_not_take_its_batch_with_it(database):
+    with _running(database) as writer:
         for index in range(5):
             writer.record(_line(f"K{index}"))
         writer.record(_line("K-too-many-rows", rows=2**70))  # no store's integer column takes this
         writer.record(_line("K-after"))
         writer.flush()
-    finally:
-        writer.stop()
     assert [line[5] for line in _lines(database)] == [1] * 6
     assert _keys(database) == ["K-after", "K0", "K1", "K2", "K3", "K4"]
 
 
 def test_keys_from_callers_are_stored_cleaned_not_lost(database):
-    writer = LedgerWriter(database)
-    writer.start()
-    try:
+    with _running(database) as writer:
         writer.record(_line("a\x00b"))
         writer.record(_line("lone \ud800 surrogate"))
         writer.record(_line("9" * 10_000))
         writer.record(_line("ok"))
         writer.flush()
-    finally:
-        writer.stop()
     assert len(_lines(database)) == 4
     assert _keys(database) == sorted(["ab", "lone ? surrogate", "9" * KEY_LENGTH, "ok"])
 
@@ -76,16 +82,12 @@ def test_keys_from_callers_are_stored_cleaned_not_lost(database):
 def test_lines_recorded_together_go_in_one_batch_and_stopping_writes_what_waits(database):
     # The writer gathers a batch asleep for FLUSH_SECONDS from its first line, then takes
     # what came; stopping cuts the gathering short and writes what is queued.
-    writer = LedgerWriter(database)
-    writer.start()
-    try:
+    with _running(database) as writer:
         for index in range(40):
             writer.record(_line(f"K{index:02d}"))
         writer.flush()
         with database.engine.connect() as connection:
             assert connection.execute(text("SELECT count(*) FROM ledger_batches")).scalar_one() == 1
         writer.record(_line("K-last"))
-    finally:
-        writer.stop()
     assert _keys(database) == sorted([f"K{index:02d}" for index in range(40)] + ["K-last"])
     assert writer.backlog == 0
