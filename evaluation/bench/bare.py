@@ -1,15 +1,26 @@
-"""The ceiling for the lookup benchmark: FastAPI returning a constant, under uvicorn with the
-settings ``govshare serve`` uses (one process, loopback, log level info with access log).
+"""The ceilings for the lookup benchmark, under uvicorn with the settings ``govshare serve``
+uses (one process, loopback, log level info with access log):
 
-    python -m evaluation.bench.bare --port 8001
+- the bare endpoint: FastAPI returning a constant;
+- with ``--store``, the engine's share: the same endpoint doing the exchange's own index
+  probe (``exchange.keyed_store.lookup``, the statement a lookup runs, with the bench
+  grant's columns and row filter) and nothing else: no token, grant state or ledger line.
+  What it loses against the bare endpoint is what DuckDB alone costs a lookup.
+
+    python -m evaluation.bench.bare --port 8001 [--store PATH --key citizen_id]
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
+
+from approvals import masks, rowfilter
+from evaluation.bench import world as bench_world
+from exchange import keyed_store
 
 app = FastAPI()
 RECORD = {"citizen_id": "110101194001010011", "name": "Wang Wei", "district": "110101", "household_no": "HH000000001"}
@@ -25,7 +36,26 @@ def record(code: str, key: str) -> dict:
     return {"dataset": code, "records": [RECORD]}
 
 
+def probing_app(store: Path, key: str) -> FastAPI:
+    """The bare app whose lookup route runs the exchange's store probe, as a bench grant's lookup does."""
+    projection = masks.projection(bench_world.LOOKUP_COLUMNS, None, hash_key="")
+    scope = rowfilter.compile_filter(bench_world.GRANT_ROW_FILTER, [{"name": "district", "type": "string"}])
+    probing = FastAPI()
+    probing.add_api_route("/healthz", healthz)
+
+    @probing.get("/api/v1/exchange/{code}/records/{value}")
+    def probed(code: str, value: str) -> dict:
+        return {"dataset": code, "key": value,
+                "records": keyed_store.lookup(store, key=key, value=value, projection=projection, scope=scope)}
+
+    return probing
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
-    uvicorn.run(app, host="127.0.0.1", port=parser.parse_args().port, log_level="info")
+    parser.add_argument("--store", type=Path, help="a keyed store: serve the engine's share (its index probe) instead of a constant")
+    parser.add_argument("--key", default="citizen_id", help="the store's lookup key (with --store)")
+    arguments = parser.parse_args()
+    served = probing_app(arguments.store, arguments.key) if arguments.store else app
+    uvicorn.run(served, host="127.0.0.1", port=arguments.port, log_level="info")

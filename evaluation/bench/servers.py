@@ -89,5 +89,6 @@ def govshare_server(home: Path, *, log: Path | None = None, database_url: str | 
     return ServerProcess(["-m", "govshare", "serve"], env=env, log=log)
 
 
-def bare_server(log: Path | None = None) -> ServerProcess:
-    return ServerProcess(["-m", "evaluation.bench.bare"], log=log)
+def bare_server(log: Path | None = None, *, store: Path | None = None) -> ServerProcess:
+    """The bare endpoint; with ``store``, the engine's share (its index probe on that keyed store)."""
+    return ServerProcess(["-m", "evaluation.bench.bare", *(["--store", str(store)] if store else [])], log=log)

@@ -34,6 +34,7 @@ EXTRACT_COLUMNS = ["citizen_id", "name", "birth_date", "district", "income", "me
 LOOKUP_COLUMNS = ["citizen_id", "name", "district", "household_no"]
 GRANTED_DISTRICTS = DISTRICTS[:3]  # 3 of 8 districts: the grant's row filter keeps 3/8 of the rows
 GRANTED_MARKS = ", ".join("?" * len(GRANTED_DISTRICTS))  # their placeholders, for the bare engine's queries
+GRANT_ROW_FILTER = {"district": {"in": GRANTED_DISTRICTS}}  # every bench grant's
 
 
 def data_sql(rows: int) -> str:
@@ -121,7 +122,7 @@ class World:
         body = {
             "dataset": code, "service_item": f"bench-{delivery}", "scenario": "benchmark of the exchange",
             "basis": "Benchmark Regulation art. 1", "items": columns,
-            "row_filter": {"district": {"in": GRANTED_DISTRICTS}}, "delivery": delivery,
+            "row_filter": GRANT_ROW_FILTER, "delivery": delivery,
             "period": {"start": today.isoformat(), "end": (today + timedelta(days=300)).isoformat()},
             "purpose": "measure the exchange against its engine",
         }

@@ -33,6 +33,10 @@ def test_quick_bench_reports_every_section_beside_its_ceiling(tmp_path):
     assert re.search(r"\| [\d,]+ \| bare FastAPI [\d,]+ \| \d+% \| >= 50% \|", lookup), lookup
     errors = next(line for line in report.splitlines() if line.startswith("| errors (non-2xx, socket)"))
     assert errors.startswith("| errors (non-2xx, socket) | 0, 0 | 0, 0 |"), errors  # every lookup was answered 200
+    # The engine's share ran the real probe on the same store: every key inside the grant was found.
+    share = next(line for line in report.splitlines() if line.startswith("| the engine's share:"))
+    assert re.search(r"\| - \| [\d,]+ \(p50 [\d.]+ ms, p99 [\d.]+ ms\) \| \d+% of bare \|", share), share
+    assert "| errors of the engine's share (non-2xx, socket) | - | 0, 0 |" in report
     assert re.search(r"\| p99 \| [\d.]+ ms \| - \| - \| < 50 ms \|", report)
     assert re.search(r"\| a search right after one dataset changed \(median of 5\) \| [\d.]+ ms \|", report)
     assert re.search(r"\| upload of 50,000 rows .*\| \+\d+ MiB \(peak \d+ MiB\)", report)
