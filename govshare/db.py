@@ -8,6 +8,7 @@ on the database lock instead of failing half-way with "database is locked".
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 import weakref
 from collections.abc import AsyncIterator, Iterator
@@ -94,6 +95,18 @@ def _configure_sqlite(engine: Engine, busy_timeout_seconds: float) -> None:
     def _on_begin(connection: Any) -> None:
         immediate = connection.get_execution_options().get("govshare_write", False)
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _refuse_nul(_connection: Any, _cursor: Any, _statement: str, parameters: Any, _context: Any, _executemany: bool) -> None:
+        # PostgreSQL's text cannot hold a NUL character, and psycopg refuses it; SQLite would keep
+        # it. Refused here as psycopg does (a driver DataError, rolled back, answered 422 by
+        # field), so what one deployment accepts, every one does.
+        # Parameters come as one row, a list of rows (executemany), or one flat row of many
+        # (a batched INSERT's VALUES, also flagged executemany): rows are dicts or sequences.
+        for part in (parameters if isinstance(parameters, list | tuple) else (parameters,)):
+            values = part.values() if isinstance(part, dict) else part if isinstance(part, list | tuple) else (part,)
+            if any(isinstance(value, str) and "\x00" in value for value in values):
+                raise sqlite3.DataError("text fields cannot contain NUL (0x00) bytes")
 
 
 def create_db_engine(url: str, *, busy_timeout_seconds: float = DEFAULT_BUSY_TIMEOUT_SECONDS) -> Engine:
