@@ -165,6 +165,7 @@ def serve(
     port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
     demo_data: Annotated[bool, typer.Option("--demo", help="fill an empty store with demo data first")] = False,
     demo_citizens: Annotated[int, typer.Option(help="how many synthetic citizens the demo registers")] = 3_000_000,
+    workers: Annotated[int, typer.Option(min=1, help="server processes sharing the port (one Python process uses about one core)")] = 1,
 ) -> None:
     """Run the server (creating or migrating the store first)."""
     import uvicorn
@@ -173,16 +174,24 @@ def serve(
     from govshare.limits import head_deadline_protocol
 
     memory.configure_malloc()
-    settings = _settings()
     if "GOVSHARE_ISSUER" not in os.environ:
         # No public URL configured: the issuer (token audience, base of links) is where we listen.
+        # Set in the environment, so that worker processes (--workers) read the same settings.
         public_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-        settings = settings.model_copy(update={"issuer": f"http://{public_host}:{port}"})
+        os.environ["GOVSHARE_ISSUER"] = f"http://{public_host}:{port}"
+        get_settings.cache_clear()  # read again, with it
+    settings = _settings()
     initialise(settings)
     if demo_data:
         _seed_demo(settings, citizens=demo_citizens)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", log_config=observability.log_config(),
-                http=head_deadline_protocol(settings.request_header_timeout_seconds))
+    if workers == 1:
+        uvicorn.run(create_app(settings), host=host, port=port, log_level="info", log_config=observability.log_config(),
+                    http=head_deadline_protocol(settings.request_header_timeout_seconds))
+        return
+    # uvicorn starts each worker afresh (spawn) from import strings (govshare.workers), which
+    # build the app from the same environment.
+    uvicorn.run("govshare.workers:app", factory=True, workers=workers, host=host, port=port, log_level="info",
+                log_config=observability.log_config(), http="govshare.workers:Protocol")
 
 
 @app.command()

@@ -38,15 +38,19 @@ SOAK_CLIENTS = 32
 
 
 @contextmanager
-def served(settings, tmp_path: Path):
-    """``govshare serve`` over the test's store, on a free loopback port; yields (base URL, server)."""
+def served(settings, tmp_path: Path, *, workers: int = 1):
+    """``govshare serve [--workers N]`` over the test's store, on a free loopback port; yields (base URL, server)."""
     env = {"GOVSHARE_HOME": str(settings.resolved_home), "GOVSHARE_DATABASE_URL": settings.resolved_database_url,
            "GOVSHARE_JOBS_ENABLED": "false",
            # The load is one client per department here; the per-client rate limit is not what is measured.
            "GOVSHARE_RATE_LIMIT_PER_SECOND": "1000000", "GOVSHARE_RATE_LIMIT_BURST": "1000000",
            "GOVSHARE_ISSUER": None}  # the issuer follows the port served
-    with GovshareServer(env, tmp_path / "serve.log") as server:
+    with GovshareServer(env, tmp_path / "serve.log", args=("--workers", str(workers))) as server:
+        worker_pids = _workers(server.pid) if workers > 1 else []
+        assert len(worker_pids) == (workers if workers > 1 else 0), server.log.read_text()
         yield server.base, server
+    # Stopping the server (SIGTERM) stopped its workers with it.
+    assert not [pid for pid in worker_pids if Path(f"/proc/{pid}").exists()], worker_pids
     tracebacks = [line for line in server.log.read_text().splitlines() if line.startswith("Traceback")]
     assert not tracebacks, server.log.read_text()[-5000:]
 
@@ -195,13 +199,28 @@ def test_a_soak_of_32_clients_gives_no_error_no_memory_growth_and_a_complete_led
     assert _wait_for_ledger(database, expected) == expected
 
 
+def _workers(pid: int) -> list[int]:
+    """The worker processes of a ``govshare serve --workers N`` (its children that multiprocessing spawned)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(child) for child in children if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes()]
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _burst_until_revoked(base: str, headers: dict, keys: list[str], revoke) -> tuple[list[tuple[float, int]], float]:
-    """Lookups from 16 threads for a second, then ``revoke()``, then another second; each call's (sent at, status)."""
+    """Lookups from 16 threads for a second, then ``revoke()``, then another second; each call's (sent at, status).
+
+    Each call on a connection of its own, so that the calls of a server with several
+    workers are spread over them (the kernel hands each connection to one).
+    """
     calls: list[tuple[float, int]] = []
     stop = threading.Event()
 
     def hammer(offset: int) -> None:
-        with httpx.Client(base_url=base, headers=headers, timeout=30) as http:
+        with httpx.Client(base_url=base, headers={**headers, "Connection": "close"}, timeout=30) as http:
             index = offset
             while not stop.is_set():
                 sent = time.monotonic()
@@ -222,8 +241,21 @@ def _burst_until_revoked(base: str, headers: dict, keys: list[str], revoke) -> t
     return calls, revoked_at
 
 
-def test_after_a_grant_is_revoked_in_a_burst_of_lookups_no_lookup_succeeds(arranged, settings, database, tmp_path):
-    with served(settings, tmp_path) as (base, _):
+@contextmanager
+def _each_worker_busy(server, workers: int):
+    """Checks that every worker of the server answered calls in the block (its CPU time grew)."""
+    pids = _workers(server.pid) if workers > 1 else [server.pid]
+    before = [_cpu_seconds(pid) for pid in pids]
+    yield
+    grown = [_cpu_seconds(pid) - used for pid, used in zip(pids, before, strict=True)]
+    assert all(seconds >= 0.05 for seconds in grown), grown
+
+
+# With two workers, the revocation is answered by one process while the other goes on
+# serving: what one writes to the record store, the other must honour from its next call.
+@pytest.mark.parametrize("workers", [1, 2])
+def test_after_a_grant_is_revoked_in_a_burst_of_lookups_no_lookup_succeeds(arranged, settings, database, tmp_path, workers):
+    with served(settings, tmp_path, workers=workers) as (base, server):
         headers = {"Authorization": f"Bearer {_token(base, arranged.service)}"}
         manager = {"Authorization": f"Bearer {_token(base, arranged.manager)}"}
 
@@ -231,7 +263,8 @@ def test_after_a_grant_is_revoked_in_a_burst_of_lookups_no_lookup_succeeds(arran
             answer = httpx.post(f"{base}/api/v1/grants/{arranged.grant_id}/revoke", json={"reason": "misuse"}, headers=manager, timeout=30)
             assert answer.status_code == 200, answer.text
 
-        calls, revoked_at = _burst_until_revoked(base, headers, arranged.inside, revoke)
+        with _each_worker_busy(server, workers):
+            calls, revoked_at = _burst_until_revoked(base, headers, arranged.inside, revoke)
     before = Counter(status for sent, status in calls if sent < revoked_at)
     after = Counter(status for sent, status in calls if sent > revoked_at)
     assert before[200] > 0 and after[403] > 0, (before, after)
@@ -241,8 +274,9 @@ def test_after_a_grant_is_revoked_in_a_burst_of_lookups_no_lookup_succeeds(arran
     assert _wait_for_ledger(database, total) == total  # answered or refused, each call is a ledger line
 
 
-def test_after_a_token_is_revoked_in_a_burst_of_lookups_no_call_with_it_succeeds(arranged, settings, tmp_path):
-    with served(settings, tmp_path) as (base, _):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_after_a_token_is_revoked_in_a_burst_of_lookups_no_call_with_it_succeeds(arranged, settings, tmp_path, workers):
+    with served(settings, tmp_path, workers=workers) as (base, server):
         token = _token(base, arranged.service)
 
         def revoke() -> None:
@@ -250,7 +284,8 @@ def test_after_a_token_is_revoked_in_a_burst_of_lookups_no_call_with_it_succeeds
                                 auth=(arranged.service.client_id, arranged.service.client_secret), timeout=30)
             assert answer.status_code == 200, answer.text
 
-        calls, revoked_at = _burst_until_revoked(base, {"Authorization": f"Bearer {token}"}, arranged.inside, revoke)
+        with _each_worker_busy(server, workers):
+            calls, revoked_at = _burst_until_revoked(base, {"Authorization": f"Bearer {token}"}, arranged.inside, revoke)
     before = Counter(status for sent, status in calls if sent < revoked_at)
     after = Counter(status for sent, status in calls if sent > revoked_at)
     assert before[200] > 0 and after[401] > 0, (before, after)

@@ -197,13 +197,13 @@ def _trickle(base_url: str, first: bytes, *, every: float, until: float, drip: b
         return received, time.monotonic() - started
 
 
-@pytest.fixture
-def slow_head_server(settings, tmp_path):
-    """``govshare serve`` with a short head deadline."""
+@pytest.fixture(params=[1, 2], ids=["1 process", "2 workers"])
+def slow_head_server(settings, tmp_path, request):
+    """``govshare serve`` with a short head deadline; in one process, and in two (``--workers 2``, each its own protocol)."""
     env = {"GOVSHARE_HOME": str(settings.resolved_home), "GOVSHARE_DATABASE_URL": settings.resolved_database_url,
            "GOVSHARE_JOBS_ENABLED": "false", "GOVSHARE_ISSUER": None,
            "GOVSHARE_REQUEST_HEADER_TIMEOUT_SECONDS": str(HEAD_SECONDS)}
-    with GovshareServer(env, tmp_path / "serve.log") as server:
+    with GovshareServer(env, tmp_path / "serve.log", args=("--workers", str(request.param))) as server:
         yield server.base
 
 
