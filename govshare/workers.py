@@ -11,6 +11,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from govshare import memory
+from govshare.app import create_app
 from govshare.limits import HeadDeadlineProtocol
 from govshare.settings import get_settings
 
@@ -21,8 +22,6 @@ class Protocol(HeadDeadlineProtocol):
 
 def app() -> FastAPI:
     """A worker's app, from the settings ``govshare serve`` left in the environment."""
-    from govshare.app import create_app
-
     memory.configure_malloc()
     settings = get_settings()
     Protocol.head_timeout = settings.request_header_timeout_seconds
