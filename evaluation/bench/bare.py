@@ -16,7 +16,7 @@ import argparse
 from pathlib import Path
 
 import uvicorn
-from fastapi import FastAPI
+from fastapi import FastAPI, HTTPException
 
 from approvals import masks, rowfilter
 from evaluation.bench import world as bench_world
@@ -45,8 +45,10 @@ def probing_app(store: Path, key: str) -> FastAPI:
 
     @probing.get("/api/v1/exchange/{code}/records/{value}")
     def probed(code: str, value: str) -> dict:
-        return {"dataset": code, "key": value,
-                "records": keyed_store.lookup(store, key=key, value=value, projection=projection, scope=scope)}
+        records = keyed_store.lookup(store, key=key, value=value, projection=projection, scope=scope)
+        if not records:  # as the exchange answers: so its 0 non-2xx says every key was found
+            raise HTTPException(404, f"no record with key {value}")
+        return {"dataset": code, "key": value, "records": records}
 
     return probing
 
