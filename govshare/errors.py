@@ -202,10 +202,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(OverflowError)
     @app.exception_handler(DataError)
     async def _cannot_be_stored(request: Request, exc: Exception):
-        # A value the record store refuses (a number beyond its integers; on PostgreSQL, a NUL
-        # character in text): the input's fault, not ours. The transaction has been rolled back.
+        # A value the record store refuses (a number beyond its integers; a NUL character in
+        # text, which psycopg refuses and govshare.db's SQLite engine alike): the input's fault,
+        # not ours. The transaction has been rolled back.
         detail = "a value in the request is out of the range this server stores (a number too large?)"
-        if "NUL" in str(exc):  # psycopg: "PostgreSQL text fields cannot contain NUL (0x00) bytes"
+        if "NUL" in str(exc):  # "... text fields cannot contain NUL (0x00) bytes", from either store
             # Documents checked against a schema are refused by field before this; a body model's
             # text (a comment, a reason) is found here, in the JSON the route parsed (kept on the request).
             from schemas import unstorable_text  # here: schemas imports this module
