@@ -170,13 +170,10 @@ def serve(
     """Run the server (creating or migrating the store first)."""
     import uvicorn
 
-    from govshare.app import create_app
-    from govshare.limits import head_deadline_protocol
-
     memory.configure_malloc()
     if "GOVSHARE_ISSUER" not in os.environ:
         # No public URL configured: the issuer (token audience, base of links) is where we listen.
-        # Set in the environment, so that worker processes (--workers) read the same settings.
+        # Set in the environment, which the served app's settings are read from (govshare.serving).
         public_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
         os.environ["GOVSHARE_ISSUER"] = f"http://{public_host}:{port}"
         get_settings.cache_clear()  # read again, with it
@@ -184,14 +181,10 @@ def serve(
     initialise(settings)
     if demo_data:
         _seed_demo(settings, citizens=demo_citizens)
-    if workers == 1:
-        uvicorn.run(create_app(settings), host=host, port=port, log_level="info", log_config=observability.log_config(),
-                    http=head_deadline_protocol(settings.request_header_timeout_seconds))
-        return
-    # uvicorn starts each worker afresh (spawn) from import strings (govshare.workers), which
-    # build the app from the same environment.
-    uvicorn.run("govshare.workers:app", factory=True, workers=workers, host=host, port=port, log_level="info",
-                log_config=observability.log_config(), http="govshare.workers:Protocol")
+    # By import string (govshare.serving): uvicorn builds the app in this process, or, with
+    # --workers, in each process it spawns, from the same environment.
+    uvicorn.run("govshare.serving:app", factory=True, workers=workers, host=host, port=port, log_level="info",
+                log_config=observability.log_config(), http="govshare.serving:Protocol")
 
 
 @app.command()

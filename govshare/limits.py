@@ -5,7 +5,7 @@ File uploads (multipart) may be as large as ``max_request_bytes``; every other b
 memory. A body must arrive within ``body_timeout_seconds`` of the first read, so a
 client trickling bytes cannot hold a worker for ever. The request head (request line
 and headers) must arrive within ``header_timeout_seconds``: that one is kept by the
-HTTP protocol ``govshare serve`` runs (``head_deadline_protocol``), since no ASGI
+HTTP protocol ``govshare serve`` runs (``HeadDeadlineProtocol``), since no ASGI
 middleware sees a request before its head is complete.
 """
 
@@ -175,8 +175,3 @@ class HeadDeadlineProtocol(H11Protocol):
             self.transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-type: " + PROBLEM_MEDIA_TYPE.encode()
                                  + b"\r\ncontent-length: " + str(len(payload)).encode() + b"\r\nconnection: close\r\n\r\n" + payload)
         self.transport.close()
-
-
-def head_deadline_protocol(timeout: float) -> type[HeadDeadlineProtocol]:
-    """The HTTP protocol class for uvicorn (its ``http`` option) with a head deadline of ``timeout`` seconds."""
-    return type("HeadDeadlineProtocol", (HeadDeadlineProtocol,), {"head_timeout": timeout})
