@@ -24,7 +24,7 @@ from approvals.errors import (
     InvalidDecision,
     WrongState,
 )
-from approvals.inspection import inspect, summary
+from approvals.inspection import inspect, lookup_key_finding, summary
 from approvals.models import Application, ApplicationEvent, Grant
 from directory.models import Dataset
 from directory.errors import DatasetNotFound
@@ -296,6 +296,14 @@ def _check_decision(decision: Decision, dataset: Dataset) -> None:
             )
 
 
+def _flag_masked_key(application: Application, dataset: Dataset) -> None:
+    """Add the inspection's lookup-key warning when the approval's masks hide the key (the filing could not know)."""
+    finding = lookup_key_finding(dataset=dataset.document, application={**document_of(application), "masks": application.masks})
+    findings = list((application.inspection or {}).get("findings", []))
+    if finding is not None and finding.as_dict() not in findings:
+        application.inspection = {**(application.inspection or {}), "findings": [*findings, finding.as_dict()]}
+
+
 def decide(
     session: Session, *, application: Application, actor: str, decision: Decision, settings: Settings,
     now: datetime | None = None,
@@ -314,6 +322,7 @@ def decide(
     if decision.decision == "approve":
         application.conditions = list(decision.conditions)
         application.masks = dict(decision.masks or {})
+        _flag_masked_key(application, dataset)
         if dataset.share_type == "conditional":
             application.status = Status.awaiting_provider
             session.flush()

@@ -30,7 +30,7 @@ from directory import service as directory_service
 from directory.models import DatasetVersion
 from approvals.models import Grant
 from exchange import extracts, intake, keyed_store, service
-from exchange.errors import ExtractNotFound, InvalidQuery, LinkInvalid, NoActiveGrant, RateLimited, RecordNotFound
+from exchange.errors import ExtractNotFound, InvalidQuery, KeyLookupNotGranted, LinkInvalid, NoActiveGrant, RateLimited, RecordNotFound
 from exchange.models import Extract
 from exchange.ledger import LedgerLine
 from exchange.ratelimit import retry_after_header
@@ -86,6 +86,15 @@ def _scope(request: Request, session, caller: Caller, code: str, *, kind: str, k
         raise
 
 
+def _check_key_lookups(request: Request, scope: service.Scope, caller: Caller, *, kind: str, keys: list[str], started: float) -> None:
+    """``scope.check_key_lookups``, with a refusal on the ledger (an attempt to read by key is an access to account for)."""
+    try:
+        scope.check_key_lookups()
+    except KeyLookupNotGranted as refusal:
+        request.app.state.ledger.record(_line(scope, caller, kind=kind, rows=0, keys=keys, status=refusal.status, started=started))
+        raise
+
+
 def _store(request: Request, session, scope: service.Scope, version: int | None = None, key_value: str | None = None) -> tuple[int, Any]:
     """Where the scope's rows are read from: the keyed store of a snapshot, or (intake) the deposits."""
     if intake.is_intake(scope.dataset):
@@ -129,6 +138,7 @@ def _lookup(code: str, key: str, request: Request) -> JSONResponse:
         scope = _scope(request, session, caller, code, kind="lookup", keys=[key], started=started)
         if not scope.lookup_key:
             raise InvalidQuery(f"dataset {code} has no lookup key; use the query interface")
+        _check_key_lookups(request, scope, caller, kind="lookup", keys=[key], started=started)
         key_type = next(item["type"] for item in scope.items if item["name"] == scope.lookup_key)
         try:
             value = rowfilter.convert_value(key if key_type == "string" else json.loads(key), key_type, "key")
@@ -164,6 +174,8 @@ def _equals(request: Request, scope: service.Scope) -> dict[str, Any]:
     for name, raw in request.query_params.items():
         if name in reserved:
             continue
+        if name == scope.lookup_key:
+            scope.check_key_lookups()  # a page filtered by key is a lookup by key
         if name not in scope.columns or name in scope.masked:
             # Filtering on an item outside the grant (or masked in it) would reveal it, one answer at a time.
             raise InvalidQuery(f"{name}: not an item of your grant in the clear; filter on granted, unmasked items only")

@@ -9,6 +9,12 @@ class NoActiveGrant(Forbidden):
     type, title = "no-active-grant", "No active grant"
 
 
+class KeyLookupNotGranted(Forbidden):
+    """A lookup by key under a grant that does not give the key in the clear: it would read rows by an identity not granted."""
+
+    type, title = "key-lookup-not-granted", "Lookups by key are not granted"
+
+
 class SharingTokenNotFound(NotFound):
     type, title = "sharing-token-not-found", "No such sharing token"
 

@@ -22,7 +22,7 @@ from approvals.models import Application, Grant
 from directory import service as directory
 from directory.models import Dataset, DatasetVersion
 from exchange import keyed_store
-from exchange.errors import NoActiveGrant, NoData
+from exchange.errors import KeyLookupNotGranted, NoActiveGrant, NoData
 from exchange.models import AccessLogEntry, AccessLogKey, Extract, SharingFile
 
 
@@ -49,6 +49,21 @@ class Scope:
     @property
     def lookup_key(self) -> str | None:
         return self.dataset.document.get("lookup_key")
+
+    @property
+    def key_in_clear(self) -> bool:
+        """Whether the grant gives the lookup key unmasked: only then may rows be found by key."""
+        return bool(self.lookup_key) and self.lookup_key in self.columns and self.lookup_key not in self.masked
+
+    def check_key_lookups(self) -> None:
+        """Refuse any access by key (lookups, batches, key filters) unless the grant gives the key in the clear.
+
+        Otherwise a grant of ``[district, income]`` would read any citizen's income by their ID, and
+        a keyed-hash grant would confirm which clear ID a hash stands for.
+        """
+        if not self.key_in_clear:
+            raise KeyLookupNotGranted(
+                f"grant {self.grant.id} does not include the lookup key {self.lookup_key} unmasked; lookups by key are not allowed")
 
 
 def _grants_of(*columns: Any) -> Select:
