@@ -9,6 +9,7 @@ not exist. Every call, answered or not, goes on the access ledger.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import binascii
 import json
 import os
@@ -95,12 +96,15 @@ def _check_key_lookups(request: Request, scope: service.Scope, caller: Caller, *
         raise
 
 
-def _store(request: Request, session, scope: service.Scope, version: int | None = None, key_value: str | None = None) -> tuple[int, Any]:
-    """Where the scope's rows are read from: the keyed store of a snapshot, or (intake) the deposits."""
+def _store(request: Request, session, scope: service.Scope, version: int | None = None,
+           key_value: str | None = None) -> tuple[int, Any, service.Scope]:
+    """Where the scope's rows are read from (the keyed store of a snapshot, or for intake the deposits), and the
+    scope on that version; 409 when that version lacks an item the grant uses."""
     if intake.is_intake(scope.dataset):
-        return 0, keyed_store.in_memory(intake.table(session, dataset=scope.dataset, key_value=key_value))
+        scope.check_items()
+        return 0, keyed_store.in_memory(intake.table(session, dataset=scope.dataset, key_value=key_value)), scope
     data_dir = request.app.state.settings.resolved_data_dir
-    if version is None:
+    if version is None or version == scope.version:
         number, path = service.snapshot(session, dataset=scope.dataset, data_dir=data_dir, known_path=scope.latest_path)
     else:
         row = session.execute(select(DatasetVersion).where(DatasetVersion.dataset_id == scope.dataset.id,
@@ -108,7 +112,9 @@ def _store(request: Request, session, scope: service.Scope, version: int | None 
         if row is None:
             raise InvalidQuery("the cursor names a version that does not exist")
         number, path = row.number, data_dir / row.path
-    return number, keyed_store.ensure_store(path, scope.lookup_key)
+        scope = dataclasses.replace(service.scope_of(session, scope.grant, version=row), latest_path=scope.latest_path)
+    scope.check_items()
+    return number, keyed_store.ensure_store(path, scope.lookup_key), scope
 
 
 # Lookups run at most this many at once; the others wait on the event loop, where waiting
@@ -144,7 +150,7 @@ def _lookup(code: str, key: str, request: Request) -> JSONResponse:
             value = rowfilter.convert_value(key if key_type == "string" else json.loads(key), key_type, "key")
         except (ValueError, rowfilter.InvalidRowFilter):
             value = None
-        version, store = _store(request, session, scope, key_value=key)
+        version, store, scope = _store(request, session, scope, key_value=key)
         records = [] if value is None else keyed_store.lookup(store, key=scope.lookup_key, value=value,
                                                               projection=scope.projection, scope=scope.row_filter)
         status = 200 if records else 404
@@ -213,14 +219,14 @@ def query(code: str, request: Request, session: DbSession, caller: ServiceCaller
     key_column = scope.lookup_key if scope.lookup_key in scope.columns and scope.lookup_key not in scope.masked else None
     if kind == "stream":
         request.app.state.ledger.admit()  # its line is recorded once the stream has gone out: refused now if it could not be
-        _, store = _store(request, session, scope)
+        _, store, scope = _store(request, session, scope)
         return StreamingResponse(
             _arrow_stream(request, store, scope, caller, equals, key_column, started), media_type=ARROW_STREAM
         )
     limit = _limit(request)
     cursor = request.query_params.get("cursor")
     version, after = _decode_cursor(cursor) if cursor else (None, 0)
-    version, store = _store(request, session, scope, version)
+    version, store, scope = _store(request, session, scope, version)
     records, last = keyed_store.page(store, projection=scope.projection, scope=scope.row_filter, equals=equals,
                                      after_row=after, limit=limit)
     keys = [str(record[key_column]) for record in records] if key_column else []

@@ -15,6 +15,12 @@ class KeyLookupNotGranted(Forbidden):
     type, title = "key-lookup-not-granted", "Lookups by key are not granted"
 
 
+class GrantOutdated(Conflict):
+    """The snapshot read lacks an item the grant uses (the provider dropped it): the grant cannot be served as approved."""
+
+    type, title = "grant-outdated", "The dataset no longer has a granted item"
+
+
 class SharingTokenNotFound(NotFound):
     type, title = "sharing-token-not-found", "No such sharing token"
 

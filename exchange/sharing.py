@@ -252,6 +252,8 @@ def ensure_file(session: Session, *, scope: Scope, version: DatasetVersion, data
     existing = _file_of(session, scope.grant.id, version.number)
     if existing is not None:
         return existing
+    scope = scope_of(session, scope.grant, version=version)
+    scope.check_items()
     folder = sharing_folder(data_dir)
     folder.mkdir(parents=True, exist_ok=True)
     file_id = str(uuid.uuid4())
