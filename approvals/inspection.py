@@ -104,11 +104,28 @@ def inspect(
     if known := [name for name in requested if name in items]:
         if len(known) == len(items) and len(items) > 3:
             warning("items-minimal", "every item of the dataset is requested: check each is needed")
-    if application["delivery"] == "interface" and dataset.get("lookup_key") and dataset["lookup_key"] not in requested:
-        warning("lookup-key", f"interface access looks records up by '{dataset['lookup_key']}', which is not requested")
+    if finding := lookup_key_finding(dataset=dataset, application=application):
+        findings.append(finding)
     if holds_active_grant:
         warning("duplicate", "the department already holds an active grant on this dataset")
     return findings
+
+
+def lookup_key_finding(*, dataset: dict[str, Any], application: dict[str, Any]) -> Finding | None:
+    """A warning when an interface application's items lack the lookup key in the clear: its lookups by key will be refused.
+
+    ``application["masks"]`` (set by the manager's approval) counts: a masked key is no key to look up by.
+    """
+    key = dataset.get("lookup_key")
+    if application["delivery"] != "interface" or not key:
+        return None
+    if key not in application["items"]:
+        return Finding("lookup-key", "warning", f"the items do not include the lookup key '{key}': lookups by key "
+                       "(single, batch, or a query filtered by it) will be refused (403); only paged queries and streams serve it")
+    if key in (application.get("masks") or {}):
+        return Finding("lookup-key", "warning", f"the lookup key '{key}' is masked: lookups by key "
+                       "(single, batch, or a query filtered by it) will be refused (403); only paged queries and streams serve it")
+    return None
 
 
 def summary(findings: list[Finding]) -> dict[str, Any]:

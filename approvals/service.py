@@ -24,7 +24,7 @@ from approvals.errors import (
     InvalidDecision,
     WrongState,
 )
-from approvals.inspection import inspect, summary
+from approvals.inspection import inspect, lookup_key_finding, summary
 from approvals.models import Application, ApplicationEvent, Grant
 from directory.models import Dataset
 from directory.errors import DatasetNotFound
@@ -296,6 +296,14 @@ def _check_decision(decision: Decision, dataset: Dataset) -> None:
             )
 
 
+def _flag_masked_key(application: Application, dataset: Dataset) -> None:
+    """Add the inspection's lookup-key warning when the approval's masks hide the key (the filing could not know)."""
+    finding = lookup_key_finding(dataset=dataset.document, application={**document_of(application), "masks": application.masks})
+    findings = list((application.inspection or {}).get("findings", []))
+    if finding is not None and finding.as_dict() not in findings:
+        application.inspection = {**(application.inspection or {}), "findings": [*findings, finding.as_dict()]}
+
+
 def decide(
     session: Session, *, application: Application, actor: str, decision: Decision, settings: Settings,
     now: datetime | None = None,
@@ -314,6 +322,7 @@ def decide(
     if decision.decision == "approve":
         application.conditions = list(decision.conditions)
         application.masks = dict(decision.masks or {})
+        _flag_masked_key(application, dataset)
         if dataset.share_type == "conditional":
             application.status = Status.awaiting_provider
             session.flush()
@@ -399,6 +408,28 @@ def grant_state(grant: Grant | Row, today: date) -> GrantState:
     if today < grant.valid_from:
         return GrantState.pending
     return GrantState.active
+
+
+def items_used(grant: Grant) -> list[str]:
+    """Every item a grant uses: its columns, the items its row filter names, its masked items (each once)."""
+    return list(dict.fromkeys([*grant.columns, *sorted(rowfilter.items_named(grant.row_filter)), *sorted(grant.masks or {})]))
+
+
+def version_warnings(session: Session, dataset: Dataset, items: list[dict[str, Any]]) -> list[str]:
+    """What a provider is told when a new version of ``dataset`` with ``items`` is stored: live grants using an item it lacks.
+
+    Those grants are refused (409) on every delivery from the new version on, so the provider learns it at upload.
+    """
+    names = {item["name"] for item in items}
+    warnings = []
+    # The UTC date: a grant ending today in the configured zone is warned about a day longer, which is harmless.
+    for grant in session.execute(select(Grant).where(Grant.dataset_id == dataset.id, ~grant_ended(utcnow().date()))
+                                 .order_by(Grant.id)).scalars():
+        dropped = [name for name in items_used(grant) if name not in names]
+        if dropped:
+            warnings.append(f"grant {grant.id} (department {grant.department_code}) uses item {', '.join(dropped)}, "
+                            "which this version lacks: its deliveries from this version are refused (409)")
+    return warnings
 
 
 def grant_ended(today: date) -> ColumnElement[bool]:

@@ -127,9 +127,10 @@ def upload_version(
     release_request_session(session)
     snapshot = service.check_file(dataset=dataset, source=file.file, filename=file.filename, data_dir=data_dir)
     with request.app.state.database.transaction() as write:
-        version = service.store_checked(write, dataset=service.get_dataset(write, code), snapshot=snapshot,
+        stored_in = service.get_dataset(write, code)
+        version = service.store_checked(write, dataset=stored_in, snapshot=snapshot,
                                         source_name=file.filename, data_dir=data_dir, actor=caller.actor)
-        return service.version_view(version)
+        return {**service.version_view(version), "warnings": service.version_warnings(write, dataset=stored_in, version=version)}
 
 
 @router.get("/datasets/{code}/versions", summary="Stored versions of a dataset's data, newest first")

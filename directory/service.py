@@ -362,6 +362,21 @@ def version_view(version: DatasetVersion) -> dict[str, Any]:
     }
 
 
+VersionWarning = Callable[[Session, Dataset, list[dict[str, Any]]], list[str]]
+_VERSION_WARNINGS: list[VersionWarning] = []
+
+
+def add_version_warning(check: VersionWarning) -> None:
+    """Let a domain built on the directory warn the provider about a new version (approvals: live grants using a dropped item)."""
+    if check not in _VERSION_WARNINGS:
+        _VERSION_WARNINGS.append(check)
+
+
+def version_warnings(session: Session, *, dataset: Dataset, version: DatasetVersion) -> list[str]:
+    """Warnings for the provider about ``version`` of ``dataset``, from every registered check."""
+    return [warning for check in _VERSION_WARNINGS for warning in check(session, dataset, version.items)]
+
+
 ViewExtension = Callable[[Session, Dataset], dict[str, Any]]
 _VIEW_EXTENSIONS: list[ViewExtension] = []
 

@@ -9,6 +9,7 @@ not exist. Every call, answered or not, goes on the access ledger.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import binascii
 import json
 import os
@@ -30,7 +31,7 @@ from directory import service as directory_service
 from directory.models import DatasetVersion
 from approvals.models import Grant
 from exchange import extracts, intake, keyed_store, service
-from exchange.errors import ExtractNotFound, InvalidQuery, LinkInvalid, NoActiveGrant, RateLimited, RecordNotFound
+from exchange.errors import ExtractNotFound, InvalidQuery, KeyLookupNotGranted, LinkInvalid, NoActiveGrant, RateLimited, RecordNotFound
 from exchange.models import Extract
 from exchange.ledger import LedgerLine
 from exchange.ratelimit import retry_after_header
@@ -86,12 +87,24 @@ def _scope(request: Request, session, caller: Caller, code: str, *, kind: str, k
         raise
 
 
-def _store(request: Request, session, scope: service.Scope, version: int | None = None, key_value: str | None = None) -> tuple[int, Any]:
-    """Where the scope's rows are read from: the keyed store of a snapshot, or (intake) the deposits."""
+def _check_key_lookups(request: Request, scope: service.Scope, caller: Caller, *, kind: str, keys: list[str], started: float) -> None:
+    """``scope.check_key_lookups``, with a refusal on the ledger (an attempt to read by key is an access to account for)."""
+    try:
+        scope.check_key_lookups()
+    except KeyLookupNotGranted as refusal:
+        request.app.state.ledger.record(_line(scope, caller, kind=kind, rows=0, keys=keys, status=refusal.status, started=started))
+        raise
+
+
+def _store(request: Request, session, scope: service.Scope, version: int | None = None,
+           key_value: str | None = None) -> tuple[int, Any, service.Scope]:
+    """Where the scope's rows are read from (the keyed store of a snapshot, or for intake the deposits), and the
+    scope on that version; 409 when that version lacks an item the grant uses."""
     if intake.is_intake(scope.dataset):
-        return 0, keyed_store.in_memory(intake.table(session, dataset=scope.dataset, key_value=key_value))
+        scope.check_items()
+        return 0, keyed_store.in_memory(intake.table(session, dataset=scope.dataset, key_value=key_value)), scope
     data_dir = request.app.state.settings.resolved_data_dir
-    if version is None:
+    if version is None or version == scope.version:
         number, path = service.snapshot(session, dataset=scope.dataset, data_dir=data_dir, known_path=scope.latest_path)
     else:
         row = session.execute(select(DatasetVersion).where(DatasetVersion.dataset_id == scope.dataset.id,
@@ -99,7 +112,9 @@ def _store(request: Request, session, scope: service.Scope, version: int | None 
         if row is None:
             raise InvalidQuery("the cursor names a version that does not exist")
         number, path = row.number, data_dir / row.path
-    return number, keyed_store.ensure_store(path, scope.lookup_key)
+        scope = dataclasses.replace(service.scope_of(session, scope.grant, version=row), latest_path=scope.latest_path)
+    scope.check_items()
+    return number, keyed_store.ensure_store(path, scope.lookup_key), scope
 
 
 # Lookups run at most this many at once; the others wait on the event loop, where waiting
@@ -129,12 +144,13 @@ def _lookup(code: str, key: str, request: Request) -> JSONResponse:
         scope = _scope(request, session, caller, code, kind="lookup", keys=[key], started=started)
         if not scope.lookup_key:
             raise InvalidQuery(f"dataset {code} has no lookup key; use the query interface")
+        _check_key_lookups(request, scope, caller, kind="lookup", keys=[key], started=started)
         key_type = next(item["type"] for item in scope.items if item["name"] == scope.lookup_key)
         try:
             value = rowfilter.convert_value(key if key_type == "string" else json.loads(key), key_type, "key")
         except (ValueError, rowfilter.InvalidRowFilter):
             value = None
-        version, store = _store(request, session, scope, key_value=key)
+        version, store, scope = _store(request, session, scope, key_value=key)
         records = [] if value is None else keyed_store.lookup(store, key=scope.lookup_key, value=value,
                                                               projection=scope.projection, scope=scope.row_filter)
         status = 200 if records else 404
@@ -164,6 +180,8 @@ def _equals(request: Request, scope: service.Scope) -> dict[str, Any]:
     for name, raw in request.query_params.items():
         if name in reserved:
             continue
+        if name == scope.lookup_key:
+            scope.check_key_lookups()  # a page filtered by key is a lookup by key
         if name not in scope.columns or name in scope.masked:
             # Filtering on an item outside the grant (or masked in it) would reveal it, one answer at a time.
             raise InvalidQuery(f"{name}: not an item of your grant in the clear; filter on granted, unmasked items only")
@@ -201,14 +219,14 @@ def query(code: str, request: Request, session: DbSession, caller: ServiceCaller
     key_column = scope.lookup_key if scope.lookup_key in scope.columns and scope.lookup_key not in scope.masked else None
     if kind == "stream":
         request.app.state.ledger.admit()  # its line is recorded once the stream has gone out: refused now if it could not be
-        _, store = _store(request, session, scope)
+        _, store, scope = _store(request, session, scope)
         return StreamingResponse(
             _arrow_stream(request, store, scope, caller, equals, key_column, started), media_type=ARROW_STREAM
         )
     limit = _limit(request)
     cursor = request.query_params.get("cursor")
     version, after = _decode_cursor(cursor) if cursor else (None, 0)
-    version, store = _store(request, session, scope, version)
+    version, store, scope = _store(request, session, scope, version)
     records, last = keyed_store.page(store, projection=scope.projection, scope=scope.row_filter, equals=equals,
                                      after_row=after, limit=limit)
     keys = [str(record[key_column]) for record in records] if key_column else []

@@ -9,6 +9,18 @@ class NoActiveGrant(Forbidden):
     type, title = "no-active-grant", "No active grant"
 
 
+class KeyLookupNotGranted(Forbidden):
+    """A lookup by key under a grant that does not give the key in the clear: it would read rows by an identity not granted."""
+
+    type, title = "key-lookup-not-granted", "Lookups by key are not granted"
+
+
+class GrantOutdated(Conflict):
+    """The snapshot read lacks an item the grant uses (the provider dropped it): the grant cannot be served as approved."""
+
+    type, title = "grant-outdated", "The dataset no longer has a granted item"
+
+
 class SharingTokenNotFound(NotFound):
     type, title = "sharing-token-not-found", "No such sharing token"
 

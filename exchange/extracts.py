@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from approvals.models import Grant
 from directory import service as directory
 from directory.loading import file_sha256
-from directory.models import DatasetVersion
+from directory.models import Dataset, DatasetVersion
 from exchange import crypto
 from exchange.errors import InvalidQuery, NoData
 from exchange.extract_files import extract_folder
@@ -50,10 +50,12 @@ def request_extract(session: Session, *, scope: Scope, actor: str, format: str, 
     """Queue an extract of ``scope``'s grant (newest version unless one is named)."""
     if format not in FORMATS:
         raise InvalidQuery(f"format: one of {', '.join(FORMATS)}")
-    if version is not None and _version(session, scope, version) is None:
+    chosen = _version(session, scope, version) if version is not None else directory.latest_version(session, dataset=scope.dataset)
+    if chosen is None and version is not None:
         raise InvalidQuery(f"version: dataset {scope.dataset.code} has no version {version}")
-    if version is None and directory.latest_version(session, dataset=scope.dataset) is None:
+    if chosen is None:
         raise NoData(f"dataset {scope.dataset.code} has no data yet")
+    scope_of(session, scope.grant, version=chosen).check_items()
     if encrypt and session.get(DepartmentKey, scope.grant.department_code) is None:
         raise InvalidQuery("encrypt: your department has registered no public key (PUT /api/v1/departments/{code}/public-key)")
     extract = Extract(
@@ -129,9 +131,12 @@ def _build(database: Database, extract_id: str, *, data_dir: Path, keystore: Key
     with database.transaction(write=False) as session:
         extract = session.get(Extract, extract_id)
         grant = session.get(Grant, extract.grant_id)
-        scope = scope_of(session, grant)
-        version = (_version(session, scope, extract.version_number) if extract.version_number
-                   else directory.latest_version(session, dataset=scope.dataset))
+        dataset = session.get(Dataset, grant.dataset_id)
+        version = (session.execute(select(DatasetVersion).where(DatasetVersion.dataset_id == dataset.id,
+                                                                DatasetVersion.number == extract.version_number)).scalar_one()
+                   if extract.version_number else directory.latest_version(session, dataset=dataset))
+        scope = scope_of(session, grant, version=version)
+        scope.check_items()  # a newer version since the request may have dropped a granted item: failed, saying so
         snapshot = directory.snapshot_path(data_dir, version)
         number, fmt, encrypt, department = version.number, extract.format, extract.encrypt, extract.department_code
         public_key = session.get(DepartmentKey, department).public_key_pem if encrypt else None

@@ -22,7 +22,7 @@ from approvals.models import Application, Grant
 from directory import service as directory
 from directory.models import Dataset, DatasetVersion
 from exchange import keyed_store
-from exchange.errors import NoActiveGrant, NoData
+from exchange.errors import GrantOutdated, KeyLookupNotGranted, NoActiveGrant, NoData
 from exchange.models import AccessLogEntry, AccessLogKey, Extract, SharingFile
 
 
@@ -34,9 +34,11 @@ class Scope:
     application: Application
     dataset: Dataset
     columns: list[str]
-    row_filter: rowfilter.CompiledFilter
-    projection: masks.Projection
+    row_filter: rowfilter.CompiledFilter | None  # None when ``missing`` is not empty
+    projection: masks.Projection | None
     latest_path: str | None = None  # the newest version's snapshot, when found with the grant (see active_grant)
+    version: int | None = None  # the snapshot version the scope was built on (None: the dataset's description, no data yet)
+    missing: tuple[str, ...] = ()  # items the grant uses that this version lacks (the provider dropped them)
 
     @property
     def masked(self) -> set[str]:
@@ -49,6 +51,27 @@ class Scope:
     @property
     def lookup_key(self) -> str | None:
         return self.dataset.document.get("lookup_key")
+
+    @property
+    def key_in_clear(self) -> bool:
+        """Whether the grant gives the lookup key unmasked: only then may rows be found by key."""
+        return bool(self.lookup_key) and self.lookup_key in self.columns and self.lookup_key not in self.masked
+
+    def check_items(self) -> None:
+        """Refuse delivery (409) when the version read lacks an item the grant uses: the grant cannot be served as approved."""
+        if self.missing:
+            raise GrantOutdated(f"dataset version {self.version} no longer has item {', '.join(self.missing)} "
+                                f"granted by grant {self.grant.id}")
+
+    def check_key_lookups(self) -> None:
+        """Refuse any access by key (lookups, batches, key filters) unless the grant gives the key in the clear.
+
+        Otherwise a grant of ``[district, income]`` would read any citizen's income by their ID, and
+        a keyed-hash grant would confirm which clear ID a hash stands for.
+        """
+        if not self.key_in_clear:
+            raise KeyLookupNotGranted(
+                f"grant {self.grant.id} does not include the lookup key {self.lookup_key} unmasked; lookups by key are not allowed")
 
 
 def _grants_of(*columns: Any) -> Select:
@@ -126,14 +149,31 @@ def interface_scope(session: Session, *, department: str, dataset_code: str, tod
     raise NoActiveGrant(f"department {department} holds no active interface grant on {dataset_code}")
 
 
-def scope_of(session: Session, grant: Grant) -> Scope:
+def scope_of(session: Session, grant: Grant, *, version: DatasetVersion | None = None) -> Scope:
+    """The grant's scope on ``version`` (the newest when absent), compiled against that version's own items.
+
+    A version lacking an item the grant uses (the provider dropped it) gives a scope with
+    ``missing`` set, which every delivery refuses with a 409 (``check_items``).
+    """
     dataset = session.get(Dataset, grant.dataset_id)
     application = session.get(Application, grant.application_id)
-    items = json.dumps([[item["name"], item["type"]] for item in dataset.document["items"]])
+    number, version_items = None, dataset.document["items"]
+    if version is not None:
+        number, version_items = version.number, version.items
+    elif dataset.latest_version is not None:
+        found = session.execute(select(DatasetVersion.number, DatasetVersion.items).where(
+            DatasetVersion.dataset_id == dataset.id, DatasetVersion.number == dataset.latest_version)).first()
+        if found is not None:
+            number, version_items = found
+    names = {item["name"] for item in version_items}
+    missing = tuple(name for name in approvals.items_used(grant) if name not in names)
+    if missing:
+        return Scope(grant, application, dataset, list(grant.columns), None, None, version=number, missing=missing)
+    items = json.dumps([[item["name"], item["type"]] for item in version_items])
     compiled = _compiled_filter(json.dumps(grant.row_filter, sort_keys=True), items)
     projection = _projection(json.dumps(list(grant.columns)), json.dumps(grant.masks, sort_keys=True),
                              mask_key(session, grant.department_code))
-    return Scope(grant, application, dataset, list(grant.columns), compiled, projection)
+    return Scope(grant, application, dataset, list(grant.columns), compiled, projection, version=number)
 
 
 # Every interface call resolves its grant's scope; compiling it again each time (the
@@ -210,13 +250,14 @@ def extracts_holding(session: Session, *, data_dir: Path, extract_ids: set[str],
 
 
 def _holds(session: Session, *, data_dir: Path, grant_id: int, version: int, citizen_id: str) -> bool:
-    scope = scope_of(session, session.get(Grant, grant_id))
-    if not scope.lookup_key:
-        return False
-    row = session.execute(select(DatasetVersion).where(DatasetVersion.dataset_id == scope.dataset.id,
+    grant = session.get(Grant, grant_id)
+    row = session.execute(select(DatasetVersion).where(DatasetVersion.dataset_id == grant.dataset_id,
                                                        DatasetVersion.number == version)).scalar_one_or_none()
     if row is None or not directory.snapshot_path(data_dir, row).exists():
         return False
+    scope = scope_of(session, grant, version=row)
+    if not scope.lookup_key or scope.missing:
+        return False  # no key, or a version the grant could not be served from: nothing was delivered from it
     key_type = next(item["type"] for item in scope.items if item["name"] == scope.lookup_key)
     try:
         value = rowfilter.convert_value(citizen_id, key_type, "key")

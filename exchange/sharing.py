@@ -252,6 +252,8 @@ def ensure_file(session: Session, *, scope: Scope, version: DatasetVersion, data
     existing = _file_of(session, scope.grant.id, version.number)
     if existing is not None:
         return existing
+    scope = scope_of(session, scope.grant, version=version)
+    scope.check_items()
     folder = sharing_folder(data_dir)
     folder.mkdir(parents=True, exist_ok=True)
     file_id = str(uuid.uuid4())
@@ -404,20 +406,24 @@ def _literal(value: Any, value_type: str) -> Any:
     raise ValueError(value_type)
 
 
-def may_match(predicate: dict[str, Any], stats: dict[str, Any]) -> bool:
+def may_match(predicate: dict[str, Any], stats: dict[str, Any], *, hidden: frozenset[str] | set[str] = frozenset()) -> bool:
     """Whether a file whose statistics are ``stats`` may hold rows satisfying a JSON predicate hint.
 
     Conservative: anything not understood may match. Hints only ever drop whole files of the
-    grant's own data; they never add anything.
+    grant's own data; they never add anything. Hints on ``hidden`` columns (the grant's masked
+    items) are ignored: a clear value compared with a masked column's statistics would test
+    clear values, a key above all, against what the grant disguises.
     """
     op = predicate.get("op")
     children = predicate.get("children") or []
     if op == "and":
-        return all(may_match(child, stats) for child in children)
+        return all(may_match(child, stats, hidden=hidden) for child in children)
     if op == "or":
-        return any(may_match(child, stats) for child in children)
+        return any(may_match(child, stats, hidden=hidden) for child in children)
     columns = [child for child in children if child.get("op") == "column"]
     literals = [child for child in children if child.get("op") == "literal"]
+    if any(column.get("name") in hidden for column in columns):
+        return True
     if op == "isNull" and len(columns) == 1:
         nulls = stats.get("nullCount", {}).get(columns[0].get("name"))
         return nulls is None or nulls > 0

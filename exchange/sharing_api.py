@@ -264,7 +264,7 @@ def query_table(share: str, schema: str, table: str, request: Request, session: 
     lines = _protocol_lines(access, file)
     predicate = sharing.parse_predicate(body.jsonPredicateHints)
     # Hints only drop the file when it cannot help: no rows wanted, or none that may match.
-    wanted = body.limitHint != 0 and (predicate is None or sharing.may_match(predicate, file.stats))
+    wanted = body.limitHint != 0 and (predicate is None or sharing.may_match(predicate, file.stats, hidden=access.scope.masked))
     if refreshing:
         wanted = True  # a refresh renews the URLs of the read it continues
     url, expires_ms = sharing.file_url(file=file, token=access.token, settings=state.settings,
