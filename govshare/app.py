@@ -29,7 +29,7 @@ from exchange import jobs as exchange_jobs
 from exchange import sharing_api as exchange_sharing_api
 from exchange import sharing_views as exchange_sharing_views
 from exchange.ledger import LedgerWriter
-from exchange.ratelimit import RateLimiter
+from exchange.ratelimit import limiter_for
 from govshare import __version__, audit, memory, oauth, observability, storage
 from govshare.db import Database
 from govshare.errors import install_error_handlers
@@ -102,7 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.database = database
     app.state.ledger = ledger
     app.state.jobs = runner
-    app.state.rate_limiter = RateLimiter(rate=settings.rate_limit_per_second, burst=settings.rate_limit_burst)
+    app.state.rate_limiter = limiter_for(settings)
     app.state.templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
     app.state.metrics = metrics
     metrics.registry.register(memory.MemoryCollector(keyed_store_memory=keyed_store.memory_bytes))

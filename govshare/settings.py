@@ -37,6 +37,7 @@ class Settings(BaseSettings):
         default="stream", description="extracts and Delta Sharing files: streamed through the API, or pre-signed URLs of the store",
     )
     redis_url: str | None = Field(default=None, description="Redis shared by replicas for rate limits; per process when unset")
+    redis_key_prefix: str = Field(default="govshare:ratelimit:", max_length=200, description="prefix of the rate-limit keys in Redis")
     job_lease_seconds: float = Field(
         default=30.0, gt=0, le=3600, description="how long a replica's claim on a job's work lasts without renewal (then another takes it over)",
     )
