@@ -72,7 +72,7 @@ def sync_now(
     # in short transactions of its own.
     release_request_session(session)
     run = service.run_sync(
-        state.database, dataset_code=code, data_dir=state.settings.resolved_data_dir, keystore=state.keystore, actor=caller.actor,
+        state.database, dataset_code=code, store=state.store, keystore=state.keystore, actor=caller.actor,
         full=full, files_root=state.settings.resolved_sources_dir,
     )
     if run.outcome == "ok":

@@ -12,7 +12,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from connectors import service
 from directory import service as directory
-from govshare import processes
+from govshare import storage
 from govshare.db import Database
 from govshare.errors import GovshareError
 from govshare.keys import KeyStore
@@ -36,14 +36,14 @@ def sync(
                 directory.ensure_own(dataset, department=as_department.upper())
         # Runs a process killed mid-sync left "running" are ended first, and its temporary files removed.
         service.recover_interrupted(database)
-        processes.remove_dead_temp_files(settings.resolved_data_dir)
+        storage.for_settings(settings).remove_stale_temporaries()
         with Progress(
             SpinnerColumn(), TextColumn(f"syncing {code}: {{task.completed:,}} rows read"), TimeElapsedColumn(),
             console=console, transient=False,
         ) as progress:
             task = progress.add_task("sync", total=None)
             run = service.run_sync(
-                database, dataset_code=dataset.code, data_dir=settings.resolved_data_dir, keystore=keystore,
+                database, dataset_code=dataset.code, store=storage.for_settings(settings), keystore=keystore,
                 actor=f"cli:{getpass.getuser()}", full=full, files_root=settings.resolved_sources_dir,
                 progress=lambda rows: progress.update(task, completed=rows),
             )

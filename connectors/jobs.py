@@ -7,12 +7,13 @@ from govshare.db import Database
 from govshare.jobs import Job
 from govshare.keys import KeyStore
 from govshare.settings import Settings
+from govshare import storage
 
 
 def jobs(settings: Settings, keystore: KeyStore) -> list[Job]:
     def sync_due(database: Database) -> int:
         runs = service.sync_due(
-            database, data_dir=settings.resolved_data_dir, keystore=keystore, files_root=settings.resolved_sources_dir
+            database, store=storage.for_settings(settings), keystore=keystore, files_root=settings.resolved_sources_dir
         )
         return len(runs)
 

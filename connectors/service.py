@@ -41,6 +41,7 @@ from govshare import audit, processes
 from govshare.db import quote_identifier, utcnow
 from govshare.errors import GovshareError
 from govshare.keys import KeyStore
+from govshare.storage import Store
 
 log = logging.getLogger("govshare.connectors")
 
@@ -301,7 +302,7 @@ def run_sync(
     database: Any,
     *,
     dataset_code: str,
-    data_dir: Path,
+    store: Store,
     keystore: KeyStore,
     actor: str,
     source: Source | None = None,
@@ -342,17 +343,17 @@ def run_sync(
             check_drift(binding, current)
             if run.mode == "full":
                 snapshot, counts, read, watermark = _full(
-                    dataset=dataset, binding=binding, previous=previous, source=source, data_dir=data_dir, progress=counted
+                    dataset=dataset, binding=binding, previous=previous, source=source, store=store, progress=counted
                 )
             else:
                 snapshot, counts, read, watermark = _incremental(
-                    dataset=dataset, binding=binding, previous=previous, source=source, current=current, data_dir=data_dir,
+                    dataset=dataset, binding=binding, previous=previous, source=source, current=current, store=store,
                     progress=counted,
                 )
         with database.transaction() as session:
             finished = _finish(
                 session, run_id=run.id, dataset_id=dataset.id, previous=previous, snapshot=snapshot, counts=counts, read=read,
-                watermark=watermark, current=current, data_dir=data_dir, actor=actor,
+                watermark=watermark, current=current, store=store, actor=actor,
             )
         return finished
     except Exception as error:  # any failure: recorded on the run, the last good version kept
@@ -374,7 +375,7 @@ def run_sync(
 
 def _finish(
     session: Session, *, run_id: int, dataset_id: int, previous: Any, snapshot: loading.Snapshot, counts: tuple[int, int, int],
-    read: int, watermark: Any, current: dict[str, str], data_dir: Path, actor: str,
+    read: int, watermark: Any, current: dict[str, str], store: Store, actor: str,
 ) -> SyncRun:
     """Store the checked snapshot as the next version and end the run as ok, in the caller's transaction."""
     run = session.get(SyncRun, run_id)
@@ -386,7 +387,7 @@ def _finish(
         raise VersionConflict(f"another version of {dataset.code} was stored during the sync; nothing was replaced, sync again")
     binding = session.execute(select(SourceBinding).where(SourceBinding.dataset_id == dataset_id)).scalar_one()
     version = directory.store_checked(
-        session, dataset=dataset, snapshot=snapshot, data_dir=data_dir, actor=actor,
+        session, dataset=dataset, snapshot=snapshot, store=store, actor=actor,
         source_name=f"{binding.kind} source sync" + (" (incremental)" if run.mode == "incremental" else ""),
     )
     binding.source_schema = current
@@ -409,12 +410,12 @@ def _key_item(dataset: Dataset, binding: SourceBinding) -> str | None:
     return dataset.document.get("lookup_key") or (keys[0] if keys else None)
 
 
-def _full(*, dataset: Dataset, binding: SourceBinding, previous: Any, source: Source, data_dir: Path, progress: Progress):
-    previous_path = directory.snapshot_path(data_dir, previous) if previous else None
+def _full(*, dataset: Dataset, binding: SourceBinding, previous: Any, source: Source, store: Store, progress: Progress):
+    previous_path = directory.snapshot_path(store, previous) if previous else None
     watermark: list[Any] = [None]
     counted = [0]
     batches = _renamed(source.batches(_used_columns(binding)), binding, watermark, counted, progress)
-    snapshot = directory.check_batches(dataset=dataset, batches=batches, source_format=binding.kind, data_dir=data_dir)
+    snapshot = directory.check_batches(dataset=dataset, batches=batches, source_format=binding.kind, store=store)
     try:
         counts = _changes(previous_path, snapshot.temp_path, _key_item(dataset, binding))
     except BaseException:
@@ -429,7 +430,7 @@ def _key_batches(source: Source, column: str) -> Iterator[pa.RecordBatch]:
 
 
 def _incremental(
-    *, dataset: Dataset, binding: SourceBinding, previous: Any, source: Source, current: dict[str, str], data_dir: Path,
+    *, dataset: Dataset, binding: SourceBinding, previous: Any, source: Source, current: dict[str, str], store: Store,
     progress: Progress,
 ):
     """Only rows whose update column reached the watermark are read (and checked); with the source's
@@ -440,12 +441,12 @@ def _incremental(
     time seen is not missed. Applying a row that is already in the snapshot changes nothing
     and is not counted as changed, so reading it twice is harmless."""
     if previous is None or previous.items != dataset.document["items"]:
-        return _full(dataset=dataset, binding=binding, previous=previous, source=source, data_dir=data_dir, progress=progress)
-    previous_path = directory.snapshot_path(data_dir, previous)
+        return _full(dataset=dataset, binding=binding, previous=previous, source=source, store=store, progress=progress)
+    previous_path = directory.snapshot_path(store, previous)
     key = binding.key_column
     since = parse_watermark(binding.watermark, current.get(binding.update_column, ""))
-    folder = data_dir / "datasets" / dataset.code
-    changed_path, keys_path = folder / processes.temp_name("sync", ".changed"), folder / processes.temp_name("sync", ".keys")
+    changed_path = store.staging_path(f"datasets/{dataset.code}/changed.parquet", "sync")
+    keys_path = store.staging_path(f"datasets/{dataset.code}/keys.parquet", "sync")
     watermark: list[Any] = [since]
     counted = [0]
     connection = duckdb.connect(config={"threads": 2, "memory_limit": "256MB"})
@@ -477,7 +478,7 @@ def _incremental(
                 UNION ALL SELECT * FROM read_parquet(?)""",
             params=[prev, keys, changed, changed],
         ).to_arrow_reader(loading.PARQUET_BATCH_ROWS)
-        snapshot = directory.check_batches(dataset=dataset, batches=reader, source_format=binding.kind, data_dir=data_dir)
+        snapshot = directory.check_batches(dataset=dataset, batches=reader, source_format=binding.kind, store=store)
     finally:
         connection.close()
         changed_path.unlink(missing_ok=True)
@@ -567,7 +568,7 @@ def due_datasets(session: Session, *, now: datetime) -> list[int]:
     return [dataset.id for binding, dataset in rows if is_due(session, binding=binding, dataset=dataset, now=now)]
 
 
-def sync_due(database: Any, *, data_dir: Path, keystore: KeyStore, files_root: Path | None = None, now: datetime | None = None) -> list[SyncRun]:
+def sync_due(database: Any, *, store: Store, keystore: KeyStore, files_root: Path | None = None, now: datetime | None = None) -> list[SyncRun]:
     """Sync every dataset that is due, each in transactions of its own (a job owns its transactions)."""
     now = now or utcnow()
     with database.transaction(write=False) as session:
@@ -576,7 +577,7 @@ def sync_due(database: Any, *, data_dir: Path, keystore: KeyStore, files_root: P
     for code in due:
         try:
             # Checked again when the run is recorded: another worker may have just synced it.
-            run = run_sync(database, dataset_code=code, data_dir=data_dir, keystore=keystore, actor="job:source-syncs",
+            run = run_sync(database, dataset_code=code, store=store, keystore=keystore, actor="job:source-syncs",
                            files_root=files_root, due_at=now)
         except SyncRunning:
             continue  # another worker has it

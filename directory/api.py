@@ -120,16 +120,16 @@ def dataset_history(session: DbSession, dataset: DatasetForReader) -> dict[str, 
 def upload_version(
     request: Request, session: DbSession, dataset: DatasetForUploader, caller: Uploader, file: UploadFile
 ) -> dict[str, Any]:
-    data_dir, code = request.app.state.settings.resolved_data_dir, dataset.code
+    store, code = request.app.state.store, dataset.code
     # Checking a large file takes minutes: the request's session (and its slot) is given
     # back first, so uploads do not make other requests wait; the version is stored in a
     # short transaction of its own, refused if the dataset's items changed meanwhile.
     release_request_session(session)
-    snapshot = service.check_file(dataset=dataset, source=file.file, filename=file.filename, data_dir=data_dir)
+    snapshot = service.check_file(dataset=dataset, source=file.file, filename=file.filename, store=store)
     with request.app.state.database.transaction() as write:
         stored_in = service.get_dataset(write, code)
         version = service.store_checked(write, dataset=stored_in, snapshot=snapshot,
-                                        source_name=file.filename, data_dir=data_dir, actor=caller.actor)
+                                        source_name=file.filename, store=store, actor=caller.actor)
         return {**service.version_view(version), "warnings": service.version_warnings(write, dataset=stored_in, version=version)}
 
 

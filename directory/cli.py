@@ -17,6 +17,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeE
 
 from directory import search, service
 from directory.errors import NotOwnDepartment, VersionRefused
+from govshare import storage
 from govshare.db import Database
 from govshare.errors import InvalidInput
 from govshare.keys import KeyStore
@@ -137,10 +138,10 @@ def upload(
                 progress.update(task, completed=done, total=total)
 
             snapshot = service.check_file(dataset=dataset, source=source, filename=file.name,
-                                          data_dir=settings.resolved_data_dir, progress=advance)
+                                          store=storage.for_settings(settings), progress=advance)
         with database.transaction() as session:
             version = service.store_checked(session, dataset=service.get_dataset(session, code), snapshot=snapshot,
-                                            source_name=file.name, data_dir=settings.resolved_data_dir, actor=_actor())
+                                            source_name=file.name, store=storage.for_settings(settings), actor=_actor())
             view = service.version_view(version)
     except (VersionRefused, NotOwnDepartment) as error:
         typer.echo(f"error: {error.detail}", err=True)

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from directory import service
 from directory.loading import CITIZEN_ID_CHECK, CITIZEN_ID_WEIGHTS
 from govshare.db import quote_path
+from govshare.storage import Store
 
 DEMO_ACTOR = "demo"
 DISTRICTS = ["110101", "110102", "110105", "110106", "110107", "110108", "110109", "110111"]
@@ -153,7 +154,7 @@ DEMO_DATASETS: list[tuple[dict[str, Any], str]] = [
 ]
 
 
-def seed_directory(session: Session, *, data_dir: Path, rows: int = 200_000, actor: str = DEMO_ACTOR) -> list[str]:
+def seed_directory(session: Session, *, store: Store, rows: int = 200_000, actor: str = DEMO_ACTOR) -> list[str]:
     """Register the demo datasets and load each one's first version from ``rows`` synthetic citizens."""
     codes = []
     with tempfile.TemporaryDirectory(prefix="govshare-demo-") as folder:
@@ -165,7 +166,7 @@ def seed_directory(session: Session, *, data_dir: Path, rows: int = 200_000, act
                 path = Path(folder) / f"{dataset.code}.parquet"
                 connection.execute(f"COPY ({query}) TO {quote_path(path)} (FORMAT parquet)")
                 with path.open("rb") as source:
-                    service.add_version(session, dataset=dataset, source=source, filename=path.name, data_dir=data_dir, actor=actor)
+                    service.add_version(session, dataset=dataset, source=source, filename=path.name, store=store, actor=actor)
                 codes.append(dataset.code)
         finally:
             connection.close()

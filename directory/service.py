@@ -7,7 +7,6 @@ a CLI command) owns the transaction.
 from __future__ import annotations
 
 import copy
-import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -28,9 +27,10 @@ from directory.errors import (
     VersionConflict,
 )
 from directory.models import Dataset, DatasetRevision, DatasetTerm, DatasetVersion
-from govshare import audit, processes
+from govshare import audit
 from govshare.db import utcnow
 from govshare.models import Department
+from govshare.storage import Store
 
 _PLACED_FILES = "directory.placed_files"
 
@@ -202,9 +202,9 @@ def latest_version(session: Session, *, dataset: Dataset) -> DatasetVersion | No
     return session.execute(query).scalar_one_or_none()
 
 
-def snapshot_path(data_dir: Path, version: DatasetVersion) -> Path:
-    """Where a version's Parquet snapshot lives."""
-    return data_dir / version.path
+def snapshot_path(store: Store, version: DatasetVersion) -> Path:
+    """A local file holding a version's Parquet snapshot (on an S3 store, this replica's cached copy)."""
+    return store.local_path(version.path)
 
 
 def add_version(
@@ -213,7 +213,7 @@ def add_version(
     dataset: Dataset,
     source: BinaryIO,
     filename: str | None,
-    data_dir: Path,
+    store: Store,
     actor: str,
     progress: loading.Progress | None = None,
 ) -> DatasetVersion:
@@ -223,12 +223,12 @@ def add_version(
     flushed, and only then is the file renamed into place. Should the transaction
     roll back afterwards, the placed file is removed again (see ``_remove_on_rollback``).
     """
-    snapshot = check_file(dataset=dataset, source=source, filename=filename, data_dir=data_dir, progress=progress)
-    return _store_snapshot(session, dataset=dataset, snapshot=snapshot, source_name=filename, data_dir=data_dir, actor=actor)
+    snapshot = check_file(dataset=dataset, source=source, filename=filename, store=store, progress=progress)
+    return _store_snapshot(session, dataset=dataset, snapshot=snapshot, source_name=filename, store=store, actor=actor)
 
 
 def check_file(
-    *, dataset: Dataset, source: BinaryIO, filename: str | None, data_dir: Path, progress: loading.Progress | None = None,
+    *, dataset: Dataset, source: BinaryIO, filename: str | None, store: Store, progress: loading.Progress | None = None,
 ) -> loading.Snapshot:
     """Check a data file into a temporary snapshot, not yet a version (``store_checked`` makes it one).
 
@@ -236,14 +236,14 @@ def check_file(
     """
     _ensure_active(dataset)
     items = copy.deepcopy(dataset.document["items"])
-    temp_path = data_dir / "datasets" / dataset.code / processes.temp_name("upload", ".parquet")
+    temp_path = store.staging_path(f"datasets/{dataset.code}/upload.parquet", "upload")
     snapshot = loading.write_snapshot(source, items=items, filename=filename, temp_path=temp_path, progress=progress)
     snapshot.items = items
     return snapshot
 
 
 def check_batches(
-    *, dataset: Dataset, batches: Iterable[pa.RecordBatch], source_format: str, data_dir: Path
+    *, dataset: Dataset, batches: Iterable[pa.RecordBatch], source_format: str, store: Store
 ) -> loading.Snapshot:
     """Check Arrow record batches (columns named after the items) into a temporary snapshot, not yet a version.
 
@@ -252,14 +252,14 @@ def check_batches(
     """
     _ensure_active(dataset)
     items = copy.deepcopy(dataset.document["items"])
-    temp_path = data_dir / "datasets" / dataset.code / processes.temp_name("sync", ".parquet")
+    temp_path = store.staging_path(f"datasets/{dataset.code}/sync.parquet", "sync")
     snapshot = loading.write_batches(batches, items=items, source_format=source_format, temp_path=temp_path)
     snapshot.items = items
     return snapshot
 
 
 def store_checked(
-    session: Session, *, dataset: Dataset, snapshot: loading.Snapshot, source_name: str | None, data_dir: Path, actor: str
+    session: Session, *, dataset: Dataset, snapshot: loading.Snapshot, source_name: str | None, store: Store, actor: str
 ) -> DatasetVersion:
     """Store a snapshot from ``check_batches`` as the next version (refused if the items changed meanwhile)."""
     try:
@@ -269,25 +269,24 @@ def store_checked(
     except BaseException:
         snapshot.temp_path.unlink(missing_ok=True)
         raise
-    return _store_snapshot(session, dataset=dataset, snapshot=snapshot, source_name=source_name, data_dir=data_dir, actor=actor)
+    return _store_snapshot(session, dataset=dataset, snapshot=snapshot, source_name=source_name, store=store, actor=actor)
 
 
 def _store_snapshot(
-    session: Session, *, dataset: Dataset, snapshot: loading.Snapshot, source_name: str | None, data_dir: Path, actor: str
+    session: Session, *, dataset: Dataset, snapshot: loading.Snapshot, source_name: str | None, store: Store, actor: str
 ) -> DatasetVersion:
-    """Insert the version row for a checked temporary snapshot, then rename the file into place."""
+    """Insert the version row for a checked temporary snapshot, then publish the file under its key."""
     items = dataset.document["items"]
-    folder = data_dir / "datasets" / dataset.code
     temp_path = snapshot.temp_path
     filename = source_name
     try:
         # Lock the dataset so two uploads cannot take the same number (PostgreSQL; SQLite serialises writers).
         session.execute(select(Dataset.id).where(Dataset.id == dataset.id).with_for_update())
         number = (session.execute(select(func.max(DatasetVersion.number)).where(DatasetVersion.dataset_id == dataset.id)).scalar_one() or 0) + 1
-        final_path = folder / f"v{number:06d}.parquet"
+        key = f"datasets/{dataset.code}/v{number:06d}.parquet"
         version = DatasetVersion(
             dataset_id=dataset.id, number=number, rows=snapshot.rows, source_format=snapshot.source_format,
-            source_name=(filename or "")[:300] or None, path=str(final_path.relative_to(data_dir)),
+            source_name=(filename or "")[:300] or None, path=key,
             size_bytes=snapshot.size_bytes, sha256=snapshot.sha256, items=copy.deepcopy(items),
             quality=snapshot.quality, actor=actor, created_at=utcnow(),
         )
@@ -302,20 +301,20 @@ def _store_snapshot(
             session, actor=actor, action="dataset.version_added", subject=f"dataset:{dataset.code}",
             details={"version": number, "rows": snapshot.rows, "sha256": snapshot.sha256},
         )
-        os.replace(snapshot.temp_path, final_path)
-        _remove_on_rollback(session, final_path)
+        store.publish(snapshot.temp_path, key)
+        _remove_on_rollback(session, store, key)
     finally:
         temp_path.unlink(missing_ok=True)
     return version
 
 
-def _remove_on_rollback(session: Session, path: Path) -> None:
-    """Delete ``path`` if the session's transaction rolls back, so no file outlives its row."""
+def _remove_on_rollback(session: Session, store: Store, key: str) -> None:
+    """Delete the object ``key`` if the session's transaction rolls back, so no file outlives its row."""
     if _PLACED_FILES not in session.info:
         session.info[_PLACED_FILES] = []
         event.listen(session, "after_commit", _forget_placed_files)
         event.listen(session, "after_rollback", _remove_placed_files)
-    session.info[_PLACED_FILES].append(path)
+    session.info[_PLACED_FILES].append((store, key))
 
 
 def _forget_placed_files(session: Session) -> None:
@@ -324,8 +323,8 @@ def _forget_placed_files(session: Session) -> None:
 
 def _remove_placed_files(session: Session) -> None:
     placed = session.info.get(_PLACED_FILES, [])
-    for path in placed:
-        Path(path).unlink(missing_ok=True)
+    for store, key in placed:
+        store.delete(key)
     placed.clear()
 
 

@@ -22,7 +22,7 @@ import pyarrow as pa
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.encoders import jsonable_encoder
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
 from approvals import rowfilter
@@ -103,15 +103,15 @@ def _store(request: Request, session, scope: service.Scope, version: int | None 
     if intake.is_intake(scope.dataset):
         scope.check_items()
         return 0, keyed_store.in_memory(intake.table(session, dataset=scope.dataset, key_value=key_value)), scope
-    data_dir = request.app.state.settings.resolved_data_dir
+    store = request.app.state.store
     if version is None or version == scope.version:
-        number, path = service.snapshot(session, dataset=scope.dataset, data_dir=data_dir, known_path=scope.latest_path)
+        number, path = service.snapshot(session, dataset=scope.dataset, store=store, known_path=scope.latest_path)
     else:
         row = session.execute(select(DatasetVersion).where(DatasetVersion.dataset_id == scope.dataset.id,
                                                            DatasetVersion.number == version)).scalar_one_or_none()
         if row is None:
             raise InvalidQuery("the cursor names a version that does not exist")
-        number, path = row.number, data_dir / row.path
+        number, path = row.number, store.local_path(row.path)
         scope = dataclasses.replace(service.scope_of(session, scope.grant, version=row), latest_path=scope.latest_path)
     scope.check_items()
     return number, keyed_store.ensure_store(path, scope.lookup_key), scope
@@ -281,7 +281,7 @@ def _arrow_stream(request: Request, store, scope: service.Scope, caller: Caller,
 @router.get("/citizens/{citizen_id}/access-log", summary="Who used this citizen's data, when, and on what basis")
 def citizen_access_log(citizen_id: str, request: Request, session: DbSession,
                        caller: Annotated[Caller, Depends(require("citizens.access_log"))]) -> dict[str, Any]:
-    entries = service.citizen_access_log(session, citizen_id=citizen_id, data_dir=request.app.state.settings.resolved_data_dir)
+    entries = service.citizen_access_log(session, citizen_id=citizen_id, store=request.app.state.store)
     return {
         "citizen_id": citizen_id,
         "entries": [
@@ -305,7 +305,7 @@ def deposit(code: str, body: DepositBody, request: Request, session: DbSession,
     dataset = directory_service.get_dataset(session, code)
     if dataset.department_code != caller.department:
         raise Forbidden(f"only department {dataset.department_code}'s services deposit into {code}")
-    work_dir = request.app.state.settings.resolved_data_dir / "intake"
+    work_dir = request.app.state.settings.resolved_cache_dir / "intake"
     keys = intake.deposit(session, dataset=dataset, records=body.records, consent_ref=body.consent_ref,
                           department=caller.department, client_id=caller.client_id, work_dir=work_dir)
     request.app.state.ledger.record(LedgerLine(
@@ -393,9 +393,13 @@ def download_extract(extract_id: str, request: Request, session: DbSession,
         audit.record(audit_session, actor=caller.actor, action="extract.downloaded", subject=f"extract:{extract_id}",
                      details={"grant_id": extract.grant_id, "rows": extract.manifest["rows"], "sha256": extract.manifest["sha256"],
                               "range": request.headers.get("range")})
+    if state.settings.downloads == "presigned":
+        # Straight from the object store; the link lives no longer than this API's own links.
+        url = state.store.presigned_url(extract.path, expires_seconds=int(extracts.LINK_LIFETIME.total_seconds()))
+        return RedirectResponse(url, status_code=307, headers={"Cache-Control": "no-store"})
     media = {"parquet": "application/vnd.apache.parquet", "csv": "text/csv", "arrow": "application/vnd.apache.arrow.file"}
     return FileResponse(
-        state.settings.resolved_data_dir / extract.path,
+        state.store.local_path(extract.path),
         media_type="application/octet-stream" if extract.encrypt else media[extract.format],
         filename=Path(extract.path).name,
         headers={"X-Govshare-Sha256": extract.manifest["sha256"]},

@@ -19,6 +19,7 @@ from approvals import service as approvals
 from directory import service as directory
 from exchange.service import prebuild_keyed_stores
 from exchange.models import AccessLogEntry, AccessLogKey
+from govshare import storage
 from govshare.db import utcnow
 from govshare.settings import Settings
 
@@ -121,7 +122,7 @@ def seed_exchange(session: Session, *, settings: Settings) -> dict[str, int]:
     approvals.escalate_overdue(session, now=now)
 
     _ledger(session, settings=settings, application=marriage)
-    prebuild_keyed_stores(session, data_dir=settings.resolved_data_dir)
+    prebuild_keyed_stores(session, store=storage.for_settings(settings))
     counts: dict[str, int] = {}
     for application in (marriage, pension, enrolment_check, waiting_provider, too_much, not_shareable, returned, withdrawn, overdue):
         counts[application.status] = counts.get(application.status, 0) + 1
@@ -135,7 +136,7 @@ def _ledger(session: Session, *, settings: Settings, application) -> None:
     version = directory.latest_version(session, dataset=dataset)
     if version is None:
         return
-    snapshot = directory.snapshot_path(settings.resolved_data_dir, version)
+    snapshot = directory.snapshot_path(storage.for_settings(settings), version)
     keys = [row[0] for row in duckdb.connect().execute(
         "SELECT citizen_id FROM read_parquet(?) WHERE district IN ('110101', '110102') LIMIT 300", [str(snapshot)]).fetchall()]
     generator = random.Random(7)

@@ -1,9 +1,8 @@
-"""Where extract files live."""
+"""Where extract files live in the data store."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
-
-def extract_folder(data_dir: Path) -> Path:
-    return data_dir / "extracts"
+def extract_key(name: str) -> str:
+    """The store key of the extract file ``name``."""
+    return f"extracts/{name}"

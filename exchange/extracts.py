@@ -31,13 +31,14 @@ from directory.loading import file_sha256
 from directory.models import Dataset, DatasetVersion
 from exchange import crypto
 from exchange.errors import InvalidQuery, NoData
-from exchange.extract_files import extract_folder
+from exchange.extract_files import extract_key
 from exchange.models import DepartmentKey, Extract
 from exchange.service import Scope, scope_of
 from govshare import audit, processes
 from govshare.audit import canonical_json
 from govshare.db import Database, quote_path, utcnow
 from govshare.keys import KeyStore, Signature
+from govshare.storage import Store
 
 log = logging.getLogger("govshare.extracts")
 FORMATS = {"parquet": ".parquet", "csv": ".csv", "arrow": ".arrow"}
@@ -73,28 +74,33 @@ def _version(session: Session, scope: Scope, number: int) -> DatasetVersion | No
                                                         DatasetVersion.number == number)).scalar_one_or_none()
 
 
-def _claim(database: Database) -> str | None:
-    """Take one queued extract (atomically: two workers never take the same one)."""
+def _claim(database: Database, *, now: datetime | None = None) -> tuple[str, int] | None:
+    """Take one queued extract (atomically: two workers, on any replica, never take the same one).
+
+    Returns its id and the attempt taken: the attempt fences a worker whose claim was
+    taken over (its heartbeat lapsed) from recording a result over its successor's.
+    """
     with database.transaction() as session:
         for extract_id in session.execute(select(Extract.id).where(Extract.status == "queued").order_by(Extract.created_at).limit(5)).scalars():
-            now = utcnow()
+            moment = now or utcnow()
             taken = session.execute(
                 update(Extract).where(Extract.id == extract_id, Extract.status == "queued")
-                .values(status="running", started_at=now, heartbeat_at=now, attempts=Extract.attempts + 1, progress=0.0,
+                .values(status="running", started_at=moment, heartbeat_at=moment, attempts=Extract.attempts + 1, progress=0.0,
                         worker_host=processes.HOST, worker_pid=os.getpid())
             ).rowcount
             if taken:
-                return extract_id
+                return extract_id, session.get(Extract, extract_id).attempts
     return None
 
 
-def recover(database: Database, *, now: datetime | None = None) -> int:
-    """After a restart: running extracts whose worker ended or stopped beating go back to the queue, or fail."""
+def recover(database: Database, *, now: datetime | None = None, stale_after: timedelta = STALE_AFTER) -> int:
+    """Running extracts whose worker ended or stopped beating for ``stale_after`` (a dead replica's lease) go back
+    to the queue, or fail after ``MAX_ATTEMPTS``."""
     now = now or utcnow()
     with database.transaction() as session:
         running = session.execute(select(Extract).where(Extract.status == "running")).scalars().all()
         stale = [extract for extract in running
-                 if (extract.heartbeat_at or extract.started_at or now) < now - STALE_AFTER
+                 if (extract.heartbeat_at or extract.started_at or now) < now - stale_after
                  or processes.process_is_gone(extract.worker_host, extract.worker_pid, since=extract.started_at and extract.started_at.timestamp())]
         for extract in stale:
             if extract.attempts >= MAX_ATTEMPTS:
@@ -105,13 +111,26 @@ def recover(database: Database, *, now: datetime | None = None) -> int:
         return len(stale)
 
 
-def run_pending(database: Database, *, data_dir: Path, keystore: KeyStore) -> int:
+def run_pending(database: Database, *, store: Store, keystore: KeyStore, pause_dir: Path | None = None) -> int:
     """Build every queued extract; returns how many were finished (done or failed)."""
     finished = 0
-    while (extract_id := _claim(database)) is not None:
-        _build(database, extract_id, data_dir=data_dir, keystore=keystore)
+    while (claimed := _claim(database)) is not None:
+        extract_id, attempt = claimed
+        if pause_dir is not None:
+            _pause(database, extract_id, pause_dir)
+        _build(database, extract_id, store=store, keystore=keystore, attempt=attempt)
         finished += 1
     return finished
+
+
+def _pause(database: Database, extract_id: str, pause_dir: Path) -> None:
+    """Tests only (GOVSHARE_TEST_PAUSE_DIR): say which process claimed the extract, then wait, beating, while
+    ``pause_dir/pause`` exists, so a test can kill this replica at a known point of a build."""
+    (pause_dir / f"claimed-{extract_id}-{os.getpid()}").touch()
+    while (pause_dir / "pause").exists():
+        with database.transaction() as session:
+            session.execute(update(Extract).where(Extract.id == extract_id, Extract.status == "running").values(heartbeat_at=utcnow()))
+        threading.Event().wait(0.2)
 
 
 def _heartbeat(database: Database, extract_id: str, connection: duckdb.DuckDBPyConnection, stop: threading.Event) -> None:
@@ -127,7 +146,7 @@ def _heartbeat(database: Database, extract_id: str, connection: duckdb.DuckDBPyC
             session.execute(update(Extract).where(Extract.id == extract_id, Extract.status == "running").values(**values))
 
 
-def _build(database: Database, extract_id: str, *, data_dir: Path, keystore: KeyStore) -> None:
+def _build(database: Database, extract_id: str, *, store: Store, keystore: KeyStore, attempt: int | None = None) -> None:
     with database.transaction(write=False) as session:
         extract = session.get(Extract, extract_id)
         grant = session.get(Grant, extract.grant_id)
@@ -137,16 +156,15 @@ def _build(database: Database, extract_id: str, *, data_dir: Path, keystore: Key
                    if extract.version_number else directory.latest_version(session, dataset=dataset))
         scope = scope_of(session, grant, version=version)
         scope.check_items()  # a newer version since the request may have dropped a granted item: failed, saying so
-        snapshot = directory.snapshot_path(data_dir, version)
+        snapshot_key = version.path
         number, fmt, encrypt, department = version.number, extract.format, extract.encrypt, extract.department_code
         public_key = session.get(DepartmentKey, department).public_key_pem if encrypt else None
-    folder = extract_folder(data_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    final = folder / f"{extract_id}{FORMATS[fmt]}{'.enc' if encrypt else ''}"
-    temp = folder / processes.temp_name("extract", f".{extract_id}")
-    plain = folder / processes.temp_name("extract", f".{extract_id}.plain")
+    key = extract_key(f"{extract_id}{FORMATS[fmt]}{'.enc' if encrypt else ''}")
+    temp = store.staging_path(key, "extract")
+    plain = store.staging_path(key, "extract")
+    published = False
     try:
-        rows = _write(snapshot, scope, fmt, plain, database, extract_id)
+        rows = _write(store.local_path(snapshot_key), scope, fmt, plain, database, extract_id)
         if encrypt:
             crypto.encrypt_file(plain, temp, public_key)
             plain.unlink()
@@ -161,18 +179,25 @@ def _build(database: Database, extract_id: str, *, data_dir: Path, keystore: Key
         }
         signature = keystore.sign(canonical_json(manifest).encode())
         manifest["signature"] = {"alg": "ES256", "kid": signature.key_id, "value": signature.value}
-        temp.replace(final)
         with database.transaction() as session:
-            extract = session.get(Extract, extract_id)
+            extract = session.get(Extract, extract_id, with_for_update=True)
+            if attempt is not None and (extract.status != "running" or extract.attempts != attempt):
+                log.warning("extract %s was taken over by another worker; this build's result is dropped", extract_id)
+                return
+            store.publish(temp, key)  # before the commit that names it; removed again if that fails
+            published = True
             extract.status, extract.progress, extract.finished_at = "done", 1.0, utcnow()
-            extract.path, extract.manifest = str(final.relative_to(data_dir)), manifest
+            extract.path, extract.manifest = key, manifest
             audit.record(session, actor=extract.requested_by, action="extract.created", subject=f"extract:{extract_id}",
                          details={"grant_id": scope.grant.id, "rows": rows, "sha256": manifest["sha256"], "version": number})
     except Exception as error:
         log.exception("extract %s failed", extract_id)
-        final.unlink(missing_ok=True)
+        if published:
+            store.delete(key)
         with database.transaction() as session:
             extract = session.get(Extract, extract_id)
+            if attempt is not None and (extract.status != "running" or extract.attempts != attempt):
+                return
             extract.status, extract.finished_at, extract.error = "failed", utcnow(), f"{type(error).__name__}: {error}"
     finally:
         temp.unlink(missing_ok=True)

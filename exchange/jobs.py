@@ -3,11 +3,12 @@ and erasing the files of ended grants."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from approvals import service as approvals
 from exchange import extracts, retention
 from exchange.service import prebuild_keyed_stores
+from datetime import timedelta
+
+from govshare import storage
 from govshare.db import Database
 from govshare.jobs import Job
 from govshare.keys import KeyStore
@@ -15,17 +16,25 @@ from govshare.settings import Settings
 
 
 def jobs(settings: Settings, keystore: KeyStore) -> list[Job]:
-    data_dir: Path = settings.resolved_data_dir
+    store = storage.for_settings(settings)
+
+    lease = timedelta(seconds=settings.job_lease_seconds)
 
     def build(database: Database) -> int:
-        extracts.recover(database)
-        return extracts.run_pending(database, data_dir=data_dir, keystore=keystore)
+        extracts.recover(database, stale_after=lease)
+        return extracts.run_pending(database, store=store, keystore=keystore, pause_dir=settings.test_pause_dir)
 
     def keyed_stores(database: Database) -> int:
         with database.transaction(write=False) as session:
-            return prebuild_keyed_stores(session, data_dir=data_dir)
+            return prebuild_keyed_stores(session, store=store)
 
     def erase_ended(database: Database) -> int:
-        return retention.erase_ended_grant_files(database, data_dir=data_dir, today=approvals.today(settings))
+        return retention.erase_ended_grant_files(database, store=store, today=approvals.today(settings))
 
-    return [Job("extracts", 0.5, build), Job("keyed-stores", 5.0, keyed_stores), Job("ended-grant-files", 60.0, erase_ended)]
+    def store_temporaries(database: Database) -> int:
+        return store.remove_stale_temporaries()
+
+    # Extracts are claimed one row at a time, so every replica builds them side by side;
+    # keyed stores are each replica's own cache.
+    return [Job("extracts", 0.5, build, shared=False), Job("keyed-stores", 5.0, keyed_stores, shared=False),
+            Job("ended-grant-files", 60.0, erase_ended), Job("store-temporaries", 3600.0, store_temporaries)]

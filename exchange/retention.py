@@ -12,7 +12,6 @@ crash) leaves a row that the next run finds again; removing a missing file is a 
 from __future__ import annotations
 
 from datetime import date
-from pathlib import Path
 
 from sqlalchemy import delete, select, update
 
@@ -21,6 +20,7 @@ from approvals.models import Grant
 from exchange.models import Extract, SharingFile
 from govshare import audit
 from govshare.db import Database
+from govshare.storage import Store
 
 ACTOR = "govshare:retention"
 
@@ -29,7 +29,7 @@ def _reason(revoked: bool) -> str:
     return "grant revoked" if revoked else "grant period ended"
 
 
-def erase_ended_grant_files(database: Database, *, data_dir: Path, today: date) -> int:
+def erase_ended_grant_files(database: Database, *, store: Store, today: date) -> int:
     """Erase the extract and sharing files of every ended grant; the number of files erased."""
     with database.transaction(write=False) as session:
         extracts = session.execute(
@@ -41,13 +41,13 @@ def erase_ended_grant_files(database: Database, *, data_dir: Path, today: date) 
             .join(Grant, Grant.id == SharingFile.grant_id).where(approvals.grant_ended(today))
         ).all()
     for extract_id, path, grant_id, revoked in extracts:
-        (data_dir / path).unlink(missing_ok=True)
+        store.delete(path)
         with database.transaction() as session:
             session.execute(update(Extract).where(Extract.id == extract_id).values(path=None))
             audit.record(session, actor=ACTOR, action="extract.erased", subject=f"extract:{extract_id}",
                          details={"grant": grant_id, "reason": _reason(revoked)})
     for file_id, path, grant_id, version, revoked in files:
-        (data_dir / path).unlink(missing_ok=True)
+        store.delete(path)
         with database.transaction() as session:
             session.execute(delete(SharingFile).where(SharingFile.id == file_id))
             audit.record(session, actor=ACTOR, action="sharing.file_erased", subject=f"grant:{grant_id}",

@@ -24,6 +24,7 @@ from directory.models import Dataset, DatasetVersion
 from exchange import keyed_store
 from exchange.errors import GrantOutdated, KeyLookupNotGranted, NoActiveGrant, NoData
 from exchange.models import AccessLogEntry, AccessLogKey, Extract, SharingFile
+from govshare.storage import Store
 
 
 @dataclass(frozen=True)
@@ -196,8 +197,8 @@ def mask_key(session: Session, department: str) -> str:
     return hashlib.sha256(f"govshare mask key:{department}:{secret}".encode()).hexdigest()
 
 
-def snapshot(session: Session, *, dataset: Dataset, data_dir: Path, known_path: str | None = None) -> tuple[int, Path]:
-    """The newest version's number and Parquet path (``known_path``: already read with the grant).
+def snapshot(session: Session, *, dataset: Dataset, store: Store, known_path: str | None = None) -> tuple[int, Path]:
+    """The newest version's number and a local Parquet path (``known_path``: its key, already read with the grant).
 
     Reads the path column alone: every interface call asks, and the version row also
     holds its quality profile, which would be parsed for nothing.
@@ -208,10 +209,10 @@ def snapshot(session: Session, *, dataset: Dataset, data_dir: Path, known_path: 
             DatasetVersion.dataset_id == dataset.id, DatasetVersion.number == dataset.latest_version)).scalar_one_or_none()
     if path is None:
         raise NoData(f"dataset {dataset.code} has no data yet")
-    return dataset.latest_version, data_dir / path
+    return dataset.latest_version, store.local_path(path)
 
 
-def citizen_access_log(session: Session, *, citizen_id: str, data_dir: Path, limit: int = 1000) -> list[AccessLogEntry]:
+def citizen_access_log(session: Session, *, citizen_id: str, store: Store, limit: int = 1000) -> list[AccessLogEntry]:
     """Every recorded access that touched ``citizen_id``, newest first: calls by key, and extracts that held their row."""
     by_key = list(session.execute(
         select(AccessLogEntry).join(AccessLogKey, AccessLogKey.entry_id == AccessLogEntry.id)
@@ -220,13 +221,13 @@ def citizen_access_log(session: Session, *, citizen_id: str, data_dir: Path, lim
     downloads = list(session.execute(
         select(AccessLogEntry).where(AccessLogEntry.kind == "extract", AccessLogEntry.extract_id.is_not(None))
     ).scalars())
-    held = extracts_holding(session, data_dir=data_dir, extract_ids={entry.extract_id for entry in downloads},
+    held = extracts_holding(session, store=store, extract_ids={entry.extract_id for entry in downloads},
                             citizen_id=citizen_id) if downloads else set()
     entries = by_key + [entry for entry in downloads if entry.extract_id in held]
     return sorted(entries, key=lambda entry: (entry.at, entry.id), reverse=True)[:limit]
 
 
-def extracts_holding(session: Session, *, data_dir: Path, extract_ids: set[str], citizen_id: str) -> set[str]:
+def extracts_holding(session: Session, *, store: Store, extract_ids: set[str], citizen_id: str) -> set[str]:
     """Which of these extracts held the row of ``citizen_id``.
 
     An extract is its grant's scope applied to one snapshot version, so the question is a
@@ -243,17 +244,17 @@ def extracts_holding(session: Session, *, data_dir: Path, extract_ids: set[str],
     answers: dict[tuple[int, int], bool] = {}
     for file_id, grant_id, version in delivered:
         if (grant_id, version) not in answers:
-            answers[grant_id, version] = _holds(session, data_dir=data_dir, grant_id=grant_id, version=version, citizen_id=citizen_id)
+            answers[grant_id, version] = _holds(session, store=store, grant_id=grant_id, version=version, citizen_id=citizen_id)
         if answers[grant_id, version]:
             held.add(file_id)
     return held
 
 
-def _holds(session: Session, *, data_dir: Path, grant_id: int, version: int, citizen_id: str) -> bool:
+def _holds(session: Session, *, store: Store, grant_id: int, version: int, citizen_id: str) -> bool:
     grant = session.get(Grant, grant_id)
     row = session.execute(select(DatasetVersion).where(DatasetVersion.dataset_id == grant.dataset_id,
                                                        DatasetVersion.number == version)).scalar_one_or_none()
-    if row is None or not directory.snapshot_path(data_dir, row).exists():
+    if row is None or not store.exists(row.path):
         return False
     scope = scope_of(session, grant, version=row)
     if not scope.lookup_key or scope.missing:
@@ -263,19 +264,19 @@ def _holds(session: Session, *, data_dir: Path, grant_id: int, version: int, cit
         value = rowfilter.convert_value(citizen_id, key_type, "key")
     except rowfilter.InvalidRowFilter:
         return False  # an ID that cannot be this dataset's key is in none of its rows
-    store = keyed_store.ensure_store(directory.snapshot_path(data_dir, row), scope.lookup_key)
-    return bool(keyed_store.lookup(store, key=scope.lookup_key, value=value, projection=scope.projection,
+    keyed = keyed_store.ensure_store(directory.snapshot_path(store, row), scope.lookup_key)
+    return bool(keyed_store.lookup(keyed, key=scope.lookup_key, value=value, projection=scope.projection,
                                    scope=scope.row_filter, limit=1))
 
 
-def prebuild_keyed_stores(session: Session, *, data_dir: Path) -> int:
-    """Build the keyed store of every dataset's newest version that lacks one; returns how many were built."""
+def prebuild_keyed_stores(session: Session, *, store: Store) -> int:
+    """Build this replica's keyed store of every dataset's newest version that lacks one; returns how many were built."""
     built = 0
     for dataset in session.execute(select(Dataset).where(Dataset.status == "active")).scalars():
         if dataset.document.get("intake"):
             continue
         try:
-            _, path = snapshot(session, dataset=dataset, data_dir=data_dir)
+            _, path = snapshot(session, dataset=dataset, store=store)
         except NoData:
             continue
         if path.exists() and not keyed_store.store_path(path).exists():

@@ -42,11 +42,12 @@ from exchange import extracts
 from exchange.errors import SharingTokenNotFound, SharingTokenRevoked
 from exchange.models import SharingFile, SharingToken
 from exchange.service import Scope, scope_of
-from govshare import audit, processes
+from govshare import audit
 from govshare.db import quote_identifier, utcnow
 from govshare.errors import GovshareError
 from govshare.keys import KeyStore
 from govshare.settings import Settings
+from govshare.storage import Store
 
 
 # --- errors: problem+json that also carries the protocol's errorCode and message ------------------
@@ -243,37 +244,31 @@ def _timestamp(text: str, field: str) -> datetime:
 # --- files ----------------------------------------------------------------------------------------
 
 
-def sharing_folder(data_dir: Path) -> Path:
-    return data_dir / "sharing"
-
-
-def ensure_file(session: Session, *, scope: Scope, version: DatasetVersion, data_dir: Path) -> SharingFile:
+def ensure_file(session: Session, *, scope: Scope, version: DatasetVersion, store: Store) -> SharingFile:
     """The grant-scoped Parquet file of ``version``: built on first use (recorded in ``session``), then reused."""
     existing = _file_of(session, scope.grant.id, version.number)
     if existing is not None:
         return existing
     scope = scope_of(session, scope.grant, version=version)
     scope.check_items()
-    folder = sharing_folder(data_dir)
-    folder.mkdir(parents=True, exist_ok=True)
     file_id = str(uuid.uuid4())
-    final = folder / f"{file_id}.parquet"
-    temp = folder / processes.temp_name("sharing", f".{file_id}.parquet")
-    snapshot = directory.snapshot_path(data_dir, version)
+    key = f"sharing/{file_id}.parquet"
+    temp = store.staging_path(key, "sharing")
+    snapshot = directory.snapshot_path(store, version)
     try:
         rows = extracts.build_scoped_file(snapshot, scope, temp)
         schema = delta_schema(pq.read_schema(temp))
         stats = file_stats(temp, rows)
-        temp.replace(final)
+        sha256 = file_sha256(temp)
+        size = store.publish(temp, key)
         record = SharingFile(id=file_id, grant_id=scope.grant.id, version_number=version.number,
-                             path=str(final.relative_to(data_dir)), rows=rows, size_bytes=final.stat().st_size,
-                             sha256=file_sha256(final), schema=schema, stats=stats)
+                             path=key, rows=rows, size_bytes=size, sha256=sha256, schema=schema, stats=stats)
         with session.begin_nested():
             session.add(record)
         return record
     except IntegrityError:
         # Another request built the same version at the same time: keep theirs.
-        final.unlink(missing_ok=True)
+        store.delete(key)
         return _file_of(session, scope.grant.id, version.number)
     finally:
         temp.unlink(missing_ok=True)

@@ -210,7 +210,7 @@ def table_metadata(share: str, schema: str, table: str, request: Request, sessio
     state = request.app.state
     # This request only reads; the first build of a version's file is its own write.
     with state.database.transaction() as write_session:
-        file = sharing.ensure_file(write_session, scope=access.scope, version=version, data_dir=state.settings.resolved_data_dir)
+        file = sharing.ensure_file(write_session, scope=access.scope, version=version, store=state.store)
     return _ndjson(_protocol_lines(access, file), version.number)
 
 
@@ -260,7 +260,7 @@ def query_table(share: str, schema: str, table: str, request: Request, session: 
     number = (sharing.refreshed_version(state.keystore, access=access, refresh=body.refreshToken, settings=state.settings)
               if refreshing else body.version)
     version = sharing.table_version(session, access.scope, version=number, timestamp=body.timestamp)
-    file = sharing.ensure_file(session, scope=access.scope, version=version, data_dir=state.settings.resolved_data_dir)
+    file = sharing.ensure_file(session, scope=access.scope, version=version, store=state.store)
     lines = _protocol_lines(access, file)
     predicate = sharing.parse_predicate(body.jsonPredicateHints)
     # Hints only drop the file when it cannot help: no rows wanted, or none that may match.
@@ -269,6 +269,8 @@ def query_table(share: str, schema: str, table: str, request: Request, session: 
         wanted = True  # a refresh renews the URLs of the read it continues
     url, expires_ms = sharing.file_url(file=file, token=access.token, settings=state.settings,
                                        secret=sharing.url_secret(state.keystore))
+    if state.settings.downloads == "presigned":  # as Delta Sharing intends: the reader fetches from the object store
+        url = state.store.presigned_url(file.path, expires_seconds=state.settings.sharing_url_seconds)
     if wanted:
         lines.append({"file": {
             "url": url, "id": file.id, "partitionValues": {}, "size": file.size_bytes,
@@ -309,5 +311,5 @@ def sharing_file(file_id: str, request: Request, session: DbSession, token: int 
                                 secret=sharing.url_secret(state.keystore)):
         raise sharing.SharingForbidden("this file URL is forged or has expired; query the table again, or refresh")
     file = sharing.servable_file(session, file_id=file_id, token_id=token, settings=state.settings)
-    return FileResponse(state.settings.resolved_data_dir / file.path, media_type="application/vnd.apache.parquet",
+    return FileResponse(state.store.local_path(file.path), media_type="application/vnd.apache.parquet",
                         headers={"Cache-Control": "no-store"})

@@ -30,8 +30,8 @@ from exchange import jobs as exchange_jobs
 from exchange import sharing_api as exchange_sharing_api
 from exchange import sharing_views as exchange_sharing_views
 from exchange.ledger import LedgerWriter
-from exchange.ratelimit import RateLimiter
-from govshare import __version__, audit, memory, oauth, observability, processes
+from exchange.ratelimit import limiter_for
+from govshare import __version__, audit, memory, oauth, observability, storage
 from govshare.db import Database
 from govshare.errors import install_error_handlers
 from govshare.jobs import JobRunner
@@ -67,7 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     keystore = KeyStore(settings.resolved_keys_dir)
     database = Database(settings.resolved_database_url, keystore=keystore, busy_timeout_seconds=settings.sqlite_busy_timeout_seconds)
 
-    runner = JobRunner(database)
+    runner = JobRunner(database, lease_seconds=settings.job_lease_seconds)
     if settings.jobs_enabled:
         for job in [*approvals_jobs.jobs(settings), *exchange_jobs.jobs(settings, keystore), *connectors_jobs.jobs(settings, keystore)]:
             runner.add(job)
@@ -79,7 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         # What a process killed outright (SIGKILL) left behind: runs ended as interrupted, temporary files removed.
         connectors_service.recover_interrupted(database)
-        processes.remove_dead_temp_files(settings.resolved_data_dir)
+        app.state.store.remove_stale_temporaries()
         # Directory search's filter columns, read now rather than by the first search
         # (0.5-0.8 s at 100,000 datasets; after that, a change costs the next search a few ms).
         with database.transaction(write=False) as session:
@@ -99,10 +99,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.keystore = keystore
+    app.state.store = storage.for_settings(settings)
     app.state.database = database
     app.state.ledger = ledger
     app.state.jobs = runner
-    app.state.rate_limiter = RateLimiter(rate=settings.rate_limit_per_second, burst=settings.rate_limit_burst)
+    app.state.rate_limiter = limiter_for(settings)
     app.state.templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
     app.state.metrics = metrics
     metrics.registry.register(memory.MemoryCollector(keyed_store_memory=keyed_store.memory_bytes))

@@ -16,7 +16,7 @@ from connectors.cli import sync as sync_command
 from directory.cli import datasets_app
 from exchange.demo import seed_exchange
 from directory.demo import seed_directory
-from govshare import audit, demo, identities, memory, observability
+from govshare import audit, demo, identities, memory, observability, storage
 from govshare.db import Database
 from govshare.errors import GovshareError
 from govshare.keys import KeyStore
@@ -212,7 +212,7 @@ def _seed_demo(settings: Settings, *, citizens: int) -> None:
             return
         credentials = demo.seed_identities(session)
         typer.echo(f"filling the demo store: {citizens:,} synthetic citizens ...")
-        seed_directory(session, data_dir=settings.resolved_data_dir, rows=citizens)
+        seed_directory(session, store=storage.for_settings(settings), rows=citizens)
         seed_exchange(session, settings=settings)
     demo.save_credentials(settings.resolved_home, credentials)
     typer.echo(demo.describe(credentials, settings.issuer))

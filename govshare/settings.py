@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from datetime import date
+from typing import Literal
 from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -23,7 +24,26 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL of the record store; default a SQLite file under home"
     )
-    data_dir: Path | None = Field(default=None, description="snapshots and extracts; default home/data")
+    data_dir: Path | None = Field(default=None, description="snapshots and extracts; default home/data (GOVSHARE_DATA_URL wins)")
+    data_url: str | None = Field(
+        default=None, description="the data store: a local folder (default home/data) or s3://BUCKET/PREFIX",
+    )
+    s3_endpoint_url: str | None = Field(default=None, description="URL of an S3-compatible store (MinIO, Ceph); default AWS")
+    cache_dir: Path | None = Field(default=None, description="this replica's caches, the only data on its disk; default home/cache")
+    cache_max_bytes: int = Field(
+        default=20 * 1024**3, ge=1024 * 1024, description="disk budget of the cache of store objects (least recently used evicted)",
+    )
+    downloads: Literal["stream", "presigned"] = Field(
+        default="stream", description="extracts and Delta Sharing files: streamed through the API, or pre-signed URLs of the store",
+    )
+    redis_url: str | None = Field(default=None, description="Redis shared by replicas for rate limits; per process when unset")
+    redis_key_prefix: str = Field(default="govshare:ratelimit:", max_length=200, description="prefix of the rate-limit keys in Redis")
+    job_lease_seconds: float = Field(
+        default=30.0, gt=0, le=3600, description="how long a replica's claim on a job's work lasts without renewal (then another takes it over)",
+    )
+    test_pause_dir: Path | None = Field(
+        default=None, description="tests only: a folder; while it holds a file named 'pause', a claimed extract waits before it is built",
+    )
     keys_dir: Path | None = Field(default=None, description="signing keys; default home/keys")
     sources_dir: Path | None = Field(default=None, description="the only local folder file sources may read; default home/sources")
     issuer: str = Field(
@@ -101,6 +121,19 @@ class Settings(BaseSettings):
     @property
     def resolved_data_dir(self) -> Path:
         return _resolved(self.data_dir or self.resolved_home / "data")
+
+    @property
+    def resolved_data_url(self) -> str:
+        """The data store: ``s3://...`` or an absolute local folder."""
+        if self.data_url and self.data_url.startswith("s3://"):
+            return self.data_url
+        if self.data_url:
+            return str(_resolved(Path(self.data_url.removeprefix("file://"))))
+        return str(self.resolved_data_dir)
+
+    @property
+    def resolved_cache_dir(self) -> Path:
+        return _resolved(self.cache_dir or self.resolved_home / "cache")
 
     @property
     def resolved_sources_dir(self) -> Path:

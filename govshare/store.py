@@ -11,6 +11,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine
 
+from govshare import storage
 from govshare.db import Database
 from govshare.keys import KeyStore
 from govshare.settings import Settings
@@ -53,7 +54,7 @@ def initialise(settings: Settings) -> InitResult:
     """Create or migrate the store that ``settings`` names; safe to run again."""
     home = settings.resolved_home
     home.mkdir(parents=True, exist_ok=True)
-    settings.resolved_data_dir.mkdir(parents=True, exist_ok=True)
+    storage.for_settings(settings)  # a local data folder is made now
     keystore = KeyStore(settings.resolved_keys_dir)
     keys_created = keystore.ensure()
     database = Database(settings.resolved_database_url, keystore=keystore)

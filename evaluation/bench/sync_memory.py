@@ -57,6 +57,7 @@ def child(home: Path, source: Path, sync: bool) -> None:
     from directory import service as directory
     from govshare import identities
     from govshare.db import Database
+    from govshare import storage
     from govshare.keys import KeyStore
     from govshare.settings import get_settings
     from govshare.store import initialise
@@ -75,7 +76,7 @@ def child(home: Path, source: Path, sync: bool) -> None:
     if sync:
         started = time.perf_counter()
         run = service.run_sync(
-            database, dataset_code=CODE, data_dir=settings.resolved_data_dir, keystore=keystore, actor="bench", files_root=source.parent,
+            database, dataset_code=CODE, store=storage.for_settings(settings), keystore=keystore, actor="bench", files_root=source.parent,
         )
         assert run.outcome == "ok", run.error
         print(f"synced {run.rows_read} rows into version {run.version} in {time.perf_counter() - started:.1f} s", flush=True)

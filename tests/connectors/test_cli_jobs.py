@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 
 from connectors import service
 from connectors.models import SyncRun
+from govshare import storage
 from govshare.db import utcnow
 from govshare.keys import KeyStore
 from tests.factories import citizen_id
@@ -60,7 +61,7 @@ def test_the_job_syncs_what_is_due_by_update_frequency_and_freshness_follows(cli
     keystore = KeyStore(settings.resolved_keys_dir)
 
     def job(now):
-        return service.sync_due(database, data_dir=settings.resolved_data_dir, keystore=keystore, files_root=settings.resolved_sources_dir, now=now)
+        return service.sync_due(database, store=storage.for_settings(settings), keystore=keystore, files_root=settings.resolved_sources_dir, now=now)
 
     now = utcnow()
     [first] = job(now)  # never synced: due
@@ -96,5 +97,5 @@ def test_irregular_datasets_are_synced_only_on_demand(client, directory, setting
     assert "sync" not in client.get("/api/v1/datasets/PSB-OTHER", headers=directory.provider("PSB")).json()  # no source, no field
     _folder_source(client, directory, settings, update_frequency="irregular")
     keystore = KeyStore(settings.resolved_keys_dir)
-    assert service.sync_due(database, data_dir=settings.resolved_data_dir, keystore=keystore, files_root=settings.resolved_sources_dir) == []
+    assert service.sync_due(database, store=storage.for_settings(settings), keystore=keystore, files_root=settings.resolved_sources_dir) == []
     assert client.get(f"/api/v1/datasets/{CODE}/source", headers=directory.provider("PSB")).json()["fresh"] is None

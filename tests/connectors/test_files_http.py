@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from govshare import storage
 from collections.abc import Iterator
 from datetime import date
 
@@ -25,7 +26,7 @@ def _snapshot(settings, database) -> pa.Table:
     with database.transaction(write=False) as session:
         dataset = directory_service.get_dataset(session, CODE)
         version = directory_service.latest_version(session, dataset=dataset)
-        return pq.read_table(directory_service.snapshot_path(settings.resolved_data_dir, version))
+        return pq.read_table(directory_service.snapshot_path(storage.for_settings(settings), version))
 
 
 def _sync(client, directory):

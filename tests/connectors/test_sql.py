@@ -13,6 +13,7 @@ from connectors import service
 from connectors.models import SourceBinding, SyncRun
 from connectors.sources import SqlSource
 from directory import service as directory_service
+from govshare import storage
 from govshare.keys import KeyStore
 from tests.factories import citizen_id
 
@@ -42,7 +43,7 @@ def _snapshot(settings, database) -> pa.Table:
     with database.transaction(write=False) as session:
         dataset = directory_service.get_dataset(session, CODE)
         version = directory_service.latest_version(session, dataset=dataset)
-        return pq.read_table(directory_service.snapshot_path(settings.resolved_data_dir, version))
+        return pq.read_table(directory_service.snapshot_path(storage.for_settings(settings), version))
 
 
 def _seed(source_db, table):
@@ -165,7 +166,7 @@ def test_an_interrupted_sync_leaves_the_previous_version_served(client, director
     with database.transaction(write=False) as session:
         binding = service.get_binding(session, dataset=directory_service.get_dataset(session, CODE))
     source = _DroppingSource(binding.config, source_db.password)
-    run = service.run_sync(database, dataset_code=CODE, data_dir=settings.resolved_data_dir, keystore=KeyStore(settings.resolved_keys_dir), actor="test", source=source)
+    run = service.run_sync(database, dataset_code=CODE, store=storage.for_settings(settings), keystore=KeyStore(settings.resolved_keys_dir), actor="test", source=source)
     assert run.outcome == "failed" and run.error == "ConnectionResetError: connection to the source was reset"
 
     assert _snapshot(settings, database).equals(before)

@@ -7,6 +7,7 @@ import pyarrow.parquet as pq
 
 from directory import service
 from directory.demo import DEMO_DATASETS, citizens_sql, seed_directory
+from govshare import storage
 from govshare import demo
 from tests.factories import citizen_id
 
@@ -22,14 +23,14 @@ def test_synthetic_citizens_are_unique_valid_and_the_same_every_time():
 def test_seed_directory_registers_and_loads_the_demo_datasets(database, settings):
     with database.transaction() as session:
         demo.seed_identities(session)
-        codes = seed_directory(session, data_dir=settings.resolved_data_dir, rows=5_000)
+        codes = seed_directory(session, store=storage.for_settings(settings), rows=5_000)
     assert codes == ["PSB-HOUSEHOLD", "HEALTH-BIRTH", "CAB-MARRIAGE", "HRSS-INSURANCE", "EDU-ENROLMENT"]
     assert [document["code"] for document, _ in DEMO_DATASETS] == codes
     with database.transaction(write=False) as session:
         household = service.get_dataset(session, "PSB-HOUSEHOLD")
         [version] = service.list_versions(session, dataset=household)
         assert version.rows == 5_000 and version.quality["items"]["citizen_id"]["nulls"] == 0
-        table = pq.read_table(service.snapshot_path(settings.resolved_data_dir, version))
+        table = pq.read_table(service.snapshot_path(storage.for_settings(settings), version))
         assert table.num_rows == 5_000
         for code in codes:
             dataset = service.get_dataset(session, code)

@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from directory import service
 from directory.models import DatasetVersion
+from govshare import storage
 from govshare.models import AuditEntry
 from tests.factories import citizen_id
 
@@ -189,7 +190,7 @@ def test_a_version_whose_transaction_rolls_back_leaves_no_file(directory, settin
     with pytest.raises(Crash):
         with database.transaction() as session:
             dataset = service.get_dataset(session, "PSB-HOUSEHOLD")
-            service.add_version(session, dataset=dataset, source=io.BytesIO(GOOD), filename="a.csv", data_dir=settings.resolved_data_dir, actor="test")
+            service.add_version(session, dataset=dataset, source=io.BytesIO(GOOD), filename="a.csv", store=storage.for_settings(settings), actor="test")
             assert len(_files(settings)) == 1  # in place, awaiting commit
             raise Crash
     assert _files(settings) == [] and _versions(database) == []

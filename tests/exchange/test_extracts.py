@@ -17,6 +17,7 @@ from sqlalchemy import text
 
 from exchange import crypto, extracts
 from exchange.models import Extract
+from govshare import storage
 from govshare.keys import KeyStore
 from tests.approvals.test_api import application_body
 from tests.exchange.test_interfaces import _citizens, _csv
@@ -51,7 +52,7 @@ class Extracts:
         return self.http.post(f"/api/v1/grants/{self.grant_id}/extracts", json=body, headers=headers or self.demander)
 
     def run(self) -> None:
-        extracts.run_pending(self.database, data_dir=self.settings.resolved_data_dir, keystore=KeyStore(self.settings.resolved_keys_dir))
+        extracts.run_pending(self.database, store=storage.for_settings(self.settings), keystore=KeyStore(self.settings.resolved_keys_dir))
 
     def done(self, **body) -> dict:
         requested = self.request(**body)
@@ -148,7 +149,7 @@ def test_an_encrypted_extract_decrypts_only_with_the_right_private_key(world, tm
 
 def test_an_interrupted_extract_is_taken_up_again_and_leaves_no_partial_file(world, database):
     requested = world.request(format="parquet").json()
-    folder = extracts.extract_folder(world.settings.resolved_data_dir)
+    folder = world.settings.resolved_data_dir / "extracts"
     folder.mkdir(parents=True, exist_ok=True)
     partial = folder / f".{requested['id']}.crashed.tmp"
     partial.write_bytes(b"PAR1 half written")

@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from exchange import extracts
+from govshare import storage
 from govshare.keys import KeyStore
 from tests.exchange.test_interfaces import _citizens, _csv
 from tests.factories import DirectoryFactory
@@ -77,7 +78,7 @@ def test_interfaces_and_extracts_mask_alike(world):
     assert record["district"] != hashlib.sha256(person["district"].encode()).hexdigest()  # keyed, not a plain hash
 
     requested = world.http.post(f"/api/v1/grants/{world.grants['extract']}/extracts", json={"format": "parquet"}, headers=world.demander).json()
-    extracts.run_pending(world.database, data_dir=world.settings.resolved_data_dir, keystore=KeyStore(world.settings.resolved_keys_dir))
+    extracts.run_pending(world.database, store=storage.for_settings(world.settings), keystore=KeyStore(world.settings.resolved_keys_dir))
     extract = world.http.get(f"/api/v1/extracts/{requested['id']}", headers=world.demander).json()
     assert extract["manifest"]["masks"] == MASKS
     table = pq.read_table(io.BytesIO(world.http.get(extract["download_url"], headers=world.demander).content)).to_pylist()

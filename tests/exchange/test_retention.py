@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from exchange import jobs, retention
 from exchange.models import Extract, SharingFile
+from govshare import storage
 from govshare import audit
 from govshare.keys import KeyStore
 from govshare.models import AuditEntry
@@ -23,7 +24,7 @@ def sharing(client, factory, tmp_path, database, app, server):  # noqa: F811
 
 
 def _erase(world, today: date | None = None) -> int:
-    return retention.erase_ended_grant_files(world.database, data_dir=world.settings.resolved_data_dir, today=today or date.today())
+    return retention.erase_ended_grant_files(world.database, store=storage.for_settings(world.settings), today=today or date.today())
 
 
 def _extract_row(database, extract_id: str) -> Extract:
@@ -108,7 +109,7 @@ def test_a_revoked_grants_sharing_files_are_erased_and_another_grants_kept(shari
     assert set(files) == {world.grant_id, other} and all(path.exists() for path in files.values())
 
     world.revoke()
-    erased = retention.erase_ended_grant_files(database, data_dir=data_dir, today=date.today())
+    erased = retention.erase_ended_grant_files(database, store=storage.for_settings(world.app.state.settings), today=date.today())
     assert erased == 1
     assert not files[world.grant_id].exists() and files[other].exists()
     with database.transaction(write=False) as session:

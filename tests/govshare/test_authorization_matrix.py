@@ -32,6 +32,7 @@ from sqlalchemy import func, select
 from starlette.testclient import TestClient
 
 from exchange import extracts
+from govshare import storage
 from govshare import identities
 from govshare.db import Base, Database
 from govshare.keys import KeyStore
@@ -307,7 +308,7 @@ class World:
         extract_application = application_body(period=PERIOD, delivery="extract", service_item="matrix-extract")
         _, self.extract_grant_id = self._granted(extract_application)
         extract = self.call("POST", f"/api/v1/grants/{self.extract_grant_id}/extracts", "cab_demander", json={"format": "csv"}, expect=202)
-        extracts.run_pending(database, data_dir=settings.resolved_data_dir, keystore=KeyStore(settings.resolved_keys_dir))
+        extracts.run_pending(database, store=storage.for_settings(settings), keystore=KeyStore(settings.resolved_keys_dir))
         self.extract_id = extract["id"]
         done = self.call("GET", f"/api/v1/extracts/{self.extract_id}", "cab_demander", expect=200)
         assert done["status"] == "done", done
