@@ -9,7 +9,7 @@ import typer
 if TYPE_CHECKING:
     from govshare.db import Database
 
-approvals_app = typer.Typer(help="Applications and grants: time limits and notifications", no_args_is_help=True)
+approvals_app = typer.Typer(help="Applications and grants: time limits and notifications", no_args_is_help=True, rich_markup_mode=None)
 
 
 def _database() -> Database:

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from govshare.db import Database
     from govshare.errors import InvalidInput
 
-datasets_app = typer.Typer(help="The resource directory: datasets and their data versions", no_args_is_help=True)
+datasets_app = typer.Typer(help="The resource directory: datasets and their data versions", no_args_is_help=True, rich_markup_mode=None)
 AsDepartment = Annotated[
     Optional[str], typer.Option("--as-department", help="act as this department (default: the dataset's own)")
 ]

@@ -24,12 +24,12 @@ if TYPE_CHECKING:
     from govshare.db import Database
     from govshare.settings import Settings
 
-app = typer.Typer(help="govshare: data-sharing exchange and resource directory", no_args_is_help=True)
-departments_app = typer.Typer(help="Departments that provide and demand data", no_args_is_help=True)
-clients_app = typer.Typer(help="Machine clients (OAuth2 client credentials)", no_args_is_help=True)
-users_app = typer.Typer(help="People who sign in to the web UI", no_args_is_help=True)
-audit_app = typer.Typer(help="The hash-chained audit log", no_args_is_help=True)
-keys_app = typer.Typer(help="The exchange's signing keys", no_args_is_help=True)
+app = typer.Typer(help="govshare: data-sharing exchange and resource directory", no_args_is_help=True, rich_markup_mode=None)
+departments_app = typer.Typer(help="Departments that provide and demand data", no_args_is_help=True, rich_markup_mode=None)
+clients_app = typer.Typer(help="Machine clients (OAuth2 client credentials)", no_args_is_help=True, rich_markup_mode=None)
+users_app = typer.Typer(help="People who sign in to the web UI", no_args_is_help=True, rich_markup_mode=None)
+audit_app = typer.Typer(help="The hash-chained audit log", no_args_is_help=True, rich_markup_mode=None)
+keys_app = typer.Typer(help="The exchange's signing keys", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(departments_app, name="departments")
 app.add_typer(clients_app, name="clients")
 app.add_typer(users_app, name="users")
@@ -218,7 +218,7 @@ def serve(
 def bench(
     quick: Annotated[bool, typer.Option("--quick", help="small sizes, to check the harness (CI runs this)")] = False,
     out: Annotated[Path, typer.Option(help="where the Markdown report is written")] = Path("evaluation/bench/REPORT.md"),
-    only: Annotated[Optional[list[str]], typer.Option(help="run only this section (repeatable): extract, lookup, search, memory, metrics")] = None,
+    only: Annotated[Optional[list[str]], typer.Option(help="run only this section (repeatable): extract, lookup, search, memory, metrics, cli")] = None,
     database_url: Annotated[Optional[str], typer.Option(help="record store to measure on (default: embedded SQLite)")] = None,
 ) -> None:
     """Measure the exchange against the bare engines and write a Markdown report."""

@@ -22,7 +22,7 @@ def test_quick_bench_reports_every_section_beside_its_ceiling(tmp_path):
     assert finished.returncode == 0, finished.stdout[-3000:] + finished.stderr[-3000:]
     report = out.read_text()
     assert "report written to" in finished.stdout
-    for section in ["## extract", "## lookup", "## search", "## memory", "## metrics"]:
+    for section in ["## extract", "## lookup", "## search", "## memory", "## metrics", "## cli"]:
         assert section in report
     assert re.search(r"- machine: .+, \d+ cores, [\d.]+ GiB", report)
     # Both extract formats ran through the API and through DuckDB, on the same 3/8 of the rows.
@@ -49,3 +49,4 @@ def test_an_unknown_section_is_refused(tmp_path):
     assert finished.returncode == 2
     assert "unknown section nonsense" in finished.stderr
     assert not (tmp_path / "r.md").exists()
+
