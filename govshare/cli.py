@@ -217,7 +217,7 @@ def serve(
 @app.command()
 def bench(
     quick: Annotated[bool, typer.Option("--quick", help="small sizes, to check the harness (CI runs this)")] = False,
-    out: Annotated[Path, typer.Option(help="where the Markdown report is written")] = Path("evaluation/bench/REPORT.md"),
+    out: Annotated[Path, typer.Option(help="where the Markdown report is written (default: REPORT.md in the current folder)")] = Path("REPORT.md"),
     only: Annotated[Optional[list[str]], typer.Option(help="run only this section (repeatable): extract, lookup, search, memory, metrics, cli")] = None,
     database_url: Annotated[Optional[str], typer.Option(help="record store to measure on (default: embedded SQLite)")] = None,
 ) -> None:
