@@ -139,6 +139,7 @@ def install_error_handlers(app: FastAPI) -> None:
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
     from govshare.db import is_contention
+    from govshare.storable import unstorable_text
 
     @app.exception_handler(RecursionError)
     async def _too_deep(request: Request, exc: RecursionError):
@@ -213,8 +214,6 @@ def install_error_handlers(app: FastAPI) -> None:
         if "NUL" in str(exc):  # "... text fields cannot contain NUL (0x00) bytes", from either store
             # Documents checked against a schema are refused by field before this; a body model's
             # text (a comment, a reason) is found here, in the JSON the route parsed (kept on the request).
-            from schemas import unstorable_text  # here: schemas imports this module
-
             found = [error["field"] for error in unstorable_text(await _parsed_json(request))]
             detail = (f"{found[0]}: " if found else "") + "text in the request contains a NUL character (\\u0000), which cannot be stored"
         body = problem_body(status=422, type="invalid-input", title="Invalid input", detail=detail,
