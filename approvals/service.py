@@ -170,14 +170,15 @@ def _event(
 
 
 def _apply_document(application: Application, document: dict[str, Any]) -> None:
-    rowfilter.check_storable(document.get("row_filter"))
+    row_filter = document.get("row_filter") or None  # {} means every row, as leaving it out does
+    rowfilter.check_storable(row_filter)
     application.service_item = document["service_item"]
     application.scenario = document.get("scenario")
     application.basis = document["basis"]
     application.purpose = document["purpose"]
     application.items = list(document["items"])
     application.justifications = dict(document.get("justifications") or {})
-    application.row_filter = document.get("row_filter")
+    application.row_filter = row_filter
     application.delivery = document["delivery"]
     application.period_start = date.fromisoformat(document["period"]["start"])
     application.period_end = date.fromisoformat(document["period"]["end"])

@@ -7,16 +7,6 @@ import json
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-from connectors import service
-from directory import service as directory
-from govshare import storage
-from govshare.db import Database
-from govshare.errors import GovshareError
-from govshare.keys import KeyStore
-from govshare.settings import get_settings
 
 
 def sync(
@@ -25,6 +15,18 @@ def sync(
     as_department: Annotated[Optional[str], typer.Option("--as-department", help="act as this department (default: the dataset's own)")] = None,
 ) -> None:
     """Sync a dataset from its bound source into a new version now; exits 1 when the sync fails."""
+    # Imported when the command runs: ``govshare --help`` stays fast (see govshare.cli).
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from connectors import service
+    from directory import service as directory
+    from govshare import storage
+    from govshare.db import Database
+    from govshare.errors import GovshareError
+    from govshare.keys import KeyStore
+    from govshare.settings import get_settings
+
     settings = get_settings()
     keystore = KeyStore(settings.resolved_keys_dir)
     database = Database(settings.resolved_database_url, keystore=keystore)

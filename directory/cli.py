@@ -9,27 +9,27 @@ from __future__ import annotations
 import getpass
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from directory import search, service
-from directory.errors import NotOwnDepartment, VersionRefused
-from govshare import storage
-from govshare.db import Database
-from govshare.errors import InvalidInput
-from govshare.keys import KeyStore
-from govshare.settings import get_settings
+# The directory's services (pyarrow, DuckDB) are imported by each command when it runs, so
+# that ``govshare --help`` and the other commands stay fast (see govshare.cli).
+if TYPE_CHECKING:
+    from govshare.db import Database
+    from govshare.errors import InvalidInput
 
-datasets_app = typer.Typer(help="The resource directory: datasets and their data versions", no_args_is_help=True)
+datasets_app = typer.Typer(help="The resource directory: datasets and their data versions", no_args_is_help=True, rich_markup_mode=None)
 AsDepartment = Annotated[
     Optional[str], typer.Option("--as-department", help="act as this department (default: the dataset's own)")
 ]
 
 
 def _database() -> Database:
+    from govshare.db import Database
+    from govshare.keys import KeyStore
+    from govshare.settings import get_settings
+
     settings = get_settings()
     return Database(settings.resolved_database_url, keystore=KeyStore(settings.resolved_keys_dir))
 
@@ -50,6 +50,9 @@ def _print_errors(error: InvalidInput) -> None:
 @datasets_app.command("register")
 def register(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="a dataset in the unified format (JSON)")], as_department: AsDepartment = None) -> None:
     """Register a dataset described in a JSON file."""
+    from directory import service
+    from govshare.errors import InvalidInput
+
     try:
         document = json.loads(file.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
@@ -80,6 +83,8 @@ def list_datasets(
     as_json: Annotated[bool, typer.Option("--json", help="print the search answer as JSON")] = False,
 ) -> None:
     """Search the directory (active datasets)."""
+    from directory import search, service
+
     database = _database()
     try:
         with database.transaction(write=False) as session:
@@ -102,6 +107,8 @@ def list_datasets(
 @datasets_app.command("show")
 def show(code: str) -> None:
     """Print a dataset's description, state and latest quality report as JSON."""
+    from directory import service
+
     database = _database()
     try:
         with database.transaction(write=False) as session:
@@ -118,6 +125,15 @@ def upload(
     as_department: AsDepartment = None,
 ) -> None:
     """Check a data file against the dataset's items and store it as the next version."""
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from directory import service
+    from directory.errors import NotOwnDepartment, VersionRefused
+    from govshare import storage
+    from govshare.errors import InvalidInput
+    from govshare.settings import get_settings
+
     settings = get_settings()
     database = _database()
     console = Console(stderr=True)

@@ -1,34 +1,35 @@
-"""The ``govshare`` command."""
+"""The ``govshare`` command.
+
+Only typer is imported up front: each command imports what it needs when it runs, so that
+``govshare --help`` and the list commands start fast, and so that a ``serve --workers N``
+worker (which multiprocessing starts by running this script again) answers its supervisor's
+health check before it imports the app (see ``serve``).
+"""
 
 from __future__ import annotations
 
 import json
-import logging.config
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from approvals.cli import approvals_app
 from connectors.cli import sync as sync_command
 from directory.cli import datasets_app
-from exchange.demo import seed_exchange
-from directory.demo import seed_directory
-from govshare import audit, demo, identities, memory, observability, storage
-from govshare.db import Database
-from govshare.errors import GovshareError
-from govshare.keys import KeyStore
-from govshare.settings import Settings, get_settings
-from govshare.store import initialise
 
-app = typer.Typer(help="govshare: data-sharing exchange and resource directory", no_args_is_help=True)
-departments_app = typer.Typer(help="Departments that provide and demand data", no_args_is_help=True)
-clients_app = typer.Typer(help="Machine clients (OAuth2 client credentials)", no_args_is_help=True)
-users_app = typer.Typer(help="People who sign in to the web UI", no_args_is_help=True)
-audit_app = typer.Typer(help="The hash-chained audit log", no_args_is_help=True)
-keys_app = typer.Typer(help="The exchange's signing keys", no_args_is_help=True)
+if TYPE_CHECKING:
+    from govshare.db import Database
+    from govshare.settings import Settings
+
+app = typer.Typer(help="govshare: data-sharing exchange and resource directory", no_args_is_help=True, rich_markup_mode=None)
+departments_app = typer.Typer(help="Departments that provide and demand data", no_args_is_help=True, rich_markup_mode=None)
+clients_app = typer.Typer(help="Machine clients (OAuth2 client credentials)", no_args_is_help=True, rich_markup_mode=None)
+users_app = typer.Typer(help="People who sign in to the web UI", no_args_is_help=True, rich_markup_mode=None)
+audit_app = typer.Typer(help="The hash-chained audit log", no_args_is_help=True, rich_markup_mode=None)
+keys_app = typer.Typer(help="The exchange's signing keys", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(departments_app, name="departments")
 app.add_typer(clients_app, name="clients")
 app.add_typer(users_app, name="users")
@@ -40,10 +41,15 @@ app.command("sync")(sync_command)
 
 
 def _settings() -> Settings:
+    from govshare.settings import get_settings
+
     return get_settings()
 
 
 def _database(settings: Settings) -> Database:
+    from govshare.db import Database
+    from govshare.keys import KeyStore
+
     keystore = KeyStore(settings.resolved_keys_dir)
     return Database(settings.resolved_database_url, keystore=keystore)
 
@@ -56,6 +62,8 @@ def _fail(message: str, code: int = 1) -> None:
 @app.command()
 def init() -> None:
     """Create or migrate the store under GOVSHARE_HOME (safe to run again)."""
+    from govshare.store import initialise
+
     result = initialise(_settings())
     typer.echo(f"store ready at {result.home}")
     typer.echo(f"  records:  {result.database_url} (schema {result.revision})")
@@ -65,6 +73,8 @@ def init() -> None:
 @departments_app.command("add")
 def departments_add(code: str, name: Annotated[str, typer.Option(help="the department's full name")]) -> None:
     """Register a department."""
+    from govshare import identities
+
     with _database(_settings()).transaction() as session:
         department = identities.add_department(session, code=code, name=name)
         typer.echo(f"department {department.code} added")
@@ -92,6 +102,8 @@ def clients_add(
     as_json: Annotated[bool, typer.Option("--json", help="print {client_id, client_secret} as JSON")] = False,
 ) -> None:
     """Register a machine client; its secret is printed once and stored only as a hash."""
+    from govshare import identities
+
     public_jwks = json.loads(jwks_file.read_text()) if jwks_file else None
     with _database(_settings()).transaction() as session:
         created = identities.add_client(
@@ -110,6 +122,8 @@ def clients_add(
 @clients_app.command("list")
 def clients_list(department: Annotated[Optional[str], typer.Option()] = None) -> None:
     """List clients (never their secrets)."""
+    from govshare import identities
+
     with _database(_settings()).transaction(write=False) as session:
         for client in identities.list_clients(session, department_code=department):
             state = "active" if client.active else "disabled"
@@ -119,6 +133,8 @@ def clients_list(department: Annotated[Optional[str], typer.Option()] = None) ->
 @clients_app.command("disable")
 def clients_disable(client_id: str) -> None:
     """Disable a client: its tokens are refused from the next request on."""
+    from govshare import identities
+
     with _database(_settings()).transaction() as session:
         identities.disable_client(session, client_id=client_id)
     typer.echo(f"client {client_id} disabled")
@@ -135,6 +151,8 @@ def users_add(
     if not password_stdin:
         _fail("give the password on standard input with --password-stdin (never on the command line)", 2)
     password = sys.stdin.readline().rstrip("\r\n")
+    from govshare import identities
+
     with _database(_settings()).transaction() as session:
         user = identities.add_user(session, name=name, roles=role.split(","), password=password, department_code=department)
         typer.echo(f"user {user.name} added with roles {','.join(user.roles)}")
@@ -143,6 +161,8 @@ def users_add(
 @audit_app.command("verify")
 def audit_verify() -> None:
     """Check the whole audit chain; exits 1 and names the first broken entry if it is broken."""
+    from govshare import audit
+
     with _database(_settings()).transaction(write=False) as session:
         result = audit.verify(session)
     typer.echo(json.dumps(result.as_dict(), indent=2))
@@ -155,6 +175,8 @@ def audit_verify() -> None:
 @keys_app.command("rotate")
 def keys_rotate() -> None:
     """Add a new signing key and make it active; old keys stay published for verification."""
+    from govshare.keys import KeyStore
+
     kid = KeyStore(_settings().resolved_keys_dir).rotate()
     typer.echo(f"new active signing key {kid}")
 
@@ -170,6 +192,11 @@ def serve(
     """Run the server (creating or migrating the store first)."""
     import uvicorn
 
+    from govshare import memory
+    from govshare.logs import log_config
+    from govshare.settings import get_settings
+    from govshare.store import initialise
+
     memory.configure_malloc()
     if "GOVSHARE_ISSUER" not in os.environ:
         # No public URL configured: the issuer (token audience, base of links) is where we listen.
@@ -184,14 +211,14 @@ def serve(
     # By import string (govshare.serving): uvicorn builds the app in this process, or, with
     # --workers, in each process it spawns, from the same environment.
     uvicorn.run("govshare.serving:app", factory=True, workers=workers, host=host, port=port, log_level="info",
-                log_config=observability.log_config(), http="govshare.serving:Protocol")
+                log_config=log_config(), http="govshare.serving:Protocol")
 
 
 @app.command()
 def bench(
     quick: Annotated[bool, typer.Option("--quick", help="small sizes, to check the harness (CI runs this)")] = False,
-    out: Annotated[Path, typer.Option(help="where the Markdown report is written")] = Path("evaluation/bench/REPORT.md"),
-    only: Annotated[Optional[list[str]], typer.Option(help="run only this section (repeatable): extract, lookup, search, memory, metrics")] = None,
+    out: Annotated[Path, typer.Option(help="where the Markdown report is written (default: REPORT.md in the current folder)")] = Path("REPORT.md"),
+    only: Annotated[Optional[list[str]], typer.Option(help="run only this section (repeatable): extract, lookup, search, memory, metrics, cli")] = None,
     database_url: Annotated[Optional[str], typer.Option(help="record store to measure on (default: embedded SQLite)")] = None,
 ) -> None:
     """Measure the exchange against the bare engines and write a Markdown report."""
@@ -206,6 +233,10 @@ def bench(
 
 
 def _seed_demo(settings: Settings, *, citizens: int) -> None:
+    from directory.demo import seed_directory
+    from exchange.demo import seed_exchange
+    from govshare import demo, storage
+
     with _database(settings).transaction() as session:
         if not demo.store_is_empty(session):
             typer.echo(f"store already holds data; demo credentials are in {settings.resolved_home / 'demo-credentials.json'}")
@@ -220,8 +251,12 @@ def _seed_demo(settings: Settings, *, citizens: int) -> None:
 
 def configure_logging() -> None:
     """The server's log set-up for every command: what a command logs (a failed sync, a lost
-    ledger line) withholds personal data as the server's log does (``observability.log_config``)."""
-    logging.config.dictConfig(observability.log_config())
+    ledger line) withholds personal data as the server's log does (``govshare.logs.log_config``)."""
+    import logging.config
+
+    from govshare.logs import log_config
+
+    logging.config.dictConfig(log_config())
 
 
 def main() -> None:
@@ -229,6 +264,10 @@ def main() -> None:
     configure_logging()
     try:
         app()
-    except GovshareError as error:
+    except Exception as error:
+        from govshare.errors import GovshareError  # loaded by whatever raised one
+
+        if not isinstance(error, GovshareError):
+            raise
         typer.echo(f"error: {error.detail}", err=True)
         sys.exit(1)

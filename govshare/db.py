@@ -16,8 +16,8 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
-from fastapi.concurrency import run_in_threadpool
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
 from sqlalchemy import DateTime, MetaData, create_engine, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
@@ -337,7 +337,16 @@ def end_session(session: Session, *, commit: bool) -> None:
         session.close()
 
 
-# scope="function": commit before the response is sent. With FastAPI's default the
-# commit ran after it, so a client could act on a 2xx whose write was not yet visible
-# (or never happened, had the commit failed).
-DbSession = Annotated[Session, Depends(get_db, scope="function")]
+def __getattr__(name: str) -> Any:
+    """``DbSession``, the routes' session dependency, built on first use: FastAPI is imported
+    by the app that mounts routes, not by every command that opens the store."""
+    if name != "DbSession":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from fastapi import Depends
+
+    global DbSession
+    # scope="function": commit before the response is sent. With FastAPI's default the
+    # commit ran after it, so a client could act on a 2xx whose write was not yet visible
+    # (or never happened, had the commit failed).
+    DbSession = Annotated[Session, Depends(get_db, scope="function")]
+    return DbSession

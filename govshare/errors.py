@@ -9,16 +9,10 @@ from __future__ import annotations
 
 import logging
 from http import HTTPStatus
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError, OperationalError
-from sqlalchemy.orm.exc import StaleDataError
-from starlette.exceptions import HTTPException as StarletteHTTPException
-
-from govshare.db import is_contention
+if TYPE_CHECKING:
+    from fastapi import FastAPI, Request
 
 log = logging.getLogger("govshare.errors")
 
@@ -125,6 +119,8 @@ def _wants_html(request: Request) -> bool:
 
 
 def _render(request: Request, body: dict[str, Any], headers: dict[str, str] | None = None):
+    from fastapi.responses import JSONResponse
+
     if _wants_html(request):
         templates = request.app.state.templates
         return templates.TemplateResponse(
@@ -135,6 +131,15 @@ def _render(request: Request, body: dict[str, Any], headers: dict[str, str] | No
 
 def install_error_handlers(app: FastAPI) -> None:
     """Make every 4xx and 5xx of ``app`` a problem+json (or an error page under /ui)."""
+    # Imported here, not above: the error classes are raised by every command too, which
+    # need not load the web framework (see govshare.cli).
+    from fastapi.exceptions import RequestValidationError
+    from sqlalchemy.exc import DataError, OperationalError
+    from sqlalchemy.orm.exc import StaleDataError
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    from govshare.db import is_contention
+    from govshare.storable import unstorable_text
 
     @app.exception_handler(RecursionError)
     async def _too_deep(request: Request, exc: RecursionError):
@@ -209,8 +214,6 @@ def install_error_handlers(app: FastAPI) -> None:
         if "NUL" in str(exc):  # "... text fields cannot contain NUL (0x00) bytes", from either store
             # Documents checked against a schema are refused by field before this; a body model's
             # text (a comment, a reason) is found here, in the JSON the route parsed (kept on the request).
-            from schemas import unstorable_text  # here: schemas imports this module
-
             found = [error["field"] for error in unstorable_text(await _parsed_json(request))]
             detail = (f"{found[0]}: " if found else "") + "text in the request contains a NUL character (\\u0000), which cannot be stored"
         body = problem_body(status=422, type="invalid-input", title="Invalid input", detail=detail,

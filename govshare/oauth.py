@@ -10,12 +10,14 @@ lets revocation (RFC 7009) take effect on the very next request. Introspection
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from authlib.oauth2 import AuthorizationServer
 from authlib.oauth2.rfc6749 import ClientMixin, InvalidClientError, InvalidScopeError, TokenMixin
+from authlib.oauth2.rfc6749.authenticate_client import ClientAuthentication
 from authlib.oauth2.rfc6749.grants import ClientCredentialsGrant
 from authlib.oauth2.rfc6749.requests import BasicOAuth2Payload, OAuth2Request
 from authlib.oauth2.rfc7009 import RevocationEndpoint
@@ -40,6 +42,8 @@ from govshare.keys import ALGORITHM, KeyStore
 from govshare.models import Client, IssuedToken, Role, UsedAssertion
 from govshare.security import verify_secret
 from govshare.settings import Settings
+
+log = logging.getLogger("govshare.oauth")
 
 CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
 SECRET_METHODS = {"client_secret_basic", "client_secret_post"}
@@ -246,12 +250,36 @@ class _Introspection(_TokenLookup, IntrospectionEndpoint):
         }
 
 
+class _ClientAuthentication(ClientAuthentication):
+    """Authlib's, answering a plain RFC 6749 ``invalid_client`` (401) when the client is not authenticated.
+
+    Authlib's own answer ("The client cannot authenticate with methods: [...]") lists its
+    methods instead of saying what happened. Every failure answers the same words, so that
+    the answer tells no one whether a client exists; the reason goes to the server's log.
+    """
+
+    FAILED = "client authentication failed"
+
+    def authenticate(self, request: OAuth2Request, methods: list[str], endpoint: str) -> ClientMixin:
+        for method in methods:
+            try:
+                client = self._methods[method](self.query_client, request)
+            except InvalidClientError as error:
+                log.info("client authentication failed (%s): %s", method, error.description)
+                raise InvalidClientError(status_code=401, description=self.FAILED) from error
+            if client and client.check_endpoint_auth_method(method, endpoint):
+                request.auth_method = method
+                return client
+        raise InvalidClientError(status_code=401, description=self.FAILED)
+
+
 class GovshareAuthorizationServer(AuthorizationServer):
     """Authlib's server bound to one request's session."""
 
     def __init__(self, *, session: Session, settings: Settings, keystore: KeyStore) -> None:
         super().__init__(scopes_supported=[role.value for role in Role])
         self.session, self.settings, self.keystore = session, settings, keystore
+        self._client_auth = _ClientAuthentication(self.query_client)
         self.register_grant(_ClientCredentials)
         self.register_token_generator("default", _TokenGenerator(self))
         self.register_client_auth_method("private_key_jwt", PrivateKeyJWT(self))

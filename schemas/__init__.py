@@ -17,6 +17,7 @@ from jsonschema.exceptions import ValidationError
 from referencing import Registry, Resource
 
 from govshare.errors import InvalidInput
+from govshare.storable import path_text, unstorable_text, unstorable_text_at  # noqa: F401 (unstorable_text: its name here before)
 
 SCHEMAS_DIR = Path(__file__).parent
 NAMES = ("item", "dataset", "row_filter", "application", "rating")
@@ -49,16 +50,7 @@ def _validator(name: str) -> Draft202012Validator:
 
 def field_path(error: ValidationError) -> str:
     """``items[2].name`` style path of the field an error is about ("(document)" for the root)."""
-    return _path_text(error.absolute_path)
-
-
-def _path_text(path: Any) -> str:
-    text = ""
-    for part in path:
-        if isinstance(part, str) and _text_fault(part) is not None:  # a name that is no text, shown escaped
-            part = part.encode("utf-8", "backslashreplace").decode().replace("\x00", "\\u0000")
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text or "(document)"
+    return path_text(error.absolute_path)
 
 
 def _describe(error: ValidationError) -> dict[str, str]:
@@ -95,47 +87,8 @@ def errors(name: str, document: Any) -> list[dict[str, str]]:
         return [{"field": "(document)", "rule": "maxDepth",
                  "message": f"nested more than {MAX_DEPTH} levels deep"}]
     found = [(list(error.absolute_path), _describe(error)) for error in _validator(name).iter_errors(document)]
-    found += _unstorable_text(document)
+    found += unstorable_text_at(document)
     return [described for _, described in sorted(found, key=lambda pair: [str(part) for part in pair[0]])]
-
-
-def _unstorable_text(document: Any) -> list[tuple[list[Any], dict[str, str]]]:
-    """Text a record store cannot hold (or not on every backend alike), in names and values alike.
-
-    A lone surrogate (legal in a JSON escape) is refused by SQLite and PostgreSQL alike, and
-    a NUL character by PostgreSQL, both only when the row is written and with an error that
-    names no field; here either is refused up front, by field, like any other rule, so a
-    document valid on one record store is valid on every one.
-    """
-    found: list[tuple[list[Any], dict[str, str]]] = []
-    pending: list[tuple[Any, list[Any]]] = [(document, [])]
-    while pending:
-        value, path = pending.pop()
-        if isinstance(value, dict):
-            for key, child in value.items():
-                # A name that is no text is the field at fault; what it holds is not looked at.
-                pending.append((child, [*path, key]) if _text_fault(key) is None else (key, [*path, key]))
-        elif isinstance(value, list):
-            pending.extend((child, [*path, index]) for index, child in enumerate(value))
-        elif isinstance(value, str) and (fault := _text_fault(value)) is not None:
-            found.append((path, {"field": _path_text(path), "rule": "text", "message": f"is not valid text: it holds {fault}"}))
-    return found
-
-
-def _text_fault(value: str) -> str | None:
-    """What keeps ``value`` out of a record store (a lone surrogate, a NUL character), or None."""
-    if "\x00" in value:
-        return "a NUL character (\\u0000), which PostgreSQL cannot store"
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return "a lone surrogate (an unpaired \\ud800-\\udfff escape)"
-    return None
-
-
-def unstorable_text(document: Any) -> list[dict[str, str]]:
-    """The fields of ``document`` holding text a record store cannot keep (see ``_unstorable_text``), in document order."""
-    return [described for _, described in sorted(_unstorable_text(document), key=lambda pair: [str(part) for part in pair[0]])]
 
 
 def validate(name: str, document: Any) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -54,3 +55,9 @@ def test_readme_has_exactly_two_setup_commands_and_ci_runs_the_test_one():
     assert run_command.endswith("govshare serve --demo")
     ci = (ROOT / ".ci" / "run").read_text()
     assert f"TEST_COMMAND='{test_command}'" in ci
+    # The suite's services (PostgreSQL, MariaDB, Redis, Chromium, wrk, nginx) come up first, by the same script in CI.
+    assert test_command.startswith(".ci/services && ")
+    services = (ROOT / ".ci" / "services")
+    assert os.access(services, os.X_OK)
+    for needed in ("postgresql", "mariadb-server", "redis-server", "chromium", "wrk", "nginx"):
+        assert needed in services.read_text().split("install postgresql", 1)[1].splitlines()[0].split() + ["postgresql"], needed

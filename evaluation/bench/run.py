@@ -7,7 +7,8 @@ Sections (each beside its ceiling where the issue names one):
              driven by wrk from another process, against a bare FastAPI endpoint under the same uvicorn settings;
   search   - directory search at N datasets, p50/p99;
   memory   - peak RSS growth of the server during an N-row CSV upload and an M-row extract;
-  metrics  - GET /api/v1/metrics/summary over N ledger lines and M applications.
+  metrics  - GET /api/v1/metrics/summary over N ledger lines and M applications;
+  cli      - wall and CPU time of ``govshare --help`` and the list commands on a small store.
 
 ``--quick`` runs every section on small sizes (CI keeps the harness working with it);
 the full sizes are the issue's and take a while on a 2-core machine.
@@ -33,7 +34,7 @@ from evaluation.bench.scratch import scratch_schema
 from evaluation.bench.servers import bare_server, govshare_server
 from govshare.db import quote_path
 
-SECTIONS = ["extract", "lookup", "search", "memory", "metrics"]
+SECTIONS = ["extract", "lookup", "search", "memory", "metrics", "cli"]
 
 
 @dataclass(frozen=True)
@@ -330,7 +331,43 @@ def bench_metrics(report: Report, folder: Path, sizes: Sizes, database_url: str 
     report.note("metrics", f"through the app in-process (TestClient), 5 requests; the summary counted {body['calls']:,} calls")
 
 
-BENCHES = {"extract": bench_extract, "lookup": bench_lookup, "search": bench_search, "memory": bench_memory, "metrics": bench_metrics}
+CLI_COMMANDS = (["--help"], ["departments", "list"], ["clients", "list"], ["datasets", "list"])
+CLI_RUNS = 7  # 2 with --quick
+
+
+def bench_cli(report: Report, folder: Path, sizes: Sizes, database_url: str | None) -> None:
+    """Each command run CLI_RUNS times as a user runs it (a fresh process): median wall and CPU time."""
+    runs = 2 if sizes == QUICK else CLI_RUNS
+    import resource
+    import subprocess
+    import sys
+
+    govshare = str(Path(sys.executable).with_name("govshare"))
+    env = {**os.environ, "GOVSHARE_HOME": str(folder / "home")}
+    if database_url:
+        env["GOVSHARE_DATABASE_URL"] = database_url
+    else:
+        env.pop("GOVSHARE_DATABASE_URL", None)
+    subprocess.run([govshare, "init"], env=env, check=True, capture_output=True)
+    subprocess.run([govshare, "departments", "add", "PSB", "--name", "Public Security Bureau"], env=env, check=True, capture_output=True)
+    for command in CLI_COMMANDS:
+        walls, cpus = [], []
+        for _ in range(runs):
+            used = resource.getrusage(resource.RUSAGE_CHILDREN)
+            began = time.perf_counter()
+            subprocess.run([govshare, *command], env=env, check=True, capture_output=True)
+            walls.append(time.perf_counter() - began)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpus.append(after.ru_utime - used.ru_utime + after.ru_stime - used.ru_stime)
+        wall = statistics.median(walls)
+        report.add("cli", Row(f"govshare {' '.join(command)}", f"median {wall:.2f} s (best {min(walls):.2f} s), CPU {statistics.median(cpus):.2f} s",
+                              "-", "-", "< 0.5 s", wall < 0.5))
+    report.note("cli", f"each command {runs} times in a fresh process, on a store with one department; "
+                       "wall time counts the machine's other work, CPU time (user + system) less so")
+
+
+BENCHES = {"extract": bench_extract, "lookup": bench_lookup, "search": bench_search, "memory": bench_memory, "metrics": bench_metrics,
+           "cli": bench_cli}
 
 
 def run(*, quick: bool, out: Path, only: list[str] | None = None, database_url: str | None = None) -> Report:

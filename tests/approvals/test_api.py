@@ -146,6 +146,19 @@ def test_a_body_outside_the_unified_format_is_a_422_naming_the_field(world):
     assert missing.status_code == 422
 
 
+def test_an_empty_row_filter_means_every_row_as_leaving_it_out_does(world):
+    application = world.filed(dataset="HRSS-INSURANCE", items=["citizen_id", "insured_since"], delivery="extract", row_filter={})
+    assert application["status"] == "submitted", application
+    assert "row_filter" not in world.get(application["id"]).json()  # stored as no filter, not as {}
+    decided = world.decide(application["id"], decision="approve")
+    grant = world.http.get(f"/api/v1/grants/{decided.json()['grant_id']}", headers=world.applicant).json()
+    assert grant["row_filter"] is None
+    # A filter with something in it is still checked, and its fault named.
+    refused = world.file(dataset="HRSS-INSURANCE", items=["citizen_id"], delivery="extract", row_filter={"insured_since": {}})
+    assert refused.status_code == 422
+    assert refused.json()["detail"].startswith("row_filter.insured_since:"), refused.json()
+
+
 def test_a_sensitive_item_with_a_justification_passes(world):
     application = world.filed(dataset="HRSS-INSURANCE", items=["citizen_id", "diagnosis"], row_filter=None, delivery="extract",
                               justifications={"diagnosis": "occupational injury benefit needs the diagnosis"})

@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -22,7 +23,7 @@ def test_quick_bench_reports_every_section_beside_its_ceiling(tmp_path):
     assert finished.returncode == 0, finished.stdout[-3000:] + finished.stderr[-3000:]
     report = out.read_text()
     assert "report written to" in finished.stdout
-    for section in ["## extract", "## lookup", "## search", "## memory", "## metrics"]:
+    for section in ["## extract", "## lookup", "## search", "## memory", "## metrics", "## cli"]:
         assert section in report
     assert re.search(r"- machine: .+, \d+ cores, [\d.]+ GiB", report)
     # Both extract formats ran through the API and through DuckDB, on the same 3/8 of the rows.
@@ -49,3 +50,17 @@ def test_an_unknown_section_is_refused(tmp_path):
     assert finished.returncode == 2
     assert "unknown section nonsense" in finished.stderr
     assert not (tmp_path / "r.md").exists()
+
+
+def test_without_out_the_report_is_written_in_the_current_folder_outside_the_checkout(tmp_path):
+    # Run where a user runs it: a folder of their own, far from the checkout's evaluation/bench/.
+    command = [str(Path(sys.executable).with_name("govshare")), "bench", "--quick", "--only", "cli"]
+    if os.environ.get("GOVSHARE_TEST_DATABASE_URL"):
+        command += ["--database-url", os.environ["GOVSHARE_TEST_DATABASE_URL"]]
+    env = {key: value for key, value in os.environ.items() if not key.startswith("GOVSHARE_")}
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
+    assert finished.returncode == 0, finished.stdout[-3000:] + finished.stderr[-3000:]
+    assert "report written to REPORT.md" in finished.stdout
+    report = (tmp_path / "REPORT.md").read_text()
+    for command in ("--help", "departments list", "clients list", "datasets list"):
+        assert re.search(rf"\| govshare {command} \| median [\d.]+ s \(best [\d.]+ s\), CPU [\d.]+ s \| - \| - \| < 0.5 s \| (yes|\*\*no\*\*) \|", report), report

@@ -128,3 +128,31 @@ def test_clients_disable_stops_its_tokens(settings, client, factory):
     assert client.get("/api/v1/audit/verify", headers=headers).status_code == 200
     assert run(settings, "clients", "disable", credentials.client_id).returncode == 0
     assert client.get("/api/v1/audit/verify", headers=headers).status_code == 401
+
+
+def _modules_loaded(settings, *args: str) -> set[str]:
+    """The top-level packages ``govshare ARGS`` imports, as ``python -X importtime`` lists them."""
+    environment = {**os.environ, "GOVSHARE_HOME": str(settings.resolved_home), "GOVSHARE_DATABASE_URL": settings.resolved_database_url}
+    finished = subprocess.run([sys.executable, "-X", "importtime", GOVSHARE, *args], env=environment,
+                              capture_output=True, text=True, timeout=120)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    return {line.rpartition("|")[2].strip().split(".")[0] for line in finished.stderr.splitlines() if line.startswith("import time:")}
+
+
+# What the server loads and a command line should not wait for (seconds on a loaded machine).
+APP_PACKAGES = {"fastapi", "duckdb", "pyarrow", "pandas", "numpy", "authlib", "jsonschema"}
+
+
+def test_help_loads_no_part_of_the_app(settings):
+    loaded = _modules_loaded(settings, "--help")
+    assert "typer" in loaded  # the probe sees imports at all
+    assert not loaded & (APP_PACKAGES | {"sqlalchemy", "pydantic", "exchange", "evaluation"}), loaded
+
+
+def test_a_list_command_opens_the_store_without_the_web_framework_or_the_data_engines(settings):
+    run(settings, "init")
+    assert run(settings, "departments", "add", "PSB", "--name", "Public Security Bureau").returncode == 0
+    loaded = _modules_loaded(settings, "departments", "list")
+    assert "sqlalchemy" in loaded
+    assert not loaded & APP_PACKAGES, loaded
+    assert run(settings, "departments", "list").stdout.startswith("PSB\tPublic Security Bureau")

@@ -62,3 +62,44 @@ def test_sharing_token_revocation_downgrades_without_reviving_revoked_tokens(cli
     test_models_and_migrations_agree(database)  # the round trip lost no constraint or index
     for token, status in ((kept, 200), (revoked, 401)):
         assert client.get("/delta-sharing/shares", headers={"Authorization": f"Bearer {token['bearerToken']}"}).status_code == status
+
+
+def test_the_metric_rollups_migration_back_fills_what_the_ledger_writer_adds_up(database):
+    """0012 down and up again over a ledger: its own SQL fills the rollups as the writer (exchange.rollups) did line by line."""
+    from datetime import UTC, datetime
+
+    from exchange.models import AccessLogEntry
+
+    moments = [datetime(2026, 11, day, hour, tzinfo=UTC) for day in (1, 2) for hour in (0, 23)]
+    lines = [
+        AccessLogEntry(at=at, kind=kind, client_id="c", department_code=department, dataset_code=dataset, grant_id=grant,
+                       service_item=item, rows=rows, status=status, latency_ms=latency)
+        for at in moments
+        for kind, department, dataset, grant, item, rows, status, latency in (
+            ("lookup", "CAB", "PSB-HOUSEHOLD", 1, "birth", 1, 200, 3.5),
+            ("lookup", "CAB", "PSB-HOUSEHOLD", 1, "birth", 0, 404, 0.004),
+            ("query", "EDU", "PSB-HOUSEHOLD", 2, None, 20, 503, 812.0),
+            ("extract", "EDU", "HRSS-INSURANCE", 3, "school", 5000, 200, None),
+            ("stream", "CAB", "HRSS-INSURANCE", None, None, 0, 403, 12.25),
+        )
+    ]
+    with database.transaction() as session:
+        session.add_all(lines)  # rolled up line by line (exchange.rollups' after_flush hook)
+    tables = ("ledger_day_counts", "ledger_day_latencies", "grant_first_lines")
+
+    def rollups() -> dict[str, list[tuple]]:
+        with database.engine.connect() as connection:
+            return {table: sorted(tuple(str(value) for value in row) for row in connection.execute(text(f"SELECT * FROM {table}")))
+                    for table in tables}
+
+    written = rollups()
+    assert len(written["grant_first_lines"]) == 3 and written["ledger_day_latencies"]
+    config = alembic_config()
+    try:
+        with database.engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.downgrade(config, "0011_sync_runs")
+        assert not set(tables) & set(inspect(database.engine).get_table_names())
+    finally:
+        upgrade_schema(database.engine)
+    assert rollups() == written

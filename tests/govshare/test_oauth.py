@@ -96,6 +96,31 @@ def test_wrong_secret_is_refused(client, factory):
     _assert_oauth_error(response, 401, "invalid_client")
 
 
+@pytest.mark.parametrize("endpoint", ["/oauth/token", "/oauth/revoke", "/oauth/introspect"])
+def test_a_client_not_authenticated_gets_a_plain_invalid_client_by_every_method(client, factory, endpoint):
+    """RFC 6749 section 5.2: 401 invalid_client, "client authentication failed" (not Authlib's list of its methods)."""
+    secret_client = factory.client("PSB", "provider")
+    key, public = _rsa_pair()
+    keyed = factory.client("HRSS", "service", public_jwks=public, with_secret=False)
+    impostor, _ = _rsa_pair()
+    form = {"grant_type": "client_credentials"} if endpoint == "/oauth/token" else {"token": "whatever"}
+    assertion_type = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+    attempts = {
+        "client_secret_basic": client.post(endpoint, data=form, auth=(secret_client.client_id, "not-the-secret")),
+        "client_secret_post": client.post(endpoint, data={**form, "client_id": secret_client.client_id, "client_secret": "not-the-secret"}),
+        "unknown client": client.post(endpoint, data=form, auth=("psb-nobody", "whatever")),
+        "no credentials": client.post(endpoint, data=form),
+        "private_key_jwt, another key": client.post(endpoint, data={
+            **form, "client_assertion_type": assertion_type,
+            "client_assertion": private_key_jwt_sign(impostor, keyed.client_id, f"http://localhost{endpoint}")}),
+    }
+    for method, response in attempts.items():
+        _assert_oauth_error(response, 401, "invalid_client")
+        # The same words for every failure: the answer does not tell whether the client exists.
+        assert response.json()["error_description"] == "client authentication failed", (method, response.text)
+        assert response.headers["www-authenticate"].startswith("Basic "), method
+
+
 def test_unknown_client_is_refused(client, factory):
     factory.client("PSB", "provider")
     response = client.post("/oauth/token", data={"grant_type": "client_credentials"}, auth=("psb-nobody", "whatever"))
@@ -110,7 +135,7 @@ def test_assertion_signed_with_a_wrong_key_is_refused(client, factory):
     response = _token_request(
         client, client_assertion_type="urn:ietf:params:oauth:client-assertion-type:jwt-bearer", client_assertion=assertion
     )
-    _assert_oauth_error(response, 400, "invalid_client")
+    _assert_oauth_error(response, 401, "invalid_client")
 
 
 def test_assertion_replayed_is_refused(client, factory):
@@ -119,7 +144,7 @@ def test_assertion_replayed_is_refused(client, factory):
     assertion = private_key_jwt_sign(key, creds.client_id, TOKEN_URL)
     data = {"client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer", "client_assertion": assertion}
     assert _token_request(client, **data).status_code == 200
-    _assert_oauth_error(_token_request(client, **data), 400, "invalid_client")
+    _assert_oauth_error(_token_request(client, **data), 401, "invalid_client")
 
 
 def test_assertion_for_another_audience_or_too_long_lived_is_refused(client, factory):
@@ -127,10 +152,10 @@ def test_assertion_for_another_audience_or_too_long_lived_is_refused(client, fac
     creds = factory.client("HRSS", "service", public_jwks=public, with_secret=False)
     kind = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
     elsewhere = private_key_jwt_sign(key, creds.client_id, "https://other.example/oauth/token")
-    _assert_oauth_error(_token_request(client, client_assertion_type=kind, client_assertion=elsewhere), 400, "invalid_client")
+    _assert_oauth_error(_token_request(client, client_assertion_type=kind, client_assertion=elsewhere), 401, "invalid_client")
     now = int(time.time())
     long_lived = private_key_jwt_sign(key, creds.client_id, TOKEN_URL, claims={"iat": now, "exp": now + 7 * 86400})
-    _assert_oauth_error(_token_request(client, client_assertion_type=kind, client_assertion=long_lived), 400, "invalid_client")
+    _assert_oauth_error(_token_request(client, client_assertion_type=kind, client_assertion=long_lived), 401, "invalid_client")
 
 
 def test_secret_client_cannot_use_private_key_jwt_and_vice_versa(client, factory):
@@ -143,7 +168,7 @@ def test_secret_client_cannot_use_private_key_jwt_and_vice_versa(client, factory
     response = _token_request(
         client, client_assertion_type="urn:ietf:params:oauth:client-assertion-type:jwt-bearer", client_assertion=assertion
     )
-    _assert_oauth_error(response, 400, "invalid_client")
+    _assert_oauth_error(response, 401, "invalid_client")
 
 
 def test_a_role_outside_the_clients_is_refused_at_the_token_endpoint(client, factory):

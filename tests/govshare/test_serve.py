@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import httpx
 
-from tests.servers import GovshareServer
+from tests.servers import GOVSHARE, GovshareServer
+
+# What the app loads and a command line must not wait for: the web framework, the record
+# store's toolkit, the data engines.
+HEAVY = {"fastapi", "starlette", "sqlalchemy", "duckdb", "pyarrow", "pandas", "numpy", "authlib"}
 
 
 def test_serve_demo_fills_an_empty_store_and_answers_with_the_printed_credentials(settings, tmp_path):
@@ -29,3 +35,13 @@ def test_serve_demo_fills_an_empty_store_and_answers_with_the_printed_credential
         statuses = {item["status"] for item in httpx.get(f"{base}/api/v1/applications", params={"limit": 100},
                                                           headers={"Authorization": f"Bearer {token}"}).json()["items"]}
         assert statuses == {"draft", "submitted", "awaiting_provider", "approved", "rejected", "returned", "withdrawn"}
+
+
+def test_a_served_worker_can_answer_its_supervisor_before_it_loads_the_app():
+    # multiprocessing starts each worker of `serve --workers N` by running the govshare script
+    # again (as __mp_main__), and only then uvicorn's thread that answers the supervisor's
+    # health check (5 s). When the script imported the whole app (seconds on a loaded
+    # machine), workers were judged dead at start ("Child process [N] died") and replaced.
+    probe = "import json, runpy, sys; runpy.run_path(sys.argv[1], run_name='__mp_main__'); print(json.dumps(sorted(sys.modules)))"
+    loaded = json.loads(subprocess.run([sys.executable, "-c", probe, GOVSHARE], capture_output=True, text=True, check=True).stdout)
+    assert not [name for name in loaded if name.split(".")[0] in HEAVY], loaded
