@@ -12,7 +12,8 @@ from govshare.settings import Settings
 def jobs(settings: Settings, keystore: KeyStore) -> list[Job]:
     def sync_due(database: Database) -> int:
         runs = service.sync_due(
-            database, data_dir=settings.resolved_data_dir, keystore=keystore, files_root=settings.resolved_sources_dir
+            database, data_dir=settings.resolved_data_dir, keystore=keystore, files_root=settings.resolved_sources_dir,
+            connect_timeout=settings.source_connect_timeout_seconds,
         )
         return len(runs)
 
