@@ -27,3 +27,7 @@ class SyncRunning(GovshareError):
 
 class SourceTimeout(GovshareError):
     status, type, title = 504, "source-timeout", "The source did not answer in time"
+
+
+class SourceAddressRefused(InvalidSource):
+    type, title = "outbound-refused", "The source's address is not one the exchange calls"

@@ -25,11 +25,13 @@ from sqlalchemy.engine import URL, Engine
 from sqlalchemy.exc import ArgumentError, NoSuchTableError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
-from connectors.errors import InvalidSource, SourceFailed, SourceTimeout
+from connectors.errors import InvalidSource, SourceAddressRefused, SourceFailed, SourceTimeout
+from govshare import outbound
 
 BATCH_ROWS = 64 * 1024
 CONNECT_TIMEOUT_SECONDS = 10.0  # the default of GOVSHARE_SOURCE_CONNECT_TIMEOUT_SECONDS
 HTTP_READ_TIMEOUT_SECONDS = 60.0
+MAX_REDIRECTS = 5
 
 
 def _array(values: tuple[Any, ...]) -> pa.Array:
@@ -236,6 +238,11 @@ class FilesSource:
     def _dataset(self, *, text: bool = True) -> ds.Dataset:
         path = self.config["path"]
         if path.startswith("s3://"):
+            if self.config.get("endpoint"):
+                try:
+                    outbound.policy().check_url(self.config["endpoint"])
+                except outbound.OutboundRefused as error:
+                    raise SourceAddressRefused(f"config.endpoint: {error}") from None
             filesystem = pafs.S3FileSystem(
                 access_key=self.config.get("access_key"), secret_key=self._secret,
                 endpoint_override=self.config.get("endpoint"), region=self.config.get("region") or "us-east-1",
@@ -312,12 +319,15 @@ class HttpSource:
         url: str | None = self.config["url"]
         page = 1
         timeout = httpx.Timeout(HTTP_READ_TIMEOUT_SECONDS, connect=self._connect_timeout)
-        with httpx.Client(headers=headers, timeout=timeout, follow_redirects=False) as client:
+        # Redirects are followed, each checked by the outbound policy like the URL itself.
+        with outbound.client(headers=headers, timeout=timeout, follow_redirects=True, max_redirects=MAX_REDIRECTS) as client:
             while url:
                 try:
                     response = client.get(url, params={page_param: page} if page_param else None)
                     response.raise_for_status()
                     body = response.json()
+                except outbound.OutboundRefused as error:
+                    raise SourceAddressRefused(f"config.url (or a redirect or next link from it): {error}") from None
                 except httpx.ConnectTimeout:
                     raise SourceTimeout(
                         f"the HTTP source did not accept a connection within {self._connect_timeout:g} s "
