@@ -232,6 +232,8 @@ class FilesSource:
             raise InvalidSource("config.path: a file or folder (a local path, or s3://bucket/prefix) is required")
         if config.get("format", "parquet") not in ("parquet", "csv"):
             raise InvalidSource("config.format: parquet or csv")
+        if bool(config.get("access_key")) != bool(config.get("secret_key")):
+            raise InvalidSource("config: give both access_key and secret_key, or neither (anonymous access)")
         clean = {key: value for key, value in config.items() if key != "secret_key"}
         return clean, config.get("secret_key")
 
@@ -243,9 +245,13 @@ class FilesSource:
                     outbound.policy().check_url(self.config["endpoint"])
                 except outbound.OutboundRefused as error:
                     raise SourceAddressRefused(f"config.endpoint: {error}") from None
+            # The source's own key pair, or anonymous access: never the server's own credentials, which
+            # pyarrow would otherwise take from the environment, ~/.aws or the instance's metadata.
+            access_key = self.config.get("access_key")
+            credentials = ({"access_key": access_key, "secret_key": self._secret} if access_key and self._secret
+                           else {"anonymous": True})
             filesystem = pafs.S3FileSystem(
-                access_key=self.config.get("access_key"), secret_key=self._secret,
-                endpoint_override=self.config.get("endpoint"), region=self.config.get("region") or "us-east-1",
+                **credentials, endpoint_override=self.config.get("endpoint"), region=self.config.get("region") or "us-east-1",
                 connect_timeout=self._connect_timeout,
             )
             location = path.removeprefix("s3://")
