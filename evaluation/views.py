@@ -1,8 +1,8 @@
 """The data manager's dashboard under /ui/dashboard: metrics, charts and the lists to act on.
 
 Charts are inline SVG drawn here on the server (no script, no external library),
-each with a title, a description and the same figures as a table. Pages reuse the
-approval pages' layout, sign-in and session (``approvals.views``).
+each with a title, a description and the same figures as a table, in the web shell's
+layout (``govshare.web``: sign-in, session).
 """
 
 from __future__ import annotations
@@ -15,27 +15,29 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
-from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
 
 from approvals import service as approvals
-from approvals import views as approval_pages
 from approvals.models import Application
 from directory.errors import DatasetNotFound
 from directory.models import Dataset
 from evaluation import service
 from evaluation.api import period_of
+from govshare import web
 from govshare.db import DbSession, utcnow
 from govshare.errors import InvalidInput
-from govshare.models import User
+from govshare.models import Role, User
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
-# Our templates first, then the approval pages' (for base.html, the shared layout).
-templates = Jinja2Templates(directory=[str(TEMPLATES_DIR), str(approval_pages.TEMPLATES_DIR)])
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 
-MetricsUser = Annotated[User, Depends(approval_pages.person_allowed("metrics.read"))]
+# The dashboard is a data manager's page, like the queue: the same role check and message first.
+_manager = web.person_with_role((Role.manager, Role.admin), (
+    "These pages are for data managers: your account ({name}) does not have the manager role. "
+    "To use another account, sign out on the sign-in page, /ui/login."))
+MetricsUser = Annotated[User, Depends(web.person_allowed("metrics.read", first=_manager))]
+NAVIGATION = (web.NavLink("Dashboard", "/ui/dashboard", (Role.manager, Role.admin)),)
 DEFAULT_DAYS = 30
 SCORE_LABELS = {"review_speed": "Review speed", "data_quality": "Data quality", "stability": "Service stability",
                 "application_quality": "Application form"}
@@ -50,7 +52,7 @@ def percent(value: float | None) -> str:
 
 
 def duration(seconds: float | None) -> str:
-    return "—" if seconds is None else approval_pages.duration_words(timedelta(seconds=seconds))
+    return "—" if seconds is None else web.duration_words(timedelta(seconds=seconds))
 
 
 def number(value: float | None, digits: int = 1) -> str:
@@ -117,15 +119,11 @@ def _period_words(period: service.Period) -> dict[str, str]:
     return {"from": period.start.date().isoformat(), "to": last_day.isoformat()}
 
 
-def render(request: Request, template: str, *, user: User, status_code: int = 200, **context: Any) -> Response:
-    """A page in the approval pages' layout (user, CSRF token for signing out, flash message)."""
-    context.update(
-        user=user, csrf_token=approval_pages.csrf_token(request), flash=request.session.pop(approval_pages.FLASH_KEY, None),
-        fmt=approval_pages.Formats(request.app.state.settings.timezone), percent=percent, duration=duration, number=number,
-        reason_labels={str(code): label for code, label in approvals.REASON_LABELS.items()},
-        chart_width=CHART_WIDTH, chart_height=CHART_HEIGHT,
-    )
-    return templates.TemplateResponse(request, template, context, status_code=status_code, headers=approval_pages.PAGE_HEADERS)
+pages = web.Pages(
+    TEMPLATES_DIR, percent=percent, duration=duration, number=number, chart_width=CHART_WIDTH, chart_height=CHART_HEIGHT,
+    reason_labels={str(code): label for code, label in approvals.REASON_LABELS.items()},
+)
+render = pages.render
 
 
 def _charts(session, period: service.Period, entry: dict[str, Any], dataset: str | None = None) -> dict[str, Any]:

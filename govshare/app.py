@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.templating import Jinja2Templates
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -37,8 +35,8 @@ from govshare.jobs import JobRunner
 from govshare.keys import KeyStore
 from govshare.limits import BodySizeLimit, BodyTimeout
 from govshare.settings import Settings, get_settings
-
-TEMPLATES_DIR = Path(__file__).parent / "templates"
+from govshare import web
+from govshare.web import sessions as web_sessions
 
 
 class UnderPrefix:
@@ -102,13 +100,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.ledger = ledger
     app.state.jobs = runner
     app.state.rate_limiter = RateLimiter(rate=settings.rate_limit_per_second, burst=settings.rate_limit_burst)
-    app.state.templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
     app.state.metrics = metrics
     metrics.registry.register(memory.MemoryCollector(keyed_store_memory=keyed_store.memory_bytes))
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes, max_json_bytes=settings.max_json_bytes)
     app.add_middleware(BodyTimeout, timeout=settings.request_body_timeout_seconds)
     app.add_middleware(observability.MetricsMiddleware, metrics=app.state.metrics)
-    app.add_middleware(UnderPrefix, prefix="/ui", middleware=SessionMiddleware, **approvals_views.session_middleware_options(
+    app.add_middleware(UnderPrefix, prefix="/ui", middleware=SessionMiddleware, **web_sessions.middleware_options(
         secret_key=keystore.session_secret(), issuer=settings.issuer))
     install_error_handlers(app)
 
@@ -122,6 +119,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(approvals_api.router)
     app.include_router(exchange_sharing_api.router)
     app.include_router(evaluation_api.router)
+    web.install(app, navigation=[*approvals_views.NAVIGATION, *evaluation_views.NAVIGATION, *exchange_sharing_views.NAVIGATION])
     app.include_router(approvals_views.router)
     app.include_router(evaluation_views.router)
     app.include_router(exchange_sharing_views.router)
