@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI
-from starlette.middleware.sessions import SessionMiddleware
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from approvals import api as approvals_api
 from approvals import views as approvals_views
@@ -36,26 +32,6 @@ from govshare.keys import KeyStore
 from govshare.limits import BodySizeLimit, BodyTimeout
 from govshare.settings import Settings, get_settings
 from govshare import web
-from govshare.web import sessions as web_sessions
-
-
-class UnderPrefix:
-    """Runs ``middleware`` only for requests under ``prefix``; the rest go straight on.
-
-    The web pages' session cookie is scoped to /ui, so the session middleware has nothing
-    to do elsewhere, and the API's interface calls are the ones that count every microsecond.
-    """
-
-    def __init__(self, app: ASGIApp, *, prefix: str, middleware: Callable[..., ASGIApp], **options: Any) -> None:
-        self.app, self.prefix = app, prefix
-        self.wrapped = middleware(app, **options)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "")
-        if path == self.prefix or path.startswith(self.prefix + "/"):
-            await self.wrapped(scope, receive, send)
-        else:
-            await self.app(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -105,8 +81,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes, max_json_bytes=settings.max_json_bytes)
     app.add_middleware(BodyTimeout, timeout=settings.request_body_timeout_seconds)
     app.add_middleware(observability.MetricsMiddleware, metrics=app.state.metrics)
-    app.add_middleware(UnderPrefix, prefix="/ui", middleware=SessionMiddleware, **web_sessions.middleware_options(
-        secret_key=keystore.session_secret(), issuer=settings.issuer))
     install_error_handlers(app)
 
     app.include_router(exchange_api.router)  # first: the interface calls, the busiest routes, are matched soonest

@@ -128,16 +128,17 @@ class Pages:
             csrf_token=sessions.csrf_token(request), flash=sessions.take_flash(request),
             fmt=Formats(request.app.state.settings.timezone),
         )
-        return self.templates.TemplateResponse(
+        response = self.templates.TemplateResponse(
             request, template, context, status_code=status_code, headers={**PAGE_HEADERS, **(headers or {})},
         )
+        return sessions.finish(request, response)
 
 
 def redirect(request: Request, url: str, *, flash: str | None = None) -> RedirectResponse:
     """A 303 to ``url`` after a form, with a message for the next page."""
     if flash:
         sessions.set_flash(request, flash)
-    return RedirectResponse(url, status_code=303)
+    return sessions.finish(request, RedirectResponse(url, status_code=303))
 
 
 _shell_pages = Pages()

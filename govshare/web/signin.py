@@ -144,9 +144,10 @@ def stylesheet() -> Response:
 
 
 @router.get("/login")
-def login_page(request: Request, next: str = "/ui") -> Response:
+def login_page(request: Request, session: DbSession, next: str = "/ui") -> Response:
     # Someone already signed in (say, to an account without the role a page needs) may sign out here.
-    return pages.render(request, "login.html", next=_safe_next(next), name="", signed_in_as=sessions.signed_in_name(request))
+    return pages.render(request, "login.html", next=_safe_next(next), name="",
+                        signed_in_as=sessions.signed_in_name(request, session))
 
 
 @router.post("/login", dependencies=CheckedForm)

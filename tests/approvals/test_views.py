@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from types import SimpleNamespace
 
 import pytest
 from playwright.sync_api import expect
@@ -289,13 +288,12 @@ def test_what_applicants_wrote_is_shown_as_text_never_as_markup(signed_in, world
     assert '&lt;script&gt;' in response.text
 
 
-def test_a_session_ends_eight_hours_after_signing_in(signed_in, monkeypatch):
+def test_a_session_ends_eight_hours_after_signing_in(signed_in, app):
     from govshare.web import sessions
 
     assert signed_in.get("/ui", headers=HTML, follow_redirects=False).status_code == 200
-    later = sessions.time.time() + sessions.SESSION_MAX_AGE + 60
-    # Only the pages' clock moves on: the cookie itself is still validly signed and fresh.
-    monkeypatch.setattr(sessions, "time", SimpleNamespace(time=lambda: later))
+    later = utcnow() + timedelta(seconds=sessions.SESSION_MAX_AGE + 60)
+    app.state.clock = lambda: later  # the pages' clock moves on; the cookie is the same
     assert signed_in.get("/ui", headers=HTML, follow_redirects=False).status_code == 303
 
 
