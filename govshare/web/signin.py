@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import math
 from collections.abc import Iterable
 from typing import Annotated
 from urllib.parse import urlencode, urlsplit
@@ -16,7 +17,7 @@ from govshare.db import DbSession
 from govshare.errors import Forbidden, GovshareError
 from govshare.models import User
 from govshare.permissions import roles_for
-from govshare.web import sessions
+from govshare.web import sessions, throttle
 from govshare.web.pages import TEMPLATES_DIR, Pages, Person, home_for, redirect
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
@@ -155,10 +156,20 @@ def login(
     request: Request, session: DbSession, name: Annotated[str, Form(max_length=100)] = "",
     password: Annotated[str, Form(max_length=1000)] = "", next: Annotated[str, Form()] = "/ui",
 ) -> Response:
+    now, address = sessions.now(request), request.client.host if request.client else None
+    block = throttle.blocked(session, name=name, address=address, now=now)
+    if block is not None:
+        minutes = math.ceil(block.retry_after / 60)
+        return pages.render(request, "login.html", status_code=429, next=_safe_next(next), name=name,
+                            headers={"Retry-After": str(block.retry_after)},
+                            error=(f"Too many wrong passwords: signing in is paused for {minutes} minute"
+                                   f"{'' if minutes == 1 else 's'}. Try again after that."))
     user = identities.authenticate_user(session, name=name, password=password)
     if user is None:
+        throttle.failed(session, name=name, address=address, now=now)
         return pages.render(request, "login.html", status_code=401, next=_safe_next(next), name=name,
                             error="The name or the password is wrong.")
+    throttle.succeeded(session, name=name)
     sessions.start(request, session, user)
     return redirect(request, _landing(request, user, _safe_next(next)), flash=f"Signed in as {user.name}.")
 
