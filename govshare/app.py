@@ -5,6 +5,7 @@ from __future__ import annotations
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from approvals import api as approvals_api
 from approvals import views as approvals_views
@@ -64,7 +65,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ledger.stop()
         database.dispose()
 
-    app = FastAPI(
+    # /docs and /redoc from assets shipped in the fastapi-offline package, not a CDN: they work without internet.
+    app = FastAPIOffline(
+        static_url="/docs-assets",
         title="govshare",
         version=__version__,
         summary="Data-sharing exchange and resource directory for government departments",
