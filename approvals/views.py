@@ -19,13 +19,13 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from approvals import service
-from approvals.errors import InvalidDecision, WrongState
+from approvals.errors import ApplicationNotFound, InvalidDecision, WrongState
 from approvals.labels import EVENT_LABELS, GRANT_STATE_LABELS, STATUS_LABELS, mask_words, row_filter_words
 from approvals.models import Application, Grant
 from directory.models import Dataset
 from govshare import web
 from govshare.db import DbSession, utcnow
-from govshare.errors import InvalidInput
+from govshare.errors import Forbidden, InvalidInput
 from govshare.models import Department, Role, User
 
 pages = web.Pages(Path(__file__).parent / "templates", status_labels=STATUS_LABELS)
@@ -38,6 +38,7 @@ router = APIRouter(prefix="/ui", include_in_schema=False)
 NAVIGATION = (
     web.NavLink("Applications", "/ui", tuple(UI_ROLES), current=("/ui/applications",)),
     web.NavLink("Grants", "/ui/grants", tuple(UI_ROLES)),
+    web.NavLink("Sign-off", "/ui/provider", (Role.provider,), department_only=True),
 )
 
 manager_user = web.person_with_role(UI_ROLES, (
@@ -243,17 +244,16 @@ def decide(
 GRANT_FILTERS = {"all": "All", **{str(state): label for state, label in GRANT_STATE_LABELS.items()}}
 
 
-def grant_for_manager(grant_id: int, session: DbSession, user: ManagerUser) -> Grant:
-    """The grant a manager acts on, locked for the rest of the request (see approvals.dependencies)."""
-    return service.get_grant(session, grant_id, for_update=True)
+def grant_for_manager(request: Request, grant_id: int, session: DbSession, user: ManagerUser) -> Grant:
+    """The grant a manager looks at; locked for the rest of the request when they act on it (see approvals.dependencies)."""
+    return service.get_grant(session, grant_id, for_update=request.method == "POST")
 
 
 GrantForManager = Annotated[Grant, Depends(grant_for_manager)]
 
 
 def _grants_page(
-    request: Request, session: Session, user: User, *, state: str = "all", dataset: str = "", status_code: int = 200,
-    error: str | None = None, error_grant: int | None = None, reason: str = "",
+    request: Request, session: Session, user: User, *, state: str = "all", dataset: str = "",
 ) -> Response:
     today = service.today(request.app.state.settings)
     state = state if state in GRANT_FILTERS else "all"
@@ -265,9 +265,9 @@ def _grants_page(
         grants = [(grant, grant_state) for grant, grant_state in grants if grant_state == state]
     datasets = session.execute(select(Dataset.code, Dataset.title).order_by(Dataset.code)).all()
     return pages.render(
-        request, "grants.html", status_code=status_code, user=user, grants=grants, dataset_options=_labelled(datasets),
+        request, "grants.html", user=user, grants=grants, dataset_options=_labelled(datasets),
         state_labels=GRANT_STATE_LABELS, grant_filters=GRANT_FILTERS, filters={"state": state, "dataset": dataset.strip()},
-        row_filter_words=row_filter_words, mask_words=mask_words, may_revoke=web.may(user, "grants.revoke"), error=error, error_grant=error_grant, reason=reason,
+        row_filter_words=row_filter_words, mask_words=mask_words, may_revoke=web.may(user, "grants.revoke"),
     )
 
 
@@ -276,16 +276,130 @@ def grants_page(request: Request, session: DbSession, user: ManagerUser, state: 
     return _grants_page(request, session, user, state=state, dataset=dataset)
 
 
+def _grant_page(
+    request: Request, session: Session, user: User, grant: Grant, *, status_code: int = 200, error: str | None = None,
+    reason: str = "",
+) -> Response:
+    state = service.grant_state(grant, service.today(request.app.state.settings))
+    return pages.render(
+        request, "grant.html", status_code=status_code, user=user, grant=grant, state=state, state_labels=GRANT_STATE_LABELS,
+        row_filter=row_filter_words(grant.row_filter), mask_words=mask_words, may_revoke=web.may(user, "grants.revoke"),
+        error=error, reason=reason,
+    )
+
+
+@router.get("/grants/{grant_id}")
+def grant_page(request: Request, session: DbSession, user: ManagerUser, grant: GrantForManager) -> Response:
+    """One grant: what it allows, its state, and (for those who may) the step that revokes it."""
+    return _grant_page(request, session, user, grant)
+
+
 @router.post("/grants/{grant_id}/revoke", dependencies=web.CheckedForm)
 def revoke(
     request: Request, session: DbSession, user: RevokingUser, grant: GrantForManager,
-    reason: Annotated[str, Form(max_length=4000)] = "",
+    reason: Annotated[str, Form(max_length=4000)] = "", confirm: Annotated[str, Form(max_length=10)] = "",
 ) -> Response:
+    if confirm != "yes":
+        return _grant_page(request, session, user, grant, status_code=422, reason=reason,
+                           error=f"Grant {grant.id} was not revoked: tick the box to confirm that "
+                                 f"{grant.department_code} loses this access now.")
     try:
         service.revoke_grant(session, grant=grant, actor=web.actor(user), reason=reason)
     except (InvalidDecision, WrongState) as problem:
         session.rollback()
-        return _grants_page(request, session, user, status_code=problem.status, error_grant=grant.id, reason=reason,
-                            error=f"Grant {grant.id} was not revoked: {problem.detail}.")
-    return web.redirect(request, "/ui/grants",
+        grant = service.get_grant(session, grant.id)
+        return _grant_page(request, session, user, grant, status_code=problem.status, reason=reason,
+                           error=f"Grant {grant.id} was not revoked: {problem.detail}.")
+    return web.redirect(request, f"/ui/grants/{grant.id}",
                         flash=f"Grant {grant.id} revoked: {grant.department_code} can no longer receive {grant.dataset_code} under it.")
+
+
+# --- the providing department's sign-off -----------------------------------------------------------
+
+
+def provider_officer(user: web.SignedInUser) -> User:
+    """A signed-in officer of a department whom the permissions table lets sign off conditional applications."""
+    if not web.may(user, "applications.provider_decide") or not user.department_code:
+        raise Forbidden(f"This page is for a providing department's officers (the provider role, in a department): "
+                        f"your account ({user.name}) is not one of them.")
+    return user
+
+
+ProviderOfficer = Annotated[User, Depends(provider_officer)]
+
+
+def application_for_officer(request: Request, application_id: int, session: DbSession, user: ProviderOfficer) -> Application:
+    """An application for one of the officer's department's datasets (another's is not found); locked when deciding."""
+    application = session.get(Application, application_id)
+    if application is None or application.provider_department != user.department_code or application.status == service.Status.draft:
+        raise ApplicationNotFound(f"Your department ({user.department_code}) provides the data of no application {application_id}.")
+    if request.method == "POST":
+        application = service.get_application(session, application_id, for_update=True)
+        if application.department_code == user.department_code:
+            raise Forbidden("Nobody signs off an application of their own department; nothing was changed.")
+    return application
+
+
+ApplicationForOfficer = Annotated[Application, Depends(application_for_officer)]
+
+
+@router.get("/provider")
+def provider_queue_page(request: Request, session: DbSession, user: ProviderOfficer) -> Response:
+    """The applications for the officer's department's data that wait for its sign-off, longest waiting first."""
+    now = utcnow()
+    waiting = session.execute(
+        select(Application).where(Application.provider_department == user.department_code,
+                                  Application.status == service.Status.awaiting_provider)
+        .order_by(Application.filed_at, Application.id)).scalars().all()
+    return pages.render(request, "provider_queue.html", user=user, rows=[(item, Ageing.of(item, now)) for item in waiting])
+
+
+def _provider_page(request: Request, session: Session, user: User, application: Application, *, status_code: int = 200,
+                   error: str | None = None, form: dict[str, Any] | None = None) -> Response:
+    dataset = service.get_dataset(session, application.dataset_code)
+    return pages.render(
+        request, "provider_application.html", status_code=status_code, user=user, application=application, dataset=dataset,
+        row_filter=row_filter_words(application.row_filter), mask_words=mask_words, reasons=service.REASON_LABELS,
+        events=service.history(session, application_id=application.id), event_labels=EVENT_LABELS,
+        own=application.department_code == user.department_code, error=error, form=form or {},
+    )
+
+
+@router.get("/provider/applications/{application_id}")
+def provider_application_page(request: Request, session: DbSession, user: ProviderOfficer,
+                              application: ApplicationForOfficer) -> Response:
+    return _provider_page(request, session, user, application)
+
+
+_PROVIDER_DONE = {
+    "approve": "signed off: grant {grant} created for {department}",
+    "reject": "refused: {department} will not receive {dataset}",
+    "return": "returned to {department} for changes",
+}
+
+
+@router.post("/provider/applications/{application_id}/decision", dependencies=web.CheckedForm)
+def provider_decision(
+    request: Request, session: DbSession, user: ProviderOfficer, application: ApplicationForOfficer,
+    decision: Annotated[str, Form(max_length=20)] = "", reason_code: Annotated[str, Form(max_length=40)] = "",
+    comment: Annotated[str, Form(max_length=4000)] = "",
+) -> Response:
+    try:
+        service.provider_decide(session, application=application, actor=web.actor(user), settings=request.app.state.settings,
+                                decision=service.Decision(decision, reason_code or None, comment.strip() or None))
+    except (WrongState, StaleDataError) as problem:
+        session.rollback()
+        application = service.get_application(session, application.id)
+        detail = problem.detail if isinstance(problem, WrongState) else "someone else changed it at the same time"
+        return _provider_page(request, session, user, application, status_code=409, error=(
+            f"Your sign-off was not saved: this application is now “{STATUS_LABELS.get(application.status, application.status)}” "
+            f"({detail})."))
+    except InvalidInput as problem:
+        session.rollback()
+        application = service.get_application(session, application.id)
+        return _provider_page(request, session, user, application, status_code=422,
+                              error=f"Your sign-off was not saved: {problem.detail}.",
+                              form={"decision": decision, "reason_code": reason_code, "comment": comment})
+    done = _PROVIDER_DONE[decision].format(grant=application.grant_id, department=application.department_code,
+                                           dataset=application.dataset_code)
+    return web.redirect(request, f"/ui/provider/applications/{application.id}", flash=f"Application {application.id} {done}.")

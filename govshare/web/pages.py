@@ -110,13 +110,28 @@ class Formats:
         return f"{value.day} {value:%b %Y}" if value else "—"
 
 
+def actor_words(actor: str | None) -> str:
+    """Who acted, as people say it: 'maria' for user:maria, "a CAB system" for a client of CAB, not the raw tag."""
+    if not actor:
+        return "—"
+    kind, _, name = actor.partition(":")
+    if kind == "user" and name:
+        return name
+    if kind == "client" and name:
+        department = name.rsplit("-", 1)[0].upper() if "-" in name else ""
+        return f"a {department} system" if department else "a department's system"
+    if actor == "system":
+        return "govshare (automatically)"
+    return actor
+
+
 class Pages:
     """A domain's pages: its own templates, found first, over the shell's layout (base.html, macros)."""
 
     def __init__(self, directory: Path | None = None, **template_globals: Any) -> None:
         directories = [str(directory)] if directory else []
         self.templates = Jinja2Templates(directory=[*directories, str(TEMPLATES_DIR)])
-        self.templates.env.globals.update(template_globals)
+        self.templates.env.globals.update(actor_words=actor_words, **template_globals)
 
     def render(
         self, request: Request, template: str, *, user: User | None = None, status_code: int = 200,

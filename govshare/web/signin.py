@@ -144,6 +144,11 @@ def stylesheet() -> Response:
     return Response((TEMPLATES_DIR / "govshare.css").read_text(), media_type="text/css", headers={"Cache-Control": "max-age=3600"})
 
 
+@router.get("/favicon.svg")
+def favicon() -> Response:
+    return Response((TEMPLATES_DIR / "favicon.svg").read_text(), media_type="image/svg+xml", headers={"Cache-Control": "max-age=86400"})
+
+
 @router.get("/login")
 def login_page(request: Request, session: DbSession, next: str = "/ui") -> Response:
     # Someone already signed in (say, to an account without the role a page needs) may sign out here.
