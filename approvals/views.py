@@ -1,215 +1,62 @@
-"""The data manager's approval pages under /ui: sign-in, the queue, an application, grants.
+"""The data manager's approval pages under /ui: the queue, an application, grants.
 
-Server-rendered and usable without JavaScript. People sign in with their name and
-password (the ``users`` table); the signed session cookie holds their id and a CSRF
-token that every form sends back. Decisions and revocations call the same service
-functions as the API, acting as ``user:<name>``.
+Server-rendered and usable without JavaScript, in the web shell's layout (``govshare.web``:
+sign-in, session, CSRF). Decisions and revocations call the same service functions as
+the API, acting as ``user:<name>``.
 """
 
 from __future__ import annotations
 
-import hmac
-import secrets
-import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlencode, urlsplit
-from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, Form, Request
-from fastapi.responses import RedirectResponse, Response
-from fastapi.templating import Jinja2Templates
-from starlette.datastructures import FormData
+from fastapi.responses import Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from approvals import service
-from approvals.errors import InvalidDecision, WrongState
+from approvals.errors import ApplicationNotFound, InvalidDecision, WrongState
+from approvals.labels import EVENT_LABELS, GRANT_STATE_LABELS, STATUS_LABELS, mask_words, row_filter_words
 from approvals.models import Application, Grant
 from directory.models import Dataset
-from govshare import identities
+from govshare import web
 from govshare.db import DbSession, utcnow
-from govshare.errors import Forbidden, GovshareError, InvalidInput
+from govshare.errors import Forbidden, InvalidInput
 from govshare.models import Department, Role, User
-from govshare.permissions import roles_for
 
-TEMPLATES_DIR = Path(__file__).parent / "templates"
-STYLESHEET = TEMPLATES_DIR / "govshare.css"
-templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
+pages = web.Pages(Path(__file__).parent / "templates", status_labels=STATUS_LABELS)
 
-SESSION_MAX_AGE = 8 * 3600
-USER_KEY, USER_NAME_KEY, SIGNED_IN_KEY, CSRF_KEY, FLASH_KEY = "user_id", "user_name", "signed_in_at", "csrf", "flash"
 QUEUE_LIMIT = 200
 UI_ROLES = (Role.manager, Role.admin)
-# Pages show applications and names of people: keep them out of shared caches and frames.
-PAGE_HEADERS = {
-    "Cache-Control": "no-store",
-    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; form-action 'self'",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "same-origin",
-}
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 
+NAVIGATION = (
+    web.NavLink("Applications", "/ui", tuple(UI_ROLES), current=("/ui/applications",)),
+    web.NavLink("Grants", "/ui/grants", tuple(UI_ROLES)),
+    web.NavLink("Sign-off", "/ui/provider", (Role.provider,), department_only=True),
+)
 
-class SignInRequired(GovshareError):
-    status, type, title = 303, "sign-in-required", "Sign in required"
-
-
-class CsrfRefused(GovshareError):
-    status, type, title = 403, "csrf-refused", "Form refused"
-
-
-def session_middleware_options(*, secret_key: str, issuer: str) -> dict[str, Any]:
-    """Options for Starlette's SessionMiddleware: a signed, strict, 8-hour cookie for /ui only."""
-    return {
-        "secret_key": secret_key, "session_cookie": "govshare_ui", "path": "/ui", "max_age": SESSION_MAX_AGE,
-        "same_site": "strict", "https_only": issuer.startswith("https"),
-    }
-
-
-# --- who is signed in --------------------------------------------------------------------
-
-
-def _sign_in_redirect(request: Request) -> SignInRequired:
-    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    if request.method != "GET":
-        target = "/ui"
-    return SignInRequired("sign in to use the approval pages", headers={"Location": "/ui/login?" + urlencode({"next": target})})
-
-
-def signed_in_user(request: Request, session: DbSession) -> User:
-    """The person signed in to this browser session, or a redirect to the sign-in page."""
-    user_id, signed_in_at = request.session.get(USER_KEY), request.session.get(SIGNED_IN_KEY)
-    fresh = isinstance(signed_in_at, int | float) and time.time() - signed_in_at < SESSION_MAX_AGE
-    user = session.get(User, user_id) if isinstance(user_id, int) and fresh else None
-    if user is None or user.disabled_at is not None:
-        for key in (USER_KEY, USER_NAME_KEY, SIGNED_IN_KEY):
-            request.session.pop(key, None)
-        raise _sign_in_redirect(request)
-    return user
-
-
-def manager_user(user: Annotated[User, Depends(signed_in_user)]) -> User:
-    """The signed-in person, if they hold the manager (or admin) role; a 403 page otherwise."""
-    if not any(str(role) in user.roles for role in UI_ROLES):
-        raise Forbidden(
-            f"These pages are for data managers: your account ({user.name}) does not have the manager role. "
-            "To use another account, sign out on the sign-in page, /ui/login."
-        )
-    return user
-
-
+manager_user = web.person_with_role(UI_ROLES, (
+    "These pages are for data managers: your account ({name}) does not have the manager role. "
+    "To use another account, sign out on the sign-in page, /ui/login."))
 ManagerUser = Annotated[User, Depends(manager_user)]
 
 
-def may(user: User, action: str) -> bool:
-    """Whether the person holds a role that the permissions table allows ``action`` to."""
-    return any(str(role) in user.roles for role in roles_for(action))
-
-
 def person_allowed(action: str):
-    """A dependency letting through only a signed-in manager whom the permissions table allows ``action``."""
-
-    def _check(user: ManagerUser) -> User:
-        if not may(user, action):
-            needed = " or ".join(sorted(str(role) for role in roles_for(action)))
-            raise Forbidden(f"Only people with the {needed} role may do this; nothing was changed.")
-        return user
-
-    _check.__name__ = f"person_allowed_{action.replace('.', '_')}"
-    return _check
+    """A signed-in manager whom the permissions table allows ``action``."""
+    return web.person_allowed(action, first=manager_user)
 
 
 DecidingUser = Annotated[User, Depends(person_allowed("applications.decide"))]
 RevokingUser = Annotated[User, Depends(person_allowed("grants.revoke"))]
 
 
-def _actor(user: User) -> str:
-    return f"user:{user.name}"
-
-
-# --- forms: CSRF -----------------------------------------------------------------------------
-
-
-def csrf_token(request: Request) -> str:
-    """This session's CSRF token (created on first use)."""
-    token = request.session.get(CSRF_KEY)
-    if not isinstance(token, str) or not token:
-        token = secrets.token_urlsafe(32)
-        request.session[CSRF_KEY] = token
-    return token
-
-
-def _own_origins(request: Request) -> set[str]:
-    issuer = urlsplit(request.app.state.settings.issuer)
-    return {f"{request.url.scheme}://{request.url.netloc}", f"{issuer.scheme}://{issuer.netloc}"}
-
-
-async def checked_form(request: Request) -> None:
-    """Refuse a form sent from another site, or without this session's CSRF token."""
-    if request.headers.get("sec-fetch-site") == "cross-site":
-        raise CsrfRefused("This form was sent from another site, so it was refused. Nothing was changed.")
-    origin = request.headers.get("origin")
-    if origin is not None and origin.rstrip("/") not in _own_origins(request):
-        raise CsrfRefused("This form was sent from another site, so it was refused. Nothing was changed.")
-    form = await request.form()
-    sent, expected = form.get("csrf_token"), request.session.get(CSRF_KEY)
-    if not isinstance(sent, str) or not isinstance(expected, str) or not hmac.compare_digest(sent.encode(), expected.encode()):
-        raise CsrfRefused("This form has expired or did not come from this site: reload the page and try again. Nothing was changed.")
-
-
-CheckedForm = [Depends(checked_form)]
-
-
-async def posted_form(request: Request) -> FormData:
-    """The POSTed form itself, for fields named after a dataset's items."""
-    return await request.form()
-
-
-PostedForm = Annotated[FormData, Depends(posted_form)]
-
-
 # --- presenting --------------------------------------------------------------------------------
-
-STATUS_LABELS = {
-    service.Status.draft: "Draft",
-    service.Status.submitted: "Waiting for a decision",
-    service.Status.awaiting_provider: "Waiting for the providing department",
-    service.Status.approved: "Approved",
-    service.Status.rejected: "Rejected",
-    service.Status.returned: "Returned for changes",
-    service.Status.withdrawn: "Withdrawn",
-}
-
-EVENT_LABELS = {
-    "application.drafted": "Draft saved",
-    "application.edited": "Changed by the applicant",
-    "application.submitted": "Submitted for review",
-    "application.withdrawn": "Withdrawn by the applicant",
-    "application.awaiting_provider": "Approved by the data manager; waiting for the providing department",
-    "application.approved": "Approved; grant created",
-    "application.rejected": "Rejected",
-    "application.returned": "Returned for changes",
-    "application.provider_approved": "Signed off by the providing department; grant created",
-    "application.provider_rejected": "Refused by the providing department",
-    "application.provider_returned": "Returned by the providing department",
-    "application.overdue": "Decision overdue",
-    "grant.revoked": "Grant revoked",
-}
-
-GRANT_STATE_LABELS = {
-    service.GrantState.pending: "Not yet started",
-    service.GrantState.active: "Active",
-    service.GrantState.expired: "Expired",
-    service.GrantState.revoked: "Revoked",
-}
-
-OPERATOR_WORDS = {"eq": "is", "ne": "is not", "lt": "is less than", "le": "is at most", "gt": "is more than", "ge": "is at least"}
-
 
 MASK_CHOICES = {
     "keep_first": "Keep the first N characters",
@@ -246,51 +93,6 @@ def masks_from_form(rules: dict[str, str], counts: dict[str, str]) -> dict[str, 
     return masks
 
 
-def mask_words(mask: Any) -> str:
-    """A mask in plain words: 'first 2 characters kept', 'year only'."""
-    if isinstance(mask, dict) and len(mask) == 1:
-        (rule, count), = mask.items()
-        return f"{'first' if rule == 'keep_first' else 'last'} {count} characters kept, the rest hidden"
-    return {"keyed_hash": "replaced by a keyed hash", "year_only": "year only", "null": "withheld"}.get(str(mask), str(mask))
-
-
-def row_filter_words(row_filter: dict[str, Any] | None) -> str:
-    """A row filter in plain words: 'district is one of 01, 02 and birth_date is at least 1990-01-01'."""
-    if not row_filter:
-        return "No row filter: every record of the dataset"
-    parts = []
-    for key, value in row_filter.items():
-        if key in ("and", "or"):
-            inner = f" {key} ".join(row_filter_words(child) for child in value)
-            parts.append(f"({inner})" if len(value) > 1 else inner)
-            continue
-        (operator, operand), = value.items()
-        if operator == "in":
-            parts.append(f"{key} is one of {', '.join(str(item) for item in operand)}")
-        elif operator == "between":
-            parts.append(f"{key} is between {operand[0]} and {operand[1]}")
-        elif operator == "is_null":
-            parts.append(f"{key} is empty" if operand else f"{key} is not empty")
-        else:
-            parts.append(f"{key} {OPERATOR_WORDS.get(operator, operator)} {operand}")
-    return " and ".join(parts)
-
-
-def duration_words(span: timedelta) -> str:
-    """'3 days 4 hours', '2 hours 5 minutes', 'less than a minute'."""
-    minutes = int(abs(span).total_seconds() // 60)
-    days, hours, minutes = minutes // 1440, minutes % 1440 // 60, minutes % 60
-
-    def unit(count: int, name: str) -> str:
-        return f"{count} {name}{'' if count == 1 else 's'}"
-
-    if days:
-        return unit(days, "day") + (f" {unit(hours, 'hour')}" if hours else "")
-    if hours:
-        return unit(hours, "hour") + (f" {unit(minutes, 'minute')}" if minutes else "")
-    return unit(minutes, "minute") if minutes else "less than a minute"
-
-
 @dataclass(frozen=True)
 class Ageing:
     """How long an application has waited and where it stands against its decision time limit."""
@@ -302,106 +104,18 @@ class Ageing:
     @classmethod
     def of(cls, application: Application, now: datetime) -> Ageing:
         open_ = application.status in service.OPEN_STATES
-        waiting = duration_words(now - application.filed_at) if open_ and application.filed_at else None
+        waiting = web.duration_words(now - application.filed_at) if open_ and application.filed_at else None
         due = application.decision_due
         if not open_ or due is None:
             return cls(waiting, False, None)
         if due < now:
-            return cls(waiting, True, f"Overdue by {duration_words(now - due)}")
-        return cls(waiting, False, f"Due in {duration_words(due - now)}")
+            return cls(waiting, True, f"Overdue by {web.duration_words(now - due)}")
+        return cls(waiting, False, f"Due in {web.duration_words(due - now)}")
 
 
-class Formats:
-    """Dates and times as people read them, in the exchange's time zone."""
-
-    def __init__(self, timezone: str) -> None:
-        self.zone = ZoneInfo(timezone)
-
-    def when(self, moment: datetime | None) -> str:
-        if moment is None:
-            return "—"
-        local = moment.astimezone(self.zone)
-        return f"{local.day} {local:%b %Y %H:%M} {local.tzname()}"
-
-    def iso(self, moment: datetime | None) -> str:
-        return moment.isoformat() if moment else ""
-
-    @staticmethod
-    def day(value) -> str:
-        return f"{value.day} {value:%b %Y}" if value else "—"
-
-
-def _flash(request: Request, message: str) -> None:
-    request.session[FLASH_KEY] = message
-
-
-def render(request: Request, template: str, *, status_code: int = 200, user: User | None = None, **context: Any) -> Response:
-    """A page, with the layout's needs: the user, the CSRF token and any flash message."""
-    context.update(
-        user=user, csrf_token=csrf_token(request), flash=request.session.pop(FLASH_KEY, None),
-        fmt=Formats(request.app.state.settings.timezone), status_labels=STATUS_LABELS,
-    )
-    return templates.TemplateResponse(request, template, context, status_code=status_code, headers=PAGE_HEADERS)
-
-
-def _redirect(url: str) -> RedirectResponse:
-    return RedirectResponse(url, status_code=303)
-
-
-def _safe_next(target: str | None) -> str:
-    """Only a path of these pages: a sign-in link must not send people to another site."""
-    if not target or not target.startswith("/ui") or target.startswith("//") or "\\" in target:
-        return "/ui"
-    return target
-
-
-# --- the stylesheet and signing in -------------------------------------------------------------
-
-
-@router.get("/style.css")
-def stylesheet() -> Response:
-    return Response(STYLESHEET.read_text(), media_type="text/css", headers={"Cache-Control": "max-age=3600"})
-
-
-@router.get("/login")
-def login_page(request: Request, next: str = "/ui") -> Response:
-    # Someone already signed in (say, without the manager role) may sign out here.
-    return render(request, "login.html", next=_safe_next(next), name="", signed_in_as=request.session.get(USER_NAME_KEY))
-
-
-@router.post("/login", dependencies=CheckedForm)
-def login(
-    request: Request, session: DbSession, name: Annotated[str, Form(max_length=100)] = "",
-    password: Annotated[str, Form(max_length=1000)] = "", next: Annotated[str, Form()] = "/ui",
-) -> Response:
-    user = identities.authenticate_user(session, name=name, password=password)
-    if user is None:
-        return render(request, "login.html", status_code=401, next=_safe_next(next), name=name,
-                      error="The name or the password is wrong.")
-    # A new session on sign-in: nothing from before (a planted token) carries over.
-    request.session.clear()
-    request.session.update({USER_KEY: user.id, USER_NAME_KEY: user.name, SIGNED_IN_KEY: int(time.time()),
-                            CSRF_KEY: secrets.token_urlsafe(32)})
-    _flash(request, f"Signed in as {user.name}.")
-    return _redirect(_landing(user, _safe_next(next)))
-
-
-def _landing(user: User, next: str) -> str:
-    """Where sign-in leads: the page asked for; for a department's people asking for none, their own.
-
-    The start page (/ui, the queue) is the managers'; a demander or a service person
-    signing in without a page in mind was shown a 403 there.
-    """
-    if next == "/ui" and not any(str(role) in user.roles for role in UI_ROLES) and may(user, "sharing.profile") and user.department_code:
-        return "/ui/sharing"
-    return next
-
-
-@router.post("/logout", dependencies=CheckedForm)
-def logout(request: Request) -> Response:
-    request.session.clear()
-    _flash(request, "You have signed out.")
-    return _redirect("/ui/login")
+def _labelled(rows) -> list[tuple[str, str]]:
+    """(code, name) rows as a select's options: "CODE – name"."""
+    return [(code, f"{code} – {name}") for code, name in rows]
 
 
 # --- the queue ----------------------------------------------------------------------------------
@@ -423,8 +137,8 @@ def queue_page(
     datasets = session.execute(select(Dataset.code, Dataset.title).order_by(Dataset.code)).all()
     departments = session.execute(select(Department.code, Department.name).order_by(Department.code)).all()
     rows = [(application, Ageing.of(application, now)) for application in applications]
-    return render(
-        request, "queue.html", user=user, rows=rows, datasets=datasets, departments=departments,
+    return pages.render(
+        request, "queue.html", user=user, rows=rows, dataset_options=_labelled(datasets), department_options=_labelled(departments),
         status_filters=STATUS_FILTERS,
         filters={"status": status, "dataset": dataset.strip(), "department": department.strip().upper(), "overdue": overdue},
         overdue_count=sum(1 for _, ageing in rows if ageing.overdue), truncated=len(rows) >= QUEUE_LIMIT,
@@ -460,7 +174,7 @@ def _application_page(
         for item in dataset.document.get("items", [])
     ]
     findings = (application.inspection or {}).get("findings", [])
-    return render(
+    return pages.render(
         request, "application.html", status_code=status_code, user=user, application=application, dataset=dataset,
         items=items, unknown_items=sorted(requested - {item["name"] for item in items}),
         errors=[finding for finding in findings if finding["severity"] == "error"],
@@ -471,7 +185,7 @@ def _application_page(
         events=service.history(session, application_id=application.id), event_labels=EVENT_LABELS,
         share_conditions=_share_conditions(dataset), reasons=service.REASON_LABELS,
         reason_label=service.REASON_LABELS.get(application.reason_code) if application.reason_code else None,
-        mask_words=mask_words, may_decide=may(user, "applications.decide"), error=error, form=form or {},
+        mask_words=mask_words, may_decide=web.may(user, "applications.decide"), error=error, form=form or {},
     )
 
 
@@ -491,10 +205,10 @@ def _decided_message(application: Application) -> str:
     return f"Application {application.id} returned to {application.department_code} for changes."
 
 
-@router.post("/applications/{application_id}/decision", dependencies=CheckedForm)
+@router.post("/applications/{application_id}/decision", dependencies=web.CheckedForm)
 def decide(
     request: Request, session: DbSession, user: DecidingUser, application: ApplicationForManager,
-    form: PostedForm,
+    form: web.PostedForm,
     decision: Annotated[str, Form(max_length=20)] = "", reason_code: Annotated[str, Form(max_length=40)] = "",
     comment: Annotated[str, Form(max_length=4000)] = "", conditions: Annotated[list[str], Form()] = [],  # noqa: B006
 ) -> Response:
@@ -505,7 +219,7 @@ def decide(
             decision, reason_code or None, comment.strip() or None,
             tuple(condition for condition in conditions if condition.strip()), masks_from_form(chosen_masks, mask_counts),
         )
-        service.decide(session, application=application, actor=_actor(user), decision=chosen,
+        service.decide(session, application=application, actor=web.actor(user), decision=chosen,
                        settings=request.app.state.settings)
     except (WrongState, StaleDataError) as problem:
         session.rollback()
@@ -522,8 +236,7 @@ def decide(
                  "masks": chosen_masks, "mask_counts": mask_counts}
         message = f"Your decision was not saved: {problem.detail}."
         return _application_page(request, session, user, application, status_code=422, error=message, form=typed)
-    _flash(request, _decided_message(application))
-    return _redirect(f"/ui/applications/{application.id}")
+    return web.redirect(request, f"/ui/applications/{application.id}", flash=_decided_message(application))
 
 
 # --- grants ---------------------------------------------------------------------------------------
@@ -531,17 +244,16 @@ def decide(
 GRANT_FILTERS = {"all": "All", **{str(state): label for state, label in GRANT_STATE_LABELS.items()}}
 
 
-def grant_for_manager(grant_id: int, session: DbSession, user: ManagerUser) -> Grant:
-    """The grant a manager acts on, locked for the rest of the request (see approvals.dependencies)."""
-    return service.get_grant(session, grant_id, for_update=True)
+def grant_for_manager(request: Request, grant_id: int, session: DbSession, user: ManagerUser) -> Grant:
+    """The grant a manager looks at; locked for the rest of the request when they act on it (see approvals.dependencies)."""
+    return service.get_grant(session, grant_id, for_update=request.method == "POST")
 
 
 GrantForManager = Annotated[Grant, Depends(grant_for_manager)]
 
 
 def _grants_page(
-    request: Request, session: Session, user: User, *, state: str = "all", dataset: str = "", status_code: int = 200,
-    error: str | None = None, error_grant: int | None = None, reason: str = "",
+    request: Request, session: Session, user: User, *, state: str = "all", dataset: str = "",
 ) -> Response:
     today = service.today(request.app.state.settings)
     state = state if state in GRANT_FILTERS else "all"
@@ -552,10 +264,10 @@ def _grants_page(
     if state != "all":
         grants = [(grant, grant_state) for grant, grant_state in grants if grant_state == state]
     datasets = session.execute(select(Dataset.code, Dataset.title).order_by(Dataset.code)).all()
-    return render(
-        request, "grants.html", status_code=status_code, user=user, grants=grants, datasets=datasets,
+    return pages.render(
+        request, "grants.html", user=user, grants=grants, dataset_options=_labelled(datasets),
         state_labels=GRANT_STATE_LABELS, grant_filters=GRANT_FILTERS, filters={"state": state, "dataset": dataset.strip()},
-        row_filter_words=row_filter_words, mask_words=mask_words, may_revoke=may(user, "grants.revoke"), error=error, error_grant=error_grant, reason=reason,
+        row_filter_words=row_filter_words, mask_words=mask_words, may_revoke=web.may(user, "grants.revoke"),
     )
 
 
@@ -564,16 +276,130 @@ def grants_page(request: Request, session: DbSession, user: ManagerUser, state: 
     return _grants_page(request, session, user, state=state, dataset=dataset)
 
 
-@router.post("/grants/{grant_id}/revoke", dependencies=CheckedForm)
+def _grant_page(
+    request: Request, session: Session, user: User, grant: Grant, *, status_code: int = 200, error: str | None = None,
+    reason: str = "",
+) -> Response:
+    state = service.grant_state(grant, service.today(request.app.state.settings))
+    return pages.render(
+        request, "grant.html", status_code=status_code, user=user, grant=grant, state=state, state_labels=GRANT_STATE_LABELS,
+        row_filter=row_filter_words(grant.row_filter), mask_words=mask_words, may_revoke=web.may(user, "grants.revoke"),
+        error=error, reason=reason,
+    )
+
+
+@router.get("/grants/{grant_id}")
+def grant_page(request: Request, session: DbSession, user: ManagerUser, grant: GrantForManager) -> Response:
+    """One grant: what it allows, its state, and (for those who may) the step that revokes it."""
+    return _grant_page(request, session, user, grant)
+
+
+@router.post("/grants/{grant_id}/revoke", dependencies=web.CheckedForm)
 def revoke(
     request: Request, session: DbSession, user: RevokingUser, grant: GrantForManager,
-    reason: Annotated[str, Form(max_length=4000)] = "",
+    reason: Annotated[str, Form(max_length=4000)] = "", confirm: Annotated[str, Form(max_length=10)] = "",
 ) -> Response:
+    if confirm != "yes":
+        return _grant_page(request, session, user, grant, status_code=422, reason=reason,
+                           error=f"Grant {grant.id} was not revoked: tick the box to confirm that "
+                                 f"{grant.department_code} loses this access now.")
     try:
-        service.revoke_grant(session, grant=grant, actor=_actor(user), reason=reason)
+        service.revoke_grant(session, grant=grant, actor=web.actor(user), reason=reason)
     except (InvalidDecision, WrongState) as problem:
         session.rollback()
-        return _grants_page(request, session, user, status_code=problem.status, error_grant=grant.id, reason=reason,
-                            error=f"Grant {grant.id} was not revoked: {problem.detail}.")
-    _flash(request, f"Grant {grant.id} revoked: {grant.department_code} can no longer receive {grant.dataset_code} under it.")
-    return _redirect("/ui/grants")
+        grant = service.get_grant(session, grant.id)
+        return _grant_page(request, session, user, grant, status_code=problem.status, reason=reason,
+                           error=f"Grant {grant.id} was not revoked: {problem.detail}.")
+    return web.redirect(request, f"/ui/grants/{grant.id}",
+                        flash=f"Grant {grant.id} revoked: {grant.department_code} can no longer receive {grant.dataset_code} under it.")
+
+
+# --- the providing department's sign-off -----------------------------------------------------------
+
+
+def provider_officer(user: web.SignedInUser) -> User:
+    """A signed-in officer of a department whom the permissions table lets sign off conditional applications."""
+    if not web.may(user, "applications.provider_decide") or not user.department_code:
+        raise Forbidden(f"This page is for a providing department's officers (the provider role, in a department): "
+                        f"your account ({user.name}) is not one of them.")
+    return user
+
+
+ProviderOfficer = Annotated[User, Depends(provider_officer)]
+
+
+def application_for_officer(request: Request, application_id: int, session: DbSession, user: ProviderOfficer) -> Application:
+    """An application for one of the officer's department's datasets (another's is not found); locked when deciding."""
+    application = session.get(Application, application_id)
+    if application is None or application.provider_department != user.department_code or application.status == service.Status.draft:
+        raise ApplicationNotFound(f"Your department ({user.department_code}) provides the data of no application {application_id}.")
+    if request.method == "POST":
+        application = service.get_application(session, application_id, for_update=True)
+        if application.department_code == user.department_code:
+            raise Forbidden("Nobody signs off an application of their own department; nothing was changed.")
+    return application
+
+
+ApplicationForOfficer = Annotated[Application, Depends(application_for_officer)]
+
+
+@router.get("/provider")
+def provider_queue_page(request: Request, session: DbSession, user: ProviderOfficer) -> Response:
+    """The applications for the officer's department's data that wait for its sign-off, longest waiting first."""
+    now = utcnow()
+    waiting = session.execute(
+        select(Application).where(Application.provider_department == user.department_code,
+                                  Application.status == service.Status.awaiting_provider)
+        .order_by(Application.filed_at, Application.id)).scalars().all()
+    return pages.render(request, "provider_queue.html", user=user, rows=[(item, Ageing.of(item, now)) for item in waiting])
+
+
+def _provider_page(request: Request, session: Session, user: User, application: Application, *, status_code: int = 200,
+                   error: str | None = None, form: dict[str, Any] | None = None) -> Response:
+    dataset = service.get_dataset(session, application.dataset_code)
+    return pages.render(
+        request, "provider_application.html", status_code=status_code, user=user, application=application, dataset=dataset,
+        row_filter=row_filter_words(application.row_filter), mask_words=mask_words, reasons=service.REASON_LABELS,
+        events=service.history(session, application_id=application.id), event_labels=EVENT_LABELS,
+        own=application.department_code == user.department_code, error=error, form=form or {},
+    )
+
+
+@router.get("/provider/applications/{application_id}")
+def provider_application_page(request: Request, session: DbSession, user: ProviderOfficer,
+                              application: ApplicationForOfficer) -> Response:
+    return _provider_page(request, session, user, application)
+
+
+_PROVIDER_DONE = {
+    "approve": "signed off: grant {grant} created for {department}",
+    "reject": "refused: {department} will not receive {dataset}",
+    "return": "returned to {department} for changes",
+}
+
+
+@router.post("/provider/applications/{application_id}/decision", dependencies=web.CheckedForm)
+def provider_decision(
+    request: Request, session: DbSession, user: ProviderOfficer, application: ApplicationForOfficer,
+    decision: Annotated[str, Form(max_length=20)] = "", reason_code: Annotated[str, Form(max_length=40)] = "",
+    comment: Annotated[str, Form(max_length=4000)] = "",
+) -> Response:
+    try:
+        service.provider_decide(session, application=application, actor=web.actor(user), settings=request.app.state.settings,
+                                decision=service.Decision(decision, reason_code or None, comment.strip() or None))
+    except (WrongState, StaleDataError) as problem:
+        session.rollback()
+        application = service.get_application(session, application.id)
+        detail = problem.detail if isinstance(problem, WrongState) else "someone else changed it at the same time"
+        return _provider_page(request, session, user, application, status_code=409, error=(
+            f"Your sign-off was not saved: this application is now “{STATUS_LABELS.get(application.status, application.status)}” "
+            f"({detail})."))
+    except InvalidInput as problem:
+        session.rollback()
+        application = service.get_application(session, application.id)
+        return _provider_page(request, session, user, application, status_code=422,
+                              error=f"Your sign-off was not saved: {problem.detail}.",
+                              form={"decision": decision, "reason_code": reason_code, "comment": comment})
+    done = _PROVIDER_DONE[decision].format(grant=application.grant_id, department=application.department_code,
+                                           dataset=application.dataset_code)
+    return web.redirect(request, f"/ui/provider/applications/{application.id}", flash=f"Application {application.id} {done}.")

@@ -1,8 +1,8 @@
 """The data manager's dashboard under /ui/dashboard: metrics, charts and the lists to act on.
 
 Charts are inline SVG drawn here on the server (no script, no external library),
-each with a title, a description and the same figures as a table. Pages reuse the
-approval pages' layout, sign-in and session (``approvals.views``).
+each with a title, a description and the same figures as a table, in the web shell's
+layout (``govshare.web``: sign-in, session).
 """
 
 from __future__ import annotations
@@ -15,27 +15,29 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
-from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
 
 from approvals import service as approvals
-from approvals import views as approval_pages
 from approvals.models import Application
 from directory.errors import DatasetNotFound
 from directory.models import Dataset
 from evaluation import service
 from evaluation.api import period_of
+from govshare import web
 from govshare.db import DbSession, utcnow
 from govshare.errors import InvalidInput
-from govshare.models import User
+from govshare.models import Role, User
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
-# Our templates first, then the approval pages' (for base.html, the shared layout).
-templates = Jinja2Templates(directory=[str(TEMPLATES_DIR), str(approval_pages.TEMPLATES_DIR)])
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 
-MetricsUser = Annotated[User, Depends(approval_pages.person_allowed("metrics.read"))]
+# The dashboard is a data manager's page, like the queue: the same role check and message first.
+_manager = web.person_with_role((Role.manager, Role.admin), (
+    "These pages are for data managers: your account ({name}) does not have the manager role. "
+    "To use another account, sign out on the sign-in page, /ui/login."))
+MetricsUser = Annotated[User, Depends(web.person_allowed("metrics.read", first=_manager))]
+NAVIGATION = (web.NavLink("Dashboard", "/ui/dashboard", (Role.manager, Role.admin)),)
 DEFAULT_DAYS = 30
 SCORE_LABELS = {"review_speed": "Review speed", "data_quality": "Data quality", "stability": "Service stability",
                 "application_quality": "Application form"}
@@ -50,7 +52,7 @@ def percent(value: float | None) -> str:
 
 
 def duration(seconds: float | None) -> str:
-    return "—" if seconds is None else approval_pages.duration_words(timedelta(seconds=seconds))
+    return "—" if seconds is None else web.duration_words(timedelta(seconds=seconds))
 
 
 def number(value: float | None, digits: int = 1) -> str:
@@ -98,9 +100,8 @@ def trend_points(days: list[dict[str, Any]], field: str) -> tuple[list[tuple[str
     return [(f"week of {week[0]['day']}", sum(day[field] for day in week)) for week in weeks], "week"
 
 
-def _period(request: Request) -> service.Period:
-    """The period the form asks for; by default the last 30 days, today included."""
-    start, end = request.query_params.get("from", "").strip(), request.query_params.get("to", "").strip()
+def _period_of(start: str, end: str) -> service.Period:
+    """The period from ``start`` to ``end`` (days, both included); by default the last 30 days, today included."""
     now = utcnow()
     if not end:
         end = now.date().isoformat()
@@ -112,26 +113,66 @@ def _period(request: Request) -> service.Period:
         raise InvalidInput(f"The period is not valid: {getattr(problem, 'detail', problem)}.") from None
 
 
+@dataclass(frozen=True)
+class ChosenPeriod:
+    """The period the form asks for, or (when it asks for an impossible one) the default, with what was typed and why."""
+
+    period: service.Period
+    form: dict[str, str]
+    error: str | None = None
+
+
+def _chosen_period(request: Request) -> ChosenPeriod:
+    start, end = request.query_params.get("from", "").strip()[:40], request.query_params.get("to", "").strip()[:40]
+    try:
+        period = _period_of(start, end)
+    except InvalidInput as problem:
+        # Said beside the form, which keeps what was typed; the figures meanwhile are the default period's.
+        fallback = _period_of("", "")
+        return ChosenPeriod(fallback, {"from": start, "to": end},
+                            f"{problem.detail[:-1] if problem.detail.endswith('.') else problem.detail}. "
+                            f"Shown instead: the last {DEFAULT_DAYS} days.")
+    return ChosenPeriod(period, _period_words(period))
+
+
 def _period_words(period: service.Period) -> dict[str, str]:
     last_day = (period.end - timedelta(microseconds=1)).date()
     return {"from": period.start.date().isoformat(), "to": last_day.isoformat()}
 
 
-def render(request: Request, template: str, *, user: User, status_code: int = 200, **context: Any) -> Response:
-    """A page in the approval pages' layout (user, CSRF token for signing out, flash message)."""
-    context.update(
-        user=user, csrf_token=approval_pages.csrf_token(request), flash=request.session.pop(approval_pages.FLASH_KEY, None),
-        fmt=approval_pages.Formats(request.app.state.settings.timezone), percent=percent, duration=duration, number=number,
-        reason_labels={str(code): label for code, label in approvals.REASON_LABELS.items()},
-        chart_width=CHART_WIDTH, chart_height=CHART_HEIGHT,
-    )
-    return templates.TemplateResponse(request, template, context, status_code=status_code, headers=approval_pages.PAGE_HEADERS)
+def _period_label(period: service.Period) -> str:
+    """The period as the pages write dates: '1 Oct 2026 to 31 Oct 2026'."""
+    last_day = (period.end - timedelta(microseconds=1)).date()
+    return f"{web.Formats.day(period.start.date())} to {web.Formats.day(last_day)}"
+
+
+def _day_label(label: str) -> str:
+    """A trend's 'YYYY-MM-DD' (or 'week of YYYY-MM-DD') in the pages' date format."""
+    prefix, _, day = label.rpartition(" ")
+    try:
+        return (prefix + " " if prefix else "") + web.Formats.day(date.fromisoformat(day))
+    except ValueError:
+        return label
+
+
+def iso_day(text: str | None) -> str:
+    """An ISO date or time written in a document ('2026-10-03T...') in the pages' date format."""
+    return web.Formats.day(date.fromisoformat(text[:10])) if text else "—"
+
+
+pages = web.Pages(
+    TEMPLATES_DIR, iso_day=iso_day, percent=percent, duration=duration, number=number, chart_width=CHART_WIDTH, chart_height=CHART_HEIGHT,
+    reason_labels={str(code): label for code, label in approvals.REASON_LABELS.items()},
+)
+render = pages.render
 
 
 def _charts(session, period: service.Period, entry: dict[str, Any], dataset: str | None = None) -> dict[str, Any]:
     days = service.daily_trend(session, period=period, dataset=dataset)
     filed, unit = trend_points(days, "filed")
     calls, _ = trend_points(days, "calls")
+    filed = [(_day_label(label), value) for label, value in filed]
+    calls = [(_day_label(label), value) for label, value in calls]
     reasons = sorted(entry["rejection_reasons"].items(), key=lambda item: (-item[1], item[0]))
     histogram = service.review_duration_histogram(session, period=period, dataset=dataset)
     return {
@@ -152,13 +193,15 @@ def stylesheet() -> Response:
 
 @router.get("/dashboard")
 def dashboard(request: Request, session: DbSession, user: MetricsUser) -> Response:
-    period = _period(request)
+    chosen = _chosen_period(request)
+    period = chosen.period
     summary = service.summary(session, period=period)
     query = urlencode(_period_words(period))
     demanded = row_bars([(item["dataset"], item["applications_filed"], f"/ui/dashboard/datasets/{item['dataset']}?{query}")
                          for item in summary["most_demanded"]])
     return render(
-        request, "dashboard.html", user=user, summary=summary, period=_period_words(period),
+        request, "dashboard.html", user=user, summary=summary, period=_period_words(period), period_form=chosen.form,
+        period_error=chosen.error, period_label=_period_label(period), status_code=422 if chosen.error else 200,
         demanded_bars=demanded, period_query=query, **_charts(session, period, summary),
     )
 
@@ -174,7 +217,8 @@ def dataset_for_dashboard(code: str, session: DbSession, user: MetricsUser) -> D
 def dataset_dashboard(
     request: Request, session: DbSession, user: MetricsUser, dataset: Annotated[Dataset, Depends(dataset_for_dashboard)],
 ) -> Response:
-    period = _period(request)
+    chosen = _chosen_period(request)
+    period = chosen.period
     entry = service.group_metrics(session, period=period, by="dataset", only=dataset.code)[0]
     now = utcnow()
     corrections = [service.correction_document(correction, now)
@@ -182,6 +226,8 @@ def dataset_dashboard(
     ratings = [service.rating_document(rating) for rating in service.ratings_given(session, dataset=dataset.code, period=period)]
     return render(
         request, "dataset_dashboard.html", user=user, dataset=dataset, entry=entry, period=_period_words(period),
+        period_form=chosen.form, period_error=chosen.error, period_label=_period_label(period),
+        status_code=422 if chosen.error else 200,
         problems=[words for words, _ in service.problems_of(entry)], corrections=corrections, ratings=ratings,
         score_labels=SCORE_LABELS, **_charts(session, period, entry, dataset=dataset.code),
     )

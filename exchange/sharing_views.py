@@ -1,7 +1,7 @@
 """The page where a demanding department's people download Delta Sharing profiles: /ui/sharing.
 
-It reuses the approval pages' layout, sign-in, session and CSRF check
-(``approvals.views``). A profile is made by a POSTed form (it creates a token),
+It is drawn in the web shell's layout, behind its sign-in, session and CSRF check
+(``govshare.web``). A profile is made by a POSTed form (it creates a token),
 and answered as a file to save; each grant lists its tokens (never the secret), and
 one can be revoked on its own.
 """
@@ -12,33 +12,32 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import RedirectResponse, Response
-from fastapi.templating import Jinja2Templates
+from fastapi.responses import Response
 from sqlalchemy import select
 
 from approvals import service as approvals
-from approvals import views as approval_pages
 from approvals.errors import GrantNotFound
+from approvals.labels import GRANT_STATE_LABELS
 from approvals.models import Grant
 from exchange import service, sharing
 from exchange.errors import NoActiveGrant, SharingTokenRevoked
 from exchange.models import SharingToken
 from exchange.sharing_api import profile_response
+from govshare import web
 from govshare.db import DbSession, utcnow
 from govshare.errors import Forbidden
-from govshare.models import User
+from govshare.models import Role, User
 from govshare.permissions import roles_for
 
-TEMPLATES_DIR = Path(__file__).parent / "templates"
-# Our templates first, then the approval pages' (for base.html, the shared layout).
-templates = Jinja2Templates(directory=[str(TEMPLATES_DIR), str(approval_pages.TEMPLATES_DIR)])
+pages = web.Pages(Path(__file__).parent / "templates")
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
+NAVIGATION = (web.NavLink("Delta Sharing", "/ui/sharing", (Role.demander, Role.service), department_only=True),)
 
 
-def sharing_user(user: Annotated[User, Depends(approval_pages.signed_in_user)]) -> User:
+def sharing_user(user: Annotated[User, Depends(web.signed_in_user)]) -> User:
     """The signed-in person, if the permissions table lets them fetch profiles and they belong to a department."""
-    if not approval_pages.may(user, "sharing.profile") or not user.department_code:
+    if not web.may(user, "sharing.profile") or not user.department_code:
         needed = " or ".join(sorted(str(role) for role in roles_for("sharing.profile")))
         raise Forbidden(f"This page is for a department's {needed} people: your account ({user.name}) is not one of them.")
     return user
@@ -64,36 +63,30 @@ def sharing_page(request: Request, session: DbSession, user: SharingUser) -> Res
         rows.append({"grant": grant, "state": approvals.grant_state(grant, today),
                      "table": f"{sharing.share_name(grant)}.{sharing.schema_name(scope)}.{sharing.table_name(scope)}",
                      "tokens": [{"token": token, "state": sharing.token_state(token, now)} for token in tokens[grant.id]]})
-    context = {
-        "user": user, "rows": rows, "csrf_token": approval_pages.csrf_token(request),
-        "flash": request.session.pop(approval_pages.FLASH_KEY, None), "fmt": approval_pages.Formats(request.app.state.settings.timezone),
-        "state_labels": approval_pages.GRANT_STATE_LABELS, "endpoint": f"{request.app.state.settings.issuer}/delta-sharing",
-    }
-    return templates.TemplateResponse(request, "sharing.html", context, headers=approval_pages.PAGE_HEADERS)
+    return pages.render(request, "sharing.html", user=user, rows=rows, state_labels=GRANT_STATE_LABELS,
+                        endpoint=f"{request.app.state.settings.issuer}/delta-sharing")
 
 
-@router.post("/sharing/grants/{grant_id}/profile", dependencies=approval_pages.CheckedForm)
+@router.post("/sharing/grants/{grant_id}/profile", dependencies=web.CheckedForm)
 def download_profile(grant_id: int, request: Request, session: DbSession, user: SharingUser) -> Response:
     grant = session.get(Grant, grant_id)
     if grant is None or grant.department_code != user.department_code:
         raise NoActiveGrant(f"your department holds no grant {grant_id}")
     scope = service.active_grant(session, department=user.department_code, dataset_code=grant.dataset_code, delivery="extract",
                                  today=approvals.today(request.app.state.settings), grant_id=grant_id)
-    return profile_response(session, request, scope=scope, actor=f"user:{user.name}")
+    return profile_response(session, request, scope=scope, actor=web.actor(user))
 
 
-@router.post("/sharing/grants/{grant_id}/tokens/{token_id}/revoke", dependencies=approval_pages.CheckedForm)
+@router.post("/sharing/grants/{grant_id}/tokens/{token_id}/revoke", dependencies=web.CheckedForm)
 def revoke_token(grant_id: int, token_id: int, request: Request, session: DbSession, user: SharingUser) -> Response:
     grant = session.get(Grant, grant_id)
     if grant is None or grant.department_code != user.department_code:
         raise GrantNotFound(f"grant {grant_id} does not exist")
     try:
-        sharing.revoke_token(session, grant=grant, token_id=token_id, actor=f"user:{user.name}")
+        sharing.revoke_token(session, grant=grant, token_id=token_id, actor=web.actor(user))
     except SharingTokenRevoked:
         # A second click, or someone else first: the outcome asked for holds; say so rather than fail.
-        request.session[approval_pages.FLASH_KEY] = f"Token {token_id} of grant {grant_id} was revoked already."
-        return RedirectResponse("/ui/sharing", status_code=303)
-    request.session[approval_pages.FLASH_KEY] = (
+        return web.redirect(request, "/ui/sharing", flash=f"Token {token_id} of grant {grant_id} was revoked already.")
+    return web.redirect(request, "/ui/sharing", flash=(
         f"Token {token_id} of grant {grant_id} revoked: profiles holding it no longer read the share. "
-        "The grant's other tokens still work.")
-    return RedirectResponse("/ui/sharing", status_code=303)
+        "The grant's other tokens still work."))

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
-from typing import Any
 
 from fastapi import FastAPI
-from fastapi.templating import Jinja2Templates
-from starlette.middleware.sessions import SessionMiddleware
-from starlette.types import ASGIApp, Receive, Scope, Send
+from fastapi_offline import FastAPIOffline
 
 from approvals import api as approvals_api
 from approvals import views as approvals_views
@@ -38,27 +33,7 @@ from govshare.jobs import JobRunner
 from govshare.keys import KeyStore
 from govshare.limits import BodySizeLimit, BodyTimeout
 from govshare.settings import Settings, get_settings
-
-TEMPLATES_DIR = Path(__file__).parent / "templates"
-
-
-class UnderPrefix:
-    """Runs ``middleware`` only for requests under ``prefix``; the rest go straight on.
-
-    The web pages' session cookie is scoped to /ui, so the session middleware has nothing
-    to do elsewhere, and the API's interface calls are the ones that count every microsecond.
-    """
-
-    def __init__(self, app: ASGIApp, *, prefix: str, middleware: Callable[..., ASGIApp], **options: Any) -> None:
-        self.app, self.prefix = app, prefix
-        self.wrapped = middleware(app, **options)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "")
-        if path == self.prefix or path.startswith(self.prefix + "/"):
-            await self.wrapped(scope, receive, send)
-        else:
-            await self.app(scope, receive, send)
+from govshare import web
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -91,7 +66,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ledger.stop()
         database.dispose()
 
-    app = FastAPI(
+    # /docs and /redoc from assets shipped in the fastapi-offline package, not a CDN: they work without internet.
+    app = FastAPIOffline(
+        static_url="/docs-assets",
         title="govshare",
         version=__version__,
         summary="Data-sharing exchange and resource directory for government departments",
@@ -104,14 +81,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.ledger = ledger
     app.state.jobs = runner
     app.state.rate_limiter = limiter_for(settings)
-    app.state.templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
     app.state.metrics = metrics
     metrics.registry.register(memory.MemoryCollector(keyed_store_memory=keyed_store.memory_bytes))
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes, max_json_bytes=settings.max_json_bytes)
     app.add_middleware(BodyTimeout, timeout=settings.request_body_timeout_seconds)
     app.add_middleware(observability.MetricsMiddleware, metrics=app.state.metrics)
-    app.add_middleware(UnderPrefix, prefix="/ui", middleware=SessionMiddleware, **approvals_views.session_middleware_options(
-        secret_key=keystore.session_secret(), issuer=settings.issuer))
     install_error_handlers(app)
 
     app.include_router(exchange_api.router)  # first: the interface calls, the busiest routes, are matched soonest
@@ -125,6 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(approvals_api.router)
     app.include_router(exchange_sharing_api.router)
     app.include_router(evaluation_api.router)
+    web.install(app, navigation=[*approvals_views.NAVIGATION, *evaluation_views.NAVIGATION, *exchange_sharing_views.NAVIGATION])
     app.include_router(approvals_views.router)
     app.include_router(evaluation_views.router)
     app.include_router(exchange_sharing_views.router)

@@ -158,6 +158,36 @@ def users_add(
         typer.echo(f"user {user.name} added with roles {','.join(user.roles)}")
 
 
+def _password_from_stdin(password_stdin: bool) -> str:
+    if not password_stdin:
+        _fail("give the password on standard input with --password-stdin (never on the command line)", 2)
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+@users_app.command("set-password")
+def users_set_password(
+    name: str,
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="read the new password from standard input")] = False,
+) -> None:
+    """Give a person a new password; they are signed out of every browser."""
+    from govshare import identities
+
+    password = _password_from_stdin(password_stdin)
+    with _database(_settings()).transaction() as session:
+        user = identities.set_password(session, name=name, password=password)
+        typer.echo(f"password of {user.name} changed; their sessions have ended")
+
+
+@users_app.command("set-roles")
+def users_set_roles(name: str, role: Annotated[str, typer.Option(help="comma-separated roles, e.g. manager")]) -> None:
+    """Change a person's roles; they are signed out of every browser."""
+    from govshare import identities
+
+    with _database(_settings()).transaction() as session:
+        user = identities.set_roles(session, name=name, roles=role.split(","))
+        typer.echo(f"user {user.name} now has roles {','.join(user.roles)}; their sessions have ended")
+
+
 @audit_app.command("verify")
 def audit_verify() -> None:
     """Check the whole audit chain; exits 1 and names the first broken entry if it is broken."""

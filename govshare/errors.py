@@ -121,11 +121,9 @@ def _wants_html(request: Request) -> bool:
 def _render(request: Request, body: dict[str, Any], headers: dict[str, str] | None = None):
     from fastapi.responses import JSONResponse
 
-    if _wants_html(request):
-        templates = request.app.state.templates
-        return templates.TemplateResponse(
-            request, "error.html", {"problem": body}, status_code=body["status"], headers=headers
-        )
+    error_page = getattr(request.app.state, "error_page", None)  # the web UI's, installed by govshare.app
+    if error_page is not None and _wants_html(request):
+        return error_page(request, body, headers)
     return JSONResponse(body, status_code=body["status"], media_type=PROBLEM_MEDIA_TYPE, headers=headers)
 
 

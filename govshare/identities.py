@@ -6,13 +6,13 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from govshare import audit
 from govshare.db import utcnow
 from govshare.errors import Conflict, InvalidInput, NotFound
-from govshare.models import Client, Department, Role, User
+from govshare.models import Client, Department, Role, User, WebSession
 from govshare.security import generate_secret, hash_password, hash_secret
 
 SYSTEM_ACTOR = "system"
@@ -152,8 +152,7 @@ def add_user(
     name = name.strip()
     if not name:
         raise InvalidInput("a user needs a name")
-    if len(password) < 12:
-        raise InvalidInput("passwords must have at least 12 characters")
+    _check_password(password)
     if session.execute(select(User).where(User.name == name)).scalar_one_or_none() is not None:
         raise Conflict(f"user {name} already exists")
     department = get_department(session, department_code).code if department_code else None
@@ -161,6 +160,46 @@ def add_user(
     session.add(user)
     session.flush()
     audit.record(session, actor=actor, action="user.added", subject=f"user:{name}", details={"roles": user.roles})
+    return user
+
+
+def get_user(session: Session, name: str) -> User:
+    user = session.execute(select(User).where(User.name == name.strip())).scalar_one_or_none()
+    if user is None:
+        raise NotFound(f"user {name} does not exist")
+    return user
+
+
+def _check_password(password: str) -> None:
+    if len(password) < 12:
+        raise InvalidInput("passwords must have at least 12 characters")
+
+
+def end_sessions(session: Session, *, user: User) -> int:
+    """Sign ``user`` out of every browser (their web sessions end on the next request); how many ended."""
+    ended = session.execute(delete(WebSession).where(WebSession.user_id == user.id)).rowcount
+    session.flush()
+    return ended or 0
+
+
+def set_password(session: Session, *, name: str, password: str, actor: str = SYSTEM_ACTOR) -> User:
+    """Give a person a new password; every session signed in with the old one ends."""
+    user = get_user(session, name)
+    _check_password(password)
+    user.password_hash = hash_password(password)
+    ended = end_sessions(session, user=user)
+    audit.record(session, actor=actor, action="user.password_changed", subject=f"user:{user.name}",
+                 details={"sessions_ended": ended})
+    return user
+
+
+def set_roles(session: Session, *, name: str, roles: Iterable[str], actor: str = SYSTEM_ACTOR) -> User:
+    """Change what a person may act as; their sessions end, so the new roles apply from their next sign-in."""
+    user = get_user(session, name)
+    user.roles = parse_roles(roles)
+    ended = end_sessions(session, user=user)
+    audit.record(session, actor=actor, action="user.roles_changed", subject=f"user:{user.name}",
+                 details={"roles": user.roles, "sessions_ended": ended})
     return user
 
 

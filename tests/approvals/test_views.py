@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from types import SimpleNamespace
 
 import pytest
 from playwright.sync_api import expect
@@ -140,8 +139,9 @@ def test_an_admin_may_look_and_revoke_but_only_managers_decide_as_the_permission
     assert refused.status_code == 403 and "manager role" in alert_text(refused)
     assert status_of(world, application["id"]) == "submitted"
     grant_id = _approved(world)["grant_id"]
-    assert page_of(client.get("/ui/grants", headers=HTML)).find("form", action=f"/ui/grants/{grant_id}/revoke") is not None
-    revoked = post_form(client, f"/ui/grants/{grant_id}/revoke", {"reason": "audit finding"}, from_page="/ui/grants")
+    assert page_of(client.get(f"/ui/grants/{grant_id}", headers=HTML)).find("form", action=f"/ui/grants/{grant_id}/revoke") is not None
+    revoked = post_form(client, f"/ui/grants/{grant_id}/revoke", {"reason": "audit finding", "confirm": "yes"},
+                        from_page=f"/ui/grants/{grant_id}")
     assert revoked.status_code == 303
 
 
@@ -289,13 +289,12 @@ def test_what_applicants_wrote_is_shown_as_text_never_as_markup(signed_in, world
     assert '&lt;script&gt;' in response.text
 
 
-def test_a_session_ends_eight_hours_after_signing_in(signed_in, monkeypatch):
-    from approvals import views
+def test_a_session_ends_eight_hours_after_signing_in(signed_in, app):
+    from govshare.web import sessions
 
     assert signed_in.get("/ui", headers=HTML, follow_redirects=False).status_code == 200
-    later = views.time.time() + views.SESSION_MAX_AGE + 60
-    # Only the pages' clock moves on: the cookie itself is still validly signed and fresh.
-    monkeypatch.setattr(views, "time", SimpleNamespace(time=lambda: later))
+    later = utcnow() + timedelta(seconds=sessions.SESSION_MAX_AGE + 60)
+    app.state.clock = lambda: later  # the pages' clock moves on; the cookie is the same
     assert signed_in.get("/ui", headers=HTML, follow_redirects=False).status_code == 303
 
 
@@ -398,31 +397,71 @@ def _approved(world) -> dict:
     return world.decide(application["id"], decision="approve").json()
 
 
-def test_grants_are_listed_with_their_state_and_revoked_with_a_reason(signed_in, world, manager):
+def test_grants_are_listed_with_their_state_and_revoked_with_a_reason_after_confirming(signed_in, world, manager):
     approved = _approved(world)
     grant_id = approved["grant_id"]
     page = page_of(signed_in.get("/ui/grants", headers=HTML))
     row = page.find("tr", data_grant=str(grant_id))
     assert row.find("td", data_label="State").text == "Not yet started"  # the period starts tomorrow
     assert row.find("td", data_label="Items and rows").text.startswith("citizen_id, insured_since insured_since is at least 2020-01-01")
-    assert page.find("label", for_=f"reason-{grant_id}").text == f"Reason for revoking grant {grant_id}"
+    # The list holds no revoke form, only the way to the grant's own page, where revoking is a confirmed step.
+    assert row.find("form") is None and row.find("textarea") is None
+    assert row.find("a", class_="revoke-link").get("href") == f"/ui/grants/{grant_id}#revoke"
+    assert row.find("th").find("a").get("href") == f"/ui/grants/{grant_id}"
+    detail = page_of(signed_in.get(f"/ui/grants/{grant_id}", headers=HTML))
+    assert detail.find("h1").text == f"Grant {grant_id}: HRSS-INSURANCE for CAB"
+    assert detail.find("label", for_="reason").text == f"Reason for revoking grant {grant_id}"
+    assert detail.find("input", id="confirm").has("required")
 
-    path = f"/ui/grants/{grant_id}/revoke"
-    empty = post_form(signed_in, path, {"reason": "  "}, from_page="/ui/grants")
+    path, from_page = f"/ui/grants/{grant_id}/revoke", f"/ui/grants/{grant_id}"
+    unconfirmed = post_form(signed_in, path, {"reason": "used outside the service"}, from_page=from_page)
+    assert unconfirmed.status_code == 422 and "tick the box" in alert_text(unconfirmed)
+    assert page_of(unconfirmed).find("textarea", id="reason").text == "used outside the service"
+    empty = post_form(signed_in, path, {"reason": "  ", "confirm": "yes"}, from_page=from_page)
     assert empty.status_code == 422 and "needs a reason" in alert_text(empty)
-    done = post_form(signed_in, path, {"reason": "used outside the service"}, from_page="/ui/grants")
-    assert (done.status_code, done.headers["location"]) == (303, "/ui/grants")
-    page = page_of(signed_in.get("/ui/grants", headers=HTML))
-    row = page.find("tr", data_grant=str(grant_id))
+    assert world.http.get(f"/api/v1/grants/{grant_id}", headers=world.manager).json()["state"] != "revoked"
+    done = post_form(signed_in, path, {"reason": "used outside the service", "confirm": "yes"}, from_page=from_page)
+    assert (done.status_code, done.headers["location"]) == (303, from_page)
+    detail = page_of(signed_in.get(from_page, headers=HTML))
+    assert detail.find(id="state").text == "Revoked"
+    assert detail.find(id="revoked").text.split(": ")[0].endswith(f"by {manager}")
+    assert detail.find("form", class_="revoke-form") is None
+    row = page_of(signed_in.get("/ui/grants", headers=HTML)).find("tr", data_grant=str(grant_id))
     assert row.find("td", data_label="State").text == "Revoked"
-    assert f"by user:{manager}" in row.find("td", data_label="Revoke").text
-    assert row.find("form") is None
-    again = signed_in.post(path, data={"csrf_token": csrf_of(signed_in.get("/ui", headers=HTML)), "reason": "again"},
-                           headers=HTML)
+    assert f"by {manager}:" in row.find("td", data_label="Revoke").text and "user:" not in row.text
+    again = signed_in.post(path, data={"csrf_token": csrf_of(signed_in.get("/ui", headers=HTML)), "reason": "again",
+                                       "confirm": "yes"}, headers=HTML)
     assert again.status_code == 409 and "revoked already" in alert_text(again)
     assert world.http.get(f"/api/v1/grants/{grant_id}", headers=world.manager).json()["state"] == "revoked"
     assert _grant_ids(signed_in, state="revoked") == [grant_id]
     assert _grant_ids(signed_in, state="active") == []
+
+
+def test_the_grant_page_is_for_managers_and_an_unknown_grant_is_a_404(client, world, database):
+    grant_id = _approved(world)["grant_id"]
+    assert client.get(f"/ui/grants/{grant_id}", headers=HTML, follow_redirects=False).status_code == 303
+    add_person(database, "dana", "demander")
+    sign_in(client, "dana")
+    assert client.get(f"/ui/grants/{grant_id}", headers=HTML).status_code == 403
+    refused = client.post(f"/ui/grants/{grant_id}/revoke", headers=HTML, data={
+        "csrf_token": csrf_of(client.get("/ui/login", headers=HTML)), "reason": "x", "confirm": "yes"})
+    assert refused.status_code == 403
+    add_person(database, "maria", "manager")
+    client.cookies.clear()
+    sign_in(client, "maria")
+    assert client.get("/ui/grants/999999", headers=HTML).status_code == 404
+    assert client.get("/ui/grants/not-a-number", headers=HTML).status_code == 422
+    no_token = client.post(f"/ui/grants/{grant_id}/revoke", headers=HTML, data={"reason": "x", "confirm": "yes"})
+    assert no_token.status_code == 403
+    assert world.http.get(f"/api/v1/grants/{grant_id}", headers=world.manager).json()["state"] != "revoked"
+
+
+def test_the_application_s_grant_link_opens_that_grant(signed_in, world):
+    approved = _approved(world)
+    page = page_of(signed_in.get(f"/ui/applications/{approved['id']}", headers=HTML))
+    link, = [link for link in page.find_all("a") if link.text == f"Grant {approved['grant_id']}"]
+    assert link.get("href") == f"/ui/grants/{approved['grant_id']}"
+    assert signed_in.get(link.get("href"), headers=HTML).status_code == 200
 
 
 def _grant_ids(client, **params) -> list[int]:
@@ -493,10 +532,17 @@ def test_a_manager_works_through_the_queue_in_a_browser(live_server, page, scree
     assert row.locator("td.state").inner_text() == "Not yet started"
     expect(row).to_contain_text("Masks: citizen_id replaced by a keyed hash")
     screenshot(page, "grants")
-    row.get_by_label(f"Reason for revoking grant {grant_id}").fill("the service was discontinued")
-    row.get_by_role("button", name=f"Revoke grant {grant_id}").click()
+    row.get_by_role("link", name=f"Revoke grant {grant_id}…").click()
+    page.get_by_label(f"Reason for revoking grant {grant_id}").fill("the service was discontinued")
+    page.get_by_role("button", name=f"Revoke grant {grant_id}").click()
+    # The confirmation box is required: without it the browser keeps the form and nothing is sent.
+    assert page.locator("#confirm").evaluate("box => box.validity.valueMissing") is True
+    assert page.locator("#state").inner_text() == "Not yet started"
+    page.get_by_label("I understand that CAB loses this access now").check()
+    screenshot(page, "revoke-confirmation")
+    page.get_by_role("button", name=f"Revoke grant {grant_id}").click()
     assert page.get_by_role("status").inner_text().startswith(f"Grant {grant_id} revoked")
-    assert page.locator(f'tr[data-grant="{grant_id}"] td.state').inner_text() == "Revoked"
+    assert page.locator("#state").inner_text() == "Revoked"
 
 
 @pytest.mark.browser
@@ -509,7 +555,7 @@ def test_the_pages_reflow_at_200_percent_zoom(live_server, browser, screenshot, 
         page = context.new_page()
         browser_sign_in(page, live_server, manager)
         for path, name in (("/ui", "queue-zoom"), (f"/ui/applications/{application['id']}", "application-zoom"),
-                           ("/ui/grants", "grants-zoom")):
+                           ("/ui/grants", "grants-zoom"), (f"/ui/grants/{approved['grant_id']}", "grant-zoom")):
             page.goto(f"{live_server}{path}")
             scroll_width, inner_width = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
             assert scroll_width <= inner_width, f"{path} scrolls sideways: {scroll_width} > {inner_width}"

@@ -63,7 +63,12 @@ def test_the_dashboard_shows_the_period_s_figures_charts_and_lists(signed_in):
         assert chart.find("title") is not None and chart.find("desc") is not None
     filed = page.find("figure", id="trend-filed")
     assert len(filed.find_all("rect")) == 31  # one bar a day of October
-    assert [row.text for row in filed.find("table").find("tbody").find_all("tr")][:2] == ["2026-10-01 1", "2026-10-02 0"]
+    assert [row.text for row in filed.find("table").find("tbody").find_all("tr")][:2] == ["1 Oct 2026 1", "2 Oct 2026 0"]
+    # Each tile says its period; ratings say what they are out of; dates are written one way.
+    assert {tile.find(class_="tile-period").text for tile in page.find(id="tiles").find_all("li")} == {"1 Oct 2026 to 31 Oct 2026"}
+    quality = page.find(data_metric="rating_data_quality").parent
+    assert "out of 5" in quality.find(class_="tile-label").text
+    assert page.find(id="period-summary").text.startswith("From 1 Oct 2026 to 31 Oct 2026.")
     durations = page.find("figure", id="review-durations").find("tbody").find_all("tr")
     assert [row.find("td").text for row in durations] == ["0", "5", "2", "1", "1", "0"]
     reasons = page.find("figure", id="rejection-reasons").find("table").find("tbody").find_all("tr")
@@ -146,15 +151,30 @@ def test_the_application_page_is_for_managers(client, factory, database):
     assert client.get(f"/ui/dashboard/applications/{ids[1]}", headers=HTML).status_code == 403
 
 
-def test_an_unknown_dataset_and_a_wrong_period_are_explained(signed_in):
+def test_an_unknown_dataset_is_a_404_and_a_wrong_period_is_explained_beside_the_form(signed_in):
     assert signed_in.get("/ui/dashboard/datasets/NO-SUCH", headers=HTML).status_code == 404
-    wrong = signed_in.get("/ui/dashboard", params={"from": "2026-10-31", "to": "2026-10-01"}, headers=HTML)
-    assert wrong.status_code == 422 and "period" in wrong.text
+    for path in ("/ui/dashboard", "/ui/dashboard/datasets/PSB-HOUSEHOLD"):
+        wrong = signed_in.get(path, params={"from": "2026-10-31", "to": "2026-10-01"}, headers=HTML)
+        assert wrong.status_code == 422
+        page = page_of(wrong)
+        form = page.find("form", class_="period")
+        error = form.find(id="period-error")
+        assert "'from' must come before 'to'" in error.text and "last 30 days" in error.text
+        assert form.find("input", id="from").get("value") == "2026-10-31"  # what was typed, to correct it
+        assert form.find("input", id="from").get("aria-describedby") == "period-error"
+        assert page.find(data_metric="applications_filed") is not None  # the page goes on, with the default period
+    nonsense = page_of(signed_in.get("/ui/dashboard", params={"from": "yesterday"}, headers=HTML))
+    assert nonsense.find(id="period-error") is not None
 
 
-def test_the_default_period_is_the_last_30_days(signed_in):
-    page = page_of(signed_in.get("/ui/dashboard", headers=HTML))
-    assert len(page.find("figure", id="trend-filed").find_all("rect")) == 30
+def test_the_default_period_is_the_last_30_days_and_an_empty_chart_says_no_data(signed_in):
+    page = page_of(signed_in.get("/ui/dashboard", params={"from": "2026-06-01", "to": "2026-06-30"}, headers=HTML))
+    for chart in ("trend-filed", "trend-calls", "review-durations", "rejection-reasons", "most-demanded"):
+        figure = page.find("figure", id=chart)
+        assert figure.find("svg") is None and figure.find(class_="no-data").text.startswith("No "), chart
+    assert page.find("figure", id="trend-filed").find(class_="no-data").text == "No data for this period."
+    default = page_of(signed_in.get("/ui/dashboard", headers=HTML))
+    assert len(default.find("figure", id="trend-filed").find("tbody").find_all("tr")) == 30
 
 
 @pytest.mark.browser
@@ -179,3 +199,13 @@ def test_a_manager_reads_the_dashboard_in_a_browser(live_server, page, screensho
     expect(page.locator('#ratings tr[data-party="demander"] [data-score="data_quality"]')).to_have_text("2")
     expect(page.locator('#ratings tr[data-party="provider"] [data-score="application_quality"]')).to_have_text("5")
     screenshot(page, "application")
+    page.goto(f"{live_server}/ui/dashboard?from=2026-10-31&to=2026-10-01")
+    expect(page.locator("#period-error")).to_be_visible()
+    expect(page.get_by_label("From")).to_have_value("2026-10-31")
+    screenshot(page, "period-error")
+    page.get_by_label("From").fill("2026-06-01")
+    page.get_by_label("To (included)").fill("2026-06-30")
+    page.get_by_role("button", name="Show this period").click()
+    expect(page.locator("#period-error")).to_have_count(0)
+    expect(page.locator("#trend-filed .no-data")).to_have_text("No data for this period.")
+    screenshot(page, "no-data")
