@@ -11,7 +11,7 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, func, or_, select
+from sqlalchemy import ColumnElement, Row, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 import schemas
@@ -296,6 +296,11 @@ def _check_decision(decision: Decision, dataset: Dataset) -> None:
             )
 
 
+def needs_provider_sign_off(application: Application, dataset: Dataset) -> bool:
+    """A conditional dataset's provider signs off, unless it is the applicant: nobody signs off their own application."""
+    return dataset.share_type == "conditional" and application.department_code != dataset.department_code
+
+
 def decide(
     session: Session, *, application: Application, actor: str, decision: Decision, settings: Settings,
     now: datetime | None = None,
@@ -314,7 +319,7 @@ def decide(
     if decision.decision == "approve":
         application.conditions = list(decision.conditions)
         application.masks = dict(decision.masks or {})
-        if dataset.share_type == "conditional":
+        if needs_provider_sign_off(application, dataset):
             application.status = Status.awaiting_provider
             session.flush()
             _event(session, application, kind="application.awaiting_provider", actor=actor, from_status=previous,
@@ -445,7 +450,8 @@ def queue(
 ) -> list[Application]:
     """Applications waiting on a decision, longest waiting first."""
     now = now or utcnow()
-    query = select(Application).where(Application.status.in_(statuses or [state.value for state in OPEN_STATES]))
+    query = select(Application).where(Application.status.in_(statuses or [state.value for state in OPEN_STATES]),
+                                      Application.filed_at.is_not(None))  # a draft is its author's alone
     if dataset:
         query = query.where(Application.dataset_code == dataset)
     if department:
@@ -473,11 +479,18 @@ def applicant_history(session: Session, *, application: Application) -> list[App
 
 
 def events_for(session: Session, *, department: str, sees_all: bool, since: int, limit: int) -> list[ApplicationEvent]:
-    """Events after cursor ``since`` that concern ``department`` (all of them for managers)."""
+    """Events after cursor ``since`` that concern ``department`` (all of them for managers).
+
+    A draft's events (and those of a draft withdrawn unsubmitted) reach only the applying department.
+    """
     query = select(ApplicationEvent).where(ApplicationEvent.id > since)
-    if not sees_all:
-        query = query.where(or_(ApplicationEvent.applicant_department == department,
-                                ApplicationEvent.provider_department == department))
+    own = ApplicationEvent.applicant_department == department
+    filed = and_(ApplicationEvent.to_status != Status.draft,
+                 ApplicationEvent.application_id.in_(select(Application.id).where(Application.filed_at.is_not(None))))
+    if sees_all:
+        query = query.where(or_(own, filed))
+    else:
+        query = query.where(or_(own, and_(filed, ApplicationEvent.provider_department == department)))
     return list(session.execute(query.order_by(ApplicationEvent.id).limit(limit)).scalars())
 
 

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from approvals import service
+from approvals.dependencies import manager_application, manager_grant
 from approvals.errors import InvalidDecision, WrongState
 from approvals.models import Application, Grant
 from directory.models import Dataset
@@ -34,7 +35,7 @@ from govshare import identities
 from govshare.db import DbSession, utcnow
 from govshare.errors import Forbidden, GovshareError, InvalidInput
 from govshare.models import Department, Role, User
-from govshare.permissions import roles_for
+from govshare.permissions import OVERSEERS, roles_for
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 STYLESHEET = TEMPLATES_DIR / "govshare.css"
@@ -43,7 +44,7 @@ templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
 SESSION_MAX_AGE = 8 * 3600
 USER_KEY, USER_NAME_KEY, SIGNED_IN_KEY, CSRF_KEY, FLASH_KEY = "user_id", "user_name", "signed_in_at", "csrf", "flash"
 QUEUE_LIMIT = 200
-UI_ROLES = (Role.manager, Role.admin)
+UI_ROLES = OVERSEERS
 # Pages show applications and names of people: keep them out of shared caches and frames.
 PAGE_HEADERS = {
     "Cache-Control": "no-store",
@@ -434,12 +435,7 @@ def queue_page(
 # --- one application ----------------------------------------------------------------------------
 
 
-def application_for_manager(request: Request, application_id: int, session: DbSession, user: ManagerUser) -> Application:
-    """The application a manager looks at; locked when they are deciding on it."""
-    return service.get_application(session, application_id, for_update=request.method == "POST")
-
-
-ApplicationForManager = Annotated[Application, Depends(application_for_manager)]
+ApplicationForManager = manager_application(manager_user)
 
 
 def _share_conditions(dataset: Dataset) -> list[str]:
@@ -531,12 +527,7 @@ def decide(
 GRANT_FILTERS = {"all": "All", **{str(state): label for state, label in GRANT_STATE_LABELS.items()}}
 
 
-def grant_for_manager(grant_id: int, session: DbSession, user: ManagerUser) -> Grant:
-    """The grant a manager acts on, locked for the rest of the request (see approvals.dependencies)."""
-    return service.get_grant(session, grant_id, for_update=True)
-
-
-GrantForManager = Annotated[Grant, Depends(grant_for_manager)]
+GrantForManager = manager_grant(manager_user)
 
 
 def _grants_page(

@@ -20,6 +20,7 @@ from sqlalchemy import select
 
 from approvals import service as approvals
 from approvals import views as approval_pages
+from approvals.dependencies import readable_application
 from approvals.models import Application
 from directory.errors import DatasetNotFound
 from directory.models import Dataset
@@ -188,7 +189,7 @@ def dataset_dashboard(
 
 
 def application_for_dashboard(application_id: int, session: DbSession, user: MetricsUser) -> Application:
-    return approvals.get_application(session, application_id)
+    return readable_application(session, application_id, user)
 
 
 @router.get("/dashboard/applications/{application_id}")

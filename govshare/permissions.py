@@ -10,6 +10,10 @@ from govshare.models import Role
 
 P, D, M, S, C, A = Role.provider, Role.demander, Role.manager, Role.service, Role.citizen_portal, Role.admin
 
+# Those who oversee the exchange as a whole ("manager or admin"): they see every department's
+# filed applications, grants and extracts, and the approval pages are theirs.
+OVERSEERS: tuple[Role, ...] = (M, A)
+
 PERMISSIONS: dict[str, frozenset[Role]] = {
     "audit.verify": frozenset({M, A}),
     "datasets.read": frozenset({P, D, M, S, C, A}),
