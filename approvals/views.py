@@ -34,7 +34,7 @@ from directory.models import Dataset
 from govshare import identities
 from govshare.db import DbSession, utcnow
 from govshare.errors import Forbidden, GovshareError, InvalidInput
-from govshare.models import Department, Role, User
+from govshare.models import Department, User
 from govshare.permissions import OVERSEERS, roles_for
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
