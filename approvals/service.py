@@ -29,7 +29,7 @@ from approvals.models import Application, ApplicationEvent, Grant
 from directory.models import Dataset
 from directory.errors import DatasetNotFound
 from govshare import audit
-from govshare.db import utcnow
+from govshare.db import get_or_raise, utcnow
 from govshare.settings import Settings
 
 
@@ -84,21 +84,13 @@ def get_dataset(session: Session, code: str) -> Dataset:
 
 
 def get_application(session: Session, application_id: int, *, for_update: bool = False) -> Application:
-    query = select(Application).where(Application.id == application_id)
-    if for_update:
-        query = query.with_for_update()
-    application = session.execute(query).scalar_one_or_none()
-    if application is None:
-        raise ApplicationNotFound(f"application {application_id} does not exist")
-    return application
+    return get_or_raise(session, Application, application_id, for_update=for_update,
+                        missing=ApplicationNotFound(f"application {application_id} does not exist"))
 
 
 def get_grant(session: Session, grant_id: int, *, for_update: bool = False) -> Grant:
     # for_update: held to the end of the transaction, so a revocation cannot race another change of the grant.
-    grant = session.get(Grant, grant_id, with_for_update=for_update)
-    if grant is None:
-        raise GrantNotFound(f"grant {grant_id} does not exist")
-    return grant
+    return get_or_raise(session, Grant, grant_id, for_update=for_update, missing=GrantNotFound(f"grant {grant_id} does not exist"))
 
 
 def document_of(application: Application) -> dict[str, Any]:
