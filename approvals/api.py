@@ -13,18 +13,19 @@ from sqlalchemy import select
 import schemas
 from approvals import service, webhooks
 from approvals.dependencies import (
-    OVERSEERS,
     ApplicationForApplicant,
     ApplicationForManager,
     ApplicationForProvider,
     ApplicationForReader,
     GrantForManager,
     GrantForReader,
+    VisibleGrants,
     applications_visible_to,
 )
 from approvals.models import Application, Grant
 from govshare.auth import Caller, require
 from govshare.db import DbSession, utcnow
+from govshare.permissions import OVERSEERS
 
 router = APIRouter(prefix="/api/v1", tags=["approvals"])
 
@@ -203,11 +204,8 @@ def application_history(session: DbSession, application: ApplicationForReader) -
 
 
 @router.get("/grants", summary="Grants the caller's department holds (all, for managers)")
-def list_grants(request: Request, session: DbSession, caller: Annotated[Caller, Depends(require("grants.read"))],
-                dataset: str | None = None) -> dict[str, Any]:
-    query = select(Grant)
-    if not caller.has_role(*OVERSEERS):
-        query = query.where(Grant.department_code == caller.department)
+def list_grants(request: Request, session: DbSession, visible: VisibleGrants, dataset: str | None = None) -> dict[str, Any]:
+    query = select(Grant).where(visible)
     if dataset:
         query = query.where(Grant.dataset_code == dataset)
     today = _today(request)

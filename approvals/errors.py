@@ -31,3 +31,7 @@ class DecidedConcurrently(Conflict):
 
 class NotYourApplication(Forbidden):
     type, title = "not-your-application", "The application belongs to another department"
+
+
+class OwnDepartmentDecision(Forbidden):
+    type, title = "own-department-decision", "Nobody decides an application of their own department"

@@ -11,7 +11,7 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, func, or_, select
+from sqlalchemy import ColumnElement, Row, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 import schemas
@@ -29,7 +29,7 @@ from approvals.models import Application, ApplicationEvent, Grant
 from directory.models import Dataset
 from directory.errors import DatasetNotFound
 from govshare import audit
-from govshare.db import utcnow
+from govshare.db import get_or_raise, utcnow
 from govshare.settings import Settings
 
 
@@ -84,21 +84,13 @@ def get_dataset(session: Session, code: str) -> Dataset:
 
 
 def get_application(session: Session, application_id: int, *, for_update: bool = False) -> Application:
-    query = select(Application).where(Application.id == application_id)
-    if for_update:
-        query = query.with_for_update()
-    application = session.execute(query).scalar_one_or_none()
-    if application is None:
-        raise ApplicationNotFound(f"application {application_id} does not exist")
-    return application
+    return get_or_raise(session, Application, application_id, for_update=for_update,
+                        missing=ApplicationNotFound(f"application {application_id} does not exist"))
 
 
 def get_grant(session: Session, grant_id: int, *, for_update: bool = False) -> Grant:
     # for_update: held to the end of the transaction, so a revocation cannot race another change of the grant.
-    grant = session.get(Grant, grant_id, with_for_update=for_update)
-    if grant is None:
-        raise GrantNotFound(f"grant {grant_id} does not exist")
-    return grant
+    return get_or_raise(session, Grant, grant_id, for_update=for_update, missing=GrantNotFound(f"grant {grant_id} does not exist"))
 
 
 def document_of(application: Application) -> dict[str, Any]:
@@ -305,6 +297,11 @@ def _flag_masked_key(application: Application, dataset: Dataset) -> None:
         application.inspection = {**(application.inspection or {}), "findings": [*findings, finding.as_dict()]}
 
 
+def needs_provider_sign_off(application: Application, dataset: Dataset) -> bool:
+    """A conditional dataset's provider signs off, unless it is the applicant: nobody signs off their own application."""
+    return dataset.share_type == "conditional" and application.department_code != dataset.department_code
+
+
 def decide(
     session: Session, *, application: Application, actor: str, decision: Decision, settings: Settings,
     now: datetime | None = None,
@@ -324,7 +321,7 @@ def decide(
         application.conditions = list(decision.conditions)
         application.masks = dict(decision.masks or {})
         _flag_masked_key(application, dataset)
-        if dataset.share_type == "conditional":
+        if needs_provider_sign_off(application, dataset):
             application.status = Status.awaiting_provider
             session.flush()
             _event(session, application, kind="application.awaiting_provider", actor=actor, from_status=previous,
@@ -477,7 +474,8 @@ def queue(
 ) -> list[Application]:
     """Applications waiting on a decision, longest waiting first."""
     now = now or utcnow()
-    query = select(Application).where(Application.status.in_(statuses or [state.value for state in OPEN_STATES]))
+    query = select(Application).where(Application.status.in_(statuses or [state.value for state in OPEN_STATES]),
+                                      Application.filed_at.is_not(None))  # a draft is its author's alone
     if dataset:
         query = query.where(Application.dataset_code == dataset)
     if department:
@@ -505,11 +503,18 @@ def applicant_history(session: Session, *, application: Application) -> list[App
 
 
 def events_for(session: Session, *, department: str, sees_all: bool, since: int, limit: int) -> list[ApplicationEvent]:
-    """Events after cursor ``since`` that concern ``department`` (all of them for managers)."""
+    """Events after cursor ``since`` that concern ``department`` (all of them for managers).
+
+    A draft's events (and those of a draft withdrawn unsubmitted) reach only the applying department.
+    """
     query = select(ApplicationEvent).where(ApplicationEvent.id > since)
-    if not sees_all:
-        query = query.where(or_(ApplicationEvent.applicant_department == department,
-                                ApplicationEvent.provider_department == department))
+    own = ApplicationEvent.applicant_department == department
+    filed = and_(ApplicationEvent.to_status != Status.draft,
+                 ApplicationEvent.application_id.in_(select(Application.id).where(Application.filed_at.is_not(None))))
+    if sees_all:
+        query = query.where(or_(own, filed))
+    else:
+        query = query.where(or_(own, and_(filed, ApplicationEvent.provider_department == department)))
     return list(session.execute(query.order_by(ApplicationEvent.id).limit(limit)).scalars())
 
 

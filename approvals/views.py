@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from approvals import service
+from approvals.dependencies import manager_application, manager_grant
 from approvals.errors import ApplicationNotFound, InvalidDecision, WrongState
 from approvals.labels import EVENT_LABELS, GRANT_STATE_LABELS, STATUS_LABELS, mask_words, row_filter_words
 from approvals.models import Application, Grant
@@ -27,11 +28,12 @@ from govshare import web
 from govshare.db import DbSession, utcnow
 from govshare.errors import Forbidden, InvalidInput
 from govshare.models import Department, Role, User
+from govshare.permissions import OVERSEERS
 
 pages = web.Pages(Path(__file__).parent / "templates", status_labels=STATUS_LABELS)
 
 QUEUE_LIMIT = 200
-UI_ROLES = (Role.manager, Role.admin)
+UI_ROLES = OVERSEERS
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 
@@ -148,12 +150,7 @@ def queue_page(
 # --- one application ----------------------------------------------------------------------------
 
 
-def application_for_manager(request: Request, application_id: int, session: DbSession, user: ManagerUser) -> Application:
-    """The application a manager looks at; locked when they are deciding on it."""
-    return service.get_application(session, application_id, for_update=request.method == "POST")
-
-
-ApplicationForManager = Annotated[Application, Depends(application_for_manager)]
+ApplicationForManager = manager_application(manager_user)
 
 
 def _share_conditions(dataset: Dataset) -> list[str]:
@@ -244,12 +241,7 @@ def decide(
 GRANT_FILTERS = {"all": "All", **{str(state): label for state, label in GRANT_STATE_LABELS.items()}}
 
 
-def grant_for_manager(request: Request, grant_id: int, session: DbSession, user: ManagerUser) -> Grant:
-    """The grant a manager looks at; locked for the rest of the request when they act on it (see approvals.dependencies)."""
-    return service.get_grant(session, grant_id, for_update=request.method == "POST")
-
-
-GrantForManager = Annotated[Grant, Depends(grant_for_manager)]
+GrantForManager = manager_grant(manager_user)
 
 
 def _grants_page(

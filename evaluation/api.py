@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any
 
@@ -12,17 +11,12 @@ from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
-from approvals import service as approvals
-from approvals.dependencies import OVERSEERS, ApplicationForReader, can_read_application
-from approvals.errors import ApplicationNotFound
-from approvals.models import Application
+from approvals.dependencies import ApplicationForReader
 from evaluation import service
-from evaluation.errors import CorrectionNotFound, InvalidPeriod, NotAParty
-from evaluation.models import Correction
+from evaluation.dependencies import CorrectionForProvider, CorrectionForReader, CorrectionParty, RaterOfApplication
+from evaluation.errors import InvalidPeriod
 from govshare.auth import Caller, require
 from govshare.db import DbSession, utcnow
-from govshare.errors import Forbidden
-from govshare.models import Role
 
 router = APIRouter(prefix="/api/v1", tags=["evaluation"])
 DEFAULT_PERIOD_DAYS = 30
@@ -129,31 +123,9 @@ def metrics_by_provider(session: DbSession, caller: MetricsReader, period: Reque
 # --- ratings ---------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class RatingParty:
-    """An application and the side of it the caller rates from."""
-
-    application: Application
-    party: str
-    caller: Caller
-
-
-def application_for_rater(
-    application_id: int, session: DbSession, caller: Annotated[Caller, Depends(require("ratings.write"))]
-) -> RatingParty:
-    application = approvals.get_application(session, application_id)
-    if not can_read_application(caller, application):
-        raise ApplicationNotFound(f"application {application_id} does not exist")
-    party = service.party_of(application, department=caller.department, is_demander=caller.has_role(Role.demander),
-                             is_provider=caller.has_role(Role.provider))
-    if party is None:
-        raise NotAParty(f"only {application.department_code} (applying) and {application.provider_department} (providing) rate application {application.id}")
-    return RatingParty(application, party, caller)
-
-
 @router.post("/applications/{application_id}/ratings", status_code=201)
 def rate_application(
-    session: DbSession, rater: Annotated[RatingParty, Depends(application_for_rater)],
+    session: DbSession, rater: RaterOfApplication,
     body: Annotated[dict[str, Any], Body(description="schemas/rating.json: the demander gives review_speed, data_quality, stability; the provider application_quality; 1 to 5, and a comment")],
 ) -> JSONResponse:
     """Rate a delivered application: one rating per party, editable for 30 days (201 new, 200 changed)."""
@@ -197,20 +169,9 @@ def file_correction(
     return service.correction_document(correction, utcnow())
 
 
-def correction_for_provider(
-    correction_id: int, session: DbSession, caller: Annotated[Caller, Depends(require("corrections.answer"))]
-) -> Correction:
-    correction = service.get_correction(session, correction_id, for_update=True)
-    if correction.provider_department != caller.department:
-        if correction.department_code != caller.department:
-            raise CorrectionNotFound(f"correction request {correction_id} does not exist")
-        raise Forbidden(f"only {correction.provider_department}, which provides {correction.dataset_code}, answers it")
-    return correction
-
-
 @router.post("/corrections/{correction_id}/answer")
 def answer_correction(
-    body: AnswerBody, session: DbSession, correction: Annotated[Correction, Depends(correction_for_provider)],
+    body: AnswerBody, session: DbSession, correction: CorrectionForProvider,
     caller: Annotated[Caller, Depends(require("corrections.answer"))],
 ) -> dict[str, Any]:
     """The providing department answers a correction request: corrected, or rejected with a reason."""
@@ -218,33 +179,18 @@ def answer_correction(
     return service.correction_document(correction, utcnow())
 
 
-def correction_for_reader(
-    correction_id: int, session: DbSession, caller: Annotated[Caller, Depends(require("corrections.read"))]
-) -> Correction:
-    """The filing department, the providing department and overseers read a correction request; to others it does not exist."""
-    correction = service.get_correction(session, correction_id)
-    parties = (correction.department_code, correction.provider_department)
-    if not caller.has_role(*OVERSEERS) and caller.department not in parties:
-        raise CorrectionNotFound(f"correction request {correction_id} does not exist")
-    return correction
-
-
 @router.get("/corrections/{correction_id}")
-def read_correction(correction: Annotated[Correction, Depends(correction_for_reader)]) -> dict[str, Any]:
+def read_correction(correction: CorrectionForReader) -> dict[str, Any]:
     """One correction request: what was reported, when it is due, and the provider's answer."""
     return service.correction_document(correction, utcnow())
 
 
 @router.get("/corrections")
 def list_corrections(
-    session: DbSession, caller: Annotated[Caller, Depends(require("corrections.read"))],
+    session: DbSession, party: CorrectionParty,
     status: Annotated[str | None, Query(pattern="^(open|overdue|answered)$")] = None, dataset: str | None = None,
 ) -> dict[str, Any]:
     """Correction requests: a department sees those it filed and those against its datasets; managers see all."""
     now = utcnow()
-    sees_all = caller.has_role(*OVERSEERS)
-    found = service.corrections(
-        session, department=None if sees_all else caller.department,
-        provider_department=None if sees_all else caller.department, status=status, dataset=dataset, now=now,
-    )
+    found = service.corrections(session, department=party, provider_department=party, status=status, dataset=dataset, now=now)
     return {"items": [service.correction_document(correction, now) for correction in found]}

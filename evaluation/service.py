@@ -37,7 +37,7 @@ from evaluation.models import Correction, Rating
 from exchange import rollups
 from exchange.models import AccessLogEntry, GrantFirstLine, LedgerDayCount, LedgerDayLatency
 from govshare import audit
-from govshare.db import utcnow
+from govshare.db import get_or_raise, utcnow
 from govshare.settings import Settings
 
 # Days a promised update frequency allows between two versions; realtime and irregular are not judged.
@@ -181,13 +181,8 @@ def file_correction(
 
 
 def get_correction(session: Session, correction_id: int, *, for_update: bool = False) -> Correction:
-    query = select(Correction).where(Correction.id == correction_id)
-    if for_update:
-        query = query.with_for_update()
-    correction = session.execute(query).scalar_one_or_none()
-    if correction is None:
-        raise CorrectionNotFound(f"correction request {correction_id} does not exist")
-    return correction
+    return get_or_raise(session, Correction, correction_id, for_update=for_update,
+                        missing=CorrectionNotFound(f"correction request {correction_id} does not exist"))
 
 
 def answer_correction(

@@ -18,6 +18,7 @@ from fastapi.responses import Response
 from sqlalchemy import select
 
 from approvals import service as approvals
+from approvals.dependencies import readable_application
 from approvals.models import Application
 from directory.errors import DatasetNotFound
 from directory.models import Dataset
@@ -234,7 +235,7 @@ def dataset_dashboard(
 
 
 def application_for_dashboard(application_id: int, session: DbSession, user: MetricsUser) -> Application:
-    return approvals.get_application(session, application_id)
+    return readable_application(session, application_id, user)
 
 
 @router.get("/dashboard/applications/{application_id}")

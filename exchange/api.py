@@ -27,19 +27,22 @@ from pydantic import BaseModel, Field
 
 from approvals import rowfilter
 from approvals import service as approvals
-from directory import service as directory_service
 from directory.models import DatasetVersion
-from approvals.models import Grant
 from exchange import extracts, intake, keyed_store, service
-from exchange.errors import ExtractNotFound, InvalidQuery, KeyLookupNotGranted, LinkInvalid, NoActiveGrant, RateLimited, RecordNotFound
+from exchange.dependencies import (
+    DepartmentForKeyHolder,
+    ExtractForDownload,
+    ExtractForReader,
+    ExtractGrantForRequester,
+    IntakeDatasetForDepositor,
+)
+from exchange.errors import InvalidQuery, KeyLookupNotGranted, NoActiveGrant, RateLimited, RecordNotFound
 from exchange.models import Extract
 from exchange.ledger import LedgerLine
 from exchange.ratelimit import retry_after_header
 from govshare import audit
 from govshare.auth import Caller, caller_of, check_role, require
 from govshare.db import DbSession, LoopSemaphores
-from govshare.errors import Forbidden
-from govshare.models import Role
 from sqlalchemy import select
 from starlette.background import BackgroundTask
 
@@ -299,12 +302,9 @@ class DepositBody(BaseModel):
 
 
 @router.post("/exchange/{code}/records", status_code=201, summary="Deposit what citizens submitted into an intake dataset (submit once)")
-def deposit(code: str, body: DepositBody, request: Request, session: DbSession,
+def deposit(code: str, body: DepositBody, request: Request, session: DbSession, dataset: IntakeDatasetForDepositor,
             caller: Annotated[Caller, Depends(require("exchange.deposit"))]) -> dict[str, Any]:
     started = time.perf_counter()
-    dataset = directory_service.get_dataset(session, code)
-    if dataset.department_code != caller.department:
-        raise Forbidden(f"only department {dataset.department_code}'s services deposit into {code}")
     work_dir = request.app.state.settings.resolved_cache_dir / "intake"
     keys = intake.deposit(session, dataset=dataset, records=body.records, consent_ref=body.consent_ref,
                           department=caller.department, client_id=caller.client_id, work_dir=work_dir)
@@ -340,22 +340,9 @@ def _extract_json(extract: Extract, keystore) -> dict[str, Any]:
     return body
 
 
-def _extract_for_department(extract_id: str, session, caller: Caller) -> Extract:
-    extract = session.get(Extract, extract_id)
-    if extract is None or (extract.department_code != caller.department and not caller.has_role(Role.manager, Role.admin)):
-        raise ExtractNotFound(f"extract {extract_id} does not exist")
-    return extract
-
-
 @router.post("/grants/{grant_id}/extracts", status_code=202, summary="Request a table extract of an extract grant")
-def request_extract(grant_id: int, body: ExtractRequest, request: Request, session: DbSession,
+def request_extract(body: ExtractRequest, request: Request, session: DbSession, scope: ExtractGrantForRequester,
                     caller: Annotated[Caller, Depends(require("extracts.request"))]) -> JSONResponse:
-    today = approvals.today(request.app.state.settings)
-    grant = session.get(Grant, grant_id)
-    if grant is None or grant.department_code != caller.department:
-        raise NoActiveGrant(f"your department holds no grant {grant_id}")
-    scope = service.active_grant(session, department=caller.department, dataset_code=grant.dataset_code,
-                                 delivery="extract", today=today, grant_id=grant_id)
     extract = extracts.request_extract(session, scope=scope, actor=caller.actor, format=body.format,
                                        version=body.version, encrypt=body.encrypt)
     # Start building once the response (and so the commit) is out, not at the job's next interval.
@@ -365,23 +352,16 @@ def request_extract(grant_id: int, body: ExtractRequest, request: Request, sessi
 
 
 @router.get("/extracts/{extract_id}", summary="An extract's status, progress, signed manifest and download link")
-def get_extract(extract_id: str, request: Request, session: DbSession,
-                caller: Annotated[Caller, Depends(require("extracts.read"))]) -> dict[str, Any]:
-    return _extract_json(_extract_for_department(extract_id, session, caller), request.app.state.keystore)
+def get_extract(request: Request, extract: ExtractForReader) -> dict[str, Any]:
+    return _extract_json(extract, request.app.state.keystore)
 
 
 @router.get("/extracts/{extract_id}/download", summary="The extract file (signed link + a token of the grant's department; Range supported)",
             response_class=FileResponse)
-def download_extract(extract_id: str, request: Request, session: DbSession,
-                     caller: Annotated[Caller, Depends(require("extracts.request"))],
-                     expires: int = 0, signature: str = "") -> FileResponse:
+def download_extract(extract_id: str, request: Request, session: DbSession, extract: ExtractForDownload,
+                     caller: Annotated[Caller, Depends(require("extracts.request"))]) -> FileResponse:
     started = time.perf_counter()
     state = request.app.state
-    if not extracts.link_is_valid(extract_id, expires=expires, signature=signature, secret=extracts.link_secret(state.keystore)):
-        raise LinkInvalid("this download link is forged or has expired; ask GET /api/v1/extracts/{id} for a new one")
-    extract = session.get(Extract, extract_id)
-    if extract is None or extract.department_code != caller.department or extract.status != "done":
-        raise ExtractNotFound(f"extract {extract_id} does not exist")
     today = approvals.today(state.settings)
     scope = service.active_grant(session, department=caller.department, dataset_code=extract.dataset_code,
                                  delivery="extract", today=today, grant_id=extract.grant_id)
@@ -407,9 +387,7 @@ def download_extract(extract_id: str, request: Request, session: DbSession,
 
 
 @router.put("/departments/{code}/public-key", summary="Register the department's RSA public key for encrypted extracts")
-def register_public_key(code: str, body: PublicKeyBody, session: DbSession,
+def register_public_key(body: PublicKeyBody, session: DbSession, department: DepartmentForKeyHolder,
                         caller: Annotated[Caller, Depends(require("departments.keys"))]) -> dict[str, Any]:
-    if code.upper() != caller.department and not caller.has_role(Role.admin):
-        raise Forbidden(f"only department {code.upper()} may register its key")
-    key = extracts.register_public_key(session, department=code.upper(), public_key_pem=body.public_key, actor=caller.actor)
+    key = extracts.register_public_key(session, department=department, public_key_pem=body.public_key, actor=caller.actor)
     return {"department": key.department_code, "registered_at": key.registered_at.isoformat()}

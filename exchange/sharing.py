@@ -179,13 +179,20 @@ def authenticate(session: Session, *, bearer: str, settings: Settings, now: date
                                                        SharingToken.revoked_at.is_(None))).scalar_one_or_none() if bearer else None
     if token is None:
         raise SharingUnauthenticated("the bearer token is missing or not a sharing token of this exchange")
+    grant = _grant_in_force(session, token, settings=settings, now=now, expired=SharingUnauthenticated(
+        "the sharing token has expired with its grant; the grant's period is over"))
+    return Access(token, scope_of(session, grant))
+
+
+def _grant_in_force(session: Session, token: SharingToken, *, settings: Settings, now: datetime, expired: Exception) -> Grant:
+    """The token's grant, if the token has not expired (else ``expired``) and the grant is active now (checked at every use)."""
     if token.expires_at <= now:
-        raise SharingUnauthenticated("the sharing token has expired with its grant; the grant's period is over")
+        raise expired
     grant = session.get(Grant, token.grant_id)
     state = approvals.grant_state(grant, approvals.today(settings, now))
     if state != approvals.GrantState.active:
         raise SharingForbidden(f"grant {grant.id} is {state}: its share serves nothing")
-    return Access(token, scope_of(session, grant))
+    return grant
 
 
 def check_share(access: Access, share: str) -> None:
@@ -352,12 +359,8 @@ def servable_file(session: Session, *, file_id: str, token_id: int, settings: Se
         raise SharingNotFound(f"file {file_id} does not exist")
     if token.revoked_at is not None:
         raise SharingForbidden("the sharing token that asked for this file has been revoked")
-    if token.expires_at <= now:
-        raise SharingForbidden("the sharing token that asked for this file has expired")
-    grant = session.get(Grant, token.grant_id)
-    state = approvals.grant_state(grant, approvals.today(settings, now))
-    if state != approvals.GrantState.active:
-        raise SharingForbidden(f"grant {grant.id} is {state}: its files are no longer served")
+    _grant_in_force(session, token, settings=settings, now=now,
+                    expired=SharingForbidden("the sharing token that asked for this file has expired"))
     return file
 
 

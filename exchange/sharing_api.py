@@ -16,12 +16,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from approvals import service as approvals
-from approvals.dependencies import OVERSEERS
-from approvals.errors import GrantNotFound
-from approvals.models import Grant
 from exchange import service, sharing
-from exchange.errors import NoActiveGrant
+from exchange.dependencies import ExtractGrantForProfile, GrantForTokenKeeper
 from exchange.ledger import LedgerLine
 from exchange.models import SharingToken
 from exchange.ratelimit import retry_after_header
@@ -39,16 +35,6 @@ PREFIX = "/delta-sharing"
 # --- the profile --------------------------------------------------------------------------------
 
 
-def extract_grant_for_caller(grant_id: int, request: Request, session: DbSession,
-                             caller: Annotated[Caller, Depends(require("sharing.profile"))]) -> service.Scope:
-    """The caller's department's active extract grant ``grant_id``."""
-    grant = session.get(Grant, grant_id)
-    if grant is None or grant.department_code != caller.department:
-        raise NoActiveGrant(f"your department holds no grant {grant_id}")
-    return service.active_grant(session, department=caller.department, dataset_code=grant.dataset_code, delivery="extract",
-                                today=approvals.today(request.app.state.settings), grant_id=grant_id)
-
-
 def profile_response(session, request: Request, *, scope: service.Scope, actor: str) -> JSONResponse:
     """A new profile file for the grant's share, as a download; the token is written in ``session``."""
     profile = sharing.issue_profile(session, scope=scope, actor=actor, settings=request.app.state.settings)
@@ -61,26 +47,13 @@ def profile_response(session, request: Request, *, scope: service.Scope, actor: 
 @router.get("/api/v1/grants/{grant_id}/sharing-profile",
             summary="A Delta Sharing profile file (endpoint, a new bearer token, expiration) for an extract grant")
 def sharing_profile(request: Request, caller: Annotated[Caller, Depends(require("sharing.profile"))],
-                    scope: Annotated[service.Scope, Depends(extract_grant_for_caller)]) -> JSONResponse:
+                    scope: ExtractGrantForProfile) -> JSONResponse:
     # A GET's transaction only reads (the contract fixes the method): the new token is its own write.
     with request.app.state.database.transaction() as session:
         return profile_response(session, request, scope=scope, actor=caller.actor)
 
 
 # --- the grant's tokens ---------------------------------------------------------------------------
-
-
-def grant_for_token_keeper(grant_id: int, session: DbSession,
-                           caller: Annotated[Caller, Depends(require("sharing.tokens"))]) -> Grant:
-    """Grant ``grant_id``, if the caller's department holds it or the caller oversees the exchange (in any state)."""
-    grant = session.get(Grant, grant_id)
-    if grant is None or not (caller.has_role(*OVERSEERS) or grant.department_code == caller.department):
-        # Another department's grant: as if it did not exist.
-        raise GrantNotFound(f"grant {grant_id} does not exist")
-    return grant
-
-
-GrantForTokenKeeper = Annotated[Grant, Depends(grant_for_token_keeper)]
 
 
 def _iso(moment: datetime | None) -> str | None:

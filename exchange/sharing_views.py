@@ -16,11 +16,12 @@ from fastapi.responses import Response
 from sqlalchemy import select
 
 from approvals import service as approvals
-from approvals.errors import GrantNotFound
+from approvals.dependencies import department_grant
 from approvals.labels import GRANT_STATE_LABELS
 from approvals.models import Grant
 from exchange import service, sharing
-from exchange.errors import NoActiveGrant, SharingTokenRevoked
+from exchange.dependencies import active_extract_grant
+from exchange.errors import SharingTokenRevoked
 from exchange.models import SharingToken
 from exchange.sharing_api import profile_response
 from govshare import web
@@ -69,19 +70,13 @@ def sharing_page(request: Request, session: DbSession, user: SharingUser) -> Res
 
 @router.post("/sharing/grants/{grant_id}/profile", dependencies=web.CheckedForm)
 def download_profile(grant_id: int, request: Request, session: DbSession, user: SharingUser) -> Response:
-    grant = session.get(Grant, grant_id)
-    if grant is None or grant.department_code != user.department_code:
-        raise NoActiveGrant(f"your department holds no grant {grant_id}")
-    scope = service.active_grant(session, department=user.department_code, dataset_code=grant.dataset_code, delivery="extract",
-                                 today=approvals.today(request.app.state.settings), grant_id=grant_id)
+    scope = active_extract_grant(session, grant_id, user, settings=request.app.state.settings)
     return profile_response(session, request, scope=scope, actor=web.actor(user))
 
 
 @router.post("/sharing/grants/{grant_id}/tokens/{token_id}/revoke", dependencies=web.CheckedForm)
 def revoke_token(grant_id: int, token_id: int, request: Request, session: DbSession, user: SharingUser) -> Response:
-    grant = session.get(Grant, grant_id)
-    if grant is None or grant.department_code != user.department_code:
-        raise GrantNotFound(f"grant {grant_id} does not exist")
+    grant = department_grant(session, grant_id, user)
     try:
         sharing.revoke_token(session, grant=grant, token_id=token_id, actor=web.actor(user))
     except SharingTokenRevoked:

@@ -14,7 +14,7 @@ import weakref
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -31,6 +31,9 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+Model = TypeVar("Model")
 
 
 class Base(DeclarativeBase):
@@ -69,6 +72,18 @@ def quote_identifier(name: str) -> str:
 def quote_path(path: Any) -> str:
     """A file path of ours as a SQL string literal: for DuckDB's ``COPY ... TO``, which binds no parameter there."""
     return "'" + str(path).replace("'", "''") + "'"
+
+
+def get_or_raise(session: Session, model: type[Model], ident: Any, *, missing: Exception, for_update: bool = False) -> Model:
+    """The ``model`` row with primary key ``ident``, else raises ``missing``.
+
+    ``for_update`` locks it to the end of the transaction (read afresh, not from the
+    session's identity map), so a concurrent change waits, then finds the row as left.
+    """
+    found = session.get(model, ident, with_for_update=True if for_update else None)
+    if found is None:
+        raise missing
+    return found
 
 
 def utcnow() -> datetime:

@@ -64,6 +64,14 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
+    @property
+    def department(self) -> str | None:
+        """The person's department, as a client's ``Caller.department`` (authorization reads both alike)."""
+        return self.department_code
+
+    def has_role(self, *roles: Role | str) -> bool:
+        return any(str(role) in self.roles for role in roles)
+
 
 class IssuedToken(Base):
     """One access token handed out: kept so that revocation takes effect at once."""

@@ -10,6 +10,10 @@ from govshare.models import Role
 
 P, D, M, S, C, A = Role.provider, Role.demander, Role.manager, Role.service, Role.citizen_portal, Role.admin
 
+# Those who oversee the exchange as a whole ("manager or admin"): they see every department's
+# filed applications, grants and extracts, and the approval pages are theirs.
+OVERSEERS: tuple[Role, ...] = (M, A)
+
 PERMISSIONS: dict[str, frozenset[Role]] = {
     "audit.verify": frozenset({M, A}),
     "datasets.read": frozenset({P, D, M, S, C, A}),
@@ -37,6 +41,112 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "corrections.answer": frozenset({P}),
     "corrections.read": frozenset({P, D, M, A}),
     "sources.manage": frozenset({P}),
+    "pages.oversee": frozenset(OVERSEERS),  # the approval pages: the queue, an application, the grants
+}
+
+
+# Who may call each route: the action it performs (a key of PERMISSIONS), or how it is
+# reached without an OAuth token. Every route the app serves has exactly one line here; the
+# authorization matrix test (tests/govshare/test_authorization_matrix.py) fails for a route
+# without one, and derives from PERMISSIONS which roles each route refuses (403), so a new
+# route needs only its line here.
+PUBLIC = "public"  # anyone, no token: health, OAuth2 endpoints, sign-in, stylesheets
+SHARING_TOKEN = "sharing-token"  # Delta Sharing: a profile's bearer token, never an OAuth one
+SIGNED_URL = "signed-url"  # a link this server signed, valid for minutes
+
+ROUTES: dict[str, str] = {
+    "GET /healthz": PUBLIC,
+    "GET /metrics": PUBLIC,
+    "GET /oauth/jwks": PUBLIC,
+    "GET /.well-known/oauth-authorization-server": PUBLIC,
+    "POST /oauth/token": PUBLIC,
+    "POST /oauth/revoke": PUBLIC,
+    "POST /oauth/introspect": PUBLIC,
+    "GET /api/v1/audit/verify": "audit.verify",
+    # directory and connectors
+    "GET /api/v1/datasets": "datasets.read",
+    "POST /api/v1/datasets": "datasets.write",
+    "GET /api/v1/datasets/{code}": "datasets.read",
+    "PUT /api/v1/datasets/{code}": "datasets.write",
+    "PATCH /api/v1/datasets/{code}": "datasets.write",
+    "POST /api/v1/datasets/{code}/retire": "datasets.write",
+    "GET /api/v1/datasets/{code}/history": "datasets.read",
+    "POST /api/v1/datasets/{code}/versions": "datasets.upload",
+    "GET /api/v1/datasets/{code}/versions": "datasets.read",
+    "GET /api/v1/catalog.jsonld": "datasets.read",
+    "PUT /api/v1/datasets/{code}/source": "sources.manage",
+    "GET /api/v1/datasets/{code}/source": "sources.manage",
+    "POST /api/v1/datasets/{code}/sync": "sources.manage",
+    "GET /api/v1/datasets/{code}/syncs": "sources.manage",
+    # approvals
+    "POST /api/v1/applications": "applications.file",
+    "GET /api/v1/applications": "applications.read",
+    "GET /api/v1/applications/{application_id}": "applications.read",
+    "PUT /api/v1/applications/{application_id}": "applications.file",
+    "POST /api/v1/applications/{application_id}/submit": "applications.file",
+    "POST /api/v1/applications/{application_id}/withdraw": "applications.file",
+    "POST /api/v1/applications/{application_id}/decision": "applications.decide",
+    "POST /api/v1/applications/{application_id}/provider-decision": "applications.provider_decide",
+    "GET /api/v1/applications/{application_id}/history": "applications.read",
+    "GET /api/v1/grants": "grants.read",
+    "GET /api/v1/grants/{grant_id}": "grants.read",
+    "POST /api/v1/grants/{grant_id}/revoke": "grants.revoke",
+    "GET /api/v1/events": "events.read",
+    "POST /api/v1/webhooks": "webhooks.manage",
+    "GET /api/v1/webhooks": "webhooks.manage",
+    "DELETE /api/v1/webhooks/{webhook_id}": "webhooks.manage",
+    # exchange
+    "GET /api/v1/exchange/{code}/records/{key}": "exchange.read",
+    "GET /api/v1/exchange/{code}/records": "exchange.read",
+    "POST /api/v1/exchange/{code}/records": "exchange.deposit",
+    "GET /api/v1/citizens/{citizen_id}/access-log": "citizens.access_log",
+    "POST /api/v1/grants/{grant_id}/extracts": "extracts.request",
+    "GET /api/v1/extracts/{extract_id}": "extracts.read",
+    "GET /api/v1/extracts/{extract_id}/download": "extracts.request",
+    "PUT /api/v1/departments/{code}/public-key": "departments.keys",
+    "GET /api/v1/grants/{grant_id}/sharing-profile": "sharing.profile",
+    "GET /api/v1/grants/{grant_id}/sharing-tokens": "sharing.tokens",
+    "POST /api/v1/grants/{grant_id}/sharing-tokens/{token_id}/revoke": "sharing.tokens",
+    "GET /delta-sharing/shares": SHARING_TOKEN,
+    "GET /delta-sharing/shares/{share}": SHARING_TOKEN,
+    "GET /delta-sharing/shares/{share}/all-tables": SHARING_TOKEN,
+    "GET /delta-sharing/shares/{share}/schemas": SHARING_TOKEN,
+    "GET /delta-sharing/shares/{share}/schemas/{schema}/tables": SHARING_TOKEN,
+    "GET /delta-sharing/shares/{share}/schemas/{schema}/tables/{table}/version": SHARING_TOKEN,
+    "GET /delta-sharing/shares/{share}/schemas/{schema}/tables/{table}/metadata": SHARING_TOKEN,
+    "GET /delta-sharing/shares/{share}/schemas/{schema}/tables/{table}/changes": SHARING_TOKEN,
+    "POST /delta-sharing/shares/{share}/schemas/{schema}/tables/{table}/query": SHARING_TOKEN,
+    "GET /delta-sharing/files/{file_id}": SIGNED_URL,
+    "HEAD /delta-sharing/files/{file_id}": SIGNED_URL,
+    # evaluation
+    "GET /api/v1/metrics/summary": "metrics.read",
+    "GET /api/v1/metrics/datasets": "metrics.read",
+    "GET /api/v1/metrics/departments": "metrics.read",
+    "GET /api/v1/metrics/service-items": "metrics.read",
+    "GET /api/v1/metrics/providers": "metrics.read",
+    "POST /api/v1/applications/{application_id}/ratings": "ratings.write",
+    "GET /api/v1/applications/{application_id}/ratings": "applications.read",
+    "POST /api/v1/datasets/{code}/corrections": "corrections.file",
+    "POST /api/v1/corrections/{correction_id}/answer": "corrections.answer",
+    "GET /api/v1/corrections": "corrections.read",
+    "GET /api/v1/corrections/{correction_id}": "corrections.read",
+    # the web pages (a signed-in person's roles, as a client's)
+    "GET /ui/style.css": PUBLIC,
+    "GET /ui/dashboard.css": PUBLIC,
+    "GET /ui/login": PUBLIC,
+    "POST /ui/login": PUBLIC,
+    "POST /ui/logout": PUBLIC,
+    "GET /ui": "pages.oversee",
+    "GET /ui/applications/{application_id}": "pages.oversee",
+    "POST /ui/applications/{application_id}/decision": "applications.decide",
+    "GET /ui/grants": "pages.oversee",
+    "POST /ui/grants/{grant_id}/revoke": "grants.revoke",
+    "GET /ui/dashboard": "metrics.read",
+    "GET /ui/dashboard/datasets/{code}": "metrics.read",
+    "GET /ui/dashboard/applications/{application_id}": "metrics.read",
+    "GET /ui/sharing": "sharing.profile",
+    "POST /ui/sharing/grants/{grant_id}/profile": "sharing.profile",
+    "POST /ui/sharing/grants/{grant_id}/tokens/{token_id}/revoke": "sharing.profile",
 }
 
 

@@ -1,9 +1,14 @@
 """The authorization matrix: every route, called as every role, from the right and the wrong department,
 with no token, a forged, an expired, a revoked one and one of a disabled client; and every page under /ui with every kind of session.
 
-``ROUTES`` and ``UI_ROUTES`` are the one table of expected answers. A route of the app
-without a row fails ``test_every_route_has_a_row``: add one line for it (``row(default,
-caller=status, ...)``; see ``Row`` for how a cell is looked up).
+Who may call a route is read from ``govshare.permissions``: its line in ``ROUTES`` names the
+action, and ``PERMISSIONS`` the roles allowed it, so every caller without such a role must get
+403 and every caller without a valid token 401 (unless the route is public). A route of the app
+without a line there fails ``test_every_route_has_an_entry_in_permissions``. This module's
+``OBJECT_ROWS`` and ``UI_ROUTES`` add what the roles alone do not say: which department's
+callers get 200 and which 404 (see ``Row`` for how a cell is looked up). A route with a
+permissions entry but no row here is still checked for its roles (401, 403, and no refusal by
+role for those allowed it).
 
 The world is built once for the module (a few seconds of real requests). A cell that
 changes something works on an object made for it (``fresh_*``), so cells never see
@@ -14,6 +19,7 @@ checks on the audit chain.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import itertools
 import json
 import secrets
@@ -32,8 +38,7 @@ from sqlalchemy import func, select
 from starlette.testclient import TestClient
 
 from exchange import extracts
-from govshare import storage
-from govshare import identities
+from govshare import identities, permissions, storage
 from govshare.db import Base, Database
 from govshare.keys import KeyStore
 from govshare.models import User
@@ -69,9 +74,11 @@ IN_GRANT = _citizens(8)[0]  # district 01: within CAB's grant
 
 @dataclass(frozen=True)
 class Row:
-    """Expected statuses of one route. A caller's cell is, first match: its own name (``cab_demander``),
-    its department (``cab``: every role of it), its role (``demander``: every department's), then
-    401 for a caller without a valid token (unless ``public``), then ``default``."""
+    """Expected statuses of one route. For an API route a caller's cell is, first match: 401 for a caller
+    without a valid token (unless the route is public), 403 for a caller whose roles PERMISSIONS does not
+    allow the route's action (both derived from ``govshare.permissions``); then its own name
+    (``cab_demander``), its department (``cab``: every role of it), its role (``demander``: every
+    department's), then ``default``."""
 
     default: int
     cells: dict[str, int]
@@ -81,13 +88,18 @@ class Row:
     query: Any = None  # dict, or a callable (world) -> dict
     form: Any = None  # form fields (UI), or a callable (world) -> dict
     upload: bool = False
+    route: str | None = None  # "METHOD /path" of an API route: its 401 and 403 cells come from govshare.permissions
 
     def expected(self, caller: str) -> int:
         department, _, role = caller.partition("_")
+        if self.route is not None:
+            derived = derived_status(self.route, caller)
+            if derived is not None:
+                return derived
         for key in (caller, department, role):
             if key and key in self.cells:
                 return self.cells[key]
-        if caller in TOKENLESS and not self.public:
+        if caller in TOKENLESS and not self.public and self.route is None:
             return 401
         return self.default
 
@@ -137,98 +149,109 @@ DEFAULTS: dict[str, Callable[[World], Any]] = {
     "file_id": lambda w: "00000000-0000-0000-0000-000000000000",
 }
 
-ROUTES: dict[str, Row] = {
+def caller_roles(caller: str) -> frozenset[str]:
+    """The roles a matrix caller's token holds."""
+    if caller in TOKENLESS:
+        return frozenset()
+    return frozenset({"manager": {"manager"}, "admin": {"admin"}, "portal": {"citizen_portal"}}.get(caller, {caller.partition("_")[2]}))
+
+
+def derived_status(route: str, caller: str) -> int | None:
+    """What govshare.permissions alone says ``caller`` gets from ``route``: 401, 403, or None (the object decides)."""
+    access = permissions.ROUTES[route]
+    if access == permissions.SHARING_TOKEN:
+        return 401  # no OAuth token of any role is a sharing profile's token
+    if access in (permissions.PUBLIC, permissions.SIGNED_URL):
+        return None
+    if caller in TOKENLESS:
+        return 401
+    if not caller_roles(caller) & {str(role) for role in permissions.roles_for(access)}:
+        return 403
+    return None
+
+
+# What the roles do not say: each caller allowed the route's action, by department. Default: the answer
+# for a caller of the role(s) allowed, then the departments' and callers' own cells.
+OBJECT_ROWS: dict[str, Row] = {
     # shell
-    "GET /healthz": row(200, public=True),
-    "GET /metrics": row(200, public=True),
-    "GET /oauth/jwks": row(200, public=True),
-    "GET /.well-known/oauth-authorization-server": row(200, public=True),
-    "POST /oauth/token": row(401, public=True, form={"grant_type": "client_credentials"}),
-    "POST /oauth/revoke": row(401, public=True, form={"token": "x"}),
-    "POST /oauth/introspect": row(401, public=True, form={"token": "x"}),
-    "GET /api/v1/audit/verify": row(403, manager=200, admin=200),
+    "GET /healthz": row(200),
+    "GET /metrics": row(200),
+    "GET /oauth/jwks": row(200),
+    "GET /.well-known/oauth-authorization-server": row(200),
+    "POST /oauth/token": row(401, form={"grant_type": "client_credentials"}),
+    "POST /oauth/revoke": row(401, form={"token": "x"}),
+    "POST /oauth/introspect": row(401, form={"token": "x"}),
+    "GET /api/v1/audit/verify": row(200),
     # directory
     "GET /api/v1/datasets": row(200),
-    "POST /api/v1/datasets": row(403, provider=201, body=_dataset_body),
+    "POST /api/v1/datasets": row(201, body=_dataset_body),
     "GET /api/v1/datasets/{code}": row(200),
-    "PUT /api/v1/datasets/{code}": row(403, provider=403, psb_provider=200, body=dataset_document("PSB-HOUSEHOLD", "PSB")),
-    "PATCH /api/v1/datasets/{code}": row(403, provider=403, psb_provider=200, body={"summary": "Registered residents"}),
-    "POST /api/v1/datasets/{code}/retire": row(403, provider=403, psb_provider=200, params={"code": lambda w: w.fresh_dataset()}),
+    "PUT /api/v1/datasets/{code}": row(403, psb_provider=200, body=dataset_document("PSB-HOUSEHOLD", "PSB")),
+    "PATCH /api/v1/datasets/{code}": row(403, psb_provider=200, body={"summary": "Registered residents"}),
+    "POST /api/v1/datasets/{code}/retire": row(403, psb_provider=200, params={"code": lambda w: w.fresh_dataset()}),
     "GET /api/v1/datasets/{code}/history": row(200),
-    "POST /api/v1/datasets/{code}/versions": row(403, provider=403, psb_provider=201, upload=True),
+    "POST /api/v1/datasets/{code}/versions": row(403, psb_provider=201, upload=True),
     "GET /api/v1/datasets/{code}/versions": row(200),
     "GET /api/v1/catalog.jsonld": row(200),
-    "PUT /api/v1/datasets/{code}/source": row(403, provider=403, psb_provider=200, body=SOURCE),
-    "GET /api/v1/datasets/{code}/source": row(403, provider=403, psb_provider=200),
-    "POST /api/v1/datasets/{code}/sync": row(403, provider=403, psb_provider=201),
-    "GET /api/v1/datasets/{code}/syncs": row(403, provider=403, psb_provider=200),
-    # approvals
-    "POST /api/v1/applications": row(403, demander=201, body=APPLICATION_BODY),
-    "GET /api/v1/applications": row(403, provider=200, demander=200, manager=200, admin=200),
-    "GET /api/v1/applications/{application_id}": row(403, provider=404, demander=404, psb_provider=200, cab_demander=200,
-                                                      manager=200, admin=200),
-    "PUT /api/v1/applications/{application_id}": row(403, demander=403, cab_demander=200, body=APPLICATION_BODY,
+    "PUT /api/v1/datasets/{code}/source": row(403, psb_provider=200, body=SOURCE),
+    "GET /api/v1/datasets/{code}/source": row(403, psb_provider=200),
+    "POST /api/v1/datasets/{code}/sync": row(403, psb_provider=201),
+    "GET /api/v1/datasets/{code}/syncs": row(403, psb_provider=200),
+    # approvals: another department's application, grant or webhook answers as one that does not exist (404)
+    "POST /api/v1/applications": row(201, body=APPLICATION_BODY),
+    "GET /api/v1/applications": row(200),
+    "GET /api/v1/applications/{application_id}": row(200, provider=404, demander=404, psb_provider=200, cab_demander=200),
+    "PUT /api/v1/applications/{application_id}": row(404, cab_demander=200, body=APPLICATION_BODY,
                                                       params={"application_id": lambda w: w.draft_id}),
-    "POST /api/v1/applications/{application_id}/submit": row(403, demander=403, cab_demander=200,
+    "POST /api/v1/applications/{application_id}/submit": row(404, cab_demander=200,
                                                               params={"application_id": lambda w: w.fresh_draft()}),
-    "POST /api/v1/applications/{application_id}/withdraw": row(403, demander=403, cab_demander=200,
+    "POST /api/v1/applications/{application_id}/withdraw": row(404, cab_demander=200,
                                                                 params={"application_id": lambda w: w.fresh_submitted()}),
-    "POST /api/v1/applications/{application_id}/decision": row(403, manager=200, body=DECISION,
+    "POST /api/v1/applications/{application_id}/decision": row(200, body=DECISION,
                                                                 params={"application_id": lambda w: w.fresh_submitted()}),
     "POST /api/v1/applications/{application_id}/provider-decision": row(
-        403, provider=403, psb_provider=200, body=DECISION, params={"application_id": lambda w: w.fresh_awaiting_provider()}),
-    "GET /api/v1/applications/{application_id}/history": row(403, provider=404, demander=404, psb_provider=200,
-                                                              cab_demander=200, manager=200, admin=200),
-    "GET /api/v1/grants": row(403, provider=200, demander=200, service=200, manager=200, admin=200),
-    "GET /api/v1/grants/{grant_id}": row(403, provider=404, demander=404, service=404, cab=200, psb_provider=200,
-                                         manager=200, admin=200),
-    "POST /api/v1/grants/{grant_id}/revoke": row(403, manager=200, admin=200, body={"reason": "matrix check"},
-                                                 params={"grant_id": lambda w: w.fresh_grant()}),
-    "GET /api/v1/events": row(403, provider=200, demander=200, service=200, manager=200, admin=200),
-    "POST /api/v1/webhooks": row(403, provider=201, demander=201, service=201, admin=201,
-                                 body={"url": "https://hooks.example.org/govshare"}),
-    "GET /api/v1/webhooks": row(403, provider=200, demander=200, service=200, admin=200),
-    "DELETE /api/v1/webhooks/{webhook_id}": row(403, provider=404, demander=404, service=404, cab=204, admin=404),
+        404, psb_provider=200, body=DECISION, params={"application_id": lambda w: w.fresh_awaiting_provider()}),
+    "GET /api/v1/applications/{application_id}/history": row(200, provider=404, demander=404, psb_provider=200, cab_demander=200),
+    "GET /api/v1/grants": row(200),
+    "GET /api/v1/grants/{grant_id}": row(200, provider=404, demander=404, service=404, cab=200, psb_provider=200),
+    "POST /api/v1/grants/{grant_id}/revoke": row(200, body={"reason": "matrix check"}, params={"grant_id": lambda w: w.fresh_grant()}),
+    "GET /api/v1/events": row(200),
+    "POST /api/v1/webhooks": row(201, body={"url": "https://hooks.example.org/govshare"}),
+    "GET /api/v1/webhooks": row(200),
+    "DELETE /api/v1/webhooks/{webhook_id}": row(404, cab=204),
     # exchange
-    "GET /api/v1/exchange/{code}/records/{key}": row(403, service=403, cab_service=200),
-    "GET /api/v1/exchange/{code}/records": row(403, service=403, cab_service=200),
+    "GET /api/v1/exchange/{code}/records/{key}": row(403, cab_service=200),
+    "GET /api/v1/exchange/{code}/records": row(403, cab_service=200),
     "POST /api/v1/exchange/{code}/records": row(403, psb_service=201, params={"code": lambda w: "PSB-INTAKE"},
                                                 body=lambda w, caller: w.deposit_body()),
-    "GET /api/v1/citizens/{citizen_id}/access-log": row(403, portal=200, manager=200),  # not admin: a technical role
-    "POST /api/v1/grants/{grant_id}/extracts": row(403, demander=403, service=403, cab_demander=202, cab_service=202,
+    "GET /api/v1/citizens/{citizen_id}/access-log": row(200),  # not admin: a technical role
+    "POST /api/v1/grants/{grant_id}/extracts": row(404, cab_demander=202, cab_service=202,
                                                    body={"format": "csv"}, params={"grant_id": lambda w: w.extract_grant_id}),
-    "GET /api/v1/extracts/{extract_id}": row(403, demander=404, service=404, cab_demander=200, cab_service=200,
-                                             manager=200, admin=200),
-    "GET /api/v1/extracts/{extract_id}/download": row(403, demander=404, service=404, cab_demander=200, cab_service=200,
-                                                      query=lambda w: w.download_query),
-    "PUT /api/v1/departments/{code}/public-key": row(403, demander=403, service=403, cab_demander=200, cab_service=200,
-                                                     admin=200, params={"code": lambda w: "CAB"},
+    "GET /api/v1/extracts/{extract_id}": row(200, demander=404, service=404, cab_demander=200, cab_service=200),
+    "GET /api/v1/extracts/{extract_id}/download": row(404, cab_demander=200, cab_service=200, query=lambda w: w.download_query),
+    "PUT /api/v1/departments/{code}/public-key": row(403, cab_demander=200, cab_service=200, admin=200,
+                                                     params={"code": lambda w: "CAB"},
                                                      body=lambda w, caller: {"public_key": w.public_key_pem}),
     # evaluation
-    "GET /api/v1/metrics/summary": row(403, manager=200, admin=200),
-    "GET /api/v1/metrics/datasets": row(403, manager=200, admin=200),
-    "GET /api/v1/metrics/departments": row(403, manager=200, admin=200),
-    "GET /api/v1/metrics/service-items": row(403, manager=200, admin=200),
-    "POST /api/v1/applications/{application_id}/ratings": row(403, provider=404, demander=404, psb_provider=201,
-                                                               cab_demander=201, body=_rating_body),
-    "GET /api/v1/applications/{application_id}/ratings": row(403, provider=404, demander=404, psb_provider=200,
-                                                              cab_demander=200, manager=200, admin=200),
-    "POST /api/v1/datasets/{code}/corrections": row(403, demander=403, cab_demander=201, body=_correction_body),
-    "POST /api/v1/corrections/{correction_id}/answer": row(403, provider=404, cab_provider=403, psb_provider=200,
+    "GET /api/v1/metrics/summary": row(200),
+    "GET /api/v1/metrics/datasets": row(200),
+    "GET /api/v1/metrics/departments": row(200),
+    "GET /api/v1/metrics/service-items": row(200),
+    "GET /api/v1/metrics/providers": row(200),
+    "POST /api/v1/applications/{application_id}/ratings": row(404, psb_provider=201, cab_demander=201, body=_rating_body),
+    "GET /api/v1/applications/{application_id}/ratings": row(200, provider=404, demander=404, psb_provider=200, cab_demander=200),
+    "POST /api/v1/datasets/{code}/corrections": row(403, cab_demander=201, body=_correction_body),
+    "POST /api/v1/corrections/{correction_id}/answer": row(404, cab_provider=403, psb_provider=200,
                                                            body={"outcome": "corrected", "answer": "fixed at the source"}),
-    "GET /api/v1/corrections": row(403, provider=200, demander=200, manager=200, admin=200),
-    "GET /api/v1/corrections/{correction_id}": row(403, provider=404, demander=404, psb_provider=200, psb_demander=200, cab_provider=200,
-                                                   cab_demander=200, manager=200, admin=200),  # the filer's and the provider's
-    "GET /api/v1/metrics/providers": row(403, manager=200, admin=200),
-    # Delta Sharing: an OAuth token of any role is not a sharing profile's token
-    "GET /api/v1/grants/{grant_id}/sharing-profile": row(403, cab_demander=200, cab_service=200,
+    "GET /api/v1/corrections": row(200),
+    "GET /api/v1/corrections/{correction_id}": row(404, psb=200, cab=200, manager=200, admin=200),  # the filer's and the provider's
+    # Delta Sharing: the profile of the department's own extract grant; its tokens also to overseers
+    "GET /api/v1/grants/{grant_id}/sharing-profile": row(404, cab_demander=200, cab_service=200,
                                                          params={"grant_id": lambda w: w.extract_grant_id}),
-    # the grant's tokens: its department's demanders and services (as for the profile), managers and admins; others as if no grant
-    "GET /api/v1/grants/{grant_id}/sharing-tokens": row(403, demander=404, service=404, cab_demander=200, cab_service=200,
-                                                        manager=200, admin=200, params={"grant_id": lambda w: w.extract_grant_id}),
+    "GET /api/v1/grants/{grant_id}/sharing-tokens": row(200, demander=404, service=404, cab_demander=200, cab_service=200,
+                                                        params={"grant_id": lambda w: w.extract_grant_id}),
     "POST /api/v1/grants/{grant_id}/sharing-tokens/{token_id}/revoke": row(
-        403, demander=404, service=404, cab_demander=200, cab_service=200, manager=200, admin=200,
-        params={"grant_id": lambda w: w.extract_grant_id}),
+        200, demander=404, service=404, cab_demander=200, cab_service=200, params={"grant_id": lambda w: w.extract_grant_id}),
     "GET /delta-sharing/shares": row(401),
     "GET /delta-sharing/shares/{share}": row(401),
     "GET /delta-sharing/shares/{share}/all-tables": row(401),
@@ -239,8 +262,14 @@ ROUTES: dict[str, Row] = {
     "GET /delta-sharing/shares/{share}/schemas/{schema}/tables/{table}/changes": row(401),
     "POST /delta-sharing/shares/{share}/schemas/{schema}/tables/{table}/query": row(401, body={}),
     # file URLs carry their own short-lived signature (the protocol's pre-signed URLs): a made-up one is refused
-    "GET /delta-sharing/files/{file_id}": row(403, public=True),
-    "HEAD /delta-sharing/files/{file_id}": row(403, public=True),
+    "GET /delta-sharing/files/{file_id}": row(403),
+    "HEAD /delta-sharing/files/{file_id}": row(403),
+}
+
+# Every API route of govshare.permissions, with its object row or (a route added without one) only its roles' cells.
+ROUTES: dict[str, Row] = {
+    route: dataclasses.replace(OBJECT_ROWS.get(route, row(0)), route=route)
+    for route in permissions.ROUTES if not route.split(" ", 1)[1].startswith("/ui")
 }
 
 # Pages: callers are browser sessions. "anonymous" has a session (and its CSRF token) but has not signed in;
@@ -263,8 +292,9 @@ UI_ROUTES: dict[str, Row] = {
     "GET /ui/dashboard/applications/{application_id}": page(403, anonymous=303, stale=303, forged=303, manager=200, admin=200,
                                                            cross_site=200),
     "GET /ui/sharing": page(403, anonymous=303, stale=303, forged=303, demander=200),
-    "POST /ui/sharing/grants/{grant_id}/profile": page(403, anonymous=303, stale=303, params={"grant_id": lambda w: w.extract_grant_id}),
     # dora (a DATA demander) holds no grant: CAB's answers as one that does not exist
+    "POST /ui/sharing/grants/{grant_id}/profile": page(403, anonymous=303, stale=303, demander=404,
+                                                      params={"grant_id": lambda w: w.extract_grant_id}),
     "POST /ui/sharing/grants/{grant_id}/tokens/{token_id}/revoke": page(
         403, anonymous=303, stale=303, demander=404,
         params={"grant_id": lambda w: w.extract_grant_id}),
@@ -525,6 +555,10 @@ def _mismatches(world: World, route: str, spec: Row, callers: tuple[str, ...], c
     for caller in callers:
         response = call(world, route, spec, caller)
         expected = spec.expected(caller)
+        if expected == 0:  # a route without an object row, for a caller its roles allow: anything but a refusal by role
+            if response.status_code in (401, 403) and "needs one of the roles" in response.text or response.status_code >= 500:
+                found.append(f"{caller}: allowed by PERMISSIONS, got {response.status_code} {response.text[:160]}")
+            continue
         if response.status_code != expected:
             found.append(f"{caller}: expected {expected}, got {response.status_code} {response.text[:160]}")
         elif response.status_code >= 400 and not route.split(" ", 1)[1].startswith("/ui"):
@@ -547,11 +581,51 @@ def _app_routes(app) -> set[str]:
     return routes
 
 
-def test_every_route_has_a_row(world):
+def routes_without_entry(app) -> list[str]:
+    """The routes ``app`` serves that govshare.permissions.ROUTES does not name."""
+    return sorted(_app_routes(app) - set(permissions.ROUTES))
+
+
+def test_every_route_has_an_entry_in_permissions(world):
     served = _app_routes(world.http.app)
-    tabled = set(ROUTES) | set(UI_ROUTES)
-    assert sorted(served - tabled) == [], "routes without a row in the authorization matrix: add one"
-    assert sorted(tabled - served) == [], "rows for routes the app does not serve"
+    assert routes_without_entry(world.http.app) == [], "routes without a line in govshare.permissions.ROUTES: add one"
+    assert sorted(set(permissions.ROUTES) - served) == [], "lines in govshare.permissions.ROUTES for routes the app does not serve"
+    assert sorted(set(OBJECT_ROWS) - set(permissions.ROUTES)) == [] and sorted(set(UI_ROUTES) - set(permissions.ROUTES)) == []
+    unknown = {route: access for route, access in permissions.ROUTES.items()
+               if access not in permissions.PERMISSIONS and access not in (permissions.PUBLIC, permissions.SHARING_TOKEN, permissions.SIGNED_URL)}
+    assert unknown == {}, "routes naming an action PERMISSIONS does not have"
+
+
+def test_a_route_added_without_an_entry_is_reported(world):
+    from govshare.app import create_app
+
+    app = create_app(world.settings)
+    app.add_api_route("/api/v1/unlisted/{thing_id}", lambda thing_id: {}, methods=["GET"])
+    app.add_api_route("/ui/unlisted", lambda: {}, methods=["POST"], include_in_schema=False)
+    assert routes_without_entry(app) == ["GET /api/v1/unlisted/{thing_id}", "POST /ui/unlisted"]
+    assert routes_without_entry(world.http.app) == []
+
+
+def _required_actions(dependant) -> set[str]:
+    """The actions whose ``require`` checks a route's dependencies make."""
+    name = getattr(dependant.call, "__name__", "")
+    found = {name.removeprefix("require_")} if name.startswith("require_") else set()
+    for inner in dependant.dependencies:
+        found |= _required_actions(inner)
+    return found
+
+
+def test_each_route_checks_the_action_its_entry_names(world):
+    """An entry cannot say one thing while the route checks another (the lookup checks inline, in one thread hop)."""
+    wrong = []
+    for candidate in world.http.app.router.routes:
+        for route in getattr(candidate, "effective_candidates", lambda: [candidate])():
+            for method in sorted(getattr(route, "methods", None) or ()):
+                access = permissions.ROUTES.get(f"{method} {route.path}")
+                checked = {action.replace("_", ".", 1) for action in _required_actions(route.dependant)} if hasattr(route, "dependant") else set()
+                if access in permissions.PERMISSIONS and checked and access not in checked:
+                    wrong.append(f"{method} {route.path}: entry {access}, checks {sorted(checked)}")
+    assert wrong == []
 
 
 @pytest.mark.parametrize("route", sorted(ROUTES))
@@ -593,3 +667,41 @@ def test_refused_calls_write_nothing(world):
                 changed = {name: (before[name], after[name]) for name in before if before[name] != after[name]}
                 wrote.append(f"{route} as {caller} changed {changed}")
     assert checked > 300 and wrote == []
+
+
+# --- another department's object: the same answer as one that does not exist -----------------------------------
+
+MISSING = {"application_id": 999_999, "grant_id": 999_999, "extract_id": "00000000-0000-0000-0000-000000000000",
+           "correction_id": 999_999, "webhook_id": 999_999}
+
+
+def _object_of(route: str) -> str | None:
+    return next((name for name in MISSING if "{" + name + "}" in route), None)
+
+
+def _problem(response, object_id: Any) -> tuple[int, str, str]:
+    body = response.json() if response.headers.get("content-type", "").startswith("application/problem+json") else {}
+    return response.status_code, body.get("type", ""), str(body.get("detail", "")).replace(str(object_id), "N")
+
+
+@pytest.mark.parametrize("route", sorted(route for route in ROUTES if _object_of(route)))
+def test_another_departments_object_answers_as_one_that_does_not_exist(world, route):
+    """Every caller refused an object gets exactly what it would get for an id that names nothing:
+    the answers tell nothing about what exists in another department."""
+    spec, name = ROUTES[route], _object_of(route)
+    template = route.split(" ", 1)[1]
+    differ = []
+    for caller in CALLERS:
+        if spec.expected(caller) != 404 and derived_status(route, caller) is None:
+            continue  # allowed to act on it, or (a named 403) allowed to see it but not to do this
+        method, path, kwargs = _api_request(world, route, spec, caller)
+        foreign = world.http.request(method, path, **kwargs)
+        foreign_id = path.split("/")[template.split("/").index("{" + name + "}")]
+        missing_path = _path(template, dataclasses.replace(spec, params={**spec.params, name: MISSING[name]}), world)
+        if route.endswith("/download"):  # a link signed for the id that names nothing, as the real one is signed for its own
+            link = extracts.download_link(MISSING[name], secret=extracts.link_secret(KeyStore(world.settings.resolved_keys_dir)))
+            kwargs["params"] = dict(parse_qsl(urlsplit(link).query))
+        missing = world.http.request(method, missing_path, **kwargs)
+        if _problem(foreign, foreign_id) != _problem(missing, MISSING[name]):
+            differ.append(f"{caller}: {_problem(foreign, foreign_id)} but for nothing {_problem(missing, MISSING[name])}")
+    assert differ == []
