@@ -302,6 +302,9 @@ class ExtractRequest(BaseModel):
     format: str = Field(default="parquet", description="parquet, csv or arrow")
     version: int | None = Field(default=None, ge=1, description="a snapshot version; the newest when absent")
     encrypt: bool = Field(default=False, description="encrypt to the department's registered public key")
+    csv_formula_guard: bool = Field(default=True, description="csv: prefix text cells starting with = + - @, a tab or a carriage "
+                                    "return with ' so spreadsheets do not run them as formulas; false for machine consumers "
+                                    "(recorded in the manifest)")
 
 
 class PublicKeyBody(BaseModel):
@@ -339,7 +342,7 @@ def request_extract(grant_id: int, body: ExtractRequest, request: Request, sessi
     scope = service.active_grant(session, department=caller.department, dataset_code=grant.dataset_code,
                                  delivery="extract", today=today, grant_id=grant_id)
     extract = extracts.request_extract(session, scope=scope, actor=caller.actor, format=body.format,
-                                       version=body.version, encrypt=body.encrypt)
+                                       version=body.version, encrypt=body.encrypt, csv_formula_guard=body.csv_formula_guard)
     # Start building once the response (and so the commit) is out, not at the job's next interval.
     return JSONResponse(_extract_json(extract, request.app.state.keystore), status_code=202,
                         headers={"Location": f"/api/v1/extracts/{extract.id}"},
