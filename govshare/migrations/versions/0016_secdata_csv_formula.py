@@ -1,6 +1,6 @@
 """extracts: whether a CSV extract's formula-like text cells are neutralised (the default) or left verbatim
 
-Revision ID: 0016_secdata_extract_csv_formula_guard
+Revision ID: 0016_secdata_csv_formula
 Revises: 0015_ledger_batches
 Create Date: 2026-12-07
 """
@@ -8,7 +8,7 @@ Create Date: 2026-12-07
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0016_secdata_extract_csv_formula_guard"
+revision = "0016_secdata_csv_formula"
 down_revision = "0015_ledger_batches"
 branch_labels = None
 depends_on = None
