@@ -29,7 +29,7 @@ from approvals import service as approvals
 from directory import service as directory_service
 from directory.models import DatasetVersion
 from approvals.models import Grant
-from exchange import extracts, intake, keyed_store, service
+from exchange import extracts, intake, keyed_store, ranges, service
 from exchange.errors import ExtractNotFound, InvalidQuery, LinkInvalid, NoActiveGrant, RateLimited, RecordNotFound
 from exchange.models import Extract
 from exchange.ledger import LedgerLine
@@ -370,6 +370,9 @@ def download_extract(extract_id: str, request: Request, session: DbSession,
     today = approvals.today(state.settings)
     scope = service.active_grant(session, department=caller.department, dataset_code=extract.dataset_code,
                                  delivery="extract", today=today, grant_id=extract.grant_id)
+    path = state.settings.resolved_data_dir / extract.path
+    # A Range the file cannot satisfy is refused (400, 416) before the delivery is recorded anywhere.
+    delivery = ranges.planned_delivery(request, path)
     line = _line(scope, caller, kind="extract", rows=extract.manifest["rows"], keys=[], status=200, started=started)
     line.extract_id = extract_id
     state.ledger.record(line)
@@ -377,10 +380,10 @@ def download_extract(extract_id: str, request: Request, session: DbSession,
     with state.database.transaction() as audit_session:
         audit.record(audit_session, actor=caller.actor, action="extract.downloaded", subject=f"extract:{extract_id}",
                      details={"grant_id": extract.grant_id, "rows": extract.manifest["rows"], "sha256": extract.manifest["sha256"],
-                              "range": request.headers.get("range")})
+                              "range": delivery.described(), "bytes": delivery.bytes})
     media = {"parquet": "application/vnd.apache.parquet", "csv": "text/csv", "arrow": "application/vnd.apache.arrow.file"}
     return FileResponse(
-        state.settings.resolved_data_dir / extract.path,
+        path,
         media_type="application/octet-stream" if extract.encrypt else media[extract.format],
         filename=Path(extract.path).name,
         headers={"X-Govshare-Sha256": extract.manifest["sha256"]},

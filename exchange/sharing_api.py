@@ -20,7 +20,7 @@ from approvals import service as approvals
 from approvals.dependencies import OVERSEERS
 from approvals.errors import GrantNotFound
 from approvals.models import Grant
-from exchange import service, sharing
+from exchange import ranges, service, sharing
 from exchange.errors import NoActiveGrant
 from exchange.ledger import LedgerLine
 from exchange.models import SharingToken
@@ -309,5 +309,6 @@ def sharing_file(file_id: str, request: Request, session: DbSession, token: int 
                                 secret=sharing.url_secret(state.keystore)):
         raise sharing.SharingForbidden("this file URL is forged or has expired; query the table again, or refresh")
     file = sharing.servable_file(session, file_id=file_id, token_id=token, settings=state.settings)
+    ranges.planned_delivery(request, state.settings.resolved_data_dir / file.path)  # a refused Range: a problem, not text
     return FileResponse(state.settings.resolved_data_dir / file.path, media_type="application/vnd.apache.parquet",
                         headers={"Cache-Control": "no-store"})
