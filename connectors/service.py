@@ -31,6 +31,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+import schemas
 from connectors.errors import InvalidSource, SchemaDrift, SourceNotBound, SyncRunning
 from connectors.models import SourceBinding, SyncRun
 from connectors.sources import CONNECT_TIMEOUT_SECONDS, SOURCES, parse_watermark
@@ -95,6 +96,10 @@ def inspect_source(
     """Read a source's columns, for binding it: source I/O only, so call it with no transaction open."""
     if kind not in SOURCES:
         raise InvalidSource(f"kind: '{kind}' is not a source kind this exchange reads ({', '.join(sorted(SOURCES))})")
+    # A NUL or a lone surrogate makes no path, URL or name: refused by field before any of them is used.
+    unstorable = schemas.unstorable_text({"config": config})
+    if unstorable:
+        raise InvalidSource(f"{unstorable[0]['field']}: {unstorable[0]['message']}", extra={"errors": unstorable[:schemas.MAX_REPORTED]})
     clean, secret = SOURCES[kind].split_secret(config)
     source = SOURCES[kind](clean, secret, files_root=files_root, connect_timeout=connect_timeout)
     return InspectedSource(kind, clean, secret, source.columns())

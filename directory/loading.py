@@ -29,6 +29,7 @@ from govshare.db import quote_identifier
 
 MAX_ERRORS = 20
 BLOCK_SIZE = 512 << 10  # bytes of CSV / JSON text parsed per batch
+MAX_HEADER_BYTES = 1 << 20  # of a CSV's first line, checked to be UTF-8
 PARQUET_BATCH_ROWS = 64 * 1024
 ROW_GROUP_BYTES = 8 << 20  # checked batches gathered into one Parquet row group
 UTC_TIMESTAMP = pa.timestamp("us", tz="UTC")
@@ -125,6 +126,25 @@ def _size(source: BinaryIO) -> int:
     return size
 
 
+def _check_header_text(source: BinaryIO) -> None:
+    """Refuse a CSV header that is not UTF-8, naming its column: pyarrow reads the column names into Python strings,
+    which fails with no word of where."""
+    source.seek(0)
+    header = source.readline(MAX_HEADER_BYTES)
+    source.seek(0)
+    try:
+        header.decode("utf-8")
+    except UnicodeDecodeError as error:
+        if error.end >= len(header) and len(header) == MAX_HEADER_BYTES:
+            return  # a character cut by the read's limit, not a bad one
+        column = header[: error.start].count(b",") + 1
+        raise InvalidFile(
+            f"row 1 (the header), column {column}: the column name is not valid UTF-8 (byte {error.start + 1} of the line); "
+            "save the file as UTF-8",
+            extra={"errors": [{"row": 1, "column": column, "rule": "encoding", "message": "not valid UTF-8"}]},
+        ) from None
+
+
 def _batches(source: BinaryIO, source_format: str, items: list[dict[str, Any]], progress: Progress | None) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
     """The file's columns and an iterator over its record batches (bounded memory)."""
     total = _size(source)
@@ -143,6 +163,7 @@ def _batches(source: BinaryIO, source_format: str, items: list[dict[str, Any]], 
 
             return parquet.schema_arrow, parquet_batches()
         if source_format == "csv":
+            _check_header_text(source)
             # Every item is read as text and cast per item type, so bad values are
             # reported by row instead of failing the whole read.
             reader = pacsv.open_csv(

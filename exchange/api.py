@@ -28,7 +28,7 @@ from pydantic import BaseModel, Field
 from approvals import rowfilter
 from approvals import service as approvals
 from directory.models import DatasetVersion
-from exchange import extracts, intake, keyed_store, service
+from exchange import extracts, intake, keyed_store, ranges, service
 from exchange.dependencies import (
     DepartmentForKeyHolder,
     ExtractForDownload,
@@ -320,6 +320,9 @@ class ExtractRequest(BaseModel):
     format: str = Field(default="parquet", description="parquet, csv or arrow")
     version: int | None = Field(default=None, ge=1, description="a snapshot version; the newest when absent")
     encrypt: bool = Field(default=False, description="encrypt to the department's registered public key")
+    csv_formula_guard: bool = Field(default=True, description="csv: prefix text cells starting with = + - @, a tab or a carriage "
+                                    "return with ' so spreadsheets do not run them as formulas; false for machine consumers "
+                                    "(recorded in the manifest)")
 
 
 class PublicKeyBody(BaseModel):
@@ -344,7 +347,7 @@ def _extract_json(extract: Extract, keystore) -> dict[str, Any]:
 def request_extract(body: ExtractRequest, request: Request, session: DbSession, scope: ExtractGrantForRequester,
                     caller: Annotated[Caller, Depends(require("extracts.request"))]) -> JSONResponse:
     extract = extracts.request_extract(session, scope=scope, actor=caller.actor, format=body.format,
-                                       version=body.version, encrypt=body.encrypt)
+                                       version=body.version, encrypt=body.encrypt, csv_formula_guard=body.csv_formula_guard)
     # Start building once the response (and so the commit) is out, not at the job's next interval.
     return JSONResponse(_extract_json(extract, request.app.state.keystore), status_code=202,
                         headers={"Location": f"/api/v1/extracts/{extract.id}"},
@@ -365,6 +368,14 @@ def download_extract(extract_id: str, request: Request, session: DbSession, extr
     today = approvals.today(state.settings)
     scope = service.active_grant(session, department=caller.department, dataset_code=extract.dataset_code,
                                  delivery="extract", today=today, grant_id=extract.grant_id)
+    presigned = state.settings.downloads == "presigned"
+    if presigned:
+        # Straight from the object store: what is handed out is a link to the whole file.
+        delivery = ranges.Delivery(None, extract.manifest["bytes"], extract.manifest["bytes"])
+    else:
+        path = state.store.local_path(extract.path)
+        # A Range the file cannot satisfy is refused (400, 416) before the delivery is recorded anywhere.
+        delivery = ranges.planned_delivery(request, path)
     line = _line(scope, caller, kind="extract", rows=extract.manifest["rows"], keys=[], status=200, started=started)
     line.extract_id = extract_id
     state.ledger.record(line)
@@ -372,14 +383,14 @@ def download_extract(extract_id: str, request: Request, session: DbSession, extr
     with state.database.transaction() as audit_session:
         audit.record(audit_session, actor=caller.actor, action="extract.downloaded", subject=f"extract:{extract_id}",
                      details={"grant_id": extract.grant_id, "rows": extract.manifest["rows"], "sha256": extract.manifest["sha256"],
-                              "range": request.headers.get("range")})
-    if state.settings.downloads == "presigned":
-        # Straight from the object store; the link lives no longer than this API's own links.
+                              "range": delivery.described(), "bytes": delivery.bytes})
+    if presigned:
+        # The link lives no longer than this API's own links.
         url = state.store.presigned_url(extract.path, expires_seconds=int(extracts.LINK_LIFETIME.total_seconds()))
         return RedirectResponse(url, status_code=307, headers={"Cache-Control": "no-store"})
     media = {"parquet": "application/vnd.apache.parquet", "csv": "text/csv", "arrow": "application/vnd.apache.arrow.file"}
     return FileResponse(
-        state.store.local_path(extract.path),
+        path,
         media_type="application/octet-stream" if extract.encrypt else media[extract.format],
         filename=Path(extract.path).name,
         headers={"X-Govshare-Sha256": extract.manifest["sha256"]},

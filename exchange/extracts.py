@@ -36,7 +36,7 @@ from exchange.models import DepartmentKey, Extract
 from exchange.service import Scope, scope_of
 from govshare import audit, processes
 from govshare.audit import canonical_json
-from govshare.db import Database, quote_path, utcnow
+from govshare.db import Database, quote_identifier, quote_path, utcnow
 from govshare.keys import KeyStore, Signature
 from govshare.storage import Store
 
@@ -47,8 +47,14 @@ STALE_AFTER = timedelta(seconds=60)
 LINK_LIFETIME = timedelta(hours=1)
 
 
-def request_extract(session: Session, *, scope: Scope, actor: str, format: str, version: int | None, encrypt: bool) -> Extract:
-    """Queue an extract of ``scope``'s grant (newest version unless one is named)."""
+def request_extract(
+    session: Session, *, scope: Scope, actor: str, format: str, version: int | None, encrypt: bool, csv_formula_guard: bool = True,
+) -> Extract:
+    """Queue an extract of ``scope``'s grant (newest version unless one is named).
+
+    ``csv_formula_guard``: in a CSV extract, text cells that a spreadsheet would run as a
+    formula get a leading ``'`` (OWASP's CSV injection advice); off for machine consumers.
+    """
     if format not in FORMATS:
         raise InvalidQuery(f"format: one of {', '.join(FORMATS)}")
     chosen = _version(session, scope, version) if version is not None else directory.latest_version(session, dataset=scope.dataset)
@@ -61,7 +67,8 @@ def request_extract(session: Session, *, scope: Scope, actor: str, format: str, 
         raise InvalidQuery("encrypt: your department has registered no public key (PUT /api/v1/departments/{code}/public-key)")
     extract = Extract(
         id=str(uuid.uuid4()), grant_id=scope.grant.id, department_code=scope.grant.department_code,
-        dataset_code=scope.dataset.code, format=format, version_number=version, encrypt=encrypt, status="queued",
+        dataset_code=scope.dataset.code, format=format, version_number=version, encrypt=encrypt,
+        csv_formula_guard=csv_formula_guard, status="queued",
         progress=0.0, attempts=0, requested_by=actor,
     )
     session.add(extract)
@@ -158,13 +165,14 @@ def _build(database: Database, extract_id: str, *, store: Store, keystore: KeySt
         scope.check_items()  # a newer version since the request may have dropped a granted item: failed, saying so
         snapshot_key = version.path
         number, fmt, encrypt, department = version.number, extract.format, extract.encrypt, extract.department_code
+        formula_guard = extract.csv_formula_guard
         public_key = session.get(DepartmentKey, department).public_key_pem if encrypt else None
     key = extract_key(f"{extract_id}{FORMATS[fmt]}{'.enc' if encrypt else ''}")
     temp = store.staging_path(key, "extract")
     plain = store.staging_path(key, "extract")
     published = False
     try:
-        rows = _write(store.local_path(snapshot_key), scope, fmt, plain, database, extract_id)
+        rows = _write(store.local_path(snapshot_key), scope, fmt, plain, database, extract_id, formula_guard=formula_guard)
         if encrypt:
             crypto.encrypt_file(plain, temp, public_key)
             plain.unlink()
@@ -177,6 +185,8 @@ def _build(database: Database, extract_id: str, *, store: Store, keystore: KeySt
             "masks": dict(scope.grant.masks or {}),
             "sha256": file_sha256(temp), "bytes": temp.stat().st_size, "created_at": utcnow().isoformat(),
         }
+        if fmt == "csv":
+            manifest["csv_formula_guard"] = formula_guard
         signature = keystore.sign(canonical_json(manifest).encode())
         manifest["signature"] = {"alg": "ES256", "kid": signature.key_id, "value": signature.value}
         with database.transaction() as session:
@@ -204,13 +214,13 @@ def _build(database: Database, extract_id: str, *, store: Store, keystore: KeySt
         plain.unlink(missing_ok=True)
 
 
-def _write(snapshot: Path, scope: Scope, fmt: str, target: Path, database: Database, extract_id: str) -> int:
+def _write(snapshot: Path, scope: Scope, fmt: str, target: Path, database: Database, extract_id: str, *, formula_guard: bool) -> int:
     connection = duckdb.connect()
     stop = threading.Event()
     beat = threading.Thread(target=_heartbeat, args=(database, extract_id, connection, stop), daemon=True)
     beat.start()
     try:
-        return _copy_scoped(connection, snapshot, scope, fmt, target)
+        return _copy_scoped(connection, snapshot, scope, fmt, target, formula_guard=formula_guard)
     finally:
         stop.set()
         beat.join(timeout=5)
@@ -229,9 +239,13 @@ def build_scoped_file(snapshot: Path, scope: Scope, target: Path, *, fmt: str = 
         connection.close()
 
 
-def _copy_scoped(connection: duckdb.DuckDBPyConnection, snapshot: Path, scope: Scope, fmt: str, target: Path) -> int:
+def _copy_scoped(
+    connection: duckdb.DuckDBPyConnection, snapshot: Path, scope: Scope, fmt: str, target: Path, *, formula_guard: bool = True,
+) -> int:
     select_sql = f"SELECT {scope.projection.sql} FROM read_parquet(?) WHERE {scope.row_filter.sql}"
     params = [*scope.projection.params, str(snapshot), *scope.row_filter.params]
+    if fmt == "csv" and formula_guard:
+        select_sql = _formula_guarded(connection, select_sql, params)
     if fmt == "arrow":
         reader = connection.sql(select_sql, params=params).to_arrow_reader(65536)
         rows = 0
@@ -243,6 +257,25 @@ def _copy_scoped(connection: duckdb.DuckDBPyConnection, snapshot: Path, scope: S
     options = "FORMAT parquet, COMPRESSION zstd" if fmt == "parquet" else "FORMAT csv, HEADER true"
     # The target path is ours (a uuid under the data folder), never a caller's text.
     return int(connection.execute(f"COPY ({select_sql}) TO {quote_path(target)} ({options})", params).fetchone()[0])
+
+
+# OWASP's list of what makes a spreadsheet cell a formula: = + - @, a tab, a carriage return.
+FORMULA_STARTS_SQL = "'=', '+', '-', '@', chr(9), chr(13)"
+SINGLE_QUOTE_SQL = "''''"
+
+
+def _formula_guarded(connection: duckdb.DuckDBPyConnection, select_sql: str, params: list[Any]) -> str:
+    """``select_sql`` with each text column's formula-like cells prefixed with ``'``, so a spreadsheet shows them as text."""
+    described = connection.execute(f"DESCRIBE {select_sql}", params).fetchall()  # (name, type, ...) per column
+    columns = []
+    for name, column_type, *_ in described:
+        quoted = quote_identifier(name)  # named after the dataset's items
+        if column_type == "VARCHAR":
+            columns.append(f"CASE WHEN left({quoted}, 1) IN ({FORMULA_STARTS_SQL}) THEN {SINGLE_QUOTE_SQL} || {quoted} "
+                           f"ELSE {quoted} END AS {quoted}")
+        else:
+            columns.append(quoted)
+    return f"SELECT {', '.join(columns)} FROM ({select_sql}) AS scoped"
 
 
 def verify_manifest(manifest: dict[str, Any], keystore: KeyStore) -> bool:

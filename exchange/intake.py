@@ -23,6 +23,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+import schemas
 from directory import loading
 from directory.models import Dataset
 from exchange.errors import InvalidQuery
@@ -65,6 +66,12 @@ def deposit(
         raise InvalidQuery(f"records: from 1 to {MAX_RECORDS} records a deposit")
     if not consent_ref.strip():
         raise InvalidQuery("consent_ref: every deposit names the citizen's consent")
+    # Text no record store keeps (a lone surrogate escape, a NUL), in a value or a name: refused by field up front,
+    # before the records are encoded for the loader, which cannot encode a lone surrogate at all.
+    unstorable = schemas.unstorable_text({"consent_ref": consent_ref, "records": records})
+    if unstorable:
+        first = unstorable[0]
+        raise InvalidQuery(f"{first['field']}: {first['message']}", extra={"errors": unstorable[:schemas.MAX_REPORTED]})
     typed = validated(records, items=dataset.document["items"], work_dir=work_dir)
     now = utcnow()
     insert = postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert

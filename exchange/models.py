@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import JSON, BigInteger, Boolean, Date, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, Date, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from govshare.db import Base, UTCDateTime, utcnow
@@ -129,6 +129,8 @@ class Extract(Base):
     format: Mapped[str] = mapped_column(String(10))
     version_number: Mapped[int | None] = mapped_column(Integer)
     encrypt: Mapped[bool] = mapped_column(Boolean, default=False)
+    # CSV only: text cells a spreadsheet would run as a formula get a leading ' (off for machine consumers).
+    csv_formula_guard: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     status: Mapped[str] = mapped_column(String(10))  # queued, running, done, failed
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     attempts: Mapped[int] = mapped_column(Integer, default=0)

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from exchange import service, sharing
+from exchange import ranges, service, sharing
 from exchange.dependencies import ExtractGrantForProfile, GrantForTokenKeeper
 from exchange.ledger import LedgerLine
 from exchange.models import SharingToken
@@ -284,5 +284,7 @@ def sharing_file(file_id: str, request: Request, session: DbSession, token: int 
                                 secret=sharing.url_secret(state.keystore)):
         raise sharing.SharingForbidden("this file URL is forged or has expired; query the table again, or refresh")
     file = sharing.servable_file(session, file_id=file_id, token_id=token, settings=state.settings)
-    return FileResponse(state.store.local_path(file.path), media_type="application/vnd.apache.parquet",
+    path = state.store.local_path(file.path)
+    ranges.planned_delivery(request, path)  # a refused Range: a problem, not text
+    return FileResponse(path, media_type="application/vnd.apache.parquet",
                         headers={"Cache-Control": "no-store"})
