@@ -61,3 +61,14 @@ def test_readme_has_exactly_two_setup_commands_and_ci_runs_the_test_one():
     assert os.access(services, os.X_OK)
     installed = next(line for line in services.read_text().splitlines() if line.startswith("install "))
     assert {"postgresql", "mariadb-server", "redis-server", "chromium", "wrk", "nginx"} <= set(installed.split())
+
+
+def test_the_readmes_json_examples_are_valid_against_their_schemas():
+    import json
+
+    import schemas
+
+    examples = re.findall(r"<!-- schema: (\w+) -->\n```json\n(.*?)\n```", README, re.S)
+    assert {name for name, _ in examples} >= {"dataset", "application"}
+    for name, text in examples:
+        assert schemas.errors(name, json.loads(text)) == [], name
