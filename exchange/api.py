@@ -121,10 +121,9 @@ def _store(request: Request, session, scope: service.Scope, version: int | None 
 
 
 # Lookups run at most this many at once; the others wait on the event loop, where waiting
-# costs nothing. A lookup's CPU grew with the lookups beside it (threads handing the GIL
-# around SQLite's and DuckDB's calls): 3.2 ms alone, 3.3 with 2 at once, 3.8 with 4, 4.3
-# with 8, 4.8 with 16 (evaluation/bench/call_cost.py), while the wall time per call was
-# lowest at 2. One per core keeps the cores busy without that cost.
+# costs nothing. A lookup's CPU grows with the lookups beside it (threads handing the GIL
+# around SQLite's and DuckDB's calls; figures in evaluation/bench/REPORT.md, "Figures behind
+# the code's choices"). One per core keeps the cores busy without that cost.
 LOOKUPS_AT_ONCE = max(2, os.cpu_count() or 2)
 _lookup_slots = LoopSemaphores(LOOKUPS_AT_ONCE)
 

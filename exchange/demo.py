@@ -2,7 +2,7 @@
 
 Applications in every state (draft, submitted, awaiting the provider, approved with
 grants for interfaces and extracts, rejected with reasons, returned, withdrawn, one
-overdue and escalated), made through the same service functions as the API, and a
+overdue and escalated; grants active, expired and revoked), made through the same service functions as the API, and a
 month of ledger lines of past lookups of real demo citizens, so that every page and
 endpoint has something to show.
 """
@@ -121,10 +121,27 @@ def seed_exchange(session: Session, *, settings: Settings) -> dict[str, int]:
         _period(late_start.date()), justifications={}), when=late_start)
     approvals.escalate_overdue(session, now=now)
 
+    # A grant that ended by itself: filed, approved and used up months ago.
+    long_ago = now - timedelta(days=150)
+    expired = file("HEALTH", _application(
+        "HRSS-INSURANCE", "maternity-allowance-campaign", ["citizen_id", "insurance_type", "active"], "interface",
+        "Social Insurance Law art. 54", "check insurance for the winter maternity allowance campaign",
+        _period(long_ago.date(), days=90)), when=long_ago)
+    approvals.decide(session, application=expired, actor=f"{ACTOR}:manager", settings=settings,
+                     decision=approvals.Decision("approve"), now=long_ago + timedelta(days=2))
+    # And one a manager ended before its time.
+    revoked = file("CAB", _application(
+        "HRSS-INSURANCE", "funeral-grant", ["citizen_id", "active"], "interface",
+        "Funeral Administration Regulation art. 8", "check the deceased's insurance for the funeral grant", period))
+    decide(revoked, "approve")
+    approvals.revoke_grant(session, grant=session.get(approvals.Grant, revoked.grant_id), actor=f"{ACTOR}:manager",
+                           reason="the service system sent lookups outside the funeral grant's purpose")
+
     _ledger(session, settings=settings, application=marriage)
     prebuild_keyed_stores(session, store=storage.for_settings(settings))
     counts: dict[str, int] = {}
-    for application in (marriage, pension, enrolment_check, waiting_provider, too_much, not_shareable, returned, withdrawn, overdue):
+    for application in (marriage, pension, enrolment_check, waiting_provider, too_much, not_shareable, returned, withdrawn, overdue,
+                        expired, revoked):
         counts[application.status] = counts.get(application.status, 0) + 1
     return counts
 

@@ -40,9 +40,8 @@ def store_path(snapshot: Path) -> Path:
 # while they are built (DuckDB's documentation); the table itself, and the numbering of
 # its rows, spill to a temporary directory beside the store. So the limit is what the
 # two indexes need, estimated from the rows and the key's length, with a margin and a
-# floor. Measured with DuckDB 2.0.1 and 18-character keys, the smallest limits that
-# build are about 240 MiB for 5 million rows and 420 MiB for 10 million (fails at 224
-# and 384): about 64 MiB plus 38 bytes a row, of which 18 are the key's own.
+# floor: a base plus bytes a row beyond the key's own, fitted to the smallest limits that
+# built (evaluation/bench/REPORT.md, "Figures behind the code's choices").
 BUILD_MEMORY_FLOOR = 256 * 1024**2
 BUILD_MEMORY_BASE = 64 * 1024**2
 INDEX_BYTES_PER_ROW = 20  # both indexes, beyond the key's own bytes
@@ -128,10 +127,9 @@ def in_memory(table: pa.Table) -> duckdb.DuckDBPyConnection:
 
 
 # Reading a store takes one DuckDB thread per connection. With DuckDB's default (a thread
-# per core) an index probe cost 1.0 ms of CPU against 0.73 ms with one, spent handing its
-# little work between threads; requests already run side by side, each on its own
-# cursor. Scans of a page window or a stream were no slower (a 100,000-row stream: 0.17 s
-# with the default, 0.09 s with one). DuckDB keeps one instance per file and process and
+# per core) an index probe spent more CPU handing its little work between threads, and
+# scans were no faster (evaluation/bench/REPORT.md); requests already run side by side,
+# each on its own cursor. DuckDB keeps one instance per file and process and
 # refuses a second connection with other settings, so every reader opens it with these.
 READ_CONFIG = {"threads": 1}
 

@@ -251,7 +251,7 @@ class LedgerWriter:
                 return
             # A batch gathers for FLUSH_SECONDS from its first line (or until BATCH lines): the
             # cost of writing it (a transaction, the rollup upserts, a commit) is mostly per
-            # batch, and under load a batch that ended at the first 10 ms gap held a few lines.
+            # batch, and under load a batch that ended at the first short gap held a few lines.
             # It gathers asleep, then takes what came: taking each line as it came woke this
             # thread, and handed it the GIL, once per interface call.
             lines, stop = [first], False

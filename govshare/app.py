@@ -55,8 +55,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # What a process killed outright (SIGKILL) left behind: runs ended as interrupted, temporary files removed.
         connectors_service.recover_interrupted(database)
         app.state.store.remove_stale_temporaries()
-        # Directory search's filter columns, read now rather than by the first search
-        # (0.5-0.8 s at 100,000 datasets; after that, a change costs the next search a few ms).
+        # Directory search's filter columns, read now rather than by the first search: reading
+        # them whole is slow at scale, a change afterwards costs little (evaluation/bench/REPORT.md).
         with database.transaction(write=False) as session:
             search.filter_columns(session)
         ledger.start()

@@ -7,7 +7,8 @@ import hashlib
 import hmac
 import secrets
 
-# scrypt cost for people's passwords: ~50 ms on one core, 16 MiB of memory.
+# scrypt cost for people's passwords: costly enough to slow guessing, cheap enough for a
+# sign-in (its time on one core is in evaluation/bench/REPORT.md); 16 MiB of memory (n * r * 128).
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
 
 

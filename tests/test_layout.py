@@ -150,7 +150,9 @@ def test_no_domain_imports_another_domains_views():
 
 
 def test_migrations_import_no_domain_and_no_live_code_of_the_shell():
+    # A migration does the same thing forever: it carries its own SQL. Only the settings (where
+    # the store is) may be read; code that can change (a domain's, the shell's) may not be run.
     found = [f"{_where(module, line)} imports {name}"
              for module in MODULES if module.startswith("govshare.migrations")
-             for name, line in _imports(module, module_level=False)]
+             for name, line in _imports(module, module_level=False) if name != "govshare.settings"]
     assert found == []

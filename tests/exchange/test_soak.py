@@ -45,7 +45,9 @@ def served(settings, tmp_path: Path, *, workers: int = 1):
            # The load is one client per department here; the per-client rate limit is not what is measured.
            "GOVSHARE_RATE_LIMIT_PER_SECOND": "1000000", "GOVSHARE_RATE_LIMIT_BURST": "1000000",
            "GOVSHARE_ISSUER": None}  # the issuer follows the port served
-    with GovshareServer(env, tmp_path / "serve.log", args=("--workers", str(workers))) as server:
+    # A bound, not a timing: N workers import the app at once, which at a load average of 12 on
+    # 2 cores took a worker more than 60 s (the default) before it served.
+    with GovshareServer(env, tmp_path / "serve.log", args=("--workers", str(workers)), up_within=300) as server:
         if workers > 1:
             _wait_for_workers(server, workers)
         yield server.base, server
