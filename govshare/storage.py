@@ -306,21 +306,3 @@ def for_settings(settings) -> Store:
 def _cached_store(data_url: str, cache_dir: Path, budget: int, endpoint_url: str | None) -> Store:
     return open_store(data_url, cache_dir=cache_dir, cache_budget_bytes=budget, endpoint_url=endpoint_url)
 
-
-def relative_key(path: str, *, data_dir: str) -> str:
-    """A record's path as a store key: an absolute path under the old data folder made relative to it.
-
-    What the migration that moved records to store keys applies to each row.
-    """
-    if not path.startswith("/"):
-        return path
-    root = data_dir.rstrip("/") + "/"
-    if path.startswith(root):
-        return path[len(root):]
-    # A data folder since moved: the layout below it is ours (datasets/CODE/FILE, extracts/FILE, sharing/FILE).
-    parts = PurePosixPath(path).parts
-    depth = {"datasets": 3, "extracts": 2, "sharing": 2}
-    for index in range(len(parts) - 1, 0, -1):
-        if depth.get(parts[index]) == len(parts) - index:
-            return "/".join(parts[index:])
-    return path

@@ -141,10 +141,11 @@ def test_a_local_store_cannot_presign(tmp_path):
 
 
 def test_relative_keys_from_absolute_paths():
-    assert storage.relative_key("/srv/a/data/datasets/X/v000001.parquet", data_dir="/srv/a/data") == "datasets/X/v000001.parquet"
-    assert storage.relative_key("/moved/elsewhere/data/extracts/e.csv", data_dir="/srv/a/data") == "extracts/e.csv"
-    assert storage.relative_key("/old/datasets/data/sharing/f.parquet", data_dir="/x") == "sharing/f.parquet"
-    assert storage.relative_key("datasets/X/v000001.parquet", data_dir="/srv/a/data") == "datasets/X/v000001.parquet"
+    relative_key = _migration("0016_scale_store_keys").relative_key
+    assert relative_key("/srv/a/data/datasets/X/v000001.parquet", data_dir="/srv/a/data") == "datasets/X/v000001.parquet"
+    assert relative_key("/moved/elsewhere/data/extracts/e.csv", data_dir="/srv/a/data") == "extracts/e.csv"
+    assert relative_key("/old/datasets/data/sharing/f.parquet", data_dir="/x") == "sharing/f.parquet"
+    assert relative_key("datasets/X/v000001.parquet", data_dir="/srv/a/data") == "datasets/X/v000001.parquet"
 
 
 def test_the_migration_turns_absolute_record_paths_into_store_keys(tmp_path, monkeypatch):
@@ -170,3 +171,17 @@ def test_the_migration_turns_absolute_record_paths_into_store_keys(tmp_path, mon
         engine.dispose()
         get_settings.cache_clear()
     assert paths == ["datasets/X/v000001.parquet", "datasets/X/v000002.parquet"]
+
+
+def _migration(name: str):
+    """A migration module, loaded from its file (migrations are not a package)."""
+    import importlib.util
+    from pathlib import Path
+
+    import govshare
+
+    path = Path(govshare.__file__).parent / "migrations" / "versions" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"migration_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

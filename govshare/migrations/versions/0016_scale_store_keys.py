@@ -10,6 +10,7 @@ Create Date: 2026-12-07
 """
 
 import os
+from pathlib import PurePosixPath
 
 import sqlalchemy as sa
 from alembic import op
@@ -29,9 +30,26 @@ def _old_data_dir() -> str:
     return str(settings.data_dir or settings.resolved_home / "data") if not os.environ.get("GOVSHARE_DATA_URL", "").startswith("s3://") else ""
 
 
-def upgrade() -> None:
-    from govshare.storage import relative_key
+def relative_key(path: str, *, data_dir: str) -> str:
+    """A record's path as a store key: an absolute path under the old data folder made relative to it.
 
+    Kept here, frozen, so that this migration does the same thing forever.
+    """
+    if not path.startswith("/"):
+        return path
+    root = data_dir.rstrip("/") + "/"
+    if path.startswith(root):
+        return path[len(root):]
+    # A data folder since moved: the layout below it is ours (datasets/CODE/FILE, extracts/FILE, sharing/FILE).
+    parts = PurePosixPath(path).parts
+    depth = {"datasets": 3, "extracts": 2, "sharing": 2}
+    for index in range(len(parts) - 1, 0, -1):
+        if depth.get(parts[index]) == len(parts) - index:
+            return "/".join(parts[index:])
+    return path
+
+
+def upgrade() -> None:
     op.create_table(
         "job_leases",
         sa.Column("name", sa.String(100), nullable=False),
