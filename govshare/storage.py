@@ -170,6 +170,19 @@ class Store:
                 total, freed = total - size, freed + size
             return freed
 
+    def cached_keys(self, folder: str) -> list[str]:
+        """Keys under ``folder`` of which this replica holds a cached copy (none on a local store)."""
+        root = self.cache_dir / "objects" / check_key(folder)
+        if self.is_local or not root.is_dir():
+            return []
+        base = self.cache_dir / "objects"
+        return sorted(str(path.relative_to(base)) for path in root.rglob("*") if path.is_file() and not path.name.startswith("."))
+
+    def drop_cached(self, key: str) -> None:
+        """Remove this replica's cached copy of ``key`` (the object in the store stays)."""
+        if not self.is_local:
+            (self.cache_dir / "objects" / check_key(key)).unlink(missing_ok=True)
+
     # --- writing --------------------------------------------------------------------------------
 
     def staging_path(self, key: str, purpose: str) -> Path:

@@ -78,3 +78,27 @@ def test_the_delta_sharing_client_reads_files_from_presigned_urls_of_the_store(c
     frame = delta_sharing.load_as_pandas(world.table_url(world.profile_file(profile)))
     assert _records(frame) == _expected(world.source)
     assert len(_ledger(app, kind="extract")) == 2  # the query above and the client's: each handed a file out
+
+
+def test_an_ended_grants_file_leaves_no_copy_in_any_replicas_cache(client, factory, tmp_path, database, settings, app):
+    from datetime import date
+
+    from exchange import retention
+    from govshare import storage
+
+    world = Extracts(client, factory, tmp_path, database, settings)
+    extract = world.done(format="csv")
+    key = f"extracts/{extract['id']}.csv"
+    this_replica = storage.for_settings(settings)
+    cached = settings.resolved_cache_dir / "objects" / key
+    assert cached.exists()  # the builder kept a copy to serve
+    revoked = client.post(f"/api/v1/grants/{world.grant_id}/revoke", json={"reason": "service ended"}, headers=world.manager)
+    assert revoked.status_code == 200, revoked.text
+    # The erasure job ran on another replica: the object is gone from the store, this replica's copy is not yet.
+    other_replica = storage.open_store(settings.resolved_data_url, cache_dir=tmp_path / "other-cache", cache_budget_bytes=1 << 30,
+                                       endpoint_url=settings.s3_endpoint_url)
+    assert retention.erase_ended_grant_files(database, store=other_replica, today=date.today()) == 1
+    assert not this_replica.exists(key) and cached.exists()
+    assert retention.drop_erased_copies(database, store=this_replica) == 1
+    assert not cached.exists()
+    assert retention.drop_erased_copies(database, store=this_replica) == 0
