@@ -31,10 +31,14 @@ def jobs(settings: Settings, keystore: KeyStore) -> list[Job]:
     def erase_ended(database: Database) -> int:
         return retention.erase_ended_grant_files(database, store=store, today=approvals.today(settings))
 
+    def erased_copies(database: Database) -> int:
+        return retention.drop_erased_copies(database, store=store)
+
     def store_temporaries(database: Database) -> int:
         return store.remove_stale_temporaries()
 
     # Extracts are claimed one row at a time, so every replica builds them side by side;
-    # keyed stores are each replica's own cache.
+    # keyed stores and cached copies are each replica's own.
     return [Job("extracts", 0.5, build, shared=False), Job("keyed-stores", 5.0, keyed_stores, shared=False),
-            Job("ended-grant-files", 60.0, erase_ended), Job("store-temporaries", 3600.0, store_temporaries)]
+            Job("ended-grant-files", 60.0, erase_ended), Job("erased-copies", 60.0, erased_copies, shared=False),
+            Job("store-temporaries", 3600.0, store_temporaries)]

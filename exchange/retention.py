@@ -53,3 +53,22 @@ def erase_ended_grant_files(database: Database, *, store: Store, today: date) ->
             audit.record(session, actor=ACTOR, action="sharing.file_erased", subject=f"grant:{grant_id}",
                          details={"file": file_id, "version": version, "reason": _reason(revoked)})
     return len(extracts) + len(files)
+
+
+def drop_erased_copies(database: Database, *, store: Store) -> int:
+    """Remove this replica's cached copies of extract and sharing files whose records no longer name them.
+
+    The erasure above runs on one replica and removes the object from the store (and its
+    own cached copy); the copies other replicas cached while building or serving the file
+    are dropped by this, which each replica runs on its own cache.
+    """
+    cached = {folder: store.cached_keys(folder) for folder in ("extracts", "sharing")}
+    if not any(cached.values()):
+        return 0
+    with database.transaction(write=False) as session:
+        named = set(session.execute(select(Extract.path).where(Extract.path.in_(cached["extracts"] or [""]))).scalars())
+        named |= set(session.execute(select(SharingFile.path).where(SharingFile.path.in_(cached["sharing"] or [""]))).scalars())
+    dropped = [key for keys in cached.values() for key in keys if key not in named]
+    for key in dropped:
+        store.drop_cached(key)
+    return len(dropped)

@@ -138,28 +138,50 @@ class Store:
         return cached
 
     def evict(self, *, keep: Path | None = None) -> int:
-        """Remove the least recently used cached objects until the cache fits its budget; the bytes freed."""
+        """Remove the least recently used cached objects until the cache fits its budget; the bytes freed.
+
+        An object and what was derived from it beside it (a snapshot's lookup store,
+        ``v000001.keyed.*``) go together, and count as used when the object was.
+        """
         folder = self.cache_dir / "objects"
         if not folder.is_dir():
             return 0
         with self._cache_lock:
-            files = []
+            groups: dict[tuple[Path, str], list] = {}
             for path in folder.rglob("*"):
-                if path.is_file() and not path.name.endswith(".tmp"):
-                    try:
-                        stat = path.stat()
-                    except FileNotFoundError:
-                        continue
-                    files.append((stat.st_mtime, stat.st_size, path))
-            total, freed = sum(size for _, size, _ in files), 0
-            for _, size, path in sorted(files):
+                if path.name.startswith(".") or not path.is_file():
+                    continue  # a copy being fetched
+                try:
+                    stat = path.stat()
+                except FileNotFoundError:
+                    continue
+                group = groups.setdefault((path.parent, path.name.split(".", 1)[0]), [0.0, 0, []])
+                group[0], group[1] = max(group[0], stat.st_mtime), group[1] + stat.st_size
+                group[2].append(path)
+            total, freed = sum(group[1] for group in groups.values()), 0
+            kept = (keep.parent, keep.name.split(".", 1)[0]) if keep is not None else None
+            for name, (_, size, paths) in sorted(groups.items(), key=lambda item: item[1][0]):
                 if total <= self.cache_budget_bytes:
                     break
-                if path == keep:
+                if name == kept:
                     continue
-                path.unlink(missing_ok=True)
+                for path in paths:
+                    path.unlink(missing_ok=True)
                 total, freed = total - size, freed + size
             return freed
+
+    def cached_keys(self, folder: str) -> list[str]:
+        """Keys under ``folder`` of which this replica holds a cached copy (none on a local store)."""
+        root = self.cache_dir / "objects" / check_key(folder)
+        if self.is_local or not root.is_dir():
+            return []
+        base = self.cache_dir / "objects"
+        return sorted(str(path.relative_to(base)) for path in root.rglob("*") if path.is_file() and not path.name.startswith("."))
+
+    def drop_cached(self, key: str) -> None:
+        """Remove this replica's cached copy of ``key`` (the object in the store stays)."""
+        if not self.is_local:
+            (self.cache_dir / "objects" / check_key(key)).unlink(missing_ok=True)
 
     # --- writing --------------------------------------------------------------------------------
 

@@ -115,6 +115,24 @@ def test_duckdb_reads_through_a_bounded_cache_that_evicts_the_least_recently_use
     assert reader.local_path("datasets/X/v000001.parquet").read_bytes() == b"\x01" * 1000  # fetched again on demand
 
 
+def test_a_snapshots_lookup_store_is_evicted_with_it_never_before_it(s3_endpoint, tmp_path):
+    store = _s3_store(s3_endpoint, tmp_path, budget=3000)
+    for number in (1, 2):
+        _write(store, f"datasets/X/v00000{number}.parquet", bytes([number]) * 1000)
+    first = store.local_path("datasets/X/v000001.parquet")
+    (first.parent / "v000001.keyed.duckdb").write_bytes(b"k" * 500)  # built from it, never touched since
+    os.utime(first.parent / "v000001.keyed.duckdb", (1, 1))
+    os.utime(first.parent / "v000002.parquet", (2, 2))
+    store.local_path("datasets/X/v000001.parquet")  # used again: v1 and its lookup store are the recent ones
+    _write(store, "datasets/X/v000003.parquet", b"\x03" * 1000)  # 3,500 bytes > 3,000: v2 goes, not v1's lookup store
+    names = sorted(path.name for path in first.parent.iterdir())
+    assert names == ["v000001.keyed.duckdb", "v000001.parquet", "v000003.parquet"]
+    os.utime(first, (3, 3))
+    os.utime(first.parent / "v000003.parquet", (4, 4))
+    _write(store, "datasets/X/v000004.parquet", b"\x04" * 1000)  # v1 least recently used now: it goes with its lookup store
+    assert sorted(path.name for path in first.parent.iterdir()) == ["v000003.parquet", "v000004.parquet"]
+
+
 def test_a_presigned_url_is_what_botocore_signs_and_the_s3_server_serves_it(s3_endpoint, tmp_path):
     from botocore.auth import S3SigV4QueryAuth
     from botocore.awsrequest import AWSRequest
