@@ -20,7 +20,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from approvals import service
 from approvals.errors import ApplicationNotFound, InvalidDecision, WrongState
-from approvals.labels import EVENT_LABELS, GRANT_STATE_LABELS, STATUS_LABELS, mask_words, row_filter_words
+from approvals.labels import EVENT_LABELS, GRANT_STATE_LABELS, STATUS_LABELS, in_words, mask_words, row_filter_words
 from approvals.models import Application, Grant
 from directory.models import Dataset
 from govshare import web
@@ -234,7 +234,7 @@ def decide(
         application = service.get_application(session, application.id)
         typed = {"decision": decision, "reason_code": reason_code, "comment": comment, "conditions": conditions,
                  "masks": chosen_masks, "mask_counts": mask_counts}
-        message = f"Your decision was not saved: {problem.detail}."
+        message = f"Your decision was not saved: {in_words(problem.detail)}."
         return _application_page(request, session, user, application, status_code=422, error=message, form=typed)
     return web.redirect(request, f"/ui/applications/{application.id}", flash=_decided_message(application))
 
@@ -309,7 +309,7 @@ def revoke(
         session.rollback()
         grant = service.get_grant(session, grant.id)
         return _grant_page(request, session, user, grant, status_code=problem.status, reason=reason,
-                           error=f"Grant {grant.id} was not revoked: {problem.detail}.")
+                           error=f"Grant {grant.id} was not revoked: {in_words(problem.detail)}.")
     return web.redirect(request, f"/ui/grants/{grant.id}",
                         flash=f"Grant {grant.id} revoked: {grant.department_code} can no longer receive {grant.dataset_code} under it.")
 
@@ -398,7 +398,7 @@ def provider_decision(
         session.rollback()
         application = service.get_application(session, application.id)
         return _provider_page(request, session, user, application, status_code=422,
-                              error=f"Your sign-off was not saved: {problem.detail}.",
+                              error=f"Your sign-off was not saved: {in_words(problem.detail)}.",
                               form={"decision": decision, "reason_code": reason_code, "comment": comment})
     done = _PROVIDER_DONE[decision].format(grant=application.grant_id, department=application.department_code,
                                            dataset=application.dataset_code)
