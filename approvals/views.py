@@ -31,7 +31,7 @@ from govshare.models import Department, Role, User
 pages = web.Pages(Path(__file__).parent / "templates", status_labels=STATUS_LABELS)
 
 QUEUE_LIMIT = 200
-UI_ROLES = (Role.manager, Role.admin)
+UI_ROLES = web.MANAGER_PAGE_ROLES
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 
@@ -41,15 +41,12 @@ NAVIGATION = (
     web.NavLink("Sign-off", "/ui/provider", (Role.provider,), department_only=True),
 )
 
-manager_user = web.person_with_role(UI_ROLES, (
-    "These pages are for data managers: your account ({name}) does not have the manager role. "
-    "To use another account, sign out on the sign-in page, /ui/login."))
-ManagerUser = Annotated[User, Depends(manager_user)]
+ManagerUser = web.ManagerUser
 
 
 def person_allowed(action: str):
     """A signed-in manager whom the permissions table allows ``action``."""
-    return web.person_allowed(action, first=manager_user)
+    return web.person_allowed(action, first=web.manager_user)
 
 
 DecidingUser = Annotated[User, Depends(person_allowed("applications.decide"))]
