@@ -50,23 +50,42 @@ def mask_words(mask: Any) -> str:
     return {"keyed_hash": "replaced by a keyed hash", "year_only": "year only", "null": "withheld"}.get(str(mask), str(mask))
 
 
-def row_filter_words(row_filter: dict[str, Any] | None) -> str:
-    """A row filter in plain words: 'district is one of 01, 02 and birth_date is at least 1990-01-01'."""
-    if not row_filter:
-        return "No row filter: every record of the dataset"
+def _value_words(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return "empty" if value is None else str(value)
+
+
+def _condition_words(row_filter: dict[str, Any]) -> str:
     parts = []
     for key, value in row_filter.items():
         if key in ("and", "or"):
-            inner = f" {key} ".join(row_filter_words(child) for child in value)
+            inner = f" {key} ".join(_condition_words(child) for child in value)
             parts.append(f"({inner})" if len(value) > 1 else inner)
             continue
         (operator, operand), = value.items()
         if operator == "in":
-            parts.append(f"{key} is one of {', '.join(str(item) for item in operand)}")
+            parts.append(f"{key} is one of {', '.join(_value_words(item) for item in operand)}")
         elif operator == "between":
-            parts.append(f"{key} is between {operand[0]} and {operand[1]}")
+            parts.append(f"{key} is between {_value_words(operand[0])} and {_value_words(operand[1])}")
         elif operator == "is_null":
             parts.append(f"{key} is empty" if operand else f"{key} is not empty")
         else:
-            parts.append(f"{key} {OPERATOR_WORDS.get(operator, operator)} {operand}")
+            parts.append(f"{key} {OPERATOR_WORDS.get(operator, operator)} {_value_words(operand)}")
     return " and ".join(parts)
+
+
+def row_filter_words(row_filter: dict[str, Any] | None) -> str:
+    """A row filter as a sentence: 'Only records where district is one of 01, 02 and active is yes.'"""
+    if not row_filter:
+        return "Every record of the dataset (no row filter)."
+    return f"Only records where {_condition_words(row_filter)}."
+
+
+def in_words(detail: str) -> str:
+    """A service's message with its codes in words, for a page: 'reason “Other”', not "reason 'other'"."""
+    for code, label in service.REASON_LABELS.items():
+        detail = detail.replace(f"'{code}'", f"“{label}”")
+    if ", one of: " in detail:  # the list of codes an API caller needs; the page offers the choices instead
+        detail = detail.split(", one of: ")[0]
+    return detail.replace("a reason_code", "a reason").replace("reason_code", "reason")

@@ -21,7 +21,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from approvals import service
 from approvals.dependencies import manager_application, manager_grant
 from approvals.errors import ApplicationNotFound, InvalidDecision, WrongState
-from approvals.labels import EVENT_LABELS, GRANT_STATE_LABELS, STATUS_LABELS, mask_words, row_filter_words
+from approvals.labels import EVENT_LABELS, GRANT_STATE_LABELS, STATUS_LABELS, in_words, mask_words, row_filter_words
 from approvals.models import Application, Grant
 from directory.models import Dataset
 from govshare import web
@@ -33,25 +33,21 @@ from govshare.permissions import OVERSEERS
 pages = web.Pages(Path(__file__).parent / "templates", status_labels=STATUS_LABELS)
 
 QUEUE_LIMIT = 200
-UI_ROLES = OVERSEERS
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 
 NAVIGATION = (
-    web.NavLink("Applications", "/ui", tuple(UI_ROLES), current=("/ui/applications",)),
-    web.NavLink("Grants", "/ui/grants", tuple(UI_ROLES)),
+    web.NavLink("Applications", "/ui", tuple(OVERSEERS), current=("/ui/applications",)),
+    web.NavLink("Grants", "/ui/grants", tuple(OVERSEERS)),
     web.NavLink("Sign-off", "/ui/provider", (Role.provider,), department_only=True),
 )
 
-manager_user = web.person_with_role(UI_ROLES, (
-    "These pages are for data managers: your account ({name}) does not have the manager role. "
-    "To use another account, sign out on the sign-in page, /ui/login."))
-ManagerUser = Annotated[User, Depends(manager_user)]
+ManagerUser = web.ManagerUser
 
 
 def person_allowed(action: str):
     """A signed-in manager whom the permissions table allows ``action``."""
-    return web.person_allowed(action, first=manager_user)
+    return web.person_allowed(action, first=web.manager_user)
 
 
 DecidingUser = Annotated[User, Depends(person_allowed("applications.decide"))]
@@ -150,7 +146,7 @@ def queue_page(
 # --- one application ----------------------------------------------------------------------------
 
 
-ApplicationForManager = manager_application(manager_user)
+ApplicationForManager = manager_application(web.manager_user)
 
 
 def _share_conditions(dataset: Dataset) -> list[str]:
@@ -231,7 +227,7 @@ def decide(
         application = service.get_application(session, application.id)
         typed = {"decision": decision, "reason_code": reason_code, "comment": comment, "conditions": conditions,
                  "masks": chosen_masks, "mask_counts": mask_counts}
-        message = f"Your decision was not saved: {problem.detail}."
+        message = f"Your decision was not saved: {in_words(problem.detail)}."
         return _application_page(request, session, user, application, status_code=422, error=message, form=typed)
     return web.redirect(request, f"/ui/applications/{application.id}", flash=_decided_message(application))
 
@@ -241,7 +237,7 @@ def decide(
 GRANT_FILTERS = {"all": "All", **{str(state): label for state, label in GRANT_STATE_LABELS.items()}}
 
 
-GrantForManager = manager_grant(manager_user)
+GrantForManager = manager_grant(web.manager_user)
 
 
 def _grants_page(
@@ -301,7 +297,7 @@ def revoke(
         session.rollback()
         grant = service.get_grant(session, grant.id)
         return _grant_page(request, session, user, grant, status_code=problem.status, reason=reason,
-                           error=f"Grant {grant.id} was not revoked: {problem.detail}.")
+                           error=f"Grant {grant.id} was not revoked: {in_words(problem.detail)}.")
     return web.redirect(request, f"/ui/grants/{grant.id}",
                         flash=f"Grant {grant.id} revoked: {grant.department_code} can no longer receive {grant.dataset_code} under it.")
 
@@ -390,7 +386,7 @@ def provider_decision(
         session.rollback()
         application = service.get_application(session, application.id)
         return _provider_page(request, session, user, application, status_code=422,
-                              error=f"Your sign-off was not saved: {problem.detail}.",
+                              error=f"Your sign-off was not saved: {in_words(problem.detail)}.",
                               form={"decision": decision, "reason_code": reason_code, "comment": comment})
     done = _PROVIDER_DONE[decision].format(grant=application.grant_id, department=application.department_code,
                                            dataset=application.dataset_code)

@@ -27,18 +27,16 @@ from evaluation.api import period_of
 from govshare import web
 from govshare.db import DbSession, utcnow
 from govshare.errors import InvalidInput
-from govshare.models import Role, User
+from govshare.models import User
+from govshare.permissions import OVERSEERS
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 
 # The dashboard is a data manager's page, like the queue: the same role check and message first.
-_manager = web.person_with_role((Role.manager, Role.admin), (
-    "These pages are for data managers: your account ({name}) does not have the manager role. "
-    "To use another account, sign out on the sign-in page, /ui/login."))
-MetricsUser = Annotated[User, Depends(web.person_allowed("metrics.read", first=_manager))]
-NAVIGATION = (web.NavLink("Dashboard", "/ui/dashboard", (Role.manager, Role.admin)),)
+MetricsUser = Annotated[User, Depends(web.person_allowed("metrics.read", first=web.manager_user))]
+NAVIGATION = (web.NavLink("Dashboard", "/ui/dashboard", OVERSEERS),)
 DEFAULT_DAYS = 30
 SCORE_LABELS = {"review_speed": "Review speed", "data_quality": "Data quality", "stability": "Service stability",
                 "application_quality": "Application form"}

@@ -16,14 +16,14 @@ from govshare.web.pages import (
 )
 from govshare.web.sessions import csrf_token
 from govshare.web.signin import (
-    CheckedForm, PostedForm, SignedInUser, actor, holds_any, may, person_allowed, person_with_role, router,
-    signed_in_user,
+    CheckedForm, ManagerUser, PostedForm, SignedInUser, actor, holds_any, manager_user, may, person_allowed,
+    person_with_role, router, signed_in_user,
 )
 
 __all__ = [
-    "PAGE_HEADERS", "CheckedForm", "Formats", "NavLink", "Pages", "PostedForm", "SignedInUser", "actor", "csrf_token",
-    "duration_words", "error_page", "holds_any", "home_for", "install", "may", "person_allowed", "person_with_role",
-    "redirect", "signed_in_user",
+    "PAGE_HEADERS", "CheckedForm", "Formats", "ManagerUser", "NavLink", "Pages", "PostedForm", "SignedInUser", "actor",
+    "csrf_token", "duration_words", "error_page", "holds_any", "home_for", "install", "manager_user", "may",
+    "person_allowed", "person_with_role", "redirect", "signed_in_user",
 ]
 
 

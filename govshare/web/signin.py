@@ -15,8 +15,8 @@ from starlette.datastructures import FormData
 from govshare import identities
 from govshare.db import DbSession
 from govshare.errors import Forbidden, GovshareError
-from govshare.models import User
-from govshare.permissions import roles_for
+from govshare.models import Role, User
+from govshare.permissions import OVERSEERS, roles_for
 from govshare.web import sessions, throttle
 from govshare.web.pages import TEMPLATES_DIR, Pages, Person, home_for, redirect
 
@@ -74,6 +74,13 @@ def person_with_role(roles: Iterable[str], refusal: str):
         return user
 
     return _check
+
+
+# The pages for data managers (the queue, grants, the dashboard): one check, one message.
+manager_user = person_with_role((
+    "These pages are for data managers: your account ({name}) does not have the manager role. "
+    "To use another account, sign out on the sign-in page, /ui/login."))
+ManagerUser = Annotated[User, Depends(manager_user)]
 
 
 def person_allowed(action: str, *, first: object = signed_in_user):

@@ -51,7 +51,7 @@ def test_a_provider_officer_lands_on_the_sign_off_list_and_signs_off(client, wor
     assert nav == ["Sign-off"]
 
     detail = page_of(client.get(f"/ui/provider/applications/{application['id']}", headers=HTML))
-    assert detail.find(id="row-filter").text == "district is one of 01, 02"
+    assert detail.find(id="row-filter").text == "Only records where district is one of 01, 02."
     assert [button.text for button in detail.find(id="decision").find_all("button")] == ["Sign off", "Refuse", "Return for changes"]
     done = decide(client, application["id"], decision="approve", comment="fine by PSB")
     assert (done.status_code, done.headers["location"]) == (303, f"/ui/provider/applications/{application['id']}")
@@ -71,7 +71,8 @@ def test_refusing_needs_a_reason_and_keeps_what_was_typed(client, world, databas
     sign_in(client, "pia")
     missing = decide(client, application["id"], decision="reject", comment="keep me")
     assert missing.status_code == 422
-    assert "needs a reason_code" in page_of(missing).find(role="alert").text
+    assert "a rejection needs a reason" in page_of(missing).find(role="alert").text
+    assert "reason_code" not in page_of(missing).find(role="alert").text
     assert page_of(missing).find("textarea", id="reject-comment").text == "keep me"
     for bad in ({"decision": "maybe"}, {"decision": "approve", "comment": "x" * 4001}):
         assert decide(client, application["id"], **bad).status_code == 422

@@ -261,7 +261,7 @@ def test_the_application_page_shows_items_inspection_scope_and_both_histories(si
     assert findings["personal-explained"].text.startswith("Check: Personal items without a justification")
     assert "no problems" in page.find(id="inspection-result").text
 
-    assert page.find(id="row-filter").text == "district is one of 01, 02"
+    assert page.find(id="row-filter").text == "Only records where district is one of 01, 02."
     assert page.find(id="period").text.endswith("(181 days)")
 
     history_rows = page.find(id="applicant-history").find_all("tr")
@@ -333,10 +333,11 @@ def test_an_invalid_decision_is_explained_on_the_page_and_keeps_what_was_typed(s
     response = post_form(signed_in, f"{page}/decision", {"decision": "reject", "reason_code": "other", "comment": ""},
                          from_page=page)
     assert response.status_code == 422
-    assert "reason 'other' needs a comment" in alert_text(response)
+    assert "reason “Other” needs a comment" in alert_text(response) and "'other'" not in alert_text(response)
     assert page_of(response).find("option", value="other").has("selected")
     no_reason = post_form(signed_in, f"{page}/decision", {"decision": "reject", "comment": "keep me"}, from_page=page)
-    assert no_reason.status_code == 422 and "needs a reason_code" in alert_text(no_reason)
+    assert no_reason.status_code == 422 and "needs a reason" in alert_text(no_reason)
+    assert "reason_code" not in alert_text(no_reason) and "no_legal_basis" not in alert_text(no_reason)
     assert page_of(no_reason).find("textarea", id="reject-comment").text == "keep me"
     assert status_of(world, application["id"]) == "submitted"
 
@@ -403,7 +404,8 @@ def test_grants_are_listed_with_their_state_and_revoked_with_a_reason_after_conf
     page = page_of(signed_in.get("/ui/grants", headers=HTML))
     row = page.find("tr", data_grant=str(grant_id))
     assert row.find("td", data_label="State").text == "Not yet started"  # the period starts tomorrow
-    assert row.find("td", data_label="Items and rows").text.startswith("citizen_id, insured_since insured_since is at least 2020-01-01")
+    assert row.find("td", data_label="Items and rows").text.startswith(
+        "citizen_id, insured_since Only records where insured_since is at least 2020-01-01.")
     # The list holds no revoke form, only the way to the grant's own page, where revoking is a confirmed step.
     assert row.find("form") is None and row.find("textarea") is None
     assert row.find("a", class_="revoke-link").get("href") == f"/ui/grants/{grant_id}#revoke"

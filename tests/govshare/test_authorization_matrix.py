@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import hashlib
+import hmac
 import itertools
 import json
 import secrets
@@ -31,7 +33,6 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
-from itsdangerous import TimestampSigner
 from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet
 from sqlalchemy import func, select
@@ -276,6 +277,7 @@ ROUTES: dict[str, Row] = {
 # a forged session is no session, so its forms fail the CSRF check (403).
 UI_ROUTES: dict[str, Row] = {
     "GET /ui/style.css": page(200),
+    "GET /ui/favicon.svg": page(200),
     "GET /ui/dashboard.css": page(200),
     "GET /ui/login": page(200),
     "POST /ui/login": page(303, cross_site=403, forged=403, form=lambda w: {"name": "maria", "password": PASSWORD}),
@@ -285,8 +287,15 @@ UI_ROUTES: dict[str, Row] = {
     "POST /ui/applications/{application_id}/decision": page(403, anonymous=303, stale=303, manager=303, form={"decision": "approve"},
                                                            params={"application_id": lambda w: w.fresh_submitted()}),
     "GET /ui/grants": page(403, anonymous=303, stale=303, forged=303, manager=200, admin=200, cross_site=200),
-    "POST /ui/grants/{grant_id}/revoke": page(403, anonymous=303, stale=303, manager=303, admin=303, form={"reason": "matrix check"},
+    "GET /ui/grants/{grant_id}": page(403, anonymous=303, stale=303, forged=303, manager=200, admin=200, cross_site=200,
+                                      params={"grant_id": lambda w: w.grant_id}),
+    "POST /ui/grants/{grant_id}/revoke": page(403, anonymous=303, stale=303, manager=303, admin=303,
+                                             form={"reason": "matrix check", "confirm": "yes"},
                                              params={"grant_id": lambda w: w.fresh_grant()}),
+    # the providing department's sign-off: for provider officers of that department (none among these sessions)
+    "GET /ui/provider": page(403, anonymous=303, stale=303, forged=303),
+    "GET /ui/provider/applications/{application_id}": page(403, anonymous=303, stale=303, forged=303),
+    "POST /ui/provider/applications/{application_id}/decision": page(403, anonymous=303, stale=303, form={"decision": "approve"}),
     "GET /ui/dashboard": page(403, anonymous=303, stale=303, forged=303, manager=200, admin=200, cross_site=200),
     "GET /ui/dashboard/datasets/{code}": page(403, anonymous=303, stale=303, forged=303, manager=200, admin=200, cross_site=200),
     "GET /ui/dashboard/applications/{application_id}": page(403, anonymous=303, stale=303, forged=303, manager=200, admin=200,
@@ -357,10 +366,10 @@ class World:
         self.sessions = {"anonymous": self._session(None), "manager": self._session("maria"),
                          "admin": self._session("ada"), "demander": self._session("dora")}
         self.sessions["cross_site"] = self.sessions["manager"]
-        self.sessions["stale"] = self._crafted_session(signed_in_hours_ago=9, secret=KeyStore(settings.resolved_keys_dir).session_secret())
-        self.sessions["forged"] = self._crafted_session(signed_in_hours_ago=0, secret="not-the-servers-secret")
-        # The same craft with our secret and a fresh time is a working session: the two above fail for their one flaw.
-        genuine, _ = self._crafted_session(signed_in_hours_ago=0, secret=KeyStore(settings.resolved_keys_dir).session_secret())
+        self.sessions["stale"] = self._crafted_session(signed_in_hours_ago=9, stored=True)
+        self.sessions["forged"] = self._crafted_session(signed_in_hours_ago=0, stored=False)
+        # The same craft, stored and fresh, is a working session: the two above fail for their one flaw.
+        genuine, _ = self._crafted_session(signed_in_hours_ago=0, stored=True)
         assert http.get("/ui", headers={"Accept": "text/html", "Cookie": f"govshare_ui={genuine}"}).status_code == 200
         http.cookies.clear()
 
@@ -419,15 +428,32 @@ class World:
         self.http.cookies.clear()
         return cookie, csrf
 
-    def _crafted_session(self, *, signed_in_hours_ago: float, secret: str) -> tuple[str, str]:
-        """Maria's session cookie made by hand (as Starlette's SessionMiddleware makes it), with its CSRF token."""
-        with self.database.transaction(write=False) as session:
-            user = session.execute(select(User).where(User.name == "maria")).scalar_one()
-        csrf = secrets.token_urlsafe(32)
-        content = {"user_id": user.id, "user_name": user.name, "csrf": csrf,
-                   "signed_in_at": int(time.time() - signed_in_hours_ago * 3600)}
-        cookie = TimestampSigner(secret).sign(base64.b64encode(json.dumps(content).encode())).decode()
-        return cookie, csrf
+    def renew_sessions(self) -> None:
+        """Sign the table's people in again (after a cell signed one out, which ends that session for good)."""
+        for caller, name in (("manager", "maria"), ("admin", "ada"), ("demander", "dora")):
+            self.sessions[caller] = self._session(name)
+        self.sessions["cross_site"] = self.sessions["manager"]
+
+    def _crafted_session(self, *, signed_in_hours_ago: float, stored: bool) -> tuple[str, str]:
+        """Maria's session made by hand: a random id, stored (hashed) as the server stores one, with the CSRF token the
+        server derives from that id; or, forged, an id the server never stored, with a token made up as well."""
+        from datetime import datetime, timezone
+
+        from govshare.models import WebSession
+        from govshare.web import sessions as web_sessions
+
+        session_id = secrets.token_urlsafe(32)
+        if stored:
+            started = datetime.now(timezone.utc) - timedelta(hours=signed_in_hours_ago)
+            with self.database.transaction() as session:
+                user = session.execute(select(User).where(User.name == "maria")).scalar_one()
+                session.add(WebSession(id_hash=web_sessions._digest(session_id), user_id=user.id, created_at=started,
+                                       expires_at=started + timedelta(seconds=web_sessions.SESSION_MAX_AGE)))
+        if not stored:
+            return session_id, secrets.token_hex(32)
+        secret = KeyStore(self.settings.resolved_keys_dir).session_secret()
+        csrf = hmac.new(secret.encode(), f"csrf:{session_id}".encode(), hashlib.sha256).hexdigest()
+        return session_id, csrf
 
     # requests
 
@@ -548,6 +574,8 @@ def _call_ui(world: World, route: str, spec: Row, caller: str):
         return world.http.request(method, _path(template, spec, world), **kwargs)
     finally:
         world.http.cookies.clear()  # each cell brings its own session
+        if route == "POST /ui/logout":
+            world.renew_sessions()  # signing out ended that session on the server: the next cells need live ones
 
 
 def _mismatches(world: World, route: str, spec: Row, callers: tuple[str, ...], call) -> list[str]:
