@@ -77,7 +77,7 @@ def person_with_role(roles: Iterable[str], refusal: str):
 
 
 # The pages for data managers (the queue, grants, the dashboard): one check, one message.
-manager_user = person_with_role((
+manager_user = person_with_role(OVERSEERS, (
     "These pages are for data managers: your account ({name}) does not have the manager role. "
     "To use another account, sign out on the sign-in page, /ui/login."))
 ManagerUser = Annotated[User, Depends(manager_user)]
