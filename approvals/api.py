@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
@@ -31,15 +31,16 @@ router = APIRouter(prefix="/api/v1", tags=["approvals"])
 
 
 class DecisionBody(BaseModel):
-    decision: str = Field(description="approve, reject or return")
-    reason_code: str | None = Field(default=None, description="with reject: no_legal_basis, items_beyond_need, duplicate, data_not_shareable, other")
+    decision: Literal["approve", "reject", "return"] = Field(description="approve, reject or return")
+    reason_code: service.ReasonCode | None = Field(default=None, description="with reject: no_legal_basis, items_beyond_need, duplicate, data_not_shareable, other")
     comment: str | None = Field(default=None, max_length=4000)
     conditions: list[str] = Field(default_factory=list, max_length=20, description="with approve: conditions named in the dataset's share conditions")
     masks: dict[str, Any] = Field(default_factory=dict, description='with approve: per item, {"keep_first": N}, {"keep_last": N}, "keyed_hash", "year_only" or "null"')
 
 
 class WebhookBody(BaseModel):
-    url: str = Field(min_length=8, max_length=500, description="absolute http(s) URL that receives POSTed events")
+    url: str = Field(min_length=8, max_length=500, pattern=r"^https?://[A-Za-z0-9][A-Za-z0-9.-]*(:[0-9]{1,4})?(/[!-~]*)?$",
+                     description="absolute http(s) URL that receives POSTed events")
 
 
 class RevokeBody(BaseModel):
@@ -136,7 +137,7 @@ def file_application(
 @router.get("/applications", summary="Applications the caller may see; the manager's queue with ?status=")
 def list_applications(
     session: DbSession, caller: Annotated[Caller, Depends(require("applications.read"))],
-    status: Annotated[list[str] | None, Query()] = None, dataset: str | None = None, department: str | None = None,
+    status: Annotated[list[service.Status] | None, Query()] = None, dataset: str | None = None, department: str | None = None,
     overdue: bool = False, limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> dict[str, Any]:
     now = utcnow()
@@ -226,7 +227,7 @@ def revoke_grant(request: Request, session: DbSession, grant: GrantForManager, b
 
 @router.get("/events", summary="State changes that concern the caller's department, after a cursor")
 def list_events(session: DbSession, caller: Annotated[Caller, Depends(require("events.read"))],
-                since: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
+                since: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
     events = service.events_for(session, department=caller.department, sees_all=caller.has_role(*OVERSEERS),
                                 since=since, limit=limit)
     return {"items": [service.event_document(event) for event in events], "next_cursor": events[-1].id if events else since}

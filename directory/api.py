@@ -6,7 +6,7 @@ Bodies are plain JSON objects checked against the unified format in ``schemas/``
 
 # No "from __future__ import annotations": FastAPI must see the dependency closures
 # in ``dataset_for_provider`` as objects, not as strings it cannot resolve.
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Query, Request, UploadFile
 from fastapi.responses import JSONResponse
@@ -62,11 +62,12 @@ class SearchPage(BaseModel):
 def search_datasets(
     session: DbSession,
     caller: Reader,
-    q: Annotated[str | None, Query(max_length=200, description="words in title, summary, keywords, item names and descriptions")] = None,
+    q: Annotated[str | None, Query(max_length=200, pattern=r"[0-9A-Za-z\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]",
+                                      description="words in title, summary, keywords, item names and descriptions")] = None,
     department: str | None = None,
     domain: str | None = None,
-    share_type: str | None = None,
-    delivery: Annotated[str | None, Query(description="extract or interface")] = None,
+    share_type: Literal["unconditional", "conditional", "none"] | None = None,
+    delivery: Annotated[Literal["extract", "interface"] | None, Query(description="extract or interface")] = None,
     include_retired: bool = False,
     page: Annotated[int, Query(ge=1)] = 1,
     page_size: Annotated[int, Query(ge=1, le=search.MAX_PAGE_SIZE)] = 20,
@@ -139,7 +140,8 @@ def list_versions(session: DbSession, dataset: DatasetForReader) -> dict[str, An
     return {"dataset": dataset.code, "versions": [service.version_view(version) for version in versions]}
 
 
-@router.get("/catalog.jsonld", summary="The directory as DCAT-AP JSON-LD")
+@router.get("/catalog.jsonld", summary="The directory as DCAT-AP JSON-LD",
+            response_class=JSONResponse, responses={200: {"content": {"application/ld+json": {"schema": {"type": "object"}}}}})
 def catalog(request: Request, session: DbSession, caller: Reader) -> JSONResponse:
     base_url = request.app.state.settings.issuer
     return JSONResponse(dcat.catalog(session, base_url=base_url), media_type="application/ld+json")

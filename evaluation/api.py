@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
@@ -152,7 +152,7 @@ class CorrectionBody(BaseModel):
 
 
 class AnswerBody(BaseModel):
-    outcome: str = Field(description="corrected or rejected")
+    outcome: Literal["corrected", "rejected"] = Field(description="corrected or rejected")
     answer: str = Field(min_length=1, max_length=4000)
 
 

@@ -317,7 +317,7 @@ def deposit(code: str, body: DepositBody, request: Request, session: DbSession, 
 
 class ExtractRequest(BaseModel):
     format: str = Field(default="parquet", description="parquet, csv or arrow")
-    version: int | None = Field(default=None, ge=1, description="a snapshot version; the newest when absent")
+    version: int | None = Field(default=None, ge=1, le=2**31 - 1, description="a snapshot version; the newest when absent")
     encrypt: bool = Field(default=False, description="encrypt to the department's registered public key")
     csv_formula_guard: bool = Field(default=True, description="csv: prefix text cells starting with = + - @, a tab or a carriage "
                                     "return with ' so spreadsheets do not run them as formulas; false for machine consumers "

@@ -32,6 +32,7 @@ from govshare.errors import install_error_handlers
 from govshare.jobs import JobRunner
 from govshare.keys import KeyStore
 from govshare.limits import BodySizeLimit, BodyTimeout
+from govshare.openapi import document_errors
 from govshare.settings import Settings, get_settings
 from govshare import web
 
@@ -103,4 +104,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(approvals_views.router)
     app.include_router(evaluation_views.router)
     app.include_router(exchange_sharing_views.router)
+    document_errors(app)
     return app

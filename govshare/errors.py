@@ -99,6 +99,18 @@ _STATUS_TYPES = {
 }
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app serves at this request's path."""
+    from starlette.routing import Match
+
+    methods: set[str] = set()
+    for candidate in request.app.router.routes:
+        for route in getattr(candidate, "effective_candidates", lambda: [candidate])():
+            if getattr(route, "methods", None) and route.matches(request.scope)[0] != Match.NONE:
+                methods |= set(route.methods)
+    return sorted(methods)
+
+
 def problem_body(*, status: int, type: str, title: str, detail: str, instance: str | None, extra: dict[str, Any]) -> dict[str, Any]:
     """The problem+json document (RFC 9457) for one error."""
     body: dict[str, Any] = {
@@ -148,6 +160,14 @@ def install_error_handlers(app: FastAPI) -> None:
         )
         return _render(request, body)
 
+    async def _invalid_body(request: Request, problem: str):
+        message = "not a JSON document in UTF-8" if problem == "There was an error parsing the body" else problem
+        body = problem_body(
+            status=422, type="invalid-input", title="Invalid input", detail=f"body: {message}", instance=request.url.path,
+            extra={"errors": [{"location": ["body"], "message": message, "rule": "body_invalid"}]},
+        )
+        return _render(request, body)
+
     @app.exception_handler(GovshareError)
     async def _govshare_error(request: Request, exc: GovshareError):
         body = problem_body(
@@ -177,13 +197,23 @@ def install_error_handlers(app: FastAPI) -> None:
             # FastAPI reports a body its JSON parser could not descend as a vague 400.
             return await _too_deep(request, exc.__cause__)
         status = exc.status_code
+        if status == 400:
+            # The framework's answer to a body it cannot parse (not JSON, not UTF-8, broken
+            # multipart): invalid input like any other.
+            return await _invalid_body(request, exc.detail if isinstance(exc.detail, str) else "cannot be read")
         phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
         detail = exc.detail if isinstance(exc.detail, str) else phrase
+        headers = dict(getattr(exc, "headers", None) or {})
+        if status == 405:
+            # The router names the methods of the first route matching the path only; a path
+            # served by several routes (one per method) allows all of theirs.
+            headers["Allow"] = ", ".join(allowed_methods(request))
+            detail = f"{request.method} is not allowed here; allowed: {headers['Allow']}"
         body = problem_body(
             status=status, type=_STATUS_TYPES.get(status, f"http-{status}"), title=phrase,
             detail=detail, instance=request.url.path, extra={},
         )
-        return _render(request, body, getattr(exc, "headers", None))
+        return _render(request, body, headers)
 
     @app.exception_handler(StaleDataError)
     async def _stale(request: Request, exc: StaleDataError):

@@ -376,7 +376,18 @@ async def _form(request: Request) -> dict[str, str]:
     return {key: value for key, value in form.items() if isinstance(value, str)}
 
 
-@router.post("/oauth/token", summary="Issue an access token (client credentials)")
+TOKEN_FORM = {"requestBody": {"required": True, "content": {"application/x-www-form-urlencoded": {"schema": {
+    "type": "object", "required": ["grant_type"],
+    "properties": {
+        "grant_type": {"type": "string", "enum": ["client_credentials"]},
+        "scope": {"type": "string", "description": "roles, space-separated; by default all of the client's"},
+        "client_id": {"type": "string"}, "client_secret": {"type": "string"},
+        "client_assertion_type": {"type": "string", "enum": ["urn:ietf:params:oauth:client-assertion-type:jwt-bearer"]},
+        "client_assertion": {"type": "string"},
+    }}}}}}
+
+
+@router.post("/oauth/token", summary="Issue an access token (client credentials)", openapi_extra=TOKEN_FORM)
 async def issue_token(request: Request) -> JSONResponse:
     return await run_in_threadpool(_run_endpoint, request, await _form(request), None)
 
