@@ -31,3 +31,15 @@ class DecidedConcurrently(Conflict):
 
 class NotYourApplication(Forbidden):
     type, title = "not-your-application", "The application belongs to another department"
+
+
+class GrantOutdated(Conflict):
+    """The snapshot read lacks an item the grant uses (the provider dropped it): the grant cannot be served as approved."""
+
+    type, title = "grant-outdated", "The dataset no longer has a granted item"
+
+
+class KeyLookupNotGranted(Forbidden):
+    """A lookup by key under a grant that does not give the key in the clear: it would read rows by an identity not granted."""
+
+    type, title = "key-lookup-not-granted", "Lookups by key are not granted"

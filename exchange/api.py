@@ -101,7 +101,7 @@ def _store(request: Request, session, scope: service.Scope, version: int | None 
     """Where the scope's rows are read from (the keyed store of a snapshot, or for intake the deposits), and the
     scope on that version; 409 when that version lacks an item the grant uses."""
     if intake.is_intake(scope.dataset):
-        scope.check_items()
+        scope.check()
         return 0, keyed_store.in_memory(intake.table(session, dataset=scope.dataset, key_value=key_value)), scope
     data_dir = request.app.state.settings.resolved_data_dir
     if version is None or version == scope.version:
@@ -113,7 +113,7 @@ def _store(request: Request, session, scope: service.Scope, version: int | None 
             raise InvalidQuery("the cursor names a version that does not exist")
         number, path = row.number, data_dir / row.path
         scope = dataclasses.replace(service.scope_of(session, scope.grant, version=row), latest_path=scope.latest_path)
-    scope.check_items()
+    scope.check()
     return number, keyed_store.ensure_store(path, scope.lookup_key), scope
 
 

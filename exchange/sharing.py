@@ -253,7 +253,7 @@ def ensure_file(session: Session, *, scope: Scope, version: DatasetVersion, data
     if existing is not None:
         return existing
     scope = scope_of(session, scope.grant, version=version)
-    scope.check_items()
+    scope.check()
     folder = sharing_folder(data_dir)
     folder.mkdir(parents=True, exist_ok=True)
     file_id = str(uuid.uuid4())
