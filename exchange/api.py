@@ -23,14 +23,14 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, StringConstraints
 
 from approvals import rowfilter
 from approvals import service as approvals
 from directory import service as directory_service
 from directory.models import DatasetVersion
 from approvals.models import Grant
-from exchange import extracts, intake, keyed_store, service
+from exchange import extracts, intake, keyed_store, lookup_store, service
 from exchange.errors import ExtractNotFound, InvalidQuery, KeyLookupNotGranted, LinkInvalid, NoActiveGrant, RateLimited, RecordNotFound
 from exchange.models import Extract
 from exchange.ledger import LedgerLine
@@ -103,6 +103,12 @@ def _store(request: Request, session, scope: service.Scope, version: int | None 
     if intake.is_intake(scope.dataset):
         scope.check()
         return 0, keyed_store.in_memory(intake.table(session, dataset=scope.dataset, key_value=key_value)), scope
+    number, path, scope = _snapshot(request, session, scope, version)
+    return number, keyed_store.ensure_store(path, scope.lookup_key), scope
+
+
+def _snapshot(request: Request, session, scope: service.Scope, version: int | None = None) -> tuple[int, Path, service.Scope]:
+    """The snapshot a call reads (the newest, or a cursor's version) and the scope on it; 409 as ``_store``."""
     data_dir = request.app.state.settings.resolved_data_dir
     if version is None or version == scope.version:
         number, path = service.snapshot(session, dataset=scope.dataset, data_dir=data_dir, known_path=scope.latest_path)
@@ -114,7 +120,26 @@ def _store(request: Request, session, scope: service.Scope, version: int | None 
         number, path = row.number, data_dir / row.path
         scope = dataclasses.replace(service.scope_of(session, scope.grant, version=row), latest_path=scope.latest_path)
     scope.check()
-    return number, keyed_store.ensure_store(path, scope.lookup_key), scope
+    return number, path, scope
+
+
+def _by_key(request: Request, session, scope: service.Scope, values: list[Any], *, version: int | None = None,
+            ) -> tuple[int, dict[Any, list[dict[str, Any]]]]:
+    """The rows of each key in ``values`` within the scope: from the lookup store (SQLite), or for intake the deposits."""
+    if intake.is_intake(scope.dataset):
+        version, store, scope = _store(request, session, scope)
+        found = {}
+        for value in values:
+            records = keyed_store.lookup(store, key=scope.lookup_key, value=value, projection=scope.projection, scope=scope.row_filter)
+            if records:
+                found[value] = records
+        return version, found
+    number, path, scope = _snapshot(request, session, scope, version)
+    store = lookup_store.ensure_store(path, key=scope.lookup_key, items=scope.version_items)
+    row_filter, projection = scope.compiled("sqlite")
+    return number, lookup_store.lookup_many(
+        store, key=scope.lookup_key, values=[rowfilter.bind_value(value, "sqlite") for value in values], projection=projection,
+        scope=row_filter, names=scope.columns, decode=lookup_store.decoders(scope.columns, scope.masked, scope.version_items))
 
 
 # Lookups run at most this many at once; the others wait on the event loop, where waiting
@@ -150,15 +175,58 @@ def _lookup(code: str, key: str, request: Request) -> JSONResponse:
             value = rowfilter.convert_value(key if key_type == "string" else json.loads(key), key_type, "key")
         except (ValueError, rowfilter.InvalidRowFilter):
             value = None
-        version, store, scope = _store(request, session, scope, key_value=key)
-        records = [] if value is None else keyed_store.lookup(store, key=scope.lookup_key, value=value,
-                                                              projection=scope.projection, scope=scope.row_filter)
+        if intake.is_intake(scope.dataset):
+            version, store, scope = _store(request, session, scope, key_value=key)
+            records = [] if value is None else keyed_store.lookup(store, key=scope.lookup_key, value=value,
+                                                                  projection=scope.projection, scope=scope.row_filter)
+        else:
+            version, found = _by_key(request, session, scope, [] if value is None else [value])
+            records = next(iter(found.values()), [])
         status = 200 if records else 404
         request.app.state.ledger.record(_line(scope, caller, kind="lookup", rows=len(records), keys=[key], status=status, started=started))
         if not records:
             raise RecordNotFound(f"no record with key {key} within your grant on {code}")
         # A response of its own: FastAPI would otherwise walk the encoded records once more.
         return JSONResponse({"dataset": code, "key": key, "version": version, "records": jsonable_encoder(records)})
+
+
+MAX_BATCH_KEYS = 1000
+
+
+class BatchBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    keys: list[Annotated[StrictStr, StringConstraints(min_length=1, max_length=256)]] = Field(min_length=1, max_length=MAX_BATCH_KEYS,
+                                  description=f"keys to look up (text, at most {MAX_BATCH_KEYS}; repeats are looked up once)")
+
+
+@router.post("/exchange/{code}/records:batch", summary="Records for up to 1,000 keys at once, within the caller's grant")
+def lookup_batch(code: str, body: BatchBody, request: Request, session: DbSession, caller: ServiceCaller) -> JSONResponse:
+    started = time.perf_counter()
+    keys = list(dict.fromkeys(body.keys))
+    scope = _scope(request, session, caller, code, kind="lookup", keys=keys[:1000], started=started)
+    if not scope.lookup_key:
+        raise InvalidQuery(f"dataset {code} has no lookup key; use the query interface")
+    _check_key_lookups(request, scope, caller, kind="lookup", keys=keys, started=started)
+    key_type = next(item["type"] for item in scope.items if item["name"] == scope.lookup_key)
+    values: dict[str, Any] = {}
+    for key in keys:
+        try:
+            values[key] = rowfilter.convert_value(key if key_type == "string" else json.loads(key), key_type, "key")
+        except (ValueError, rowfilter.InvalidRowFilter):
+            continue  # no key of this dataset: missing, like a key that does not exist
+    version, found = _by_key(request, session, scope, list(values.values()))
+    bound = {key: rowfilter.bind_value(value, "sqlite") if not intake.is_intake(scope.dataset) else value
+             for key, value in values.items()}
+    records = {key: found[bound[key]] for key in keys if key in bound and bound[key] in found}
+    missing = [key for key in keys if key not in records]
+    ledger = request.app.state.ledger
+    for key, rows in records.items():  # one line per key delivered: each citizen finds their own
+        ledger.record(_line(scope, caller, kind="lookup", rows=len(rows), keys=[key], status=200, started=started))
+    if missing:
+        ledger.record(_line(scope, caller, kind="lookup", rows=0, keys=missing, status=404, started=started))
+    return JSONResponse({"dataset": code, "version": version,
+                         "records": {key: jsonable_encoder(rows) for key, rows in records.items()}, "missing": missing})
 
 
 def _encode_cursor(version: int, row: int) -> str:
