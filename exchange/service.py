@@ -18,7 +18,7 @@ from approvals.models import Application, Grant
 from approvals.scope import Scope, mask_key, scope_of  # noqa: F401 (the scope's home; named here for the exchange's callers)
 from directory import service as directory
 from directory.models import Dataset, DatasetVersion
-from exchange import keyed_store
+from exchange import keyed_store, lookup_store
 from exchange.errors import NoActiveGrant, NoData
 from exchange.models import AccessLogEntry, AccessLogKey, Extract, SharingFile
 
@@ -171,7 +171,7 @@ def _holds(session: Session, *, data_dir: Path, grant_id: int, version: int, cit
 
 
 def prebuild_keyed_stores(session: Session, *, data_dir: Path) -> int:
-    """Build the keyed store of every dataset's newest version that lacks one; returns how many were built."""
+    """Build the keyed store and lookup store of every dataset's newest version that lacks them; returns how many were built."""
     built = 0
     for dataset in session.execute(select(Dataset).where(Dataset.status == "active")).scalars():
         if dataset.document.get("intake"):
@@ -183,4 +183,11 @@ def prebuild_keyed_stores(session: Session, *, data_dir: Path) -> int:
         if path.exists() and not keyed_store.store_path(path).exists():
             keyed_store.ensure_store(path, dataset.document.get("lookup_key"))
             built += 1
+        key = dataset.document.get("lookup_key")
+        if key and path.exists() and not lookup_store.store_path(path).exists():  # what lookups read (issue 22)
+            items = session.execute(select(DatasetVersion.items).where(
+                DatasetVersion.dataset_id == dataset.id, DatasetVersion.number == dataset.latest_version)).scalar_one()
+            if any(item["name"] == key for item in items):
+                lookup_store.ensure_store(path, key=key, items=items)
+                built += 1
     return built
