@@ -164,14 +164,31 @@ def lookup_many(path: Path, *, key: str, values: list[Any], projection: masks.Pr
     One probe of the primary key per value; ``values`` absent or outside the scope are left out.
     """
     connection = _connection(path)
-    sql = (f"SELECT {projection.sql} FROM records WHERE {quote_identifier(key)} = ? AND ({scope.sql}) "
-           f"ORDER BY {ROW_COLUMN} LIMIT {int(limit)}")
     found: dict[Any, list[dict[str, Any]]] = {}
-    for value in values:
-        rows = connection.execute(sql, [*projection.params, value, *scope.params]).fetchall()
+    if len(values) == 1:  # the single lookup: one probe, no grouping
+        sql = (f"SELECT {projection.sql} FROM records WHERE {quote_identifier(key)} = ? AND ({scope.sql}) "
+               f"ORDER BY {ROW_COLUMN} LIMIT {int(limit)}")
+        rows = connection.execute(sql, [*projection.params, values[0], *scope.params]).fetchall()
         if rows:
-            found[value] = _records(names, rows, decode)
+            found[values[0]] = _records(names, rows, decode)
+        return found
+    # A batch: one statement probing the primary key once per distinct value (SQLite turns IN into probes).
+    unique = list(dict.fromkeys(values))
+    for start in range(0, len(unique), IN_CHUNK):
+        chunk = unique[start:start + IN_CHUNK]
+        sql = (f"SELECT {quote_identifier(key)} AS {KEY_ALIAS}, {projection.sql} FROM records "
+               f"WHERE {quote_identifier(key)} IN ({', '.join('?' for _ in chunk)}) AND ({scope.sql}) "
+               f"ORDER BY {KEY_ALIAS}, {ROW_COLUMN}")
+        grouped: dict[Any, list[tuple]] = {}
+        for row in connection.execute(sql, [*projection.params, *chunk, *scope.params]):
+            grouped.setdefault(row[0], []).append(row[1:])
+        for value, rows in grouped.items():
+            found[value] = _records(names, rows[:limit], decode)
     return found
+
+
+IN_CHUNK = 500  # values a statement: well under SQLite's limit on bound parameters
+KEY_ALIAS = "__govshare_key"
 
 
 def page_by_key(path: Path, *, key: str, value: Any, projection: masks.Projection, scope: rowfilter.CompiledFilter,

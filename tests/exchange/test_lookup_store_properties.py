@@ -123,5 +123,8 @@ def test_the_lookup_store_answers_exactly_as_duckdb(tmp_path, data, row_filter, 
         from_duckdb = keyed_store.lookup(duck, key="citizen_id", value=key, projection=compiled["duckdb"][1],
                                          scope=compiled["duckdb"][0])
         assert from_sqlite.get(key, []) == from_duckdb, key
+        alone = lookup_store.lookup_many(lite, key="citizen_id", values=[key], projection=compiled["sqlite"][1],
+                                         scope=compiled["sqlite"][0], names=columns, decode=decode)
+        assert alone.get(key, []) == from_duckdb, key
         assert [[type(value) for value in record.values()] for record in from_sqlite.get(key, [])] == \
                [[type(value) for value in record.values()] for record in from_duckdb]
