@@ -303,9 +303,20 @@ def query(code: str, request: Request, session: DbSession, caller: ServiceCaller
     limit = _limit(request)
     cursor = request.query_params.get("cursor")
     version, after = _decode_cursor(cursor) if cursor else (None, 0)
-    version, store, scope = _store(request, session, scope, version)
-    records, last = keyed_store.page(store, projection=scope.projection, scope=scope.row_filter, equals=equals,
-                                     after_row=after, limit=limit)
+    if scope.lookup_key in equals and not intake.is_intake(scope.dataset):
+        # A page of one key's rows (the key granted in the clear: checked by _equals) is read from the lookup store.
+        version, path, scope = _snapshot(request, session, scope, version)
+        row_filter, projection = scope.compiled("sqlite")
+        others = {name: rowfilter.bind_value(value, "sqlite") for name, value in equals.items() if name != scope.lookup_key}
+        records, last = lookup_store.page_by_key(
+            lookup_store.ensure_store(path, key=scope.lookup_key, items=scope.version_items), key=scope.lookup_key,
+            value=rowfilter.bind_value(equals[scope.lookup_key], "sqlite"), projection=projection, scope=row_filter,
+            equals=others, after_row=after, limit=limit, names=scope.columns,
+            decode=lookup_store.decoders(scope.columns, scope.masked, scope.version_items))
+    else:
+        version, store, scope = _store(request, session, scope, version)
+        records, last = keyed_store.page(store, projection=scope.projection, scope=scope.row_filter, equals=equals,
+                                         after_row=after, limit=limit)
     keys = [str(record[key_column]) for record in records] if key_column else []
     request.app.state.ledger.record(_line(scope, caller, kind="query", rows=len(records), keys=keys, status=200, started=started))
     next_cursor = _encode_cursor(version, last) if last is not None and len(records) == limit else None

@@ -55,3 +55,20 @@ def test_a_batch_under_a_grant_without_the_key_is_refused(client, factory, tmp_p
     assert response.status_code == 403, response.text
     assert response.json()["detail"] == (f"grant {application['grant_id']} does not include the lookup key citizen_id unmasked; "
                                          "lookups by key are not allowed")
+
+
+def test_a_page_filtered_by_the_key_reads_the_lookup_store_and_pages_alike(exchange):
+    key = exchange.rows[1]["citizen_id"]  # district 02: inside
+    first = exchange.http.get("/api/v1/exchange/PSB-HOUSEHOLD/records", params={"citizen_id": key, "limit": 1},
+                              headers=exchange.service)
+    assert first.status_code == 200, first.text
+    assert first.json()["records"] == exchange.lookup(key).json()["records"] == exchange.expected("citizen_id = ?", [key])
+    after = exchange.http.get("/api/v1/exchange/PSB-HOUSEHOLD/records",
+                              params={"citizen_id": key, "limit": 1, "cursor": first.json()["next_cursor"]}, headers=exchange.service)
+    assert after.status_code == 200 and after.json()["records"] == [] and after.json()["next_cursor"] is None
+    both = exchange.http.get("/api/v1/exchange/PSB-HOUSEHOLD/records", params={"citizen_id": key, "district": "01"},
+                             headers=exchange.service)
+    assert both.json()["records"] == []  # every condition holds, not only the key's
+    outside = exchange.http.get("/api/v1/exchange/PSB-HOUSEHOLD/records", params={"citizen_id": exchange.rows[2]["citizen_id"]},
+                                headers=exchange.service)
+    assert outside.status_code == 200 and outside.json()["records"] == []
