@@ -114,6 +114,7 @@ def build(snapshot: Path, target: Path, *, key: str, items: list[dict[str, Any]]
 
 
 _local = threading.local()
+READ_CACHE_PAGES = 64
 
 
 def _connection(path: Path) -> sqlite3.Connection:
@@ -125,6 +126,9 @@ def _connection(path: Path) -> sqlite3.Connection:
     connection = connections.get(key)
     if connection is None:
         connection = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True, check_same_thread=True)
+        # A small page cache per connection: each of the server's threads keeps one, and the file's pages stay
+        # in the operating system's cache anyway (shared, and outside the process's memory).
+        connection.execute(f"PRAGMA cache_size = {READ_CACHE_PAGES}")
         connection.create_function(masks.SQLITE_SHA256, 1, masks.sqlite_sha256, deterministic=True)
         connections[key] = connection
     return connection
