@@ -35,3 +35,15 @@ class NotYourApplication(Forbidden):
 
 class OwnDepartmentDecision(Forbidden):
     type, title = "own-department-decision", "Nobody decides an application of their own department"
+
+
+class GrantOutdated(Conflict):
+    """The snapshot read lacks an item the grant uses (the provider dropped it): the grant cannot be served as approved."""
+
+    type, title = "grant-outdated", "The dataset no longer has a granted item"
+
+
+class KeyLookupNotGranted(Forbidden):
+    """A lookup by key under a grant that does not give the key in the clear: it would read rows by an identity not granted."""
+
+    type, title = "key-lookup-not-granted", "Lookups by key are not granted"

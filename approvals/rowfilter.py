@@ -26,12 +26,35 @@ class InvalidRowFilter(InvalidInput):
     type, title = "invalid-row-filter", "Invalid row filter"
 
 
+DIALECTS = ("duckdb", "sqlite")
+"""The engines a scope is compiled for: DuckDB (snapshots, keyed stores, extracts) and SQLite (lookup stores)."""
+SQLITE_DATETIME = "%Y-%m-%d %H:%M:%S.%f"  # how a lookup store keeps datetimes: UTC, fixed width, so text order is time order
+
+
 @dataclass(frozen=True)
 class CompiledFilter:
     """A WHERE clause with ``?`` placeholders and the values bound to them, in order."""
 
     sql: str
     params: list[Any]
+
+
+def bind_value(value: Any, dialect: str) -> Any:
+    """A converted value (``convert_value``) as ``dialect`` binds it.
+
+    SQLite has no date, time or boolean types: a lookup store keeps dates as ISO text,
+    datetimes as UTC text in ``SQLITE_DATETIME`` and booleans as 0 and 1, so values are
+    bound the same way and compare as the DuckDB types do.
+    """
+    if dialect == "duckdb" or value is None:
+        return value
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime(SQLITE_DATETIME)
+    if isinstance(value, date):
+        return value.isoformat()
+    return value
 
 
 def convert_value(value: Any, item_type: str, where: str) -> Any:
@@ -150,8 +173,13 @@ def validate(row_filter: dict[str, Any] | None, items: list[dict[str, Any]]) -> 
     compile_filter(row_filter, items)
 
 
-def compile_filter(row_filter: dict[str, Any] | None, items: list[dict[str, Any]]) -> CompiledFilter:
-    """The filter as a parameterised SQL condition over the dataset's columns ("TRUE" when absent)."""
+def compile_filter(row_filter: dict[str, Any] | None, items: list[dict[str, Any]], *, dialect: str = "duckdb") -> CompiledFilter:
+    """The filter as a parameterised SQL condition over the dataset's columns ("TRUE" when absent), for ``dialect``.
+
+    The condition's SQL is the same in both dialects; only how its values are bound differs (``bind_value``).
+    """
+    if dialect not in DIALECTS:
+        raise ValueError(f"unknown dialect {dialect!r}")
     if not row_filter:
         return CompiledFilter("TRUE", [])
     if _depth(row_filter) > MAX_DEPTH:
@@ -162,7 +190,7 @@ def compile_filter(row_filter: dict[str, Any] | None, items: list[dict[str, Any]
         raise InvalidRowFilter(f"row_filter.{first['field']}: {first['message']}", extra={"errors": found[:20]})
     compiler = _Compiler({item["name"]: item["type"] for item in items})
     sql = compiler.node(row_filter, "row_filter", 1)
-    return CompiledFilter(sql, compiler.params)
+    return CompiledFilter(sql, [bind_value(value, dialect) for value in compiler.params])
 
 
 def _depth(node: Any) -> int:

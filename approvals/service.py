@@ -408,28 +408,6 @@ def grant_state(grant: Grant | Row, today: date) -> GrantState:
     return GrantState.active
 
 
-def items_used(grant: Grant) -> list[str]:
-    """Every item a grant uses: its columns, the items its row filter names, its masked items (each once)."""
-    return list(dict.fromkeys([*grant.columns, *sorted(rowfilter.items_named(grant.row_filter)), *sorted(grant.masks or {})]))
-
-
-def version_warnings(session: Session, dataset: Dataset, items: list[dict[str, Any]]) -> list[str]:
-    """What a provider is told when a new version of ``dataset`` with ``items`` is stored: live grants using an item it lacks.
-
-    Those grants are refused (409) on every delivery from the new version on, so the provider learns it at upload.
-    """
-    names = {item["name"] for item in items}
-    warnings = []
-    # The UTC date: a grant ending today in the configured zone is warned about a day longer, which is harmless.
-    for grant in session.execute(select(Grant).where(Grant.dataset_id == dataset.id, ~grant_ended(utcnow().date()))
-                                 .order_by(Grant.id)).scalars():
-        dropped = [name for name in items_used(grant) if name not in names]
-        if dropped:
-            warnings.append(f"grant {grant.id} (department {grant.department_code}) uses item {', '.join(dropped)}, "
-                            "which this version lacks: its deliveries from this version are refused (409)")
-    return warnings
-
-
 def grant_ended(today: date) -> ColumnElement[bool]:
     """In SQL, whether a grant has ended for good: ``grant_state`` says revoked or expired."""
     return or_(Grant.revoked_at.is_not(None), Grant.valid_until < today)

@@ -15,6 +15,7 @@ import json
 import os
 import time
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,13 +23,13 @@ import pyarrow as pa
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.encoders import jsonable_encoder
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, StreamingResponse
-from pydantic import BaseModel, Field
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, StringConstraints
 
 from approvals import rowfilter
 from approvals import service as approvals
 from directory.models import DatasetVersion
-from exchange import extracts, intake, keyed_store, ranges, service
+from exchange import extracts, intake, keyed_store, lookup_store, ranges, service
 from exchange.dependencies import (
     DepartmentForKeyHolder,
     ExtractForDownload,
@@ -104,8 +105,14 @@ def _store(request: Request, session, scope: service.Scope, version: int | None 
     """Where the scope's rows are read from (the keyed store of a snapshot, or for intake the deposits), and the
     scope on that version; 409 when that version lacks an item the grant uses."""
     if intake.is_intake(scope.dataset):
-        scope.check_items()
+        scope.check()
         return 0, keyed_store.in_memory(intake.table(session, dataset=scope.dataset, key_value=key_value)), scope
+    number, path, scope = _snapshot(request, session, scope, version)
+    return number, keyed_store.ensure_store(path, scope.lookup_key), scope
+
+
+def _snapshot(request: Request, session, scope: service.Scope, version: int | None = None) -> tuple[int, Path, service.Scope]:
+    """The snapshot a call reads (the newest, or a cursor's version) and the scope on it; 409 as ``_store``."""
     store = request.app.state.store
     if version is None or version == scope.version:
         number, path = service.snapshot(session, dataset=scope.dataset, store=store, known_path=scope.latest_path)
@@ -116,8 +123,27 @@ def _store(request: Request, session, scope: service.Scope, version: int | None 
             raise InvalidQuery("the cursor names a version that does not exist")
         number, path = row.number, store.local_path(row.path)
         scope = dataclasses.replace(service.scope_of(session, scope.grant, version=row), latest_path=scope.latest_path)
-    scope.check_items()
-    return number, keyed_store.ensure_store(path, scope.lookup_key), scope
+    scope.check()
+    return number, path, scope
+
+
+def _by_key(request: Request, session, scope: service.Scope, values: list[Any], *, version: int | None = None,
+            ) -> tuple[int, dict[Any, list[dict[str, Any]]]]:
+    """The rows of each key in ``values`` within the scope: from the lookup store (SQLite), or for intake the deposits."""
+    if intake.is_intake(scope.dataset):
+        version, store, scope = _store(request, session, scope)
+        found = {}
+        for value in values:
+            records = keyed_store.lookup(store, key=scope.lookup_key, value=value, projection=scope.projection, scope=scope.row_filter)
+            if records:
+                found[value] = records
+        return version, found
+    number, path, scope = _snapshot(request, session, scope, version)
+    store = lookup_store.ensure_store(path, key=scope.lookup_key, items=scope.version_items)
+    row_filter, projection = scope.compiled("sqlite")
+    return number, lookup_store.lookup_many(
+        store, key=scope.lookup_key, values=[rowfilter.bind_value(value, "sqlite") for value in values], projection=projection,
+        scope=row_filter, names=scope.columns, decode=lookup_store.decoders(scope.columns, scope.masked, scope.version_items))
 
 
 # Lookups run at most this many at once; the others wait on the event loop, where waiting
@@ -152,15 +178,66 @@ def _lookup(code: str, key: str, request: Request) -> JSONResponse:
             value = rowfilter.convert_value(key if key_type == "string" else json.loads(key), key_type, "key")
         except (ValueError, rowfilter.InvalidRowFilter):
             value = None
-        version, store, scope = _store(request, session, scope, key_value=key)
-        records = [] if value is None else keyed_store.lookup(store, key=scope.lookup_key, value=value,
-                                                              projection=scope.projection, scope=scope.row_filter)
+        if intake.is_intake(scope.dataset):
+            version, store, scope = _store(request, session, scope, key_value=key)
+            records = [] if value is None else keyed_store.lookup(store, key=scope.lookup_key, value=value,
+                                                                  projection=scope.projection, scope=scope.row_filter)
+        else:
+            version, found = _by_key(request, session, scope, [] if value is None else [value])
+            records = next(iter(found.values()), [])
         status = 200 if records else 404
         request.app.state.ledger.record(_line(scope, caller, kind="lookup", rows=len(records), keys=[key], status=status, started=started))
         if not records:
             raise RecordNotFound(f"no record with key {key} within your grant on {code}")
         # A response of its own: FastAPI would otherwise walk the encoded records once more.
         return JSONResponse({"dataset": code, "key": key, "version": version, "records": jsonable_encoder(records)})
+
+
+MAX_BATCH_KEYS = 1000
+
+
+class BatchBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    keys: list[Annotated[StrictStr, StringConstraints(min_length=1, max_length=256)]] = Field(min_length=1, max_length=MAX_BATCH_KEYS,
+                                  description=f"keys to look up (text, at most {MAX_BATCH_KEYS}; repeats are looked up once)")
+
+
+@router.post("/exchange/{code}/records:batch", summary="Records for up to 1,000 keys at once, within the caller's grant")
+def lookup_batch(code: str, body: BatchBody, request: Request, session: DbSession, caller: ServiceCaller) -> JSONResponse:
+    started = time.perf_counter()
+    keys = list(dict.fromkeys(body.keys))
+    scope = _scope(request, session, caller, code, kind="lookup", keys=keys[:1000], started=started)
+    if not scope.lookup_key:
+        raise InvalidQuery(f"dataset {code} has no lookup key; use the query interface")
+    _check_key_lookups(request, scope, caller, kind="lookup", keys=keys, started=started)
+    key_type = next(item["type"] for item in scope.items if item["name"] == scope.lookup_key)
+    values: dict[str, Any] = {}
+    for key in keys:
+        try:
+            values[key] = rowfilter.convert_value(key if key_type == "string" else json.loads(key), key_type, "key")
+        except (ValueError, rowfilter.InvalidRowFilter):
+            continue  # no key of this dataset: missing, like a key that does not exist
+    version, found = _by_key(request, session, scope, list(values.values()))
+    bound = {key: rowfilter.bind_value(value, "sqlite") if not intake.is_intake(scope.dataset) else value
+             for key, value in values.items()}
+    records = {key: found[bound[key]] for key in keys if key in bound and bound[key] in found}
+    missing = [key for key in keys if key not in records]
+    ledger = request.app.state.ledger
+    for key, rows in records.items():  # one line per key delivered: each citizen finds their own
+        ledger.record(_line(scope, caller, kind="lookup", rows=len(rows), keys=[key], status=200, started=started))
+    if missing:
+        ledger.record(_line(scope, caller, kind="lookup", rows=0, keys=missing, status=404, started=started))
+    body = {"dataset": code, "version": version, "records": records, "missing": missing}
+    # Encoded at once (dates as ISO text, as jsonable_encoder gives them): walking a thousand keys' records
+    # through jsonable_encoder first cost more than looking them up.
+    return Response(json.dumps(body, default=_iso, ensure_ascii=False, separators=(",", ":")), media_type="application/json")
+
+
+def _iso(value: Any) -> str:
+    if isinstance(value, date):  # dates and datetimes
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON")
 
 
 def _encode_cursor(version: int, row: int) -> str:
@@ -228,9 +305,20 @@ def query(code: str, request: Request, session: DbSession, caller: ServiceCaller
     limit = _limit(request)
     cursor = request.query_params.get("cursor")
     version, after = _decode_cursor(cursor) if cursor else (None, 0)
-    version, store, scope = _store(request, session, scope, version)
-    records, last = keyed_store.page(store, projection=scope.projection, scope=scope.row_filter, equals=equals,
-                                     after_row=after, limit=limit)
+    if scope.lookup_key in equals and not intake.is_intake(scope.dataset):
+        # A page of one key's rows (the key granted in the clear: checked by _equals) is read from the lookup store.
+        version, path, scope = _snapshot(request, session, scope, version)
+        row_filter, projection = scope.compiled("sqlite")
+        others = {name: rowfilter.bind_value(value, "sqlite") for name, value in equals.items() if name != scope.lookup_key}
+        records, last = lookup_store.page_by_key(
+            lookup_store.ensure_store(path, key=scope.lookup_key, items=scope.version_items), key=scope.lookup_key,
+            value=rowfilter.bind_value(equals[scope.lookup_key], "sqlite"), projection=projection, scope=row_filter,
+            equals=others, after_row=after, limit=limit, names=scope.columns,
+            decode=lookup_store.decoders(scope.columns, scope.masked, scope.version_items))
+    else:
+        version, store, scope = _store(request, session, scope, version)
+        records, last = keyed_store.page(store, projection=scope.projection, scope=scope.row_filter, equals=equals,
+                                         after_row=after, limit=limit)
     keys = [str(record[key_column]) for record in records] if key_column else []
     request.app.state.ledger.record(_line(scope, caller, kind="query", rows=len(records), keys=keys, status=200, started=started))
     next_cursor = _encode_cursor(version, last) if last is not None and len(records) == limit else None

@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
+from approvals.errors import GrantOutdated, KeyLookupNotGranted  # noqa: F401 (raised by the scope; named here too)
 from govshare.errors import Conflict, Forbidden, GovshareError, InvalidInput, NotFound
 
 
 class NoActiveGrant(Forbidden):
     type, title = "no-active-grant", "No active grant"
-
-
-class KeyLookupNotGranted(Forbidden):
-    """A lookup by key under a grant that does not give the key in the clear: it would read rows by an identity not granted."""
-
-    type, title = "key-lookup-not-granted", "Lookups by key are not granted"
-
-
-class GrantOutdated(Conflict):
-    """The snapshot read lacks an item the grant uses (the provider dropped it): the grant cannot be served as approved."""
-
-    type, title = "grant-outdated", "The dataset no longer has a granted item"
 
 
 class SharingTokenNotFound(NotFound):

@@ -62,7 +62,7 @@ def request_extract(
         raise InvalidQuery(f"version: dataset {scope.dataset.code} has no version {version}")
     if chosen is None:
         raise NoData(f"dataset {scope.dataset.code} has no data yet")
-    scope_of(session, scope.grant, version=chosen).check_items()
+    scope_of(session, scope.grant, version=chosen).check()
     if encrypt and session.get(DepartmentKey, scope.grant.department_code) is None:
         raise InvalidQuery("encrypt: your department has registered no public key (PUT /api/v1/departments/{code}/public-key)")
     extract = Extract(
@@ -162,7 +162,7 @@ def _build(database: Database, extract_id: str, *, store: Store, keystore: KeySt
                                                                 DatasetVersion.number == extract.version_number)).scalar_one()
                    if extract.version_number else directory.latest_version(session, dataset=dataset))
         scope = scope_of(session, grant, version=version)
-        scope.check_items()  # a newer version since the request may have dropped a granted item: failed, saying so
+        scope.check()  # a newer version since the request may have dropped a granted item: failed, saying so
         snapshot_key = version.path
         number, fmt, encrypt, department = version.number, extract.format, extract.encrypt, extract.department_code
         formula_guard = extract.csv_formula_guard

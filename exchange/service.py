@@ -1,13 +1,9 @@
-"""Delivering what a grant allows: grant resolution, scope, lookups, queries, deposits, the ledger."""
+"""Delivering what a grant allows: finding the caller's grant (its scope lives in ``approvals.scope``), snapshots, the access log."""
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import hashlib
-import json
 import weakref
-from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -16,63 +12,16 @@ from sqlalchemy import Select, bindparam, select
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import Pool
 
-from approvals import masks, rowfilter
+from approvals import rowfilter
 from approvals import service as approvals
 from approvals.models import Application, Grant
+from approvals.scope import Scope, mask_key, scope_of  # noqa: F401 (the scope's home; named here for the exchange's callers)
 from directory import service as directory
 from directory.models import Dataset, DatasetVersion
-from exchange import keyed_store
-from exchange.errors import GrantOutdated, KeyLookupNotGranted, NoActiveGrant, NoData
+from exchange import keyed_store, lookup_store
+from exchange.errors import NoActiveGrant, NoData
 from exchange.models import AccessLogEntry, AccessLogKey, Extract, SharingFile
 from govshare.storage import Store
-
-
-@dataclass(frozen=True)
-class Scope:
-    """Everything one call may see: the grant's columns and rows, on one snapshot version."""
-
-    grant: Grant
-    application: Application
-    dataset: Dataset
-    columns: list[str]
-    row_filter: rowfilter.CompiledFilter | None  # None when ``missing`` is not empty
-    projection: masks.Projection | None
-    latest_path: str | None = None  # the newest version's snapshot, when found with the grant (see active_grant)
-    version: int | None = None  # the snapshot version the scope was built on (None: the dataset's description, no data yet)
-    missing: tuple[str, ...] = ()  # items the grant uses that this version lacks (the provider dropped them)
-
-    @property
-    def masked(self) -> set[str]:
-        return set(self.grant.masks or {})
-
-    @property
-    def items(self) -> list[dict[str, Any]]:
-        return self.dataset.document["items"]
-
-    @property
-    def lookup_key(self) -> str | None:
-        return self.dataset.document.get("lookup_key")
-
-    @property
-    def key_in_clear(self) -> bool:
-        """Whether the grant gives the lookup key unmasked: only then may rows be found by key."""
-        return bool(self.lookup_key) and self.lookup_key in self.columns and self.lookup_key not in self.masked
-
-    def check_items(self) -> None:
-        """Refuse delivery (409) when the version read lacks an item the grant uses: the grant cannot be served as approved."""
-        if self.missing:
-            raise GrantOutdated(f"dataset version {self.version} no longer has item {', '.join(self.missing)} "
-                                f"granted by grant {self.grant.id}")
-
-    def check_key_lookups(self) -> None:
-        """Refuse any access by key (lookups, batches, key filters) unless the grant gives the key in the clear.
-
-        Otherwise a grant of ``[district, income]`` would read any citizen's income by their ID, and
-        a keyed-hash grant would confirm which clear ID a hash stands for.
-        """
-        if not self.key_in_clear:
-            raise KeyLookupNotGranted(
-                f"grant {self.grant.id} does not include the lookup key {self.lookup_key} unmasked; lookups by key are not allowed")
 
 
 def _grants_of(*columns: Any) -> Select:
@@ -150,53 +99,6 @@ def interface_scope(session: Session, *, department: str, dataset_code: str, tod
     raise NoActiveGrant(f"department {department} holds no active interface grant on {dataset_code}")
 
 
-def scope_of(session: Session, grant: Grant, *, version: DatasetVersion | None = None) -> Scope:
-    """The grant's scope on ``version`` (the newest when absent), compiled against that version's own items.
-
-    A version lacking an item the grant uses (the provider dropped it) gives a scope with
-    ``missing`` set, which every delivery refuses with a 409 (``check_items``).
-    """
-    dataset = session.get(Dataset, grant.dataset_id)
-    application = session.get(Application, grant.application_id)
-    number, version_items = None, dataset.document["items"]
-    if version is not None:
-        number, version_items = version.number, version.items
-    elif dataset.latest_version is not None:
-        found = session.execute(select(DatasetVersion.number, DatasetVersion.items).where(
-            DatasetVersion.dataset_id == dataset.id, DatasetVersion.number == dataset.latest_version)).first()
-        if found is not None:
-            number, version_items = found
-    names = {item["name"] for item in version_items}
-    missing = tuple(name for name in approvals.items_used(grant) if name not in names)
-    if missing:
-        return Scope(grant, application, dataset, list(grant.columns), None, None, version=number, missing=missing)
-    items = json.dumps([[item["name"], item["type"]] for item in version_items])
-    compiled = _compiled_filter(json.dumps(grant.row_filter, sort_keys=True), items)
-    projection = _projection(json.dumps(list(grant.columns)), json.dumps(grant.masks, sort_keys=True),
-                             mask_key(session, grant.department_code))
-    return Scope(grant, application, dataset, list(grant.columns), compiled, projection, version=number)
-
-
-# Every interface call resolves its grant's scope; compiling it again each time (the
-# filter is validated against its JSON schema first) cost more than the lookup itself.
-# Keyed by the grant's filter and the dataset's item types, as JSON: whatever changes
-# either is a new entry, so a cached scope can never be a stale one.
-@functools.lru_cache(maxsize=1024)
-def _compiled_filter(row_filter: str, items: str) -> rowfilter.CompiledFilter:
-    return rowfilter.compile_filter(json.loads(row_filter), [{"name": name, "type": kind} for name, kind in json.loads(items)])
-
-
-@functools.lru_cache(maxsize=1024)
-def _projection(columns: str, grant_masks: str, hash_key: str) -> masks.Projection:
-    return masks.projection(json.loads(columns), json.loads(grant_masks), hash_key=hash_key)
-
-
-def mask_key(session: Session, department: str) -> str:
-    """The department's key for keyed-hash masks: stable, so its deliveries link; secret, so nobody reverses them."""
-    secret = session.info["keystore"].session_secret()
-    return hashlib.sha256(f"govshare mask key:{department}:{secret}".encode()).hexdigest()
-
-
 def snapshot(session: Session, *, dataset: Dataset, store: Store, known_path: str | None = None) -> tuple[int, Path]:
     """The newest version's number and a local Parquet path (``known_path``: its key, already read with the grant).
 
@@ -270,7 +172,7 @@ def _holds(session: Session, *, store: Store, grant_id: int, version: int, citiz
 
 
 def prebuild_keyed_stores(session: Session, *, store: Store) -> int:
-    """Build this replica's keyed store of every dataset's newest version that lacks one; returns how many were built."""
+    """Build this replica's keyed store and lookup store of every dataset's newest version that lacks them; returns how many were built."""
     built = 0
     for dataset in session.execute(select(Dataset).where(Dataset.status == "active")).scalars():
         if dataset.document.get("intake"):
@@ -282,4 +184,11 @@ def prebuild_keyed_stores(session: Session, *, store: Store) -> int:
         if path.exists() and not keyed_store.store_path(path).exists():
             keyed_store.ensure_store(path, dataset.document.get("lookup_key"))
             built += 1
+        key = dataset.document.get("lookup_key")
+        if key and path.exists() and not lookup_store.store_path(path).exists():  # what lookups read (issue 22)
+            items = session.execute(select(DatasetVersion.items).where(
+                DatasetVersion.dataset_id == dataset.id, DatasetVersion.number == dataset.latest_version)).scalar_one()
+            if any(item["name"] == key for item in items):
+                lookup_store.ensure_store(path, key=key, items=items)
+                built += 1
     return built

@@ -257,7 +257,7 @@ def ensure_file(session: Session, *, scope: Scope, version: DatasetVersion, stor
     if existing is not None:
         return existing
     scope = scope_of(session, scope.grant, version=version)
-    scope.check_items()
+    scope.check()
     file_id = str(uuid.uuid4())
     key = f"sharing/{file_id}.parquet"
     temp = store.staging_path(key, "sharing")

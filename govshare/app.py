@@ -10,7 +10,7 @@ from fastapi_offline import FastAPIOffline
 from approvals import api as approvals_api
 from approvals import views as approvals_views
 from approvals import jobs as approvals_jobs
-from approvals import service as approvals_service
+from approvals import scope as approvals_scope
 from connectors import api as connectors_api
 from connectors import jobs as connectors_jobs
 from connectors import service as connectors_service
@@ -96,7 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(directory_api.router)
     app.include_router(connectors_api.router)
     directory_service.add_view_extension(connectors_service.sync_summary)
-    directory_service.add_version_warning(approvals_service.version_warnings)
+    directory_service.add_version_warning(approvals_scope.version_warnings)
     app.include_router(approvals_api.router)
     app.include_router(exchange_sharing_api.router)
     app.include_router(evaluation_api.router)
