@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
+import schemas
 from approvals import service, webhooks
 from approvals.dependencies import (
     OVERSEERS,
@@ -101,9 +102,26 @@ def _today(request: Request):
     return service.today(request.app.state.settings)
 
 
+async def row_filter_within_limits(request: Request) -> None:
+    """Refuse a row filter past its size limits before the request opens its session, so before any lock is taken.
+
+    Declared before the session: dependencies run in order, and authenticating the caller
+    already begins the request's (write) transaction.
+    """
+    try:
+        document = await request.json()
+    except ValueError:
+        return  # not JSON: the body's own validation says so
+    if isinstance(document, dict):
+        schemas.check_row_filter_limits(document.get("row_filter"))
+
+
+FilterWithinLimits = Annotated[None, Depends(row_filter_within_limits)]
+
+
 @router.post("/applications", status_code=201, summary="File an application (or save a draft with ?draft=true)")
 def file_application(
-    request: Request, session: DbSession, caller: Annotated[Caller, Depends(require("applications.file"))],
+    _: FilterWithinLimits, request: Request, session: DbSession, caller: Annotated[Caller, Depends(require("applications.file"))],
     document: Annotated[dict[str, Any], Body()], draft: bool = False,
 ) -> JSONResponse:
     application = service.file_application(
@@ -140,7 +158,7 @@ def get_application(application: ApplicationForReader) -> dict[str, Any]:
 
 
 @router.put("/applications/{application_id}", summary="Edit a draft or returned application")
-def edit_application(request: Request, session: DbSession, application: ApplicationForApplicant,
+def edit_application(_: FilterWithinLimits, request: Request, session: DbSession, application: ApplicationForApplicant,
                      caller: Annotated[Caller, Depends(require("applications.file"))],
                      document: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
     service.update_application(session, application=application, actor=caller.actor, document=document,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from approvals import service
 from approvals.models import Webhook
-from govshare import audit
+from govshare import audit, outbound
 from govshare.db import Database
 from govshare.errors import InvalidInput, NotFound
 from govshare.security import generate_secret
@@ -50,6 +51,12 @@ def register(session: Session, *, department: str, url: str, actor: str) -> NewW
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidInput("url: a webhook needs an absolute http or https URL")
+    try:  # an address is refused at once; a name is resolved and checked at each delivery
+        literal = ipaddress.ip_address(parts.hostname)
+    except ValueError:
+        literal = None
+    if literal is not None and (reason := outbound.policy().refusal(parts.hostname, literal)) is not None:
+        raise InvalidInput(f"url: {reason}")
     secret = generate_secret()
     keystore = session.info["keystore"]
     # Start after the newest event: a new endpoint receives what happens from now on.
@@ -84,7 +91,7 @@ def webhook_json(webhook: Webhook) -> dict[str, Any]:
 def deliver_once(database: Database, *, client: httpx.Client | None = None) -> int:
     """Post every endpoint's pending events (one batch each); returns how many events were delivered."""
     owns_client = client is None
-    client = client or httpx.Client(timeout=TIMEOUT_SECONDS)
+    client = client or outbound.client(timeout=TIMEOUT_SECONDS)  # internal addresses refused (and logged) per delivery
     delivered = 0
     try:
         with database.transaction(write=False) as session:

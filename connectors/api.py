@@ -20,7 +20,8 @@ SourceManager = Annotated[Caller, Depends(require("sources.manage"))]
 # How a failed sync answers, by the problem type recorded on its run.
 FAILURE_STATUS = {
     "source-schema-drift": 409, "dataset-retired": 409, "version-conflict": 409,
-    "version-refused": 422, "invalid-file": 422, "invalid-source": 422, "source-failed": 502, "sync-failed": 500,
+    "version-refused": 422, "invalid-file": 422, "invalid-source": 422, "source-failed": 502, "source-timeout": 504,
+    "sync-failed": 500,
     "sync-running": 409, "sync-interrupted": 409,
 }
 
@@ -47,12 +48,25 @@ class SourceBody(BaseModel):
 
 @router.put("/datasets/{code}/source", summary="Bind a dataset to the source its data is synced from")
 def bind_source(request: Request, session: DbSession, dataset: OwnDataset, caller: SourceManager, body: SourceBody) -> dict[str, Any]:
-    binding = service.bind_source(
-        session, dataset=dataset, kind=body.kind, config=body.config, mapping=body.mapping, mode=body.mode,
-        update_column=body.update_column, key_column=body.key_column, keystore=request.app.state.keystore, actor=caller.actor,
-        files_root=request.app.state.settings.resolved_sources_dir,
+    state = request.app.state
+    code = dataset.code
+    # The source is read (its columns) with no transaction open and the session slot given back:
+    # a source that is slow to answer, or never does, must not hold the record store's write
+    # lock (SQLite) from every other writer. The binding is then written in a short transaction.
+    release_request_session(session)
+    inspected = service.inspect_source(
+        kind=body.kind, config=body.config, files_root=state.settings.resolved_sources_dir,
+        connect_timeout=state.settings.source_connect_timeout_seconds,
     )
-    return service.binding_view(session, dataset=dataset, binding=binding)
+    with state.database.transaction() as write:
+        # Looked up again: the dataset may have changed hands while the source was read.
+        dataset = directory.ensure_own(directory.get_dataset(write, code), department=caller.department)
+        binding = service.bind_source(
+            write, dataset=dataset, kind=body.kind, config=body.config, mapping=body.mapping, mode=body.mode,
+            update_column=body.update_column, key_column=body.key_column, keystore=state.keystore, actor=caller.actor,
+            files_root=state.settings.resolved_sources_dir, inspected=inspected,
+        )
+        return service.binding_view(write, dataset=dataset, binding=binding)
 
 
 @router.get("/datasets/{code}/source", summary="A dataset's source binding (never its credential), last sync and freshness")

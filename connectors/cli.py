@@ -45,7 +45,7 @@ def sync(
             run = service.run_sync(
                 database, dataset_code=dataset.code, store=storage.for_settings(settings), keystore=keystore,
                 actor=f"cli:{getpass.getuser()}", full=full, files_root=settings.resolved_sources_dir,
-                progress=lambda rows: progress.update(task, completed=rows),
+                connect_timeout=settings.source_connect_timeout_seconds, progress=lambda rows: progress.update(task, completed=rows),
             )
         view = service.run_view(run)
     except GovshareError as error:

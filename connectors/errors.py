@@ -23,3 +23,11 @@ class SourceFailed(GovshareError):
 
 class SyncRunning(GovshareError):
     status, type, title = 409, "sync-running", "A sync of this dataset is running"
+
+
+class SourceTimeout(GovshareError):
+    status, type, title = 504, "source-timeout", "The source did not answer in time"
+
+
+class SourceAddressRefused(InvalidSource):
+    type, title = "outbound-refused", "The source's address is not one the exchange calls"

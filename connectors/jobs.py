@@ -13,7 +13,8 @@ from govshare import storage
 def jobs(settings: Settings, keystore: KeyStore) -> list[Job]:
     def sync_due(database: Database) -> int:
         runs = service.sync_due(
-            database, store=storage.for_settings(settings), keystore=keystore, files_root=settings.resolved_sources_dir
+            database, store=storage.for_settings(settings), keystore=keystore, files_root=settings.resolved_sources_dir,
+            connect_timeout=settings.source_connect_timeout_seconds,
         )
         return len(runs)
 

@@ -18,6 +18,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -32,7 +33,7 @@ from sqlalchemy.orm import Session
 
 from connectors.errors import InvalidSource, SchemaDrift, SourceNotBound, SyncRunning
 from connectors.models import SourceBinding, SyncRun
-from connectors.sources import SOURCES, parse_watermark
+from connectors.sources import CONNECT_TIMEOUT_SECONDS, SOURCES, parse_watermark
 from directory import loading
 from directory import service as directory
 from directory.errors import VersionConflict
@@ -70,10 +71,33 @@ def get_binding(session: Session, *, dataset: Dataset) -> SourceBinding:
     return binding
 
 
-def open_source(binding: SourceBinding, *, keystore: KeyStore, files_root: Path | None = None) -> Source:
+def open_source(
+    binding: SourceBinding, *, keystore: KeyStore, files_root: Path | None = None, connect_timeout: float = CONNECT_TIMEOUT_SECONDS
+) -> Source:
     """The adapter for a binding, with its credential decrypted."""
     secret = keystore.decrypt(binding.secret_encrypted) if binding.secret_encrypted else None
-    return SOURCES[binding.kind](binding.config, secret, files_root=files_root)
+    return SOURCES[binding.kind](binding.config, secret, files_root=files_root, connect_timeout=connect_timeout)
+
+
+@dataclass(frozen=True)
+class InspectedSource:
+    """A source as read for binding: its configuration without the credential, the credential, and its columns."""
+
+    kind: str
+    config: dict[str, Any]
+    secret: str | None
+    columns: dict[str, str]
+
+
+def inspect_source(
+    *, kind: str, config: dict[str, Any], files_root: Path | None = None, connect_timeout: float = CONNECT_TIMEOUT_SECONDS
+) -> InspectedSource:
+    """Read a source's columns, for binding it: source I/O only, so call it with no transaction open."""
+    if kind not in SOURCES:
+        raise InvalidSource(f"kind: '{kind}' is not a source kind this exchange reads ({', '.join(sorted(SOURCES))})")
+    clean, secret = SOURCES[kind].split_secret(config)
+    source = SOURCES[kind](clean, secret, files_root=files_root, connect_timeout=connect_timeout)
+    return InspectedSource(kind, clean, secret, source.columns())
 
 
 def bind_source(
@@ -89,17 +113,20 @@ def bind_source(
     keystore: KeyStore,
     actor: str,
     files_root: Path | None = None,
+    inspected: InspectedSource | None = None,
 ) -> SourceBinding:
-    """Bind ``dataset`` to a source (replacing any binding): checked against the source's columns now."""
-    if kind not in SOURCES:
-        raise InvalidSource(f"kind: '{kind}' is not a source kind this exchange reads ({', '.join(sorted(SOURCES))})")
+    """Bind ``dataset`` to a source (replacing any binding): checked against the source's columns.
+
+    ``inspected``: the source as ``inspect_source`` read it before this transaction began (the
+    API does so, so that no write lock is held while a slow source answers); read here otherwise.
+    """
     if mode not in MODES:
         raise InvalidSource(f"mode: must be one of {', '.join(MODES)}")
     items = dataset.document["items"]
     names = [item["name"] for item in items]
-    clean, secret = SOURCES[kind].split_secret(config)
-    source = SOURCES[kind](clean, secret, files_root=files_root)
-    columns = source.columns()
+    if inspected is None or inspected.kind != kind:
+        inspected = inspect_source(kind=kind, config=config, files_root=files_root)
+    clean, secret, columns = inspected.config, inspected.secret, inspected.columns
     mapping = dict(mapping) if mapping else {name: name for name in names if name in columns}
     for item, column in mapping.items():
         if item not in names:
@@ -310,6 +337,7 @@ def run_sync(
     files_root: Path | None = None,
     progress: Progress | None = None,
     due_at: datetime | None = None,
+    connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
 ) -> SyncRun | None:
     """Sync a dataset from its bound source into a new version; the run records how it ended.
 
@@ -338,7 +366,7 @@ def run_sync(
                 if progress:
                     progress(rows)
 
-            source = source or open_source(binding, keystore=keystore, files_root=files_root)
+            source = source or open_source(binding, keystore=keystore, files_root=files_root, connect_timeout=connect_timeout)
             current = source.columns()
             check_drift(binding, current)
             if run.mode == "full":
@@ -568,7 +596,10 @@ def due_datasets(session: Session, *, now: datetime) -> list[int]:
     return [dataset.id for binding, dataset in rows if is_due(session, binding=binding, dataset=dataset, now=now)]
 
 
-def sync_due(database: Any, *, store: Store, keystore: KeyStore, files_root: Path | None = None, now: datetime | None = None) -> list[SyncRun]:
+def sync_due(
+    database: Any, *, store: Store, keystore: KeyStore, files_root: Path | None = None, now: datetime | None = None,
+    connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
+) -> list[SyncRun]:
     """Sync every dataset that is due, each in transactions of its own (a job owns its transactions)."""
     now = now or utcnow()
     with database.transaction(write=False) as session:
@@ -578,7 +609,7 @@ def sync_due(database: Any, *, store: Store, keystore: KeyStore, files_root: Pat
         try:
             # Checked again when the run is recorded: another worker may have just synced it.
             run = run_sync(database, dataset_code=code, store=store, keystore=keystore, actor="job:source-syncs",
-                           files_root=files_root, due_at=now)
+                           files_root=files_root, due_at=now, connect_timeout=connect_timeout)
         except SyncRunning:
             continue  # another worker has it
         if run is not None:

@@ -8,6 +8,7 @@ sync time and are never kept in the configuration.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from datetime import date, datetime
 from pathlib import Path
@@ -24,9 +25,13 @@ from sqlalchemy.engine import URL, Engine
 from sqlalchemy.exc import ArgumentError, NoSuchTableError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
-from connectors.errors import InvalidSource, SourceFailed
+from connectors.errors import InvalidSource, SourceAddressRefused, SourceFailed, SourceTimeout
+from govshare import outbound
 
 BATCH_ROWS = 64 * 1024
+CONNECT_TIMEOUT_SECONDS = 10.0  # the default of GOVSHARE_SOURCE_CONNECT_TIMEOUT_SECONDS
+HTTP_READ_TIMEOUT_SECONDS = 60.0
+MAX_REDIRECTS = 5
 
 
 def _array(values: tuple[Any, ...]) -> pa.Array:
@@ -42,8 +47,11 @@ class SqlSource:
 
     kind = "sql"
 
-    def __init__(self, config: dict[str, Any], secret: str | None, *, files_root: Path | None = None) -> None:
-        self.config, self._secret, self._root = config, secret, files_root
+    def __init__(
+        self, config: dict[str, Any], secret: str | None, *, files_root: Path | None = None,
+        connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
+    ) -> None:
+        self.config, self._secret, self._root, self._connect_timeout = config, secret, files_root, connect_timeout
 
     @staticmethod
     def split_secret(config: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
@@ -77,9 +85,21 @@ class SqlSource:
             url = url.set(database=str(path))
         return url.set(password=self._secret) if self._secret is not None else url
 
+    def _connect_args(self, url: URL) -> dict[str, Any]:
+        # A server that accepts the connection and never answers would otherwise hold the
+        # caller for as long as the operating system keeps the socket open.
+        driver = url.get_driver_name()
+        if driver in ("psycopg", "psycopg2", "psycopg2cffi", "pg8000"):
+            key = "timeout" if driver == "pg8000" else "connect_timeout"
+            return {key: max(2, math.ceil(self._connect_timeout))}  # libpq counts whole seconds, at least 2
+        if driver in ("pymysql", "mysqldb", "mariadbconnector"):
+            return {"connect_timeout": max(1, math.ceil(self._connect_timeout))}
+        return {}
+
     def _engine(self) -> Engine:
         try:
-            return create_engine(self._url(), poolclass=NullPool)
+            url = self._url()
+            return create_engine(url, poolclass=NullPool, connect_args=self._connect_args(url))
         except (ArgumentError, ImportError) as error:
             raise InvalidSource(f"config.url: no usable database driver for {make_url(self.config['url']).drivername}: {error}") from None
 
@@ -104,6 +124,11 @@ class SqlSource:
                     for name, described in zip(result.keys(), result.cursor.description, strict=True)
                 }
         except SQLAlchemyError as error:
+            if _timed_out(error):
+                raise SourceTimeout(
+                    f"the source database did not answer within {self._connect_timeout:g} s "
+                    "(GOVSHARE_SOURCE_CONNECT_TIMEOUT_SECONDS)"
+                ) from None
             raise SourceFailed(f"the source database could not be read: {_redact(_message(error), self._secret)}") from None
         finally:
             engine.dispose()
@@ -134,6 +159,16 @@ class SqlSource:
             raise SourceFailed(f"the source database stopped answering: {_redact(_message(error), self._secret)}") from None
         finally:
             engine.dispose()
+
+
+def _timed_out(error: SQLAlchemyError) -> bool:
+    """Whether the driver gave up waiting for the source (a connect timeout), not the source refusing."""
+    original = getattr(error, "orig", None)
+    if isinstance(original, TimeoutError) or type(original).__name__ == "ConnectionTimeout":  # psycopg 3
+        return True
+    # pymysql reports its socket timeout as error 2003 or 2013 "... (timed out)"
+    args = getattr(original, "args", ())
+    return bool(args) and args[0] in (2003, 2013) and "timed out" in str(original)
 
 
 def _type_name(sql_type: Any) -> str:
@@ -182,8 +217,11 @@ class FilesSource:
 
     kind = "files"
 
-    def __init__(self, config: dict[str, Any], secret: str | None, *, files_root: Path | None = None) -> None:
-        self.config, self._secret, self._root = config, secret, files_root
+    def __init__(
+        self, config: dict[str, Any], secret: str | None, *, files_root: Path | None = None,
+        connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
+    ) -> None:
+        self.config, self._secret, self._root, self._connect_timeout = config, secret, files_root, connect_timeout
 
     @staticmethod
     def split_secret(config: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
@@ -200,9 +238,15 @@ class FilesSource:
     def _dataset(self, *, text: bool = True) -> ds.Dataset:
         path = self.config["path"]
         if path.startswith("s3://"):
+            if self.config.get("endpoint"):
+                try:
+                    outbound.policy().check_url(self.config["endpoint"])
+                except outbound.OutboundRefused as error:
+                    raise SourceAddressRefused(f"config.endpoint: {error}") from None
             filesystem = pafs.S3FileSystem(
                 access_key=self.config.get("access_key"), secret_key=self._secret,
                 endpoint_override=self.config.get("endpoint"), region=self.config.get("region") or "us-east-1",
+                connect_timeout=self._connect_timeout,
             )
             location = path.removeprefix("s3://")
         else:
@@ -254,8 +298,8 @@ class HttpSource:
 
     kind = "http"
 
-    def __init__(self, config: dict[str, Any], secret: str | None, **_: Any) -> None:
-        self.config, self._secret = config, secret
+    def __init__(self, config: dict[str, Any], secret: str | None, *, connect_timeout: float = CONNECT_TIMEOUT_SECONDS, **_: Any) -> None:
+        self.config, self._secret, self._connect_timeout = config, secret, connect_timeout
 
     @staticmethod
     def split_secret(config: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
@@ -274,12 +318,21 @@ class HttpSource:
         page_param = self.config.get("page_param")
         url: str | None = self.config["url"]
         page = 1
-        with httpx.Client(headers=headers, timeout=60, follow_redirects=False) as client:
+        timeout = httpx.Timeout(HTTP_READ_TIMEOUT_SECONDS, connect=self._connect_timeout)
+        # Redirects are followed, each checked by the outbound policy like the URL itself.
+        with outbound.client(headers=headers, timeout=timeout, follow_redirects=True, max_redirects=MAX_REDIRECTS) as client:
             while url:
                 try:
                     response = client.get(url, params={page_param: page} if page_param else None)
                     response.raise_for_status()
                     body = response.json()
+                except outbound.OutboundRefused as error:
+                    raise SourceAddressRefused(f"config.url (or a redirect or next link from it): {error}") from None
+                except httpx.ConnectTimeout:
+                    raise SourceTimeout(
+                        f"the HTTP source did not accept a connection within {self._connect_timeout:g} s "
+                        "(GOVSHARE_SOURCE_CONNECT_TIMEOUT_SECONDS)"
+                    ) from None
                 except (httpx.HTTPError, ValueError) as error:
                     raise SourceFailed(f"the HTTP source failed: {_redact(str(error), self._secret)}") from None
                 records = body.get(records_key) if isinstance(body, dict) else body

@@ -84,6 +84,14 @@ class Settings(BaseSettings):
         default=100_000, ge=1,
         description="access ledger lines waiting for the record store beyond which interface calls answer 503 ledger-unavailable",
     )
+    source_connect_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=300,
+        description="how long connecting to a source (a database's handshake, an HTTP or S3 connection) may take before it fails with 504 source-timeout",
+    )
+    outbound_allowlist: list[str] = Field(
+        default_factory=list,
+        description="internal hosts, addresses or CIDR ranges that webhooks, HTTP sources and S3 endpoints may reach (JSON list)",
+    )
     sharing_url_seconds: int = Field(default=900, ge=10, le=86400, description="lifetime of a Delta Sharing file URL")
     sharing_refresh_seconds: int = Field(
         default=86400, ge=60, le=7 * 86400, description="how long a Delta Sharing read may refresh its file URLs"

@@ -22,6 +22,10 @@ SCHEMAS_DIR = Path(__file__).parent
 NAMES = ("item", "dataset", "row_filter", "application", "rating")
 MAX_REPORTED = 20
 MAX_DEPTH = 64  # far beyond any real document; deeper input is refused before validation
+# A row filter's size is capped before anything else looks at it: validating and compiling a
+# filter costs time in proportion to its values, and a filing holds the record store's write lock.
+ROW_FILTER_MAX_VALUES = 10_000  # values in all its conditions together (an "in" list counts each)
+ROW_FILTER_MAX_DEPTH = 8  # levels of and / or, the filter itself being the first
 
 
 class SchemaViolation(InvalidInput):
@@ -88,12 +92,50 @@ def nesting_depth(document: Any) -> int:
     return deepest
 
 
+def row_filter_limit_errors(row_filter: Any, field: str = "row_filter") -> list[dict[str, str]]:
+    """The size limit ``row_filter`` breaks (ROW_FILTER_MAX_VALUES or ROW_FILTER_MAX_DEPTH), if any.
+
+    Counted without recursion, stopping as soon as a limit is passed: cheap enough to run on
+    any filter before anything else looks at it.
+    """
+    values, pending = 0, [(row_filter, 1)]
+    while pending:
+        node, level = pending.pop()
+        if not isinstance(node, dict):
+            continue
+        if level > ROW_FILTER_MAX_DEPTH:
+            return [{"field": field, "rule": "maxFilterDepth",
+                     "message": f"and / or nest more than {ROW_FILTER_MAX_DEPTH} levels deep (the limit is {ROW_FILTER_MAX_DEPTH})"}]
+        for key, value in node.items():
+            if key in ("and", "or") and isinstance(value, list):
+                pending.extend((child, level + 1) for child in value)
+            elif isinstance(value, dict):
+                for operand in value.values():
+                    values += len(operand) if isinstance(operand, list) else 1
+        if values > ROW_FILTER_MAX_VALUES:
+            return [{"field": field, "rule": "maxFilterValues",
+                     "message": f"holds more than {ROW_FILTER_MAX_VALUES:,} values in its conditions (the limit is {ROW_FILTER_MAX_VALUES:,})"}]
+    return []
+
+
+def check_row_filter_limits(row_filter: Any, field: str = "row_filter") -> None:
+    """Raise ``SchemaViolation`` naming the limit when ``row_filter`` is too large or too deep."""
+    found = row_filter_limit_errors(row_filter, field)
+    if found:
+        raise SchemaViolation(f"{found[0]['field']}: {found[0]['message']}", extra={"schema": "row_filter", "errors": found})
+
+
 def errors(name: str, document: Any) -> list[dict[str, str]]:
     """Every way ``document`` breaks schema ``name``, in document order: field, rule, message."""
     if nesting_depth(document) > MAX_DEPTH:
         # Checked first: the validator recurses once per level and would exhaust the stack.
         return [{"field": "(document)", "rule": "maxDepth",
                  "message": f"nested more than {MAX_DEPTH} levels deep"}]
+    # So is a row filter's size: the validator's time grows with it.
+    if name == "row_filter" and (too_large := row_filter_limit_errors(document, "(document)")):
+        return too_large
+    if name == "application" and isinstance(document, dict) and (too_large := row_filter_limit_errors(document.get("row_filter"))):
+        return too_large
     found = [(list(error.absolute_path), _describe(error)) for error in _validator(name).iter_errors(document)]
     found += _unstorable_text(document)
     return [described for _, described in sorted(found, key=lambda pair: [str(part) for part in pair[0]])]

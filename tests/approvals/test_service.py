@@ -15,6 +15,7 @@ import pytest
 from approvals import service, webhooks
 from approvals.calendar import WorkingCalendar
 from govshare.jobs import Job, JobRunner
+from govshare.settings import get_settings
 from tests.approvals.test_api import World, application_body
 
 
@@ -97,7 +98,9 @@ class _Receiver:
 
 
 @pytest.fixture
-def receiver():
+def receiver(monkeypatch):
+    monkeypatch.setenv("GOVSHARE_OUTBOUND_ALLOWLIST", '["127.0.0.1"]')  # the endpoint is a loopback server
+    get_settings.cache_clear()
     endpoint = _Receiver()
     yield endpoint
     endpoint.close()

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import pytest
 from sqlalchemy import Engine, create_engine, make_url, text
 
+from govshare.settings import get_settings
 from tests.factories import DirectoryFactory
 
 POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -32,6 +33,13 @@ class SourceDatabase:
         with self.engine.begin() as connection:
             for statement in statements:
                 connection.execute(text(statement), params)
+
+
+@pytest.fixture(autouse=True)
+def outbound_to_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The HTTP and S3 test servers listen on 127.0.0.1, which outbound calls reach only when the allowlist names it."""
+    monkeypatch.setenv("GOVSHARE_OUTBOUND_ALLOWLIST", '["127.0.0.1"]')
+    get_settings.cache_clear()
 
 
 @pytest.fixture(scope="session")

@@ -24,6 +24,7 @@ from directory.demo import citizens_sql
 from exchange.models import Extract
 from govshare import processes
 from govshare.db import quote_path
+from govshare.settings import get_settings
 from tests.approvals.test_api import application_body
 from tests.conftest import ISSUER
 from tests.factories import DirectoryFactory, citizen_id
@@ -50,8 +51,10 @@ def _temp_files_of(folder: Path, pid: int, purpose: str) -> list[Path]:
 
 
 @pytest.fixture
-def held_source() -> Iterator[tuple[threading.Event, threading.Event, str]]:
+def held_source(monkeypatch) -> Iterator[tuple[threading.Event, threading.Event, str]]:
     """A department's JSON API whose second page is held back while ``hold`` is set: a sync stuck mid-way."""
+    monkeypatch.setenv("GOVSHARE_OUTBOUND_ALLOWLIST", '["127.0.0.1"]')  # it listens on a loopback port
+    get_settings.cache_clear()
     hold, released = threading.Event(), threading.Event()
 
     def maybe_hold(offset: int) -> None:
@@ -116,7 +119,8 @@ def test_a_server_killed_mid_upload_mid_sync_and_mid_extract_loses_nothing_and_s
     assert audit_before["ok"]
 
     server = GovshareServer({"GOVSHARE_HOME": str(settings.resolved_home), "GOVSHARE_DATABASE_URL": settings.resolved_database_url,
-                             "GOVSHARE_ISSUER": ISSUER, "GOVSHARE_JOBS_ENABLED": "true"}, tmp_path / "serve.log")
+                             "GOVSHARE_ISSUER": ISSUER, "GOVSHARE_JOBS_ENABLED": "true",
+                             "GOVSHARE_OUTBOUND_ALLOWLIST": '["127.0.0.1"]'}, tmp_path / "serve.log")
     try:
         # Life 1: a sync stuck reading its source and an upload being checked, then SIGKILL.
         server.start()
