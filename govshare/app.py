@@ -27,6 +27,8 @@ from evaluation import views as evaluation_views
 from exchange import api as exchange_api
 from exchange import keyed_store
 from exchange import jobs as exchange_jobs
+from exchange import live as exchange_live
+from exchange import live_api as exchange_live_api
 from exchange import sharing_api as exchange_sharing_api
 from exchange import sharing_views as exchange_sharing_views
 from exchange.ledger import LedgerWriter
@@ -104,6 +106,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.ledger = ledger
     app.state.jobs = runner
     app.state.rate_limiter = limiter_for(settings)
+    app.state.live = exchange_live.Protection.for_settings(settings)
     app.state.templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
     app.state.metrics = metrics
     metrics.registry.register(memory.MemoryCollector(keyed_store_memory=keyed_store.memory_bytes))
@@ -124,6 +127,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     directory_service.add_version_warning(approvals_service.version_warnings)
     app.include_router(approvals_api.router)
     app.include_router(exchange_sharing_api.router)
+    app.include_router(exchange_live_api.router)
     app.include_router(evaluation_api.router)
     app.include_router(approvals_views.router)
     app.include_router(evaluation_views.router)

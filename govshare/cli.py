@@ -143,6 +143,8 @@ def users_add(
 @audit_app.command("verify")
 def audit_verify() -> None:
     """Check the whole audit chain; exits 1 and names the first broken entry if it is broken."""
+    import exchange.ledger  # noqa: F401  (registers the check of the ledger lines the chain signs)
+
     with _database(_settings()).transaction(write=False) as session:
         result = audit.verify(session)
     typer.echo(json.dumps(result.as_dict(), indent=2))
