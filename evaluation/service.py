@@ -33,6 +33,7 @@ from evaluation.errors import (
     NotDelivered,
     RatingClosed,
 )
+from evaluation import live_services
 from evaluation.models import Correction, Rating
 from exchange import rollups
 from exchange.models import AccessLogEntry, GrantFirstLine, LedgerDayCount, LedgerDayLatency
@@ -829,6 +830,7 @@ def summary(session: Session, *, period: Period, now: datetime | None = None) ->
     return {
         "from": period.start.isoformat(), "to": period.end.isoformat(), **overall,
         **manager_lists(datasets), "waiting_longest": waiting_longest(session, now=now),
+        "live_services": live_services.summary(session, period=period),
     }
 
 

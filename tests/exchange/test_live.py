@@ -348,3 +348,25 @@ def test_the_signed_message_record_is_verified_and_tampering_is_named(client, fa
     assert result["ok"] is False
     assert result["first_broken"]["seq"] == signing[line.id]
     assert result["first_broken"]["reason"] == f"access ledger line {line.id} differs from the digests and times it signs (altered)"
+
+
+def test_the_providers_availability_latency_and_errors_are_in_the_metrics_and_dashboard(client, factory, app, provider, database):
+    from tests.approvals.test_views import HTML, add_person, page_of, sign_in
+
+    world = World(client, factory, app, provider)
+    assert world.call(INSIDE).status_code == 200
+    assert world.call("110101200001010000").status_code == 404  # the provider answered: nobody by that key
+    provider.mode = "error"
+    assert world.call(INSIDE).status_code == 502
+    assert world.call(INSIDE, headers=factory.caller("HRSS", "service")).status_code == 403  # a refused caller is not counted
+    app.state.ledger.flush()
+    today = date.today()
+    period = {"from": today.isoformat(), "to": (today + timedelta(days=1)).isoformat()}
+    live = client.get("/api/v1/metrics/summary", params=period, headers=world.manager).json()["live_services"]
+    assert {key: live[key] for key in ("calls", "answered", "errors", "timeouts", "unavailable", "availability", "error_rate")} == {
+        "calls": 3, "answered": 2, "errors": 1, "timeouts": 0, "unavailable": 0, "availability": 0.6667, "error_rate": 0.3333}
+    assert live["latency_ms_p50"] > 0 and live["datasets"][0]["dataset"] == "PSB-RESIDENTS"
+    add_person(database, "maria", "manager")
+    assert sign_in(client, "maria").status_code == 303
+    page = page_of(client.get("/ui/dashboard", params=period, headers=HTML))
+    assert page.find(data_metric="live_availability").text == "66.7%"
