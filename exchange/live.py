@@ -148,8 +148,15 @@ class Provider:
 
 
 def provider_url(template: str, key: str) -> str:
-    """The provider's URL for ``key``: the key percent-encoded as one path segment (no ``/``, ``?`` or ``#`` of its own)."""
-    return template.replace("{key}", quote(key, safe=""))
+    """The provider's URL for ``key``: the key percent-encoded as one path segment (no ``/``, ``?`` or ``#`` of its own).
+
+    A key of dots alone is encoded too: ``..`` would otherwise be resolved as a dot-segment
+    and call another path of the provider's API.
+    """
+    segment = quote(key, safe="")
+    if set(key) <= {"."}:
+        segment = segment.replace(".", "%2E")
+    return template.replace("{key}", segment)
 
 
 def _auth_headers(client: httpx.Client, provider: Provider, protection: Protection, deadline: float) -> dict[str, str]:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import subprocess
 import threading
 from datetime import date, timedelta
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import quote
 
 import pytest
 from fastapi import FastAPI, Request
@@ -15,10 +17,11 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy import select, update
 
 from directory.models import Dataset, LiveCredential
+from exchange import live
 from exchange.models import AccessLogEntry
 from govshare import audit
 from tests.factories import DirectoryFactory, dataset_document
-from tests.servers import in_thread
+from tests.servers import GOVSHARE, in_thread
 
 API_KEY = "provider-s3cret-key"
 PEOPLE = {
@@ -348,25 +351,19 @@ def test_the_signed_message_record_is_verified_and_tampering_is_named(client, fa
     assert result["ok"] is False
     assert result["first_broken"]["seq"] == signing[line.id]
     assert result["first_broken"]["reason"] == f"access ledger line {line.id} differs from the digests and times it signs (altered)"
+    # The command line checks the same, in a process of its own.
+    command = subprocess.run([GOVSHARE, "audit", "verify"], capture_output=True, text=True, timeout=120)
+    assert command.returncode == 1, command.stdout + command.stderr
+    assert f"audit chain BROKEN at entry {signing[line.id]}: access ledger line {line.id} differs" in command.stderr
 
 
-def test_the_providers_availability_latency_and_errors_are_in_the_metrics_and_dashboard(client, factory, app, provider, database):
-    from tests.approvals.test_views import HTML, add_person, page_of, sign_in
-
+def test_the_key_goes_to_the_provider_as_one_path_segment(client, factory, app, provider):
     world = World(client, factory, app, provider)
-    assert world.call(INSIDE).status_code == 200
-    assert world.call("110101200001010000").status_code == 404  # the provider answered: nobody by that key
-    provider.mode = "error"
-    assert world.call(INSIDE).status_code == 502
-    assert world.call(INSIDE, headers=factory.caller("HRSS", "service")).status_code == 403  # a refused caller is not counted
-    app.state.ledger.flush()
-    today = date.today()
-    period = {"from": today.isoformat(), "to": (today + timedelta(days=1)).isoformat()}
-    live = client.get("/api/v1/metrics/summary", params=period, headers=world.manager).json()["live_services"]
-    assert {key: live[key] for key in ("calls", "answered", "errors", "timeouts", "unavailable", "availability", "error_rate")} == {
-        "calls": 3, "answered": 2, "errors": 1, "timeouts": 0, "unavailable": 0, "availability": 0.6667, "error_rate": 0.3333}
-    assert live["latency_ms_p50"] > 0 and live["datasets"][0]["dataset"] == "PSB-RESIDENTS"
-    add_person(database, "maria", "manager")
-    assert sign_in(client, "maria").status_code == 303
-    page = page_of(client.get("/ui/dashboard", params=period, headers=HTML))
-    assert page.find(data_metric="live_availability").text == "66.7%"
+    # Each is a key the provider does not know (404), received whole: not a query or fragment of the URL.
+    for sent in (quote("a b?c=1#x", safe=""), quote("k;v&w=1", safe="")):
+        response = world.call(sent)
+        assert response.status_code == 404 and response.json()["type"].endswith("record-not-found"), (sent, response.text)
+    assert provider.calls == ["a b?c=1#x", "k;v&w=1"]
+    # A key of dots is no dot-segment: it would call another path of the provider's API.
+    assert live.provider_url("https://provider.example/residents/{key}/card", "..") == \
+        "https://provider.example/residents/%2E%2E/card"
