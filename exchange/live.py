@@ -109,14 +109,35 @@ class Protection:
     breaker: CircuitBreaker
     slots: CallSlots
     max_answer_bytes: int
-    allowlist: list[str] | None = None  # None: GOVSHARE_OUTBOUND_ALLOWLIST
+    allowlist: list[str]  # GOVSHARE_OUTBOUND_ALLOWLIST
     tokens: dict[int, tuple[str, float]] = field(default_factory=dict)  # dataset id -> OAuth2 access token, expiry (monotonic)
+    _client: httpx.Client | None = field(default=None, repr=False)
+    _client_allowlist: list[str] | None = field(default=None, repr=False)
+    _client_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def client(self) -> httpx.Client:
+        """One guarded client per server (its connections to the providers kept alive and shared between calls),
+        made again when the allowlist changes."""
+        with self._client_lock:
+            if self._client is None or self._client_allowlist != self.allowlist:
+                if self._client is not None:
+                    self._client.close()
+                self._client = outbound.client(allowlist=self.allowlist, follow_redirects=False,
+                                               limits=httpx.Limits(max_connections=256, max_keepalive_connections=64))
+                self._client_allowlist = self.allowlist
+            return self._client
+
+    def close(self) -> None:
+        with self._client_lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
 
     @classmethod
     def for_settings(cls, settings, *, clock: Callable[[], float] = time.monotonic) -> Protection:
         return cls(CircuitBreaker(failures=settings.live_breaker_failures, cooldown=settings.live_breaker_cooldown_seconds,
                                   clock=clock),
-                   CallSlots(settings.live_calls_per_grant), settings.live_max_answer_bytes)
+                   CallSlots(settings.live_calls_per_grant), settings.live_max_answer_bytes, list(settings.outbound_allowlist))
 
 
 @dataclass
@@ -222,12 +243,12 @@ def _call(provider: Provider, *, key: str, protection: Protection, message: Mess
     """The provider's status and body for ``key`` (2xx or 404), or the error a client gets."""
     deadline = time.monotonic() + provider.timeout_seconds
     try:
-        with outbound.client(allowlist=protection.allowlist, timeout=provider.timeout_seconds, follow_redirects=False) as client:
-            headers = {"Accept": "application/json", **_auth_headers(client, provider, protection, deadline)}
-            message.requested_at = utcnow()
-            with client.stream("GET", provider_url(provider.url, key), headers=headers) as response:
-                body = _read_bounded(response, limit=protection.max_answer_bytes, deadline=deadline, dataset=provider.dataset)
-            message.answer_sha256, message.answered_at = hashlib.sha256(body).hexdigest(), utcnow()
+        client = protection.client()
+        headers = {"Accept": "application/json", **_auth_headers(client, provider, protection, deadline)}
+        message.requested_at = utcnow()
+        with client.stream("GET", provider_url(provider.url, key), headers=headers, timeout=provider.timeout_seconds) as response:
+            body = _read_bounded(response, limit=protection.max_answer_bytes, deadline=deadline, dataset=provider.dataset)
+        message.answer_sha256, message.answered_at = hashlib.sha256(body).hexdigest(), utcnow()
     except outbound.OutboundRefused as refusal:
         raise LiveProviderFailed(f"the provider of {provider.dataset} may not be called: {refusal}") from None
     except httpx.TimeoutException:

@@ -91,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         runner.stop()
         ledger.stop()
+        app.state.live.close()
         database.dispose()
 
     app = FastAPI(

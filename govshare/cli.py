@@ -193,7 +193,7 @@ def serve(
 def bench(
     quick: Annotated[bool, typer.Option("--quick", help="small sizes, to check the harness (CI runs this)")] = False,
     out: Annotated[Path, typer.Option(help="where the Markdown report is written")] = Path("evaluation/bench/REPORT.md"),
-    only: Annotated[Optional[list[str]], typer.Option(help="run only this section (repeatable): extract, lookup, search, memory, metrics")] = None,
+    only: Annotated[Optional[list[str]], typer.Option(help="run only this section (repeatable): extract, lookup, live, search, memory, metrics")] = None,
     database_url: Annotated[Optional[str], typer.Option(help="record store to measure on (default: embedded SQLite)")] = None,
 ) -> None:
     """Measure the exchange against the bare engines and write a Markdown report."""
