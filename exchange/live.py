@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
+import duckdb
 import httpx
 import pyarrow as pa
 
@@ -282,9 +283,24 @@ def records_in_scope(body: bytes, *, scope: Scope, key_value: Any) -> list[dict[
         table = intake.records_table(records, items=scope.items)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError, ValueError, OverflowError) as problem:
         raise LiveProviderFailed(f"the provider of {dataset} answered with values not of the dataset's item types: {problem}") from None
-    connection = keyed_store.in_memory(table)
+    cursor = _engine().cursor()
     try:
-        return keyed_store.lookup(connection, key=scope.lookup_key, value=key_value, projection=scope.projection,
-                                  scope=scope.row_filter)
+        # Registered on this cursor alone: calls side by side each see their own answer as ``records``.
+        cursor.register("records", table)
+        return keyed_store.lookup_in(cursor, key=scope.lookup_key, value=key_value, projection=scope.projection,
+                                     scope=scope.row_filter)
     finally:
-        connection.close()
+        cursor.close()
+
+
+_engine_lock = threading.Lock()
+_engine_connection: duckdb.DuckDBPyConnection | None = None
+
+
+def _engine() -> duckdb.DuckDBPyConnection:
+    """The process's in-memory DuckDB, made once: a new database per call cost more than the call's other work."""
+    global _engine_connection
+    with _engine_lock:
+        if _engine_connection is None:
+            _engine_connection = duckdb.connect(config=keyed_store.READ_CONFIG)
+        return _engine_connection
