@@ -115,12 +115,13 @@ class World:
         self.department = department
         self.application = self.grant(list(items), masks=masks, row_filter=row_filter)
 
-    def grant(self, items, *, masks=None, row_filter=None, delivery="live") -> dict:
+    def grant(self, items, *, masks=None, row_filter=None, delivery="live", starts_in_days: int = 0) -> dict:
         demander = self.factory.caller(self.department, "demander")
+        start = date.today() + timedelta(days=starts_in_days)
         body = {"dataset": "PSB-RESIDENTS", "service_item": "residence check", "basis": "Household Registration Act art. 3",
                 "items": items, "delivery": delivery, "purpose": "check residence for a benefit claim",
                 **({"row_filter": row_filter} if row_filter else {}),
-                "period": {"start": date.today().isoformat(), "end": (date.today() + timedelta(days=30)).isoformat()}}
+                "period": {"start": start.isoformat(), "end": (start + timedelta(days=30)).isoformat()}}
         filed = self.http.post("/api/v1/applications", json=body, headers=demander)
         assert filed.status_code == 201, filed.text
         decision = {"decision": "approve", **({"masks": masks} if masks else {})}
@@ -300,6 +301,11 @@ def test_who_may_not_call(client, factory, app, provider, database):
     # a role other than service
     assert world.call(INSIDE, headers=factory.caller("CAB", "demander")).status_code == 403
     assert world.http.get(f"/api/v1/exchange/PSB-RESIDENTS/live/{INSIDE}").status_code == 401
+    # a grant whose period has not begun
+    world.department = "EDU"
+    pending = world.grant(["citizen_id", "district"], starts_in_days=5)
+    assert pending["grant_id"]
+    _problem(world.call(INSIDE, headers=factory.caller("EDU", "service")), 403, "no-active-grant")
     # a revoked grant
     revoked = client.post(f"/api/v1/grants/{world.application['grant_id']}/revoke", json={"reason": "misuse"}, headers=world.manager)
     assert revoked.status_code == 200, revoked.text
