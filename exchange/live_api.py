@@ -45,8 +45,8 @@ def _live_call(code: str, key: str, request: Request) -> JSONResponse:
     with state.database.transaction(write=False) as session:
         caller = _take_call(request, check_role(caller_of(request, session), "exchange.read"))
         try:
-            scope = service.active_grant(session, department=caller.department, dataset_code=code, delivery="live",
-                                         today=approvals.today(state.settings))
+            scope = service.interface_scope(session, department=caller.department, dataset_code=code, delivery="live",
+                                            today=approvals.today(state.settings))
         except NoActiveGrant as refusal:
             state.ledger.record(LedgerLine(
                 kind="live", client_id=caller.client_id, department=caller.department, dataset=code, grant_id=None,
