@@ -113,3 +113,14 @@ class DirectoryState(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     stamp: Mapped[str] = mapped_column(String(32))
+
+
+class LiveCredential(Base):
+    """A live dataset's credentials for its provider's own API, encrypted with the exchange's key; never in the document."""
+
+    __tablename__ = "live_credentials"
+
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"), primary_key=True)
+    auth_type: Mapped[str] = mapped_column(String(40))
+    secret_encrypted: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 import schemas
-from directory import loading, search
+from directory import live_credentials, loading, search
 from directory.errors import (
     DatasetExists,
     DatasetNotFound,
@@ -48,6 +48,11 @@ def check_document(session: Session, document: Any) -> dict[str, Any]:
     lookup_key = document.get("lookup_key")
     if lookup_key is not None and lookup_key not in names:
         raise InvalidDataset(f"lookup_key: '{lookup_key}' is not one of the items (rule 'item')")
+    if "live" in document["delivery_modes"]:
+        if "live" not in document:
+            raise InvalidDataset("live: a dataset offering delivery 'live' describes its provider's API in 'live' (rule 'required')")
+        if lookup_key is None:
+            raise InvalidDataset("lookup_key: a live dataset is called by key; name its lookup key (rule 'required')")
     if session.get(Department, document["department"]) is None:
         raise InvalidDataset(f"department: department {document['department']} is not registered (rule 'exists')")
     return document
@@ -119,6 +124,7 @@ def register_dataset(session: Session, *, document: Any, department: str, actor:
     if document["department"] != department:
         raise NotOwnDepartment(f"department {department} cannot register a dataset of department {document['department']}")
     check_document(session, document)
+    document, secret = live_credentials.split_secret(document)
     if session.execute(select(Dataset.id).where(Dataset.code == document["code"])).first() is not None:
         raise DatasetExists(f"dataset {document['code']} is already registered")
     now = utcnow()
@@ -129,6 +135,7 @@ def register_dataset(session: Session, *, document: Any, department: str, actor:
             session.flush()
     except IntegrityError:
         raise DatasetExists(f"dataset {document['code']} is already registered") from None
+    live_credentials.keep_secret(session, dataset=dataset, document=document, secret=secret)
     _index(session, dataset)
     _revise(session, dataset, action="registered", actor=actor)
     return dataset
@@ -142,6 +149,8 @@ def replace_dataset(session: Session, *, dataset: Dataset, document: Any, actor:
         raise InvalidDataset(f"code: the code of dataset {dataset.code} cannot change (rule 'const')")
     if document["department"] != dataset.department_code:
         raise InvalidDataset(f"department: dataset {dataset.code} stays with department {dataset.department_code} (rule 'const')")
+    document, secret = live_credentials.split_secret(document)
+    live_credentials.keep_secret(session, dataset=dataset, document=document, secret=secret)
     if document == dataset.document:
         return dataset
     for name, value in row_values(document).items():

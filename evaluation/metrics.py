@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from approvals import service as approvals
 from approvals.models import Application, Grant
 from directory.models import Dataset, DatasetVersion
+from evaluation import live_services
 from evaluation.models import Correction, Rating
 from evaluation.period import Period
 from evaluation.ratings import SCORES
@@ -611,4 +612,5 @@ def summary(session: Session, *, period: Period, now: datetime | None = None) ->
     return {
         "from": period.start.isoformat(), "to": period.end.isoformat(), **overall,
         **manager_lists(datasets), "waiting_longest": waiting_longest(session, now=now),
+        "live_services": live_services.summary(session, period=period),
     }

@@ -51,3 +51,27 @@ class LedgerUnavailable(GovshareError):
                  **kwargs) -> None:
         kwargs.setdefault("headers", {"Retry-After": "5"})
         super().__init__(detail, **kwargs)
+
+
+class LiveProviderFailed(GovshareError):
+    """The provider of a live service answered with an error, or with something that is not its items."""
+
+    status, type, title = 502, "live-provider-error", "The provider's service failed"
+
+
+class LiveAnswerTooLarge(LiveProviderFailed):
+    type, title = "live-answer-too-large", "The provider's answer is too large"
+
+
+class LiveProviderTimeout(GovshareError):
+    status, type, title = 504, "live-provider-timeout", "The provider's service did not answer in time"
+
+
+class LiveProviderUnavailable(GovshareError):
+    """The provider failed repeatedly: calls fail fast until a probe after the cool-down succeeds."""
+
+    status, type, title = 503, "live-provider-unavailable", "The provider's service is unavailable"
+
+
+class LiveBusy(GovshareError):
+    status, type, title = 429, "live-busy", "Too many live calls in flight for this grant"

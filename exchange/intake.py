@@ -100,11 +100,19 @@ def table(session: Session, *, dataset: Dataset, key_value: str | None = None) -
     if key_value is not None:
         query = query.where(IntakeRecord.key == key_value)
     rows = session.execute(query.order_by(IntakeRecord.id)).all()
-    schema = loading.arrow_schema(dataset.document["items"])
-    arrays = [pa.array([row_id for row_id, _ in rows], type=pa.int64())]
+    return records_table([record for _, record in rows], items=dataset.document["items"], row_ids=[row_id for row_id, _ in rows])
+
+
+def records_table(records: list[dict[str, Any]], *, items: list[dict[str, Any]], row_ids: list[int] | None = None) -> pa.Table:
+    """JSON records as an Arrow table typed by the dataset's ``items``, with a ``_row`` column (``row_ids``, or their order).
+
+    Raises ``pa.ArrowInvalid``, ``pa.ArrowTypeError`` or ``TypeError`` when a value is not of its item's type.
+    """
+    schema = loading.arrow_schema(items)
+    arrays = [pa.array(row_ids if row_ids is not None else range(len(records)), type=pa.int64())]
     for field in schema:
-        values = [record.get(field.name) for _, record in rows]
-        if pa.types.is_temporal(field.type):  # stored as ISO text in JSON
+        values = [record.get(field.name) for record in records]
+        if pa.types.is_temporal(field.type):  # ISO text in JSON
             arrays.append(pa.array(values, type=pa.string()).cast(field.type))
         else:
             arrays.append(pa.array(values, type=field.type))

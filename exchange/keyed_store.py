@@ -263,9 +263,15 @@ def lookup(path: Source, *, key: str, value: Any, projection: Projection, scope:
     them, and only rows where it is true (not false, not NULL: as a WHERE would) are kept.
     """
     with _cursor(path) as cursor:
-        result = cursor.execute(*lookup_query(key=key, value=value, projection=projection, scope=scope))
-        names = [column[0] for column in result.description][:-2]
-        rows = [row for row in result.fetchall() if row[-2] is True]
+        return lookup_in(cursor, key=key, value=value, projection=projection, scope=scope, limit=limit)
+
+
+def lookup_in(cursor: duckdb.DuckDBPyConnection, *, key: str, value: Any, projection: Projection, scope: CompiledFilter,
+              limit: int = 1000) -> list[dict[str, Any]]:
+    """``lookup`` on a cursor whose ``records`` are already in view (a live answer registered on it)."""
+    result = cursor.execute(*lookup_query(key=key, value=value, projection=projection, scope=scope))
+    names = [column[0] for column in result.description][:-2]
+    rows = [row for row in result.fetchall() if row[-2] is True]
     rows.sort(key=lambda row: row[-1])
     return [dict(zip(names, row[:-2], strict=True)) for row in rows[:limit]]
 

@@ -27,7 +27,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
 from sqlalchemy import delete, insert, select
@@ -35,6 +35,7 @@ from sqlalchemy import delete, insert, select
 from exchange import rollups
 from exchange.errors import LedgerUnavailable
 from exchange.models import AccessLogEntry, AccessLogKey, LedgerBatch
+from govshare import audit
 from govshare.db import Database, is_transient, utcnow
 from govshare.observability import LedgerMetrics
 
@@ -68,6 +69,11 @@ class LedgerLine:
     latency_ms: float | None = None
     extract_id: str | None = None
     at: datetime = field(default_factory=utcnow)
+    # A live call's message: digests of the request sent to the provider and of its answer, and when each went.
+    request_sha256: str | None = None
+    answer_sha256: str | None = None
+    requested_at: datetime | None = None
+    answered_at: datetime | None = None
 
 
 class _GaveUp(Exception):
@@ -284,7 +290,8 @@ class LedgerWriter:
             {"at": line.at, "kind": line.kind, "client_id": line.client_id, "department_code": line.department,
              "dataset_code": line.dataset, "grant_id": line.grant_id, "application_id": line.application_id,
              "service_item": line.service_item, "basis": line.basis, "rows": line.rows, "status": line.status,
-             "latency_ms": line.latency_ms, "extract_id": line.extract_id}
+             "latency_ms": line.latency_ms, "extract_id": line.extract_id, "request_sha256": line.request_sha256,
+             "answer_sha256": line.answer_sha256, "requested_at": line.requested_at, "answered_at": line.answered_at}
             for line in lines
         ]
         # Core inserts, not ORM objects: a line is written for every interface call, and the
@@ -300,12 +307,49 @@ class LedgerWriter:
                     for entry_id, line in zip(ids, lines, strict=True) for key in dict.fromkeys(line.keys)]
             if keys:
                 session.execute(insert(keys_table), keys)
+            messages = [message_record(entry_id, row) for entry_id, row in zip(ids, rows, strict=True) if row["request_sha256"]]
+            if messages:
+                # The batch's live messages, signed on the audit chain in the same transaction: altering a
+                # line's digests or times afterwards makes verify name this entry (check_signed_messages).
+                audit.record(session, actor="ledger", action=MESSAGES_ACTION, subject=f"ledger-batch:{batch}",
+                             details={"messages": messages})
             rollup = rollups.Rollup()
             for row in rows:
                 rollup.add(SimpleNamespace(**row))
             rollups.apply(session, rollup)
         if prune:
             self._prune_at = time.monotonic() + BATCH_MARKS_PRUNED_EVERY
+
+
+MESSAGES_ACTION = "ledger.messages"
+
+
+def _iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(timezone.utc).isoformat() if value.tzinfo else value.replace(tzinfo=timezone.utc).isoformat()
+
+
+def message_record(entry_id: int, row) -> dict:
+    """What is signed of one ledger line's message: its id, digests and times (``row``: a mapping or an AccessLogEntry)."""
+    get = row.get if isinstance(row, dict) else lambda name: getattr(row, name)
+    return {"entry": entry_id, "request_sha256": get("request_sha256"), "answer_sha256": get("answer_sha256"),
+            "requested_at": _iso(get("requested_at")), "answered_at": _iso(get("answered_at"))}
+
+
+@audit.entry_check(MESSAGES_ACTION)
+def check_signed_messages(session, details: dict) -> str | None:
+    """Why the ledger lines signed in an entry no longer match it (altered or removed), or None."""
+    signed = details.get("messages", [])
+    found = {entry.id: entry for entry in session.execute(
+        select(AccessLogEntry).where(AccessLogEntry.id.in_([message["entry"] for message in signed]))).scalars()}
+    for message in signed:
+        entry = found.get(message["entry"])
+        if entry is None:
+            return f"access ledger line {message['entry']} it signs is missing"
+        if message_record(entry.id, entry) != message:
+            return f"access ledger line {message['entry']} differs from the digests and times it signs (altered)"
+    return None
 
 
 def _text(value: str | None, length: int | None = None) -> str | None:

@@ -38,6 +38,11 @@ class AccessLogEntry(Base):
     status: Mapped[int] = mapped_column(Integer, default=200)
     latency_ms: Mapped[float | None] = mapped_column(Float)
     extract_id: Mapped[str | None] = mapped_column(String(36))
+    # A live call's message to the provider and its answer: digests and times (signed into the audit chain by batch).
+    request_sha256: Mapped[str | None] = mapped_column(String(64))
+    answer_sha256: Mapped[str | None] = mapped_column(String(64))
+    requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 # --- the ledger rolled up (kept in step by exchange.rollups) ---

@@ -72,8 +72,8 @@ _served: weakref.WeakKeyDictionary[Pool, dict[tuple[Any, ...], Scope]] = weakref
 _SERVED_MAX = 4096
 
 
-def interface_scope(session: Session, *, department: str, dataset_code: str, today: date) -> Scope:
-    """``active_grant`` for the interface delivery, with the scope kept between calls (see ``_GRANT_STATE``).
+def interface_scope(session: Session, *, department: str, dataset_code: str, today: date, delivery: str = "interface") -> Scope:
+    """``active_grant`` for the interface delivery (or ``delivery``: live), with the scope kept between calls (see ``_GRANT_STATE``).
 
     Its grant, dataset and application are shared between calls and threads: read them, never change them.
     """
@@ -81,7 +81,7 @@ def interface_scope(session: Session, *, department: str, dataset_code: str, tod
     served = _served.get(connection.engine.pool)
     if served is None:
         served = _served.setdefault(connection.engine.pool, {})
-    params = {"department": department, "dataset_code": dataset_code, "delivery": "interface"}
+    params = {"department": department, "dataset_code": dataset_code, "delivery": delivery}
     for state in connection.execute(_GRANT_STATE, params):
         if approvals.grant_state(state, today) != approvals.GrantState.active:
             continue
@@ -96,7 +96,7 @@ def interface_scope(session: Session, *, department: str, dataset_code: str, tod
                 served.clear()  # bounded; a server serves a few grants at a time
             served[key] = scope
         return dataclasses.replace(scope, latest_path=state.path)
-    raise NoActiveGrant(f"department {department} holds no active interface grant on {dataset_code}")
+    raise NoActiveGrant(f"department {department} holds no active {delivery} grant on {dataset_code}")
 
 
 def snapshot(session: Session, *, dataset: Dataset, store: Store, known_path: str | None = None) -> tuple[int, Path]:

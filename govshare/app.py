@@ -22,6 +22,8 @@ from evaluation import views as evaluation_views
 from exchange import api as exchange_api
 from exchange import keyed_store
 from exchange import jobs as exchange_jobs
+from exchange import live as exchange_live
+from exchange import live_api as exchange_live_api
 from exchange import sharing_api as exchange_sharing_api
 from exchange import sharing_views as exchange_sharing_views
 from exchange.ledger import LedgerWriter
@@ -65,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         runner.stop()
         ledger.stop()
+        app.state.live.close()
         database.dispose()
 
     # /docs and /redoc from assets shipped in the fastapi-offline package, not a CDN: they work without internet.
@@ -82,6 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.ledger = ledger
     app.state.jobs = runner
     app.state.rate_limiter = limiter_for(settings)
+    app.state.live = exchange_live.Protection.for_settings(settings)
     app.state.metrics = metrics
     metrics.registry.register(memory.MemoryCollector(keyed_store_memory=keyed_store.memory_bytes))
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes, max_json_bytes=settings.max_json_bytes)
@@ -99,6 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     directory_service.add_version_warning(approvals_scope.version_warnings)
     app.include_router(approvals_api.router)
     app.include_router(exchange_sharing_api.router)
+    app.include_router(exchange_live_api.router)
     app.include_router(evaluation_api.router)
     web.install(app, navigation=[*approvals_views.NAVIGATION, *evaluation_views.NAVIGATION, *exchange_sharing_views.NAVIGATION])
     app.include_router(approvals_views.router)

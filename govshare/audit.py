@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
@@ -23,6 +24,17 @@ from govshare.keys import KeyStore, Signature
 from govshare.models import AuditEntry, AuditHead
 
 GENESIS_HASH = "0" * 64
+# Per action, a check that what an entry signs still matches the records it names (registered by the
+# domain that writes such entries, e.g. the access ledger's signed live messages): returns why not, or None.
+_ENTRY_CHECKS: dict[str, Callable[[Session, dict[str, Any]], str | None]] = {}
+
+
+def entry_check(action: str):
+    """Register the decorated function as ``verify``'s check of the records an ``action`` entry signs."""
+    def register(check: Callable[[Session, dict[str, Any]], str | None]):
+        _ENTRY_CHECKS[action] = check
+        return check
+    return register
 
 
 def canonical_json(value: Any) -> str:
@@ -108,6 +120,8 @@ def verify(session: Session) -> Verification:
             return broken("content does not match its hash (altered)")
         if not keystore.verify(entry.hash.encode(), Signature(entry.key_id, entry.signature)):
             return broken("signature does not verify")
+        if (check := _ENTRY_CHECKS.get(entry.action)) is not None and (reason := check(session, json.loads(entry.details))):
+            return broken(reason)
         expected_seq, prev_hash = entry.seq + 1, entry.hash
     head = session.execute(select(AuditHead).where(AuditHead.id == 1)).scalar_one()
     if head.seq > expected_seq - 1:

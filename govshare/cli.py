@@ -191,6 +191,7 @@ def users_set_roles(name: str, role: Annotated[str, typer.Option(help="comma-sep
 @audit_app.command("verify")
 def audit_verify() -> None:
     """Check the whole audit chain; exits 1 and names the first broken entry if it is broken."""
+    import exchange.ledger  # noqa: F401  (registers the check of the ledger lines the chain signs)
     from govshare import audit
 
     with _database(_settings()).transaction(write=False) as session:
@@ -248,7 +249,7 @@ def serve(
 def bench(
     quick: Annotated[bool, typer.Option("--quick", help="small sizes, to check the harness (CI runs this)")] = False,
     out: Annotated[Path, typer.Option(help="where the Markdown report is written (default: REPORT.md in the current folder)")] = Path("REPORT.md"),
-    only: Annotated[Optional[list[str]], typer.Option(help="run only this section (repeatable): extract, lookup, search, memory, metrics, cli")] = None,
+    only: Annotated[Optional[list[str]], typer.Option(help="run only this section (repeatable): extract, lookup, live, search, memory, metrics, cli")] = None,
     database_url: Annotated[Optional[str], typer.Option(help="record store to measure on (default: embedded SQLite)")] = None,
 ) -> None:
     """Measure the exchange against the bare engines and write a Markdown report."""

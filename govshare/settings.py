@@ -92,6 +92,19 @@ class Settings(BaseSettings):
         default_factory=list,
         description="internal hosts, addresses or CIDR ranges that webhooks, HTTP sources and S3 endpoints may reach (JSON list)",
     )
+    live_max_answer_bytes: int = Field(
+        default=1024 * 1024, ge=1024, le=256 * 1024 * 1024,
+        description="largest answer a live service's provider may send; a larger one answers 502 live-answer-too-large",
+    )
+    live_breaker_failures: int = Field(
+        default=5, ge=1, le=1000, description="consecutive failures of a live dataset's provider after which calls fail fast (503)",
+    )
+    live_breaker_cooldown_seconds: float = Field(
+        default=30.0, gt=0, le=3600, description="how long a live dataset's open circuit fails fast before one call probes the provider again",
+    )
+    live_calls_per_grant: int = Field(
+        default=8, ge=1, le=10_000, description="live calls one grant may have in flight at once; more answer 429 live-busy",
+    )
     sharing_url_seconds: int = Field(default=900, ge=10, le=86400, description="lifetime of a Delta Sharing file URL")
     sharing_refresh_seconds: int = Field(
         default=86400, ge=60, le=7 * 86400, description="how long a Delta Sharing read may refresh its file URLs"

@@ -54,7 +54,7 @@ def wrk_available() -> bool:
 
 
 def run_wrk(base: str, prefix: str, keys: list[str], *, seconds: float, connections: int = 32, threads: int = 2,
-            token: str | None = None) -> LoadResult:
+            token: str | None = None, headers: dict[str, str] | None = None) -> LoadResult:
     if not wrk_available():
         raise RuntimeError("wrk is not installed: apt-get install wrk")
     with tempfile.TemporaryDirectory(prefix="govshare-load-") as folder:
@@ -65,6 +65,8 @@ def run_wrk(base: str, prefix: str, keys: list[str], *, seconds: float, connecti
                    "-s", str(script)]
         if token:
             command += ["-H", f"Authorization: Bearer {token}"]
+        for name, value in (headers or {}).items():
+            command += ["-H", f"{name}: {value}"]
         command += [base, "--", str(keys_file), prefix]
         output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     line = next(line for line in output.splitlines() if line.startswith("RESULT "))

@@ -34,11 +34,11 @@ import httpx
 from evaluation.bench import world as bench_world
 from evaluation.bench.load import run_wrk
 from evaluation.bench.scratch import scratch_schema
-from evaluation.bench.servers import bare_server, govshare_server
+from evaluation.bench.servers import ServerProcess, bare_server, govshare_server
 from exchange import keyed_store
 from govshare.db import quote_path
 
-SECTIONS = ["extract", "lookup", "search", "memory", "metrics", "cli"]
+SECTIONS = ["extract", "lookup", "live", "search", "memory", "metrics", "cli"]
 
 
 @dataclass(frozen=True)
@@ -416,8 +416,48 @@ def bench_cli(report: Report, folder: Path, sizes: Sizes, database_url: str | No
                        "wall time counts the machine's other work, CPU time (user + system) less so")
 
 
-BENCHES = {"extract": bench_extract, "lookup": bench_lookup, "search": bench_search, "memory": bench_memory, "metrics": bench_metrics,
-           "cli": bench_cli}
+def bench_live(report: Report, folder: Path, sizes: Sizes, database_url: str | None) -> None:
+    from evaluation.bench import provider as bench_provider
+
+    home = folder / "live"
+    clients = bench_world.prepare_store(home, database_url)
+    keys = [f"1101011990{index:08d}" for index in range(20_000)]
+    prefix = f"/api/v1/exchange/{bench_world.CODE}/live/"
+    with ServerProcess(["-m", "evaluation.bench.provider"], log=folder / "provider.log") as provider:
+        direct = run_wrk(provider.base, "/residents/", keys, seconds=sizes.lookup_seconds,
+                         headers={"X-Api-Key": bench_provider.API_KEY})
+        with govshare_server(home, log=folder / "live-server.log", database_url=database_url,
+                             env={"GOVSHARE_OUTBOUND_ALLOWLIST": '["127.0.0.1"]', "GOVSHARE_LIVE_CALLS_PER_GRANT": "64"}) as server:
+            world = bench_world.World(server.base, clients)
+            document = {**bench_world.document(), "delivery_modes": ["live"],
+                        "live": {"url": f"{provider.base}/residents/{{key}}", "timeout_seconds": 5,
+                                 "auth": {"type": "header", "name": "X-Api-Key", "value": bench_provider.API_KEY}}}
+            response = world.http.post("/api/v1/datasets", json=document, headers=world.headers("provider"))
+            if response.status_code != 201:
+                raise RuntimeError(f"register live dataset: {response.status_code} {response.text}")
+            world.grant("live", bench_world.LOOKUP_COLUMNS)
+            warm = world.http.get(prefix + keys[0], headers=world.headers("demander"))
+            if warm.status_code != 200:
+                raise RuntimeError(f"live: {warm.status_code} {warm.text}")
+            token = world.tokens["demander"]
+            world.close()
+            served = run_wrk(server.base, prefix, keys, seconds=sizes.lookup_seconds, token=token)
+    ratio = served.rps / direct.rps
+    report.add("live", Row("requests/s, 32 clients", f"{served.rps:,.0f}", f"the provider called directly {direct.rps:,.0f}",
+                           f"{ratio:.0%}", ">= 50%", ratio >= 0.5))
+    report.add("live", Row("latency p50 (added by the exchange)", f"{served.p50_ms:.1f} ms (+{served.p50_ms - direct.p50_ms:.1f} ms)",
+                           f"{direct.p50_ms:.1f} ms"))
+    report.add("live", Row("latency p99", f"{served.p99_ms:.1f} ms", f"{direct.p99_ms:.1f} ms"))
+    report.add("live", Row("errors (non-2xx, socket)", f"{served.non_2xx}, {served.socket_errors}",
+                           f"{direct.non_2xx}, {direct.socket_errors}", "-", "0", served.non_2xx + served.socket_errors == 0))
+    report.note("live", f"wrk -t2 -c32 for {sizes.lookup_seconds:.0f} s on loopback per side; the provider (evaluation/bench/provider.py, "
+                        "FastAPI under uvicorn, a record computed from the key behind a static API key) runs on the same machine "
+                        "during both runs; the exchange calls it once per call (token, live grant, outbound check, answer read "
+                        "through the grant's scope in DuckDB, ledger line with digests)")
+
+
+BENCHES = {"extract": bench_extract, "lookup": bench_lookup, "live": bench_live, "search": bench_search, "memory": bench_memory,
+           "metrics": bench_metrics, "cli": bench_cli}
 
 
 def run(*, quick: bool, out: Path, only: list[str] | None = None, database_url: str | None = None) -> Report:

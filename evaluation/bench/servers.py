@@ -75,8 +75,9 @@ class ServerProcess:
         Path(f"/proc/{self.process.pid}/clear_refs").write_text("5")
 
 
-def govshare_server(home: Path, *, log: Path | None = None, database_url: str | None = None) -> ServerProcess:
-    env = {
+def govshare_server(home: Path, *, log: Path | None = None, database_url: str | None = None,
+                    env: dict[str, str] | None = None) -> ServerProcess:
+    env = {**(env or {}),
         "GOVSHARE_HOME": str(home),
         # The load generator is one client: the per-client limit would measure itself, not the exchange.
         "GOVSHARE_RATE_LIMIT_PER_SECOND": "1000000", "GOVSHARE_RATE_LIMIT_BURST": "1000000",

@@ -223,6 +223,8 @@ OBJECT_ROWS: dict[str, Row] = {
     # exchange
     "GET /api/v1/exchange/{code}/records/{key}": row(403, cab_service=200),
     "GET /api/v1/exchange/{code}/records": row(403, cab_service=200),
+    # No live dataset in this world, so no live grant: every service is refused too (tests/exchange/test_live.py calls one).
+    "GET /api/v1/exchange/{code}/live/{key}": row(403),
     "POST /api/v1/exchange/{code}/records": row(403, psb_service=201, params={"code": lambda w: "PSB-INTAKE"},
                                                 body=lambda w, caller: w.deposit_body()),
     "GET /api/v1/citizens/{citizen_id}/access-log": row(200),  # not admin: a technical role

@@ -1,8 +1,8 @@
 """web sessions: the UI's sessions are rows (the browser's cookie holds only a random id), ended at sign-out
 and when a person's password or roles change
 
-Revision ID: 0016_web_sessions_web
-Revises: 0015_ledger_batches
+Revision ID: 0017_web_sessions
+Revises: 0016_scale_store_keys
 Create Date: 2026-12-07
 """
 

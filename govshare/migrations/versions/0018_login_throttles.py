@@ -1,7 +1,7 @@
 """login throttles: failed sign-ins per account and per address, shared by every replica
 
-Revision ID: 0017_login_throttles_web
-Revises: 0016_web_sessions_web
+Revision ID: 0018_login_throttles
+Revises: 0017_web_sessions
 Create Date: 2026-12-07
 """
 

@@ -1,7 +1,7 @@
 """extracts: whether a CSV extract's formula-like text cells are neutralised (the default) or left verbatim
 
-Revision ID: 0016_secdata_csv_formula
-Revises: 0015_ledger_batches
+Revision ID: 0019_csv_formula_guard
+Revises: 0018_login_throttles
 Create Date: 2026-12-07
 """
 
