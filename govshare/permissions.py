@@ -97,6 +97,8 @@ ROUTES: dict[str, str] = {
     "DELETE /api/v1/webhooks/{webhook_id}": "webhooks.manage",
     # exchange
     "GET /api/v1/exchange/{code}/records/{key}": "exchange.read",
+    "POST /api/v1/exchange/{code}/records:batch": "exchange.read",
+    "GET /api/v1/exchange/{code}/live/{key}": "exchange.read",
     "GET /api/v1/exchange/{code}/records": "exchange.read",
     "POST /api/v1/exchange/{code}/records": "exchange.deposit",
     "GET /api/v1/citizens/{citizen_id}/access-log": "citizens.access_log",

@@ -134,13 +134,18 @@ def test_signing_off_needs_sign_in_and_the_csrf_token(client, world, database):
 
 
 def test_nobody_signs_off_their_own_department_s_application(client, world, database, factory):
-    application = awaiting(world, headers=factory.caller("PSB", "demander"))
+    # PSB applying for its own conditional dataset: the manager's decision is the independent one,
+    # and PSB has nothing to sign off for itself (approvals.service.needs_provider_sign_off).
+    application = world.filed(headers=factory.caller("PSB", "demander"))
+    decided = world.decide(application["id"], decision="approve")
+    assert decided.json()["status"] == "approved", decided.text
     officer(database, "pia", "PSB")
     sign_in(client, "pia")
-    page = page_of(client.get(f"/ui/provider/applications/{application['id']}", headers=HTML))
-    assert page.find(id="approve-form") is None and "own department" in page.find(id="no-decision").text
-    assert decide(client, application["id"], decision="approve").status_code == 403
-    assert status_of(world, application["id"]) == "awaiting_provider"
+    queue = page_of(client.get("/ui/provider", headers=HTML))
+    listed = [row.get("data-application") for row in queue.find_all("tr") if row.get("data-application")]
+    assert str(application["id"]) not in listed
+    assert decide(client, application["id"], decision="reject", reason_code="other").status_code == 403
+    assert status_of(world, application["id"]) == "approved"
 
 
 @pytest.mark.browser
