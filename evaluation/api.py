@@ -21,6 +21,9 @@ from govshare.db import DbSession, utcnow
 router = APIRouter(prefix="/api/v1", tags=["evaluation"])
 DEFAULT_PERIOD_DAYS = 30
 
+# ?format=csv answers CSV; the default, JSON.
+JSON_OR_CSV: dict[int | str, dict[str, Any]] = {200: {"content": {"application/json": {"schema": {"type": "object"}},
+                                                                  "text/csv": {"schema": {"type": "string"}}}}}
 MetricsReader = Annotated[Caller, Depends(require("metrics.read"))]
 
 
@@ -80,7 +83,7 @@ def csv_response(rows: list[dict[str, Any]], filename: str) -> Response:
 # --- metrics -------------------------------------------------------------------------------------------
 
 
-@router.get("/metrics/summary")
+@router.get("/metrics/summary", responses=JSON_OR_CSV)
 def metrics_summary(session: DbSession, caller: MetricsReader, period: RequestedPeriod, format: Format = "json") -> Response:
     """Every metric over the period, and the lists a manager acts on."""
     summary = service.summary(session, period=period)
@@ -96,25 +99,25 @@ def _groups(session, period: service.Period, by: str, format: str, filename: str
     return JSONResponse({"from": period.start.isoformat(), "to": period.end.isoformat(), "items": entries})
 
 
-@router.get("/metrics/datasets")
+@router.get("/metrics/datasets", responses=JSON_OR_CSV)
 def metrics_by_dataset(session: DbSession, caller: MetricsReader, period: RequestedPeriod, format: Format = "json") -> Response:
     """Every metric per dataset, with freshness against its promised update frequency."""
     return _groups(session, period, "dataset", format, "metrics-datasets.csv")
 
 
-@router.get("/metrics/departments")
+@router.get("/metrics/departments", responses=JSON_OR_CSV)
 def metrics_by_department(session: DbSession, caller: MetricsReader, period: RequestedPeriod, format: Format = "json") -> Response:
     """Every metric per applying (and calling) department."""
     return _groups(session, period, "department", format, "metrics-departments.csv")
 
 
-@router.get("/metrics/service-items")
+@router.get("/metrics/service-items", responses=JSON_OR_CSV)
 def metrics_by_service_item(session: DbSession, caller: MetricsReader, period: RequestedPeriod, format: Format = "json") -> Response:
     """Every metric per public service item."""
     return _groups(session, period, "service_item", format, "metrics-service-items.csv")
 
 
-@router.get("/metrics/providers")
+@router.get("/metrics/providers", responses=JSON_OR_CSV)
 def metrics_by_provider(session: DbSession, caller: MetricsReader, period: RequestedPeriod, format: Format = "json") -> Response:
     """Every metric per providing department (the department whose datasets were asked for and delivered)."""
     return _groups(session, period, "provider", format, "metrics-providers.csv")
