@@ -33,7 +33,7 @@ from govshare.db import Database
 from govshare.errors import install_error_handlers
 from govshare.jobs import JobRunner
 from govshare.keys import KeyStore
-from govshare.limits import BodySizeLimit, BodyTimeout
+from govshare.limits import BodySizeLimit, BodyTimeout, QueryText
 from govshare.openapi import document_errors
 from govshare.settings import Settings, get_settings
 from govshare import web
@@ -90,6 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     metrics.registry.register(memory.MemoryCollector(keyed_store_memory=keyed_store.memory_bytes))
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes, max_json_bytes=settings.max_json_bytes)
     app.add_middleware(BodyTimeout, timeout=settings.request_body_timeout_seconds)
+    app.add_middleware(QueryText)
     app.add_middleware(observability.MetricsMiddleware, metrics=app.state.metrics)
     install_error_handlers(app)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from urllib.parse import parse_qsl
 
 import h11
 from starlette.exceptions import HTTPException
@@ -80,6 +81,36 @@ class BodySizeLimit:
                     "headers": [(b"content-type", PROBLEM_MEDIA_TYPE.encode()), (b"content-length", str(len(payload)).encode()),
                                 (b"connection", b"close")]})
         await send({"type": "http.response.body", "body": payload})
+
+
+async def _send_problem(send: Send, body: dict) -> None:
+    payload = json.dumps(body).encode()
+    await send({"type": "http.response.start", "status": body["status"],
+                "headers": [(b"content-type", PROBLEM_MEDIA_TYPE.encode()), (b"content-length", str(len(payload)).encode())]})
+    await send({"type": "http.response.body", "body": payload})
+
+
+class QueryText:
+    """Refuses a query string holding a NUL character (422 naming the parameter), on every route alike.
+
+    No record store keeps a NUL (PostgreSQL refuses it), so a parameter holding one can match
+    nothing; refusing it here answers every route the same way, as the OpenAPI document says
+    (govshare.openapi gives every text query parameter that pattern).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        query = scope.get("query_string", b"") if scope["type"] == "http" else b""
+        if b"%00" in query or b"\x00" in query:
+            names = [name for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True) if "\x00" in name + value]
+            where = f"query parameter {names[0]!r}" if names else "the query string"
+            await _send_problem(send, problem_body(status=422, type="invalid-input", title="Invalid input",
+                                                   detail=f"{where} contains a NUL character (\\u0000), which no parameter may hold",
+                                                   instance=scope.get("path"), extra={}))
+            return
+        await self.app(scope, receive, send)
 
 
 class BodyTimeout:

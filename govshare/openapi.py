@@ -83,6 +83,17 @@ def _bound_id(parameter: dict[str, Any]) -> None:
         schema.setdefault("maximum", MAX_ID)
 
 
+# A NUL can be in no stored text, and govshare.limits.QueryText refuses it in any query string.
+NO_NUL = "^[^\\u0000]*$"
+
+
+def _text_without_nul(parameter: dict[str, Any]) -> None:
+    schema = parameter.get("schema", {})
+    for option in [schema, *schema.get("anyOf", [])]:
+        if parameter.get("in") == "query" and option.get("type") == "string" and "enum" not in option:
+            option.setdefault("pattern", NO_NUL)
+
+
 def problem_response(status: int) -> dict[str, Any]:
     return {"description": HTTPStatus(status).phrase, "content": {PROBLEM_MEDIA_TYPE: {"schema": PROBLEM_REF}}}
 
@@ -106,6 +117,7 @@ def add_error_responses(schema: dict[str, Any]) -> dict[str, Any]:
                 operation["security"] = [{"oauth2": sorted(str(role) for role in permissions.roles_for(access))}]
             for parameter in operation.get("parameters", []):
                 _bound_id(parameter)
+                _text_without_nul(parameter)
             responses = operation["responses"]
             for status in sorted(error_statuses(method, path, operation)):
                 responses[str(status)] = problem_response(status)

@@ -123,3 +123,21 @@ def test_a_body_over_the_limit_is_a_413_problem_and_the_server_stays_up(small_li
     streamed = small_limit_client.post("/oauth/token", content=chunks(), headers={"Content-Type": "application/x-www-form-urlencoded"})
     _assert_problem(streamed, 413, "payload-too-large")
     assert small_limit_client.get("/healthz").status_code == 200
+
+
+@pytest.mark.parametrize("query", ["dataset=A%00B", "q=%00", "status=approved&dataset=%00"])
+def test_a_nul_in_any_query_parameter_is_a_422_naming_it(client, factory, query):
+    # The same answer on every route, whether or not the parameter would reach the record store
+    # (which cannot keep a NUL): the OpenAPI document promises as much with a pattern.
+    headers = factory.caller("CAB", "demander")
+    for path in ("/api/v1/grants", "/api/v1/datasets", "/api/v1/applications"):
+        response = client.get(f"{path}?{query}", headers=headers)
+        _assert_problem(response, 422, "invalid-input")
+        assert "NUL" in response.json()["detail"] and "query parameter" in response.json()["detail"]
+
+
+def test_the_document_gives_text_query_parameters_the_no_nul_pattern(client):
+    parameters = client.get("/openapi.json").json()["paths"]["/api/v1/grants"]["get"]["parameters"]
+    dataset = next(parameter for parameter in parameters if parameter["name"] == "dataset")
+    patterns = [option.get("pattern") for option in [dataset["schema"], *dataset["schema"].get("anyOf", [])]]
+    assert "^[^\\u0000]*$" in patterns
