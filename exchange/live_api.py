@@ -20,7 +20,7 @@ from approvals import rowfilter
 from approvals import service as approvals
 from directory import live_credentials
 from exchange import live, service
-from exchange.api import _check_key_lookups, _line, _take_call
+from exchange.interfaces_api import check_key_lookups, ledger_line, take_call
 from exchange.errors import InvalidQuery, NoActiveGrant, RecordNotFound
 from exchange.ledger import LedgerLine
 from govshare.auth import caller_of, check_role
@@ -43,7 +43,7 @@ def _live_call(code: str, key: str, request: Request) -> JSONResponse:
     # The record store is read in a transaction closed before the provider is called: no
     # connection or lock is held for as long as a provider takes.
     with state.database.transaction(write=False) as session:
-        caller = _take_call(request, check_role(caller_of(request, session), "exchange.read"))
+        caller = take_call(request, check_role(caller_of(request, session), "exchange.read"))
         try:
             scope = service.interface_scope(session, department=caller.department, dataset_code=code, delivery="live",
                                             today=approvals.today(state.settings))
@@ -54,7 +54,7 @@ def _live_call(code: str, key: str, request: Request) -> JSONResponse:
                 latency_ms=(time.perf_counter() - started) * 1000))
             raise
         scope.check_items()
-        _check_key_lookups(request, scope, caller, kind="live", keys=[key], started=started)
+        check_key_lookups(request, scope, caller, kind="live", keys=[key], started=started)
         provider = live.Provider.of(scope, live_credentials.secret_of(session, dataset_id=scope.dataset.id))
     key_type = next(item["type"] for item in scope.items if item["name"] == scope.lookup_key)
     try:
@@ -75,7 +75,7 @@ def _live_call(code: str, key: str, request: Request) -> JSONResponse:
         raise
     finally:
         protection.slots.give_back(scope.grant.id)
-        line = _line(scope, caller, kind="live", rows=len(records), keys=[key], status=status, started=started)
+        line = ledger_line(scope, caller, kind="live", rows=len(records), keys=[key], status=status, started=started)
         line.request_sha256, line.requested_at = message.request_sha256, message.requested_at
         line.answer_sha256, line.answered_at = message.answer_sha256, message.answered_at
         state.ledger.record(line, admitted=True)

@@ -19,7 +19,9 @@ from directory import search
 from directory import service as directory_service
 from evaluation import api as evaluation_api
 from evaluation import views as evaluation_views
-from exchange import api as exchange_api
+from exchange import extracts_api as exchange_extracts_api
+from exchange import intake_api as exchange_intake_api
+from exchange import interfaces_api as exchange_interfaces_api
 from exchange import keyed_store
 from exchange import jobs as exchange_jobs
 from exchange import live as exchange_live
@@ -94,7 +96,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(observability.MetricsMiddleware, metrics=app.state.metrics)
     install_error_handlers(app)
 
-    app.include_router(exchange_api.router)  # first: the interface calls, the busiest routes, are matched soonest
+    app.include_router(exchange_interfaces_api.router)  # first: the interface calls, the busiest routes, are matched soonest
+    app.include_router(exchange_intake_api.router)
+    app.include_router(exchange_extracts_api.router)
     app.include_router(observability.router)
     app.include_router(oauth.router)
     app.include_router(audit.router)

@@ -23,29 +23,19 @@ import pyarrow as pa
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.encoders import jsonable_encoder
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, StringConstraints
 
 from approvals import rowfilter
 from approvals import service as approvals
 from directory.models import DatasetVersion
-from exchange import extracts, intake, keyed_store, lookup_store, ranges, service
-from exchange.dependencies import (
-    DepartmentForKeyHolder,
-    ExtractForDownload,
-    ExtractForReader,
-    ExtractGrantForRequester,
-    IntakeDatasetForDepositor,
-)
+from exchange import intake, keyed_store, lookup_store, service
 from exchange.errors import InvalidQuery, KeyLookupNotGranted, NoActiveGrant, RateLimited, RecordNotFound
-from exchange.models import Extract
 from exchange.ledger import LedgerLine
 from exchange.ratelimit import retry_after_header
-from govshare import audit
 from govshare.auth import Caller, caller_of, check_role, require
 from govshare.db import DbSession, LoopSemaphores
 from sqlalchemy import select
-from starlette.background import BackgroundTask
 
 router = APIRouter(prefix="/api/v1", tags=["exchange"])
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
@@ -54,10 +44,10 @@ MAX_PAGE = 1000
 
 async def _rate_limited(request: Request, caller: Annotated[Caller, Depends(require("exchange.read"))]) -> Caller:
     # async: the bucket is a lock and some arithmetic, not worth a hop to the thread pool.
-    return _take_call(request, caller)
+    return take_call(request, caller)
 
 
-def _take_call(request: Request, caller: Caller) -> Caller:
+def take_call(request: Request, caller: Caller) -> Caller:
     """``caller`` if its client may make another call now, else ``RateLimited`` with when to retry."""
     wait = request.app.state.rate_limiter.take(caller.client_id)
     if wait > 0:
@@ -68,7 +58,7 @@ def _take_call(request: Request, caller: Caller) -> Caller:
 ServiceCaller = Annotated[Caller, Depends(_rate_limited)]
 
 
-def _line(scope: service.Scope, caller: Caller, *, kind: str, rows: int, keys: list[str], status: int, started: float) -> LedgerLine:
+def ledger_line(scope: service.Scope, caller: Caller, *, kind: str, rows: int, keys: list[str], status: int, started: float) -> LedgerLine:
     return LedgerLine(
         kind=kind, client_id=caller.client_id, department=caller.department, dataset=scope.dataset.code,
         grant_id=scope.grant.id, application_id=scope.application.id, service_item=scope.application.service_item,
@@ -91,12 +81,12 @@ def _scope(request: Request, session, caller: Caller, code: str, *, kind: str, k
         raise
 
 
-def _check_key_lookups(request: Request, scope: service.Scope, caller: Caller, *, kind: str, keys: list[str], started: float) -> None:
+def check_key_lookups(request: Request, scope: service.Scope, caller: Caller, *, kind: str, keys: list[str], started: float) -> None:
     """``scope.check_key_lookups``, with a refusal on the ledger (an attempt to read by key is an access to account for)."""
     try:
         scope.check_key_lookups()
     except KeyLookupNotGranted as refusal:
-        request.app.state.ledger.record(_line(scope, caller, kind=kind, rows=0, keys=keys, status=refusal.status, started=started))
+        request.app.state.ledger.record(ledger_line(scope, caller, kind=kind, rows=0, keys=keys, status=refusal.status, started=started))
         raise
 
 
@@ -167,12 +157,12 @@ async def lookup(code: str, key: str, request: Request) -> JSONResponse:
 
 def _lookup(code: str, key: str, request: Request) -> JSONResponse:
     with request.app.state.database.transaction(write=False) as session:
-        caller = _take_call(request, check_role(caller_of(request, session), "exchange.read"))
+        caller = take_call(request, check_role(caller_of(request, session), "exchange.read"))
         started = time.perf_counter()
         scope = _scope(request, session, caller, code, kind="lookup", keys=[key], started=started)
         if not scope.lookup_key:
             raise InvalidQuery(f"dataset {code} has no lookup key; use the query interface")
-        _check_key_lookups(request, scope, caller, kind="lookup", keys=[key], started=started)
+        check_key_lookups(request, scope, caller, kind="lookup", keys=[key], started=started)
         key_type = next(item["type"] for item in scope.items if item["name"] == scope.lookup_key)
         try:
             value = rowfilter.convert_value(key if key_type == "string" else json.loads(key), key_type, "key")
@@ -186,7 +176,7 @@ def _lookup(code: str, key: str, request: Request) -> JSONResponse:
             version, found = _by_key(request, session, scope, [] if value is None else [value])
             records = next(iter(found.values()), [])
         status = 200 if records else 404
-        request.app.state.ledger.record(_line(scope, caller, kind="lookup", rows=len(records), keys=[key], status=status, started=started))
+        request.app.state.ledger.record(ledger_line(scope, caller, kind="lookup", rows=len(records), keys=[key], status=status, started=started))
         if not records:
             raise RecordNotFound(f"no record with key {key} within your grant on {code}")
         # A response of its own: FastAPI would otherwise walk the encoded records once more.
@@ -210,7 +200,7 @@ def lookup_batch(code: str, body: BatchBody, request: Request, session: DbSessio
     scope = _scope(request, session, caller, code, kind="lookup", keys=keys[:1000], started=started)
     if not scope.lookup_key:
         raise InvalidQuery(f"dataset {code} has no lookup key; use the query interface")
-    _check_key_lookups(request, scope, caller, kind="lookup", keys=keys, started=started)
+    check_key_lookups(request, scope, caller, kind="lookup", keys=keys, started=started)
     key_type = next(item["type"] for item in scope.items if item["name"] == scope.lookup_key)
     values: dict[str, Any] = {}
     for key in keys:
@@ -225,9 +215,9 @@ def lookup_batch(code: str, body: BatchBody, request: Request, session: DbSessio
     missing = [key for key in keys if key not in records]
     ledger = request.app.state.ledger
     for key, rows in records.items():  # one line per key delivered: each citizen finds their own
-        ledger.record(_line(scope, caller, kind="lookup", rows=len(rows), keys=[key], status=200, started=started))
+        ledger.record(ledger_line(scope, caller, kind="lookup", rows=len(rows), keys=[key], status=200, started=started))
     if missing:
-        ledger.record(_line(scope, caller, kind="lookup", rows=0, keys=missing, status=404, started=started))
+        ledger.record(ledger_line(scope, caller, kind="lookup", rows=0, keys=missing, status=404, started=started))
     body = {"dataset": code, "version": version, "records": records, "missing": missing}
     # Encoded at once (dates as ISO text, as jsonable_encoder gives them): walking a thousand keys' records
     # through jsonable_encoder first cost more than looking them up.
@@ -320,7 +310,7 @@ def query(code: str, request: Request, session: DbSession, caller: ServiceCaller
         records, last = keyed_store.page(store, projection=scope.projection, scope=scope.row_filter, equals=equals,
                                          after_row=after, limit=limit)
     keys = [str(record[key_column]) for record in records] if key_column else []
-    request.app.state.ledger.record(_line(scope, caller, kind="query", rows=len(records), keys=keys, status=200, started=started))
+    request.app.state.ledger.record(ledger_line(scope, caller, kind="query", rows=len(records), keys=keys, status=200, started=started))
     next_cursor = _encode_cursor(version, last) if last is not None and len(records) == limit else None
     return JSONResponse({"dataset": code, "version": version, "records": jsonable_encoder(records), "next_cursor": next_cursor})
 
@@ -364,7 +354,7 @@ def _arrow_stream(request: Request, store, scope: service.Scope, caller: Caller,
         yield chunks.take()
     finally:
         stream.close()
-        request.app.state.ledger.record(_line(scope, caller, kind="stream", rows=rows, keys=keys, status=200, started=started),
+        request.app.state.ledger.record(ledger_line(scope, caller, kind="stream", rows=rows, keys=keys, status=200, started=started),
                                         admitted=True)
 
 
@@ -381,111 +371,3 @@ def citizen_access_log(citizen_id: str, request: Request, session: DbSession,
             for entry in entries
         ],
     }
-
-
-class DepositBody(BaseModel):
-    consent_ref: str = Field(min_length=1, max_length=200, description="the citizen's consent to reuse, as recorded by the service")
-    records: list[dict[str, Any]] = Field(min_length=1, max_length=intake.MAX_RECORDS)
-
-
-@router.post("/exchange/{code}/records", status_code=201, summary="Deposit what citizens submitted into an intake dataset (submit once)")
-def deposit(code: str, body: DepositBody, request: Request, session: DbSession, dataset: IntakeDatasetForDepositor,
-            caller: Annotated[Caller, Depends(require("exchange.deposit"))]) -> dict[str, Any]:
-    started = time.perf_counter()
-    work_dir = request.app.state.settings.resolved_cache_dir / "intake"
-    keys = intake.deposit(session, dataset=dataset, records=body.records, consent_ref=body.consent_ref,
-                          department=caller.department, client_id=caller.client_id, work_dir=work_dir)
-    request.app.state.ledger.record(LedgerLine(
-        kind="deposit", client_id=caller.client_id, department=caller.department, dataset=code, grant_id=None,
-        application_id=None, service_item=None, basis=f"citizen consent {body.consent_ref}", rows=len(keys), keys=keys,
-        latency_ms=(time.perf_counter() - started) * 1000,
-    ))
-    return {"dataset": code, "deposited": len(keys), "keys": keys}
-
-
-class ExtractRequest(BaseModel):
-    format: str = Field(default="parquet", description="parquet, csv or arrow")
-    version: int | None = Field(default=None, ge=1, le=2**31 - 1, description="a snapshot version; the newest when absent")
-    encrypt: bool = Field(default=False, description="encrypt to the department's registered public key")
-    csv_formula_guard: bool = Field(default=True, description="csv: prefix text cells starting with = + - @, a tab or a carriage "
-                                    "return with ' so spreadsheets do not run them as formulas; false for machine consumers "
-                                    "(recorded in the manifest)")
-
-
-class PublicKeyBody(BaseModel):
-    public_key: str = Field(min_length=100, max_length=20000, description="RSA public key, PEM")
-
-
-def _extract_json(extract: Extract, keystore) -> dict[str, Any]:
-    body = {
-        "id": extract.id, "grant_id": extract.grant_id, "dataset": extract.dataset_code, "format": extract.format,
-        "encrypted": extract.encrypt, "status": extract.status, "progress": round(extract.progress, 3),
-        "manifest": extract.manifest, "error": extract.error, "created_at": extract.created_at.isoformat(),
-        "finished_at": extract.finished_at.isoformat() if extract.finished_at else None, "download_url": None,
-        # Its grant ended and its file was erased (exchange.retention): the record and manifest stay.
-        "erased": extract.status == "done" and extract.path is None,
-    }
-    if extract.status == "done" and extract.path is not None:
-        body["download_url"] = extracts.download_link(extract.id, secret=extracts.link_secret(keystore))
-    return body
-
-
-@router.post("/grants/{grant_id}/extracts", status_code=202, summary="Request a table extract of an extract grant")
-def request_extract(body: ExtractRequest, request: Request, session: DbSession, scope: ExtractGrantForRequester,
-                    caller: Annotated[Caller, Depends(require("extracts.request"))]) -> JSONResponse:
-    extract = extracts.request_extract(session, scope=scope, actor=caller.actor, format=body.format,
-                                       version=body.version, encrypt=body.encrypt, csv_formula_guard=body.csv_formula_guard)
-    # Start building once the response (and so the commit) is out, not at the job's next interval.
-    return JSONResponse(_extract_json(extract, request.app.state.keystore), status_code=202,
-                        headers={"Location": f"/api/v1/extracts/{extract.id}"},
-                        background=BackgroundTask(request.app.state.jobs.wake, "extracts"))
-
-
-@router.get("/extracts/{extract_id}", summary="An extract's status, progress, signed manifest and download link")
-def get_extract(request: Request, extract: ExtractForReader) -> dict[str, Any]:
-    return _extract_json(extract, request.app.state.keystore)
-
-
-@router.get("/extracts/{extract_id}/download", summary="The extract file (signed link + a token of the grant's department; Range supported)",
-            response_class=FileResponse)
-def download_extract(extract_id: str, request: Request, session: DbSession, extract: ExtractForDownload,
-                     caller: Annotated[Caller, Depends(require("extracts.request"))]) -> FileResponse:
-    started = time.perf_counter()
-    state = request.app.state
-    today = approvals.today(state.settings)
-    scope = service.active_grant(session, department=caller.department, dataset_code=extract.dataset_code,
-                                 delivery="extract", today=today, grant_id=extract.grant_id)
-    presigned = state.settings.downloads == "presigned"
-    if presigned:
-        # Straight from the object store: what is handed out is a link to the whole file.
-        delivery = ranges.Delivery(None, extract.manifest["bytes"], extract.manifest["bytes"])
-    else:
-        path = state.store.local_path(extract.path)
-        # A Range the file cannot satisfy is refused (400, 416) before the delivery is recorded anywhere.
-        delivery = ranges.planned_delivery(request, path)
-    line = _line(scope, caller, kind="extract", rows=extract.manifest["rows"], keys=[], status=200, started=started)
-    line.extract_id = extract_id
-    state.ledger.record(line)
-    # A download is a delivery: it goes on the audit chain too (its own write; this request only reads).
-    with state.database.transaction() as audit_session:
-        audit.record(audit_session, actor=caller.actor, action="extract.downloaded", subject=f"extract:{extract_id}",
-                     details={"grant_id": extract.grant_id, "rows": extract.manifest["rows"], "sha256": extract.manifest["sha256"],
-                              "range": delivery.described(), "bytes": delivery.bytes})
-    if presigned:
-        # The link lives no longer than this API's own links.
-        url = state.store.presigned_url(extract.path, expires_seconds=int(extracts.LINK_LIFETIME.total_seconds()))
-        return RedirectResponse(url, status_code=307, headers={"Cache-Control": "no-store"})
-    media = {"parquet": "application/vnd.apache.parquet", "csv": "text/csv", "arrow": "application/vnd.apache.arrow.file"}
-    return FileResponse(
-        path,
-        media_type="application/octet-stream" if extract.encrypt else media[extract.format],
-        filename=Path(extract.path).name,
-        headers={"X-Govshare-Sha256": extract.manifest["sha256"]},
-    )
-
-
-@router.put("/departments/{code}/public-key", summary="Register the department's RSA public key for encrypted extracts")
-def register_public_key(body: PublicKeyBody, session: DbSession, department: DepartmentForKeyHolder,
-                        caller: Annotated[Caller, Depends(require("departments.keys"))]) -> dict[str, Any]:
-    key = extracts.register_public_key(session, department=department, public_key_pem=body.public_key, actor=caller.actor)
-    return {"department": key.department_code, "registered_at": key.registered_at.isoformat()}
