@@ -39,7 +39,7 @@ class DecisionBody(BaseModel):
 
 
 class WebhookBody(BaseModel):
-    url: str = Field(min_length=8, max_length=500, pattern=r"^https?://[A-Za-z0-9][A-Za-z0-9.-]*(:[0-9]{1,4})?(/[!-~]*)?$",
+    url: str = Field(min_length=8, max_length=500, pattern=r"^https?://[A-Za-z0-9][A-Za-z0-9.-]*(:[0-9]{1,5})?(/[!-~]*)?$",
                      description="absolute http(s) URL that receives POSTed events")
 
 
