@@ -8,13 +8,13 @@ from approvals import service as approvals
 from approvals.models import Grant
 from directory.demo import seed_directory
 from exchange.demo import seed_exchange
-from govshare import demo
+from govshare import demo, storage
 
 
 def test_the_demo_shows_grants_active_expired_and_revoked(database, settings):
     with database.transaction() as session:
         demo.seed_identities(session)
-        seed_directory(session, data_dir=settings.resolved_data_dir, rows=2_000)
+        seed_directory(session, store=storage.for_settings(settings), rows=2_000)
         seed_exchange(session, settings=settings)
     with database.transaction(write=False) as session:
         today = approvals.today(settings)
