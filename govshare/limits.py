@@ -105,9 +105,9 @@ class QueryText:
         query = scope.get("query_string", b"") if scope["type"] == "http" else b""
         if b"%00" in query or b"\x00" in query:
             names = [name for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True) if "\x00" in name + value]
-            where = f"query parameter {names[0]!r}" if names else "the query string"
+            where = names[0] if names else "query string"  # named as every invalid-input detail names its field
             await _send_problem(send, problem_body(status=422, type="invalid-input", title="Invalid input",
-                                                   detail=f"{where} contains a NUL character (\\u0000), which no parameter may hold",
+                                                   detail=f"{where}: contains a NUL character (\\u0000), which no query parameter may hold",
                                                    instance=scope.get("path"), extra={}))
             return
         await self.app(scope, receive, send)
