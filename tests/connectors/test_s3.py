@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 from govshare import storage
-import logging
 import secrets
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
-from moto.server import ThreadedMotoServer
 
 from directory import service as directory_service
 from tests.factories import citizen_id
@@ -34,25 +31,15 @@ class Store:
                 "secret_key": self.secret_key, **more}
 
 
-@pytest.fixture(scope="module")
-def _s3_server() -> Iterator[str]:
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
 @pytest.fixture
-def s3(_s3_server) -> Store:
+def s3(s3_endpoint) -> Store:
     """A fresh bucket on the S3 server, and a department's key pair for it."""
     access_key, secret_key = f"AKIA{secrets.token_hex(8).upper()}", secrets.token_urlsafe(30)
-    filesystem = pafs.S3FileSystem(access_key=access_key, secret_key=secret_key, endpoint_override=_s3_server,
+    filesystem = pafs.S3FileSystem(access_key=access_key, secret_key=secret_key, endpoint_override=s3_endpoint,
                                    region="us-east-1", allow_bucket_creation=True)
     bucket = f"dept-{secrets.token_hex(6)}"
     filesystem.create_dir(bucket)
-    return Store(_s3_server, bucket, filesystem, access_key, secret_key)
+    return Store(s3_endpoint, bucket, filesystem, access_key, secret_key)
 
 
 def _rows(*numbers: int, district: str = "01", birth_date: str = "1990-03-07") -> list[dict]:

@@ -5,31 +5,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import secrets
-from collections.abc import Iterator
 
 import delta_sharing
 import httpx
 import pyarrow.fs as pafs
 import pytest
-from moto.server import ThreadedMotoServer
 from sqlalchemy import select
 
 from exchange.models import AccessLogEntry
 from govshare.settings import Settings, get_settings
 from tests.exchange.test_delta_sharing import Sharing, _expected, _records, app, port, server  # noqa: F401 (fixtures)
 from tests.exchange.test_extracts import Extracts
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    moto.start()
-    host, moto_port = moto.get_host_and_port()
-    yield f"http://{host}:{moto_port}"
-    moto.stop()
 
 
 @pytest.fixture
