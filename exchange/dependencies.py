@@ -16,7 +16,8 @@ from approvals.errors import GrantNotFound
 from approvals.models import Grant
 from directory import service as directory
 from directory.models import Dataset
-from exchange import extracts, service
+from exchange import service
+from exchange.extracts import service as extracts
 from exchange.errors import ExtractNotFound, LinkInvalid
 from exchange.models import Extract
 from govshare.auth import Caller, require

@@ -4,7 +4,8 @@ and erasing the files of ended grants."""
 from __future__ import annotations
 
 from approvals import service as approvals
-from exchange import extracts, retention
+from exchange import retention
+from exchange.extracts import service as extracts
 from exchange.service import prebuild_keyed_stores
 from datetime import timedelta
 

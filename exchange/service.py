@@ -18,7 +18,7 @@ from approvals.models import Application, Grant
 from approvals.scope import Scope, mask_key, scope_of  # noqa: F401 (the scope's home; named here for the exchange's callers)
 from directory import service as directory
 from directory.models import Dataset, DatasetVersion
-from exchange import keyed_store, lookup_store
+from exchange.stores import keyed_store, lookup_store
 from exchange.errors import NoActiveGrant, NoData
 from exchange.models import AccessLogEntry, AccessLogKey, Extract, SharingFile
 from govshare.storage import Store

@@ -19,15 +19,15 @@ from directory import search
 from directory import service as directory_service
 from evaluation import api as evaluation_api
 from evaluation import views as evaluation_views
-from exchange import extracts_api as exchange_extracts_api
-from exchange import intake_api as exchange_intake_api
-from exchange import interfaces_api as exchange_interfaces_api
-from exchange import keyed_store
+from exchange.extracts import api as exchange_extracts_api
+from exchange.intake import api as exchange_intake_api
+from exchange.interfaces import api as exchange_interfaces_api
+from exchange.stores import keyed_store
 from exchange import jobs as exchange_jobs
-from exchange import live as exchange_live
-from exchange import live_api as exchange_live_api
-from exchange import sharing_api as exchange_sharing_api
-from exchange import sharing_views as exchange_sharing_views
+from exchange.live import service as exchange_live
+from exchange.live import api as exchange_live_api
+from exchange.sharing import api as exchange_sharing_api
+from exchange.sharing import views as exchange_sharing_views
 from exchange.ledger import LedgerWriter
 from exchange.ratelimit import limiter_for
 from govshare import __version__, audit, memory, oauth, observability, storage

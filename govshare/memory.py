@@ -51,7 +51,7 @@ def configure_malloc() -> None:
     2 cores), and memory freed in one is reused only by the threads on it, so under
     a long load each arena kept its own free pieces and the server grew (in a 10-minute soak,
     memory malloc held free rose from 3 to 22 MB; with 2 arenas it ended at 7 to 15 MB in three runs).
-    The growth of memory in use was another matter: DuckDB keeping ~2-3 KB per page query (see exchange.keyed_store.page).
+    The growth of memory in use was another matter: DuckDB keeping ~2-3 KB per page query (see exchange.stores.keyed_store.page).
 
     Large blocks: a block of 64 KiB or more is mapped on its own and given back to the system
     when freed. glibc starts so (at 128 KiB) but raises its threshold to the size of each mapped

@@ -156,3 +156,16 @@ def test_migrations_import_no_domain_and_no_live_code_of_the_shell():
              for module in MODULES if module.startswith("govshare.migrations")
              for name, line in _imports(module, module_level=False) if name != "govshare.settings"]
     assert found == []
+
+
+def test_each_delivery_path_of_the_exchange_lives_in_a_subpackage_of_its_own():
+    """exchange/ groups by delivery path: a module that declares routes sits in a subpackage
+    (interfaces, extracts, intake, sharing, live), never flat beside the shared modules."""
+    flat_routes = sorted(
+        str(path.relative_to(ROOT))
+        for module, path in MODULES.items()
+        if module.count(".") == 1 and module.startswith("exchange.") and "APIRouter(" in path.read_text()
+    )
+    assert flat_routes == []
+    subpackages = {module.split(".")[1] for module in MODULES if module.startswith("exchange.") and module.count(".") == 2}
+    assert {"interfaces", "stores", "extracts", "intake", "sharing", "live"} <= subpackages

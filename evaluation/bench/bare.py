@@ -3,8 +3,8 @@ uses (one process, loopback, log level info with access log):
 
 - the bare endpoint: FastAPI returning a constant;
 - with ``--store``, the engine's share: the same endpoint doing the exchange's own probe
-  of that store (a lookup store's ``exchange.lookup_store.lookup_many``, SQLite, what a
-  lookup runs; or a keyed store's ``exchange.keyed_store.lookup``, DuckDB) with the bench
+  of that store (a lookup store's ``exchange.stores.lookup_store.lookup_many``, SQLite, what a
+  lookup runs; or a keyed store's ``exchange.stores.keyed_store.lookup``, DuckDB) with the bench
   grant's columns and row filter, and nothing else: no token, grant state or ledger line.
   What it loses against the bare endpoint is what the engine alone costs a lookup.
 
@@ -21,7 +21,7 @@ from fastapi import FastAPI, HTTPException
 
 from approvals import masks, rowfilter
 from evaluation.bench import world as bench_world
-from exchange import keyed_store, lookup_store
+from exchange.stores import keyed_store, lookup_store
 
 app = FastAPI()
 RECORD = {"citizen_id": "110101194001010011", "name": "Wang Wei", "district": "110101", "household_no": "HH000000001"}

@@ -26,7 +26,8 @@ from starlette.requests import Request
 
 from evaluation.bench import bare
 from evaluation.bench import world as bench_world
-from exchange import interfaces_api as api, keyed_store
+from exchange.interfaces import api
+from exchange.stores import keyed_store
 from exchange.ratelimit import RateLimiter
 from govshare.app import create_app
 from govshare.settings import Settings

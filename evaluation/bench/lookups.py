@@ -24,7 +24,7 @@ from pathlib import Path
 import duckdb
 import httpx
 
-from exchange import keyed_store
+from exchange.stores import keyed_store
 
 
 def _percentiles(samples: list[float]) -> str:

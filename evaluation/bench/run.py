@@ -35,7 +35,7 @@ from evaluation.bench import world as bench_world
 from evaluation.bench.load import run_wrk
 from evaluation.bench.scratch import scratch_schema
 from evaluation.bench.servers import ServerProcess, bare_server, govshare_server
-from exchange import keyed_store
+from exchange.stores import keyed_store
 from govshare.db import quote_path
 
 SECTIONS = ["extract", "lookup", "live", "search", "memory", "metrics", "cli"]
@@ -215,11 +215,11 @@ def bench_lookup(report: Report, folder: Path, sizes: Sizes, database_url: str |
                              f"{lookup_file.stat().st_size / 1024 ** 2:,.0f} MiB", f"snapshot {next((home / 'data').rglob('v*.parquet')).stat().st_size / 1024 ** 2:,.0f} MiB"))
     report.note("lookup", f"wrk -t2 -c32 for {sizes.lookup_seconds:.0f} s on loopback per side; wrk shares the machine's cores "
                           "with the server; keys drawn from rows inside the grant; ledger lines written for every call")
-    report.note("lookup", "the engine's share: the bare endpoint whose route calls exchange.lookup_store.lookup_many (the "
+    report.note("lookup", "the engine's share: the bare endpoint whose route calls exchange.stores.lookup_store.lookup_many (the "
                           "lookup's own SQLite statement, with the grant's columns and row filter) on the same lookup store, "
                           "and does nothing else (no token, grant state or ledger line); its ratio to the bare endpoint is "
                           "the most any lookup can reach here; the DuckDB keyed store's row is the same with "
-                          "exchange.keyed_store.lookup, for comparison")
+                          "exchange.stores.keyed_store.lookup, for comparison")
 
 
 BATCH_KEYS, BATCH_CLIENTS = 1000, 4

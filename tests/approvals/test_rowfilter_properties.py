@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from approvals.masks import projection
 from approvals.rowfilter import InvalidRowFilter, check_storable, compile_filter
-from exchange import keyed_store
+from exchange.stores import keyed_store
 from tests.rowfilter_reference import evaluate
 from tests.factories import DirectoryFactory
 

@@ -19,7 +19,7 @@ from playwright.sync_api import expect
 from requests.exceptions import HTTPError
 from sqlalchemy import select, text
 
-from exchange import sharing
+from exchange.sharing import service as sharing
 from exchange.models import AccessLogEntry, SharingFile, SharingToken
 from govshare import identities
 from govshare.app import create_app

@@ -7,7 +7,7 @@ import io
 
 import pytest
 
-from exchange import extracts
+from exchange.extracts import service as extracts
 from govshare.keys import KeyStore
 from tests.exchange.test_extracts import Extracts
 from tests.exchange.test_interfaces import _citizens

@@ -15,7 +15,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import text
 
-from exchange import crypto, extracts
+from exchange import crypto
+from exchange.extracts import service as extracts
 from exchange.models import Extract
 from govshare import storage
 from govshare.keys import KeyStore

@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from exchange import extracts
+from exchange.extracts import service as extracts
 from exchange.models import Extract
 from govshare import jobs, storage
 from govshare.db import utcnow

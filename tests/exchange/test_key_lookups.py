@@ -12,7 +12,7 @@ from datetime import date, timedelta
 import pytest
 from sqlalchemy import text
 
-from exchange import sharing
+from exchange.sharing import service as sharing
 from tests.exchange.test_interfaces import _citizens, _csv
 from tests.factories import DirectoryFactory
 

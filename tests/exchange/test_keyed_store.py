@@ -6,7 +6,7 @@ import duckdb
 
 from approvals.masks import projection
 from approvals.rowfilter import compile_filter
-from exchange import keyed_store
+from exchange.stores import keyed_store
 from govshare import memory
 from govshare.db import quote_path
 

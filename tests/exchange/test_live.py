@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy import select, update
 
 from directory.models import Dataset, LiveCredential
-from exchange import live
+from exchange.live import service as live
 from exchange.models import AccessLogEntry
 from govshare import audit
 from tests.factories import DirectoryFactory, dataset_document

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from approvals import masks, rowfilter
 from directory.loading import arrow_schema
-from exchange import keyed_store, lookup_store
+from exchange.stores import keyed_store, lookup_store
 
 ITEMS = [
     {"name": "citizen_id", "type": "string"},

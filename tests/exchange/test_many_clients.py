@@ -65,7 +65,7 @@ def test_120_clients_at_once_are_all_answered_without_waiting_for_a_pool_timeout
 def test_lookups_beyond_one_per_core_wait_their_turn_and_are_all_answered(arranged, app, client, monkeypatch):  # noqa: F811
     # Lookups run at most LOOKUPS_AT_ONCE at a time (more only cost CPU: threads handing the
     # GIL around); the rest wait on the event loop. 32 sent together are all answered.
-    from exchange import interfaces_api as api
+    from exchange.interfaces import api
     from exchange.ratelimit import RateLimiter
 
     running, most = [0], [0]

@@ -9,7 +9,7 @@ from datetime import date, timedelta
 import pyarrow.parquet as pq
 import pytest
 
-from exchange import extracts
+from exchange.extracts import service as extracts
 from govshare import storage
 from govshare.keys import KeyStore
 from tests.exchange.test_interfaces import _citizens, _csv

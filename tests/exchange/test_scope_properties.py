@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from approvals.masks import projection
 from approvals.rowfilter import compile_filter
-from exchange import keyed_store
+from exchange.stores import keyed_store
 from tests.rowfilter_reference import evaluate
 
 ITEMS = [

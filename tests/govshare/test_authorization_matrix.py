@@ -38,7 +38,7 @@ from joserfc.jwk import ECKey, KeySet
 from sqlalchemy import func, select
 from starlette.testclient import TestClient
 
-from exchange import extracts
+from exchange.extracts import service as extracts
 from govshare import identities, permissions, storage
 from govshare.db import Base, Database
 from govshare.keys import KeyStore

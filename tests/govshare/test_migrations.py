@@ -10,7 +10,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 
-from exchange.sharing import token_hash
+from exchange.sharing.service import token_hash
 from govshare.db import Base
 from govshare.store import alembic_config, head_revision, schema_revision, upgrade_schema
 

@@ -23,7 +23,7 @@ from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet
 from sqlalchemy import select, text
 
-from exchange import extracts
+from exchange.extracts import service as extracts
 from govshare import identities
 from govshare.audit import canonical_json, entry_hash
 from govshare.keys import KeyStore

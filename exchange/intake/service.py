@@ -27,7 +27,7 @@ import schemas
 from directory import loading
 from directory.models import Dataset
 from exchange.errors import InvalidQuery
-from exchange.keyed_store import ROW_COLUMN
+from exchange.stores.keyed_store import ROW_COLUMN
 from exchange.models import IntakeRecord
 from govshare.db import utcnow
 

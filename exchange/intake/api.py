@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
-from exchange import intake
+from exchange.intake import service as intake
 from exchange.dependencies import IntakeDatasetForDepositor
 from exchange.ledger import LedgerLine
 from govshare.auth import Caller, require

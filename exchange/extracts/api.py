@@ -12,9 +12,10 @@ from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
 
 from approvals import service as approvals
-from exchange import extracts, ranges, service
+from exchange import ranges, service
+from exchange.extracts import service as extracts
 from exchange.dependencies import DepartmentForKeyHolder, ExtractForDownload, ExtractForReader, ExtractGrantForRequester
-from exchange.interfaces_api import ledger_line
+from exchange.interfaces.api import ledger_line
 from exchange.models import Extract
 from govshare import audit
 from govshare.auth import Caller, require

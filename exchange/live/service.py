@@ -24,7 +24,8 @@ import duckdb
 import httpx
 import pyarrow as pa
 
-from exchange import intake, keyed_store
+from exchange.intake import service as intake
+from exchange.stores import keyed_store
 from exchange.errors import LiveAnswerTooLarge, LiveBusy, LiveProviderFailed, LiveProviderTimeout, LiveProviderUnavailable
 from exchange.service import Scope
 from govshare import outbound

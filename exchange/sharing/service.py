@@ -38,7 +38,7 @@ from approvals.models import Grant
 from directory import service as directory
 from directory.loading import file_sha256
 from directory.models import DatasetVersion
-from exchange import extracts
+from exchange.extracts import service as extracts
 from exchange.errors import SharingTokenNotFound, SharingTokenRevoked
 from exchange.models import SharingFile, SharingToken
 from exchange.service import Scope, scope_of

@@ -31,7 +31,7 @@ from directory.loading import file_sha256
 from directory.models import Dataset, DatasetVersion
 from exchange import crypto
 from exchange.errors import InvalidQuery, NoData
-from exchange.extract_files import extract_key
+from exchange.extracts.files import extract_key
 from exchange.models import DepartmentKey, Extract
 from exchange.service import Scope, scope_of
 from govshare import audit, processes

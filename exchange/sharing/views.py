@@ -19,11 +19,12 @@ from approvals import service as approvals
 from approvals.dependencies import department_grant
 from approvals.labels import GRANT_STATE_LABELS
 from approvals.models import Grant
-from exchange import service, sharing
+from exchange import service
+from exchange.sharing import service as sharing
 from exchange.dependencies import active_extract_grant
 from exchange.errors import SharingTokenRevoked
 from exchange.models import SharingToken
-from exchange.sharing_api import profile_response
+from exchange.sharing.api import profile_response
 from govshare import web
 from govshare.db import DbSession, utcnow
 from govshare.errors import Forbidden

@@ -19,8 +19,9 @@ from fastapi.responses import JSONResponse
 from approvals import rowfilter
 from approvals import service as approvals
 from directory import live_credentials
-from exchange import live, service
-from exchange.interfaces_api import check_key_lookups, ledger_line, take_call
+from exchange import service
+from exchange.live import service as live
+from exchange.interfaces.api import check_key_lookups, ledger_line, take_call
 from exchange.errors import InvalidQuery, NoActiveGrant, RecordNotFound
 from exchange.ledger import LedgerLine
 from govshare.auth import caller_of, check_role

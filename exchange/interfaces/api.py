@@ -29,7 +29,9 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr, StringConstraints
 from approvals import rowfilter
 from approvals import service as approvals
 from directory.models import DatasetVersion
-from exchange import intake, keyed_store, lookup_store, service
+from exchange import service
+from exchange.intake import service as intake
+from exchange.stores import keyed_store, lookup_store
 from exchange.errors import InvalidQuery, KeyLookupNotGranted, NoActiveGrant, RateLimited, RecordNotFound
 from exchange.ledger import LedgerLine
 from exchange.ratelimit import retry_after_header

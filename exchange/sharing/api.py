@@ -16,7 +16,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from exchange import ranges, service, sharing
+from exchange import ranges, service
+from exchange.sharing import service as sharing
 from exchange.dependencies import ExtractGrantForProfile, GrantForTokenKeeper
 from exchange.ledger import LedgerLine
 from exchange.models import SharingToken

@@ -1,0 +1,1 @@
+"""Extracts: a grant's table built as a signed Parquet, CSV or Arrow file, and its download."""

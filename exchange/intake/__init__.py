@@ -1,0 +1,1 @@
+"""Submit-once intake: records deposited by a department into an intake dataset."""

@@ -1,0 +1,1 @@
+"""Interfaces: a grant's records served by key (single and batch), as pages and as Arrow streams."""
