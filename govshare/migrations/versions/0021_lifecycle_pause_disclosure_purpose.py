@@ -28,11 +28,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("access_log") as batch:
-        batch.drop_column("purpose")
-    with op.batch_alter_table("applications") as batch:
-        for column in ("disclosure_basis", "disclosure_delay_until"):
-            batch.drop_column(column)
-    with op.batch_alter_table("grants") as batch:
-        for column in ("pause_reason", "paused_by", "paused_at"):
-            batch.drop_column(column)
+    # Plain ALTER TABLE ... DROP COLUMN (PostgreSQL, SQLite 3.35+): a batch copy of applications or grants would drop
+    # a table that others' foreign keys name, which SQLite refuses.
+    for table, columns in (("access_log", ("purpose",)), ("applications", ("disclosure_basis", "disclosure_delay_until")),
+                           ("grants", ("pause_reason", "paused_by", "paused_at"))):
+        for column in columns:
+            op.execute(sa.text(f"ALTER TABLE {table} DROP COLUMN {column}"))
