@@ -126,6 +126,8 @@ def test_a_page_s_422_names_the_wrong_part_of_the_address_while_the_api_keeps_th
         assert page.find("a", id="way-back").get("href") == "/ui"
     long = client.get("/ui/grants/" + "x" * 100, headers=HTML)
     assert "“" + "x" * 40 + "…”" in page_of(long).find("p", class_="wrong-part").text  # a long value is cut, not repeated whole
+    markup = client.get("/ui/grants/%3Cb%3Ebold", headers=HTML)
+    assert "<b>bold" not in markup.text and "&lt;b&gt;bold" in markup.text  # quoted back as text, never as markup
 
     api = client.get("/api/v1/grants/abc", headers=factory.caller("DATA", "manager"))
     assert api.status_code == 422 and api.headers["content-type"].startswith("application/problem+json")
