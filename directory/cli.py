@@ -35,6 +35,13 @@ def _database() -> Database:
     return Database(settings.resolved_database_url, keystore=KeyStore(settings.resolved_keys_dir))
 
 
+def _store_settings() -> tuple[str, float]:
+    from govshare.settings import get_settings
+
+    settings = get_settings()
+    return settings.resolved_database_url, settings.sqlite_busy_timeout_seconds
+
+
 def _actor() -> str:
     return f"cli:{getpass.getuser()}"
 
@@ -86,12 +93,10 @@ def list_datasets(
     """Search the directory (active datasets)."""
     from directory import listing
     from govshare import readonly
-    from govshare.settings import get_settings
 
-    settings = get_settings()
     filters = {"q": q, "department": department, "domain": domain, "share_type": share_type, "delivery": delivery,
                "page": page, "page_size": page_size}
-    with readonly.connect(settings.resolved_database_url, busy_timeout_seconds=settings.sqlite_busy_timeout_seconds) as reader:
+    with readonly.connect_to_the_configured_store(_store_settings) as reader:
         # Read without SQLAlchemy where the store allows (a fast command: see govshare.readonly).
         result = listing.search(reader, **filters) if reader is not None else None
     if result is None:

@@ -61,8 +61,13 @@ def _reader() -> AbstractContextManager[Reader | None]:
     """The store read without SQLAlchemy, for the list commands (``None``: a store only the SQLAlchemy path reads)."""
     from govshare import readonly
 
+    return readonly.connect_to_the_configured_store(_store_settings)
+
+
+def _store_settings() -> tuple[str, float]:
+    """The record store's URL and SQLite busy timeout from the full settings."""
     settings = _settings()
-    return readonly.connect(settings.resolved_database_url, busy_timeout_seconds=settings.sqlite_busy_timeout_seconds)
+    return settings.resolved_database_url, settings.sqlite_busy_timeout_seconds
 
 
 def _fail(message: str, code: int = 1) -> None:

@@ -24,7 +24,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
-from govshare.settings import DEFAULT_BUSY_TIMEOUT_SECONDS
+from govshare.readonly import DEFAULT_BUSY_TIMEOUT_SECONDS
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",

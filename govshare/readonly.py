@@ -14,12 +14,41 @@ Only reads: nothing here writes, begins a write transaction or creates a file.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+DEFAULT_BUSY_TIMEOUT_SECONDS = 30.0  # GOVSHARE_SQLITE_BUSY_TIMEOUT_SECONDS's default (govshare.settings, govshare.db)
+
+
+def store_from_environment(environ: Mapping[str, str] | None = None) -> tuple[str, float] | None:
+    """The record store's URL and SQLite busy timeout, read from the environment as
+    ``govshare.settings.Settings`` reads them (``GOVSHARE_`` names in any case), without
+    loading pydantic-settings (a tenth of a list command's CPU); ``None`` when anything is
+    out of the ordinary (a name set twice in two cases, a timeout it would refuse), and the
+    caller reads the full settings, which also report the mistake."""
+    names = ("home", "database_url", "sqlite_busy_timeout_seconds")
+    found: dict[str, str] = {}
+    for key, value in (os.environ if environ is None else environ).items():
+        name = key.lower().removeprefix("govshare_") if key.lower().startswith("govshare_") else None
+        if name in names:
+            if name in found:
+                return None
+            found[name] = value
+    try:
+        timeout = float(found.get("sqlite_busy_timeout_seconds", DEFAULT_BUSY_TIMEOUT_SECONDS))
+    except ValueError:
+        return None
+    if not 0 < timeout <= 600 or found.get("home") == "":
+        return None
+    if found.get("database_url"):
+        return found["database_url"], timeout
+    home = Path(found.get("home", ".govshare")).expanduser().resolve()
+    return f"sqlite:///{home / 'govshare.db'}", timeout
 
 
 class Reader:
@@ -68,6 +97,13 @@ def _postgres_conninfo(url: str) -> str | None:
     if parts.scheme not in ("postgresql+psycopg", "postgresql+psycopg3"):
         return None
     return parts._replace(scheme="postgresql").geturl()
+
+
+def connect_to_the_configured_store(settings: Callable[[], tuple[str, float]]) -> AbstractContextManager[Reader | None]:
+    """``connect`` to the store the environment names (``store_from_environment``), or where
+    ``settings`` (the full settings' ``resolved_database_url`` and busy timeout) says when that reads ``None``."""
+    url, busy_timeout_seconds = store_from_environment() or settings()
+    return connect(url, busy_timeout_seconds=busy_timeout_seconds)
 
 
 @contextmanager

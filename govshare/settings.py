@@ -12,9 +12,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-# Here, not in govshare.db, so that reading the settings loads no SQLAlchemy (the CLI's list
-# commands read the store without it: govshare.readonly).
-DEFAULT_BUSY_TIMEOUT_SECONDS = 30.0
+from govshare.readonly import DEFAULT_BUSY_TIMEOUT_SECONDS
 
 
 class Settings(BaseSettings):

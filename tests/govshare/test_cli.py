@@ -171,6 +171,7 @@ def test_the_list_commands_read_the_store_without_the_orm_the_keys_or_the_server
         assert "govshare.readonly" in modules and "typer" in modules, command  # the probe sees the command's imports
         assert not _packages(modules) & (APP_PACKAGES | STORE_PACKAGES | {"exchange", "evaluation"}), (command, _packages(modules) & (APP_PACKAGES | STORE_PACKAGES))
         assert not {"sqlalchemy.orm", "govshare.models", "govshare.keys", "govshare.db"} & modules, command
+        assert "pydantic_settings" not in _packages(modules), command  # the store's URL read light (govshare.readonly)
 
 
 def test_the_list_commands_print_what_the_orm_reads(settings, database, factory):
