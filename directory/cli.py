@@ -16,6 +16,7 @@ import typer
 # The directory's services (pyarrow, DuckDB) are imported by each command when it runs, so
 # that ``govshare --help`` and the other commands stay fast (see govshare.cli).
 if TYPE_CHECKING:
+    from directory import listing
     from govshare.db import Database
     from govshare.errors import InvalidInput
 
@@ -32,6 +33,13 @@ def _database() -> Database:
 
     settings = get_settings()
     return Database(settings.resolved_database_url, keystore=KeyStore(settings.resolved_keys_dir))
+
+
+def _store_settings() -> tuple[str, float]:
+    from govshare.settings import get_settings
+
+    settings = get_settings()
+    return settings.resolved_database_url, settings.sqlite_busy_timeout_seconds
 
 
 def _actor() -> str:
@@ -83,18 +91,17 @@ def list_datasets(
     as_json: Annotated[bool, typer.Option("--json", help="print the search answer as JSON")] = False,
 ) -> None:
     """Search the directory (active datasets)."""
-    from directory import search, service
+    from directory import listing
+    from govshare import readonly
 
-    database = _database()
-    try:
-        with database.transaction(write=False) as session:
-            result = search.search(
-                session, q=q, department=department, domain=domain, share_type=share_type,
-                delivery=delivery, page=page, page_size=page_size,
-            )
-            items = [service.dataset_summary(dataset) for dataset in result.datasets]
-    finally:
-        database.dispose()
+    filters = {"q": q, "department": department, "domain": domain, "share_type": share_type, "delivery": delivery,
+               "page": page, "page_size": page_size}
+    with readonly.connect_to_the_configured_store(_store_settings) as reader:
+        # Read without SQLAlchemy where the store allows (a fast command: see govshare.readonly).
+        result = listing.search(reader, **filters) if reader is not None else None
+    if result is None:
+        result = _listing_through_the_service(filters)
+    items = result.items
     if as_json:
         typer.echo(json.dumps({"items": items, "total": result.total, "facets": result.facets}, ensure_ascii=False, indent=2))
         return
@@ -102,6 +109,19 @@ def list_datasets(
         version = f"v{item['latest_version']}" if item["latest_version"] else "no data"
         typer.echo(f"{item['code']}\t{item['department']}\t{item['share_type']}\t{version}\t{item['title']}")
     typer.echo(f"{result.total} dataset(s)", err=True)
+
+
+def _listing_through_the_service(filters: dict) -> listing.Listing:
+    from directory import listing, search, service
+
+    database = _database()
+    try:
+        with database.transaction(write=False) as session:
+            result = search.search(session, **filters)
+            return listing.Listing(items=[service.dataset_summary(dataset) for dataset in result.datasets],
+                                   total=result.total, facets=result.facets)
+    finally:
+        database.dispose()
 
 
 @datasets_app.command("show")

@@ -17,70 +17,24 @@ here it is a few array operations over the matches.
 from __future__ import annotations
 
 import copy
-import re
 import threading
 import uuid
 import weakref
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from sqlalchemy import ColumnElement, Pool, func, intersect, select, update
 from sqlalchemy.orm import Session
 
 from directory.models import Dataset, DatasetRevision, DatasetTerm, DirectoryState
-from govshare.errors import InvalidInput
-
-MAX_TERM = 64
-MAX_QUERY_TERMS = 8
-MAX_PAGE_SIZE = 200
-DELIVERY_COLUMNS = ("extract", "interface")
-_TOKEN = re.compile(r"[0-9a-z]+|[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
-
-
-def search_text(document: dict[str, Any]) -> str:
-    """The lower-cased text a dataset is found by: code, title, summary, keywords, items."""
-    parts: list[str] = [document["code"], document["title"], document["summary"], document["domain"]]
-    parts += [document.get("category", ""), *document.get("keywords", [])]
-    for item in document["items"]:
-        parts += [item["name"], item["description"]]
-    return " ".join(part for part in parts if part).lower()
-
-
-def _cjk(token: str) -> bool:
-    return bool(_CJK.match(token))
-
-
-def index_terms(text: str) -> set[str]:
-    """Terms stored for ``text``: words, and single characters plus pairs of CJK runs."""
-    terms: set[str] = set()
-    for token in _TOKEN.findall(text.lower()):
-        if _cjk(token):
-            terms.update(token)
-            terms.update(token[i : i + 2] for i in range(len(token) - 1))
-        else:
-            terms.add(token[:MAX_TERM])
-            terms.update(part[:MAX_TERM] for part in token.split("_") if part)
-    return terms
-
-
-def query_terms(q: str) -> list[str]:
-    """Terms a query must all match (as prefixes): words, and CJK runs as character pairs."""
-    terms: list[str] = []
-    for token in _TOKEN.findall(q.lower()):
-        if _cjk(token):
-            pieces = [token] if len(token) == 1 else [token[i : i + 2] for i in range(len(token) - 1)]
-        else:
-            pieces = [token[:MAX_TERM]]
-        terms += [piece for piece in pieces if piece not in terms]
-    return terms[:MAX_QUERY_TERMS]
+from directory.terms import (  # noqa: F401  (the directory's names for them: service, api and tests use search.*)
+    DELIVERY_COLUMNS, FACET_NAMES, MAX_PAGE_SIZE, MAX_QUERY_TERMS, MAX_TERM, check_filters, check_page, index_terms,
+    prefix_upper, query_terms, search_text,
+)
 
 
 def _prefix_range(term: str) -> ColumnElement[bool]:
-    # Every term starting with ``term`` sorts in [term, term with its last character bumped).
-    upper = term[:-1] + chr(ord(term[-1]) + 1)
-    return (DatasetTerm.term >= term) & (DatasetTerm.term < upper)
+    return (DatasetTerm.term >= term) & (DatasetTerm.term < prefix_upper(term))
 
 
 def directory_changed(session: Session) -> None:
@@ -88,7 +42,6 @@ def directory_changed(session: Session) -> None:
     session.execute(update(DirectoryState).where(DirectoryState.id == 1).values(stamp=uuid.uuid4().hex))
 
 
-FACET_NAMES = ("department", "domain", "share_type")
 _COLUMNS = (Dataset.id, Dataset.code, Dataset.status, Dataset.department_code, Dataset.domain, Dataset.share_type,
             Dataset.offers_extract, Dataset.offers_interface)
 MAX_CHANGES_APPLIED = 2000  # past this many changed datasets, the columns are read whole again
@@ -244,11 +197,7 @@ def _mask(
     share_type: str | None, delivery: str | None, include_retired: bool,
 ) -> np.ndarray:
     """The datasets matching every given filter, as a mask over ``columns``."""
-    if delivery and delivery not in DELIVERY_COLUMNS:
-        raise InvalidInput(f"delivery must be one of: {', '.join(DELIVERY_COLUMNS)}")
-    terms = query_terms(q) if q else []
-    if q and not terms:
-        raise InvalidInput("q holds no searchable words")
+    terms = check_filters(q=q, delivery=delivery)
     mask = np.ones(len(columns.ids), dtype=bool) if include_retired else columns.active.copy()
     for name, value in (("department", department.upper() if department else None), ("domain", domain), ("share_type", share_type)):
         if value:
@@ -273,8 +222,7 @@ def search(
     page_size: int = 20,
 ) -> SearchResult:
     """One page of datasets matching every given filter (ordered by code), the total and facet counts."""
-    if page < 1 or not 1 <= page_size <= MAX_PAGE_SIZE:
-        raise InvalidInput(f"page must be >= 1 and page_size between 1 and {MAX_PAGE_SIZE}")
+    check_page(page, page_size)
     columns = filter_columns(session)
     mask = _mask(session, columns, q=q, department=department, domain=domain, share_type=share_type,
                  delivery=delivery, include_retired=include_retired)

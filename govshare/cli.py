@@ -21,7 +21,10 @@ from connectors.cli import sync as sync_command
 from directory.cli import datasets_app
 
 if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
     from govshare.db import Database
+    from govshare.readonly import Reader
     from govshare.settings import Settings
 
 app = typer.Typer(help="govshare: data-sharing exchange and resource directory", no_args_is_help=True, rich_markup_mode=None)
@@ -54,6 +57,19 @@ def _database(settings: Settings) -> Database:
     return Database(settings.resolved_database_url, keystore=keystore)
 
 
+def _reader() -> AbstractContextManager[Reader | None]:
+    """The store read without SQLAlchemy, for the list commands (``None``: a store only the SQLAlchemy path reads)."""
+    from govshare import readonly
+
+    return readonly.connect_to_the_configured_store(_store_settings)
+
+
+def _store_settings() -> tuple[str, float]:
+    """The record store's URL and SQLite busy timeout from the full settings."""
+    settings = _settings()
+    return settings.resolved_database_url, settings.sqlite_busy_timeout_seconds
+
+
 def _fail(message: str, code: int = 1) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
@@ -83,6 +99,11 @@ def departments_add(code: str, name: Annotated[str, typer.Option(help="the depar
 @departments_app.command("list")
 def departments_list() -> None:
     """List departments."""
+    with _reader() as reader:
+        if reader is not None:
+            for code, name in reader.rows("SELECT code, name FROM departments ORDER BY code"):
+                typer.echo(f"{code}\t{name}")
+            return
     from sqlalchemy import select
 
     from govshare.models import Department
@@ -122,6 +143,15 @@ def clients_add(
 @clients_app.command("list")
 def clients_list(department: Annotated[Optional[str], typer.Option()] = None) -> None:
     """List clients (never their secrets)."""
+    with _reader() as reader:
+        if reader is not None:
+            # As identities.list_clients reads them.
+            where, parameters = ("WHERE department_code = ? ", [department.upper()]) if department else ("", [])
+            sql = f"SELECT client_id, department_code, roles, disabled_at, name FROM clients {where}ORDER BY department_code, client_id"
+            for client_id, department_code, roles, disabled_at, name in reader.rows(sql, parameters):
+                state = "active" if disabled_at is None else "disabled"
+                typer.echo(f"{client_id}\t{department_code}\t{','.join(reader.json(roles))}\t{state}\t{name}")
+            return
     from govshare import identities
 
     with _database(_settings()).transaction(write=False) as session:
@@ -282,12 +312,28 @@ def _seed_demo(settings: Settings, *, citizens: int) -> None:
 
 def configure_logging() -> None:
     """The server's log set-up for every command: what a command logs (a failed sync, a lost
-    ledger line) withholds personal data as the server's log does (``govshare.logs.log_config``)."""
-    import logging.config
+    ledger line) withholds personal data as the server's log does (``govshare.logs.log_config``).
 
-    from govshare.logs import log_config
+    Installed when the first record reaches the root logger's level: the set-up is uvicorn's,
+    and importing uvicorn would cost every command (a list command logs nothing) a tenth of a
+    second. Until then the root logger holds its level (WARNING) and one handler that installs it.
+    """
+    import logging
 
-    logging.config.dictConfig(log_config())
+    class InstallOnFirstRecord(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            import logging.config
+
+            from govshare.logs import log_config
+
+            logging.config.dictConfig(log_config())  # replaces this handler
+            for handler in logging.getLogger().handlers:
+                if record.levelno >= handler.level:
+                    handler.handle(record)
+
+    root = logging.getLogger()
+    root.handlers = [InstallOnFirstRecord()]
+    root.setLevel(logging.WARNING)
 
 
 def main() -> None:

@@ -24,6 +24,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
+from govshare.readonly import DEFAULT_BUSY_TIMEOUT_SECONDS
+
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -91,7 +93,6 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-DEFAULT_BUSY_TIMEOUT_SECONDS = 30.0
 
 
 def _configure_sqlite(engine: Engine, busy_timeout_seconds: float) -> None:

@@ -178,6 +178,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError):
+        # For a page (govshare.web.address): which part of the address is wrong, in words; the
+        # problem+json below keeps the framework's, naming the field, for API clients.
+        request.state.validation_errors = exc.errors()
         errors = [
             {"location": list(error.get("loc", ())), "message": error.get("msg", ""), "rule": error.get("type", "")}
             for error in exc.errors()

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from govshare.db import DEFAULT_BUSY_TIMEOUT_SECONDS
+from govshare.readonly import DEFAULT_BUSY_TIMEOUT_SECONDS
 
 
 class Settings(BaseSettings):

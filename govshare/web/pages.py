@@ -13,7 +13,7 @@ from fastapi.responses import RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from govshare.models import User
-from govshare.web import sessions
+from govshare.web import address, sessions
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 
@@ -175,5 +175,9 @@ def _user_behind(request: Request) -> Person | None:
 def error_page(request: Request, problem: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
     """The error page for a browser: the site's layout, the navigation and a way back for whoever is signed in."""
     user = _user_behind(request)
+    wrong = None
+    if problem["status"] == 422:
+        wrong = address.describe(getattr(request.state, "validation_errors", None) or [],
+                                 path_params=request.path_params, query_params=request.query_params)
     return _shell_pages.render(request, "error.html", user=user, status_code=problem["status"], headers=headers,
-                               problem=problem)
+                               problem=problem, wrong=wrong)

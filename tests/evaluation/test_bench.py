@@ -63,4 +63,6 @@ def test_without_out_the_report_is_written_in_the_current_folder_outside_the_che
     assert "report written to REPORT.md" in finished.stdout
     report = (tmp_path / "REPORT.md").read_text()
     for command in ("--help", "departments list", "clients list", "datasets list"):
-        assert re.search(rf"\| govshare {command} \| median [\d.]+ s \(best [\d.]+ s\), CPU [\d.]+ s \| - \| - \| < 0.5 s \| (yes|\*\*no\*\*) \|", report), report
+        assert re.search(rf"\| govshare {command} \| median [\d.]+ s, CPU [\d.]+ s \| - \| - \| < 0.5 s \(CPU\) \| (yes|\*\*no\*\*) \|", report), report
+    assert re.search(r"\| the interpreter alone \(python -c pass\) \| median [\d.]+ s, CPU [\d.]+ s \|", report), report
+    assert re.search(r"\| govshare datasets list, through SQLAlchemy's ORM \| median [\d.]+ s, CPU [\d.]+ s \|", report), report
