@@ -20,6 +20,7 @@ import hashlib
 import json
 import threading
 import time
+import sqlite3
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,13 +31,15 @@ from urllib.parse import quote
 import duckdb
 import httpx
 import pyarrow as pa
+from anyio import to_thread
 
+from approvals import masks, rowfilter
 from exchange.intake import service as intake
-from exchange.stores import keyed_store
+from exchange.stores import keyed_store, lookup_store
 from exchange.errors import LiveAnswerTooLarge, LiveBusy, LiveProviderFailed, LiveProviderTimeout, LiveProviderUnavailable
 from exchange.service import Scope
 from govshare import outbound
-from govshare.db import utcnow
+from govshare.db import quote_identifier, utcnow
 
 DEFAULT_TIMEOUT_SECONDS = 5.0
 LEASE_MARGIN_SECONDS = 5.0  # a slot's or a probe's lease outlasts its call's timeout by this much
@@ -330,6 +333,10 @@ class Provider:
         return outbound.tls_context(ca_certificate=self.ca_certificate, **certificate)
 
 
+async def run_sync(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    return await to_thread.run_sync(lambda: function(*args, **kwargs))
+
+
 def provider_url(template: str, key: str) -> str:
     """The provider's URL for ``key``: the key percent-encoded as one path segment (no ``/``, ``?`` or ``#`` of its own).
 
@@ -393,7 +400,8 @@ async def fetch_records(provider: Provider, *, scope: Scope, key: str, key_value
     failed = True
     try:
         status, body = await _call(provider, key=key, protection=protection, message=message)
-        records = [] if status == 404 else records_in_scope(body, scope=scope, key_value=key_value)
+        # In a worker thread: DuckDB works without the GIL there, and the event loop goes on serving other calls.
+        records = [] if status == 404 else await run_sync(records_in_scope, body, scope=scope, key_value=key_value)
         failed = False
         return records
     finally:
@@ -447,18 +455,88 @@ def records_in_scope(body: bytes, *, scope: Scope, key_value: Any) -> list[dict[
         table = intake.records_table(records, items=scope.items)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError, ValueError, OverflowError) as problem:
         raise LiveProviderFailed(f"the provider of {dataset} answered with values not of the dataset's item types: {problem}") from None
-    cursor = _engine().cursor()
+    if _hashes_duckdb_text(scope):
+        return _in_scope_duckdb(table, scope=scope, key_value=key_value)
+    return _in_scope_sqlite(table, scope=scope, key_value=key_value)
+
+
+def _hashes_duckdb_text(scope: Scope) -> bool:
+    """Whether a keyed hash of the grant hashes a number or a datetime, whose text is DuckDB's to define
+    (``masks.TEXT_KEPT``): those grants are read through DuckDB, the others through SQLite (cheaper by far)."""
+    types = {item["name"]: item["type"] for item in scope.items}
+    return any(masks._rule(mask)[0] == "keyed_hash" and types.get(column) in masks.TEXT_KEPT
+               for column, mask in (scope.grant.masks or {}).items())
+
+
+def _in_scope_duckdb(table: pa.Table, *, scope: Scope, key_value: Any) -> list[dict[str, Any]]:
+    cursor = _cursor()
     try:
-        # Registered on this cursor alone: calls side by side each see their own answer as ``records``.
+        # Registered on this thread's cursor alone: calls side by side in other threads each see their own answer.
         cursor.register("records", table)
         return keyed_store.lookup_in(cursor, key=scope.lookup_key, value=key_value, projection=scope.projection,
                                      scope=scope.row_filter)
     finally:
-        cursor.close()
+        cursor.unregister("records")
+
+
+def _in_scope_sqlite(table: pa.Table, *, scope: Scope, key_value: Any) -> list[dict[str, Any]]:
+    """The answer's rows through the scope compiled for SQLite (as a lookup store is read), in an in-memory table of
+    this thread's: the values kept as a lookup store keeps them (dates as ISO text, datetimes as UTC text, booleans 0/1)."""
+    items = scope.items
+    connection = _sqlite(items)
+    row_filter, projection = scope.compiled("sqlite")
+    columns = [table.column(index).to_pylist() for index in range(table.num_columns)]  # _row, then the items
+    encode = [None] + [(lambda value: rowfilter.bind_value(value, "sqlite")) if item["type"] in ("date", "datetime", "boolean")
+                       else None for item in items]
+    rows = [tuple(value if convert is None or value is None else convert(value) for value, convert in zip(row, encode, strict=True))
+            for row in zip(*columns, strict=True)]
+    connection.execute("DELETE FROM records")
+    try:
+        connection.executemany(f"INSERT INTO records VALUES ({', '.join('?' for _ in encode)})", rows)
+        found = connection.execute(
+            f"SELECT {projection.sql} FROM records WHERE {quote_identifier(scope.lookup_key)} = ? AND ({row_filter.sql}) "
+            f"ORDER BY {keyed_store.ROW_COLUMN} LIMIT 1000",
+            [*projection.params, rowfilter.bind_value(key_value, "sqlite"), *row_filter.params]).fetchall()
+        names = list(scope.columns)
+        decode = lookup_store.decoders(names, scope.masked, items)
+        return [dict(zip(names, (value if convert is None else convert(value) for value, convert in zip(row, decode, strict=True)),
+                         strict=True)) for row in found]
+    finally:
+        connection.execute("DELETE FROM records")
+
+
+def _sqlite(items: list[dict[str, Any]]) -> sqlite3.Connection:
+    """This thread's in-memory SQLite with a ``records`` table for ``items`` (one per dataset's item list)."""
+    connections: dict[str, sqlite3.Connection] | None = getattr(_thread, "sqlite", None)
+    if connections is None:
+        connections = _thread.sqlite = {}
+    signature = json.dumps([[item["name"], item["type"]] for item in items])
+    connection = connections.get(signature)
+    if connection is None:
+        if len(connections) >= 64:
+            for old in connections.values():
+                old.close()
+            connections.clear()
+        connection = sqlite3.connect(":memory:", isolation_level=None)
+        connection.create_function(masks.SQLITE_SHA256, 1, masks.sqlite_sha256, deterministic=True)
+        definitions = [f"{keyed_store.ROW_COLUMN} INTEGER NOT NULL"] + [
+            f"{quote_identifier(item['name'])} {lookup_store.SQLITE_TYPES[item['type']]}" for item in items]
+        connection.execute(f"CREATE TABLE records ({', '.join(definitions)})")
+        connections[signature] = connection
+    return connection
 
 
 _engine_lock = threading.Lock()
 _engine_connection: duckdb.DuckDBPyConnection | None = None
+_thread = threading.local()
+
+
+def _cursor() -> duckdb.DuckDBPyConnection:
+    """This thread's cursor on the process's DuckDB (a cursor made per call cost as much as the query)."""
+    cursor = getattr(_thread, "cursor", None)
+    if cursor is None:
+        cursor = _thread.cursor = _engine().cursor()
+    return cursor
 
 
 def _engine() -> duckdb.DuckDBPyConnection:
