@@ -12,7 +12,6 @@ import time
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 
@@ -38,7 +37,8 @@ async def live_call(code: str, key: str, request: Request) -> JSONResponse:
     # called on the event loop, so a slow provider holds no thread, only its connection.
     state = request.app.state
     started = time.perf_counter()
-    scope, caller, provider = await run_in_threadpool(_resolve, code, key, request, started)
+    async with state.database.request_slots():
+        scope, caller, provider = await live.in_thread(_resolve, code, key, request, started)
     key_type = next(item["type"] for item in scope.items if item["name"] == scope.lookup_key)
     try:
         value = rowfilter.convert_value(key if key_type == "string" else json.loads(key), key_type, "key")

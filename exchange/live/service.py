@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import threading
 import time
 import sqlite3
@@ -39,7 +40,7 @@ from exchange.stores import keyed_store, lookup_store
 from exchange.errors import LiveAnswerTooLarge, LiveBusy, LiveProviderFailed, LiveProviderTimeout, LiveProviderUnavailable
 from exchange.service import Scope
 from govshare import outbound
-from govshare.db import quote_identifier, utcnow
+from govshare.db import LoopSemaphores, quote_identifier, utcnow
 
 DEFAULT_TIMEOUT_SECONDS = 5.0
 LEASE_MARGIN_SECONDS = 5.0  # a slot's or a probe's lease outlasts its call's timeout by this much
@@ -333,8 +334,25 @@ class Provider:
         return outbound.tls_context(ca_certificate=self.ca_certificate, **certificate)
 
 
-async def run_sync(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    return await to_thread.run_sync(lambda: function(*args, **kwargs))
+# Work handed to threads runs at most this many at once; the other calls wait on the event loop,
+# where waiting costs nothing. More threads than cores each want the GIL, and the event loop
+# then waits for it too (the same choice as the lookups', exchange/interfaces/api.py).
+THREADS_AT_ONCE = max(2, os.cpu_count() or 2)
+_thread_slots = LoopSemaphores(THREADS_AT_ONCE)
+
+
+async def in_thread(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``function`` in a worker thread, at most ``THREADS_AT_ONCE`` at a time."""
+    async with _thread_slots.current():
+        return await to_thread.run_sync(lambda: function(*args, **kwargs))
+
+
+async def read_in_scope(body: bytes, *, scope: Scope, key_value: Any) -> list[dict[str, Any]]:
+    """``records_in_scope`` on the event loop (SQLite over one answer: well under a thread hop's cost), or in a
+    worker thread where the grant is read through DuckDB (which works without the GIL there)."""
+    if _hashes_duckdb_text(scope):
+        return await in_thread(records_in_scope, body, scope=scope, key_value=key_value)
+    return records_in_scope(body, scope=scope, key_value=key_value)
 
 
 def provider_url(template: str, key: str) -> str:
@@ -400,8 +418,7 @@ async def fetch_records(provider: Provider, *, scope: Scope, key: str, key_value
     failed = True
     try:
         status, body = await _call(provider, key=key, protection=protection, message=message)
-        # In a worker thread: DuckDB works without the GIL there, and the event loop goes on serving other calls.
-        records = [] if status == 404 else await run_sync(records_in_scope, body, scope=scope, key_value=key_value)
+        records = [] if status == 404 else await read_in_scope(body, scope=scope, key_value=key_value)
         failed = False
         return records
     finally:
