@@ -93,4 +93,6 @@ def secret_of(session: Session, *, dataset_id: int) -> str | None:
 
 def encrypted_secret_of(session: Session, *, dataset_id: int) -> str | None:
     """The provider's secret as stored (encrypted): a live call decrypts it once per value (``Protection.secret``)."""
-    return session.execute(select(LiveCredential.secret_encrypted).where(LiveCredential.dataset_id == dataset_id)).scalar_one_or_none()
+    # Core, not the ORM: every live call reads it, a column alone.
+    return session.connection().execute(
+        select(LiveCredential.secret_encrypted).where(LiveCredential.dataset_id == dataset_id)).scalar_one_or_none()
