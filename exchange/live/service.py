@@ -19,13 +19,14 @@ import asyncio
 import hashlib
 import json
 import os
+import sqlite3
 import threading
 import time
-import sqlite3
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 from urllib.parse import quote
 
@@ -264,6 +265,8 @@ class Protection:
             return held[1]
         client = outbound.async_client(
             allowlist=self.allowlist, follow_redirects=False,
+            # No cookies kept: one call's session with the provider is not carried into another grant's call.
+            cookies=CookieJar(DefaultCookiePolicy(allowed_domains=[])),
             transport={"verify": provider.tls_context(),
                        "limits": httpx.Limits(max_connections=256, max_keepalive_connections=64, keepalive_expiry=30)})
         self._clients[provider.dataset_id] = (made_for, client)
