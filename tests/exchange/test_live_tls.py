@@ -260,6 +260,15 @@ def test_a_change_to_a_mismatched_key_is_refused_and_keeps_the_stored_one(client
     document["live"]["auth"]["private_key"] = pki["rogue_client"].key_pem
     response = client.put("/api/v1/datasets/PSB-RESIDENTS", json=document, headers=world.directory.provider("PSB"))
     assert response.status_code == 422 and response.json()["detail"].startswith("live.auth.private_key:"), response.text
+    # Oversized: refused by the schema before anything is parsed.
+    document["live"]["auth"]["private_key"] = "-----BEGIN PRIVATE KEY-----\n" + "A" * 100_000 + "\n-----END PRIVATE KEY-----\n"
+    oversized = client.put("/api/v1/datasets/PSB-RESIDENTS", json=document, headers=world.directory.provider("PSB"))
+    assert oversized.status_code == 422 and oversized.json()["type"] == "urn:govshare:problem:schema-violation", oversized.text
+    # Another department's provider cannot put its own certificate on PSB's dataset.
+    document["live"]["auth"] = {"type": "client_certificate", "certificate": pki["rogue_client"].pem,
+                                "private_key": pki["rogue_client"].key_pem}
+    other = client.put("/api/v1/datasets/PSB-RESIDENTS", json=document, headers=world.directory.provider("HRSS"))
+    assert other.status_code == 403, other.text
     with database.transaction(write=False) as session:
         assert session.execute(select(LiveCredential.secret_encrypted)).scalar_one() == before
     assert world.call(INSIDE).status_code == 200
