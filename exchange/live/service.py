@@ -97,6 +97,11 @@ class CircuitBreaker:
                 self._opened_at[dataset] = self.clock()
             self._probing.discard(dataset)
 
+    async def abandoned(self, dataset: str) -> None:
+        """A call given up before its provider's answer was judged: a probe it was is no longer in flight."""
+        with self._lock:
+            self._probing.discard(dataset)
+
     async def is_open(self, dataset: str) -> bool:
         with self._lock:
             return dataset in self._opened_at
@@ -206,6 +211,9 @@ class RedisCircuitBreaker:
         # The count is kept a while past the cool-down: consecutive failures are counted, not forgotten by a pause.
         await self.redis.script(_FAILED)(keys=self._keys(dataset),
                                         args=[self.failures, int(max(self.cooldown * 10, 3600) * 1000)])
+
+    async def abandoned(self, dataset: str) -> None:
+        await self.redis.client().delete(self._keys(dataset)[1])
 
     async def is_open(self, dataset: str) -> bool:
         return bool(await self.redis.client().hexists(self._keys(dataset)[0], "opened"))
@@ -418,14 +426,18 @@ async def fetch_records(provider: Provider, *, scope: Scope, key: str, key_value
     of the dataset's circuit breaker. ``message`` gets the answer's digest and time as they happen.
     """
     await protection.breaker.admit(provider.dataset, probe_seconds=provider.timeout_seconds + LEASE_MARGIN_SECONDS)
-    failed = True
     try:
         status, body = await _call(provider, key=key, protection=protection, message=message)
         records = [] if status == 404 else await read_in_scope(body, scope=scope, key_value=key_value)
-        failed = False
-        return records
-    finally:
-        await (protection.breaker.failed if failed else protection.breaker.succeeded)(provider.dataset)
+    except asyncio.CancelledError:
+        # Given up by the server (its client gone, a shutdown): says nothing of the provider, but a probe is let go.
+        await asyncio.shield(protection.breaker.abandoned(provider.dataset))
+        raise
+    except BaseException:
+        await protection.breaker.failed(provider.dataset)
+        raise
+    await protection.breaker.succeeded(provider.dataset)
+    return records
 
 
 async def _call(provider: Provider, *, key: str, protection: Protection, message: Message) -> tuple[int, bytes]:

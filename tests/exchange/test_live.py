@@ -458,3 +458,21 @@ def test_the_scope_reads_the_same_through_sqlite_and_duckdb(client, factory, app
     assert by_sqlite[0]["name"] == "*******ng" and by_sqlite[0]["birth_date"] == 1990 and len(by_sqlite[0]["district"]) == 64
     assert through_http.json()["records"] == [by_sqlite[0]]
     assert not live._hashes_duckdb_text(scope)
+
+
+def test_a_probe_given_up_by_the_server_lets_the_next_call_probe():
+    import asyncio
+
+    clock = Clock()
+    breaker = live.CircuitBreaker(failures=1, cooldown=30.0, clock=clock)
+
+    async def scenario() -> None:
+        await breaker.failed("DS")
+        clock.now += 31
+        await breaker.admit("DS", probe_seconds=10)  # this call probes...
+        with pytest.raises(live.LiveProviderUnavailable):
+            await breaker.admit("DS", probe_seconds=10)  # ...so the others fail fast
+        await breaker.abandoned("DS")  # ...until it is given up (its client gone): not a failure of the provider
+        await breaker.admit("DS", probe_seconds=10)
+
+    asyncio.run(scenario())

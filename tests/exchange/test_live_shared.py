@@ -104,6 +104,14 @@ def test_the_probe_is_one_call_across_replicas(prefix):
         await a.succeeded("DS")  # the probe succeeded: closed on both
         assert not await b.is_open("DS")
         await b.admit("DS", probe_seconds=60)
+        # A probe given up by its replica (its client gone) is let go at once, not after its lease.
+        await a.failed("DS")
+        await asyncio.sleep(0.5)
+        await a.admit("DS", probe_seconds=60)
+        with pytest.raises(live.LiveProviderUnavailable):
+            await b.admit("DS", probe_seconds=60)
+        await a.abandoned("DS")
+        await b.admit("DS", probe_seconds=60)
 
     asyncio.run(scenario())
 
