@@ -53,6 +53,7 @@ def check_document(session: Session, document: Any) -> dict[str, Any]:
             raise InvalidDataset("live: a dataset offering delivery 'live' describes its provider's API in 'live' (rule 'required')")
         if lookup_key is None:
             raise InvalidDataset("lookup_key: a live dataset is called by key; name its lookup key (rule 'required')")
+    live_credentials.check_live(document)
     if session.get(Department, document["department"]) is None:
         raise InvalidDataset(f"department: department {document['department']} is not registered (rule 'exists')")
     return document

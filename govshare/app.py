@@ -69,7 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         runner.stop()
         ledger.stop()
-        app.state.live.close()
+        await app.state.live.aclose()
         database.dispose()
 
     # /docs and /redoc from assets shipped in the fastapi-offline package, not a CDN: they work without internet.

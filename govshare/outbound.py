@@ -15,13 +15,22 @@ whatever it resolves to; an address or range, for any host resolving into it.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import os
+import secrets
 import socket
+import ssl
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import certifi
 import httpx
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
 
 from govshare.settings import get_settings
 
@@ -32,6 +41,10 @@ METADATA_ADDRESSES = frozenset({ipaddress.ip_address("169.254.169.254"), ipaddre
 
 class OutboundRefused(httpx.TransportError):
     """An outbound request to an address the exchange does not call (an ``httpx.TransportError``, so callers' handlers see it)."""
+
+
+class Unresolvable(OutboundRefused):
+    """A host name that resolves to no address (refused at call time; a registration may name it all the same)."""
 
 
 def _kind(address: Address) -> str | None:
@@ -78,27 +91,51 @@ class Policy:
 
     def resolve(self, host: str, port: int) -> str:
         """The checked address to connect to for ``host``: every address it resolves to must be allowed."""
-        try:
-            literal = ipaddress.ip_address(host.strip("[]"))
-        except ValueError:
-            literal = None
+        literal = _literal(host)
         if literal is not None:
-            found = [literal]
-        else:
-            try:
-                infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-            except (socket.gaierror, UnicodeError) as error:
-                raise OutboundRefused(f"{host} could not be resolved: {error}") from None
-            found = list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos))
-            if not found:
-                raise OutboundRefused(f"{host} resolves to no address")
-        # The connection goes to the address returned, so any allowed one will do.
+            return self.choose(host, [literal])
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (socket.gaierror, UnicodeError) as error:
+            raise Unresolvable(f"{host} could not be resolved: {error}") from None
+        return self.choose(host, _addresses(host, infos))
+
+    async def resolve_async(self, host: str, port: int) -> str:
+        """``resolve`` on the running event loop (the name looked up without blocking it)."""
+        literal = _literal(host)
+        if literal is not None:
+            return self.choose(host, [literal])
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (socket.gaierror, UnicodeError) as error:
+            raise Unresolvable(f"{host} could not be resolved: {error}") from None
+        return self.choose(host, _addresses(host, infos))
+
+    def choose(self, host: str, found: list[Address]) -> str:
+        """An allowed address of ``found`` (the connection goes to the address returned, so any allowed one will do)."""
         reasons = []
         for address in found:
             if (reason := self.refusal(host, address)) is None:
                 return str(address)
             reasons.append(reason)
         raise OutboundRefused(reasons[0])
+
+    def registration_refusal(self, url: str) -> str | None:
+        """Why ``url`` may not be registered as a service to call (its host internal and not allowlisted), or None.
+
+        A name that does not resolve now is let through: the address is checked again at every call,
+        since what a name resolves to can change.
+        """
+        parsed = httpx.URL(url)
+        if not parsed.host:
+            return f"{url} names no host"
+        try:
+            self.resolve(parsed.host, parsed.port or (443 if parsed.scheme == "https" else 80))
+        except Unresolvable:
+            return None
+        except OutboundRefused as refusal:
+            return str(refusal)
+        return None
 
     def check_url(self, url: str) -> None:
         """Raise ``OutboundRefused`` unless ``url``'s host resolves to an allowed address.
@@ -110,6 +147,20 @@ class Policy:
         if not parsed.host:
             raise OutboundRefused(f"{url} names no host")
         self.resolve(parsed.host, parsed.port or (443 if parsed.scheme == "https" else 80))
+
+
+def _literal(host: str) -> Address | None:
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+
+
+def _addresses(host: str, infos: list) -> list[Address]:
+    found = list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos))
+    if not found:
+        raise Unresolvable(f"{host} resolves to no address")
+    return found
 
 
 def policy() -> Policy:
@@ -136,6 +187,23 @@ class GuardedTransport(httpx.HTTPTransport):
         return super().handle_request(pinned)
 
 
+class AsyncGuardedTransport(httpx.AsyncHTTPTransport):
+    """``GuardedTransport`` for an ``httpx.AsyncClient``: the same checks, the name looked up on the event loop."""
+
+    def __init__(self, *, policy: Policy, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._policy = policy
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        host = request.url.host
+        address = await self._policy.resolve_async(host, request.url.port or (443 if request.url.scheme == "https" else 80))
+        if address == host:
+            return await super().handle_async_request(request)
+        pinned = httpx.Request(request.method, request.url.copy_with(host=address), headers=request.headers,
+                               stream=request.stream, extensions={**request.extensions, "sni_hostname": host})
+        return await super().handle_async_request(pinned)
+
+
 def client(*, allowlist: Iterable[str] | None = None, **kwargs: Any) -> httpx.Client:
     """An ``httpx.Client`` for calls to URLs others gave us: internal addresses refused (``OutboundRefused``) on
     every request and redirect, unless ``allowlist`` (default: ``GOVSHARE_OUTBOUND_ALLOWLIST``) names them.
@@ -145,3 +213,57 @@ def client(*, allowlist: Iterable[str] | None = None, **kwargs: Any) -> httpx.Cl
     """
     chosen = Policy.from_allowlist(allowlist) if allowlist is not None else policy()
     return httpx.Client(transport=GuardedTransport(policy=chosen), trust_env=False, **kwargs)
+
+
+def async_client(*, allowlist: Iterable[str] | None = None, transport: dict[str, Any] | None = None,
+                 **kwargs: Any) -> httpx.AsyncClient:
+    """``client`` as an ``httpx.AsyncClient``; ``transport`` holds the connection options (``verify`` with a TLS
+    context, ``limits``), which a client given a transport of its own would otherwise ignore."""
+    chosen = Policy.from_allowlist(allowlist) if allowlist is not None else policy()
+    return httpx.AsyncClient(transport=AsyncGuardedTransport(policy=chosen, **(transport or {})), trust_env=False, **kwargs)
+
+
+def tls_context(*, ca_certificate: str | None = None, certificate: str | None = None,
+                private_key: str | None = None) -> ssl.SSLContext:
+    """A TLS client context: the server verified against ``ca_certificate`` (PEM; the public roots when None), and
+    ``certificate`` with ``private_key`` (PEM) presented to it when given (mutual TLS).
+
+    ``ValueError`` names the field that is not usable: ``ca_certificate``, ``certificate`` or ``private_key``.
+    The key reaches OpenSSL through a file, as Python's ssl module loads keys only from files: that
+    file holds it encrypted with a one-time password, in a private folder, and is removed at once.
+    """
+    if ca_certificate is not None:
+        try:
+            x509.load_pem_x509_certificates(ca_certificate.encode())
+            context = ssl.create_default_context(cadata=ca_certificate)
+        except (ValueError, ssl.SSLError) as error:
+            raise ValueError(f"ca_certificate: not a PEM certificate ({error})") from None
+    else:
+        context = ssl.create_default_context(cafile=certifi.where())
+    if certificate is None and private_key is None:
+        return context
+    if certificate is None or private_key is None:
+        raise ValueError(f"{'certificate' if certificate is None else 'private_key'}: a client certificate and its private key go together")
+    try:
+        chain = x509.load_pem_x509_certificates(certificate.encode())
+    except ValueError as error:
+        raise ValueError(f"certificate: not a PEM certificate ({error})") from None
+    try:
+        key = serialization.load_pem_private_key(private_key.encode(), password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as error:
+        raise ValueError(f"private_key: not an unencrypted PEM private key ({error})") from None
+    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    if key.public_key().public_bytes(*spki) != chain[0].public_key().public_bytes(*spki):
+        raise ValueError("private_key: does not match the certificate's public key")
+    password = secrets.token_bytes(32)
+    with tempfile.TemporaryDirectory(prefix="govshare-tls-") as folder:  # mode 0700
+        path = os.path.join(folder, "client.pem")
+        with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as file:
+            file.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                         serialization.BestAvailableEncryption(password)))
+            file.write(b"".join(cert.public_bytes(serialization.Encoding.PEM) for cert in chain))
+        try:
+            context.load_cert_chain(path, password=password)
+        except ssl.SSLError as error:
+            raise ValueError(f"certificate: not usable with its private key ({error})") from None
+    return context

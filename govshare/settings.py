@@ -36,8 +36,8 @@ class Settings(BaseSettings):
     downloads: Literal["stream", "presigned"] = Field(
         default="stream", description="extracts and Delta Sharing files: streamed through the API, or pre-signed URLs of the store",
     )
-    redis_url: str | None = Field(default=None, description="Redis shared by replicas for rate limits; per process when unset")
-    redis_key_prefix: str = Field(default="govshare:ratelimit:", max_length=200, description="prefix of the rate-limit keys in Redis")
+    redis_url: str | None = Field(default=None, description="Redis shared by replicas for rate limits and live services' breakers and caps; per process when unset")
+    redis_key_prefix: str = Field(default="govshare:ratelimit:", max_length=200, description="prefix of govshare's keys in Redis (rate limits, live services' breakers and calls in flight)")
     job_lease_seconds: float = Field(
         default=30.0, gt=0, le=3600, description="how long a replica's claim on a job's work lasts without renewal (then another takes it over)",
     )

@@ -142,12 +142,16 @@ def serving(source: PagedSource) -> Iterator[str]:
 
 
 @contextmanager
-def in_thread(app, port: int | None = None) -> Iterator[str]:
-    """``app`` served by uvicorn in a thread of the test process on a loopback port; yields its base URL."""
+def in_thread(app, port: int | None = None, **config) -> Iterator[str]:
+    """``app`` served by uvicorn in a thread of the test process on a loopback port; yields its base URL.
+
+    ``config`` goes to ``uvicorn.Config``: with ``ssl_certfile`` it serves HTTPS (and with
+    ``ssl_cert_reqs``, mutual TLS).
+    """
     import uvicorn
 
     port = port or free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **config))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -155,7 +159,7 @@ def in_thread(app, port: int | None = None) -> Iterator[str]:
         assert time.monotonic() < deadline, "live server did not start"
         time.sleep(0.05)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"{'https' if config.get('ssl_certfile') else 'http'}://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=10)

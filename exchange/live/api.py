@@ -12,7 +12,6 @@ import time
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 
@@ -24,7 +23,7 @@ from exchange.live import service as live
 from exchange.interfaces.api import check_key_lookups, ledger_line, take_call
 from exchange.errors import InvalidQuery, NoActiveGrant, RecordNotFound
 from exchange.ledger import LedgerLine
-from govshare.auth import caller_of, check_role
+from govshare.auth import Caller, caller_of, check_role
 from govshare.db import utcnow
 from govshare.errors import GovshareError
 
@@ -34,15 +33,48 @@ router = APIRouter(prefix="/api/v1", tags=["exchange"])
 @router.get("/exchange/{code}/live/{key}", summary="A live call: the provider's own API, answered within the caller's live grant",
             response_model=dict[str, Any])
 async def live_call(code: str, key: str, request: Request) -> JSONResponse:
-    # A worker thread: the provider is called with a blocking client, and may take its whole timeout.
-    return await run_in_threadpool(_live_call, code, key, request)
-
-
-def _live_call(code: str, key: str, request: Request) -> JSONResponse:
+    # The state is read in a worker thread (the record store's driver blocks); the provider is
+    # called on the event loop, so a slow provider holds no thread, only its connection.
     state = request.app.state
     started = time.perf_counter()
-    # The record store is read in a transaction closed before the provider is called: no
-    # connection or lock is held for as long as a provider takes.
+    async with state.database.request_slots():
+        scope, caller, provider = await live.in_thread(_resolve, code, key, request, started)
+    key_type = next(item["type"] for item in scope.items if item["name"] == scope.lookup_key)
+    try:
+        value = rowfilter.convert_value(key if key_type == "string" else json.loads(key), key_type, "key")
+    except (ValueError, rowfilter.InvalidRowFilter):
+        raise InvalidQuery(f"key: {key!r} is not a valid {key_type} ({scope.lookup_key})") from None
+    state.ledger.admit()  # the provider is not called for an answer the ledger could not account for
+    message = live.Message(request_sha256=live.request_digest(provider.url, key), requested_at=utcnow())
+    protection: live.Protection = state.live
+    records: list[dict[str, Any]] = []
+    status = 500
+    lease = await protection.slots.take(scope.grant.id, lease_seconds=provider.timeout_seconds + live.LEASE_MARGIN_SECONDS)
+    try:
+        records = await live.fetch_records(provider, scope=scope, key=key, key_value=value, protection=protection, message=message)
+        status = 200 if records else 404
+    except GovshareError as error:
+        status = error.status
+        raise
+    finally:
+        try:
+            await protection.slots.give_back(scope.grant.id, lease)
+        finally:
+            # Queued, not awaited: the ledger's writer thread commits it with the others.
+            line = ledger_line(scope, caller, kind="live", rows=len(records), keys=[key], status=status, started=started)
+            line.request_sha256, line.requested_at = message.request_sha256, message.requested_at
+            line.answer_sha256, line.answered_at = message.answer_sha256, message.answered_at
+            state.ledger.record(line, admitted=True)
+    if not records:
+        raise RecordNotFound(f"no record with key {key} within your grant on {code}")
+    return JSONResponse({"dataset": code, "key": key, "records": jsonable_encoder(records)})
+
+
+def _resolve(code: str, key: str, request: Request, started: float) -> tuple[service.Scope, Caller, live.Provider]:
+    """Everything a live call reads from the record store, in one short transaction closed before the provider is
+    called: the caller (token), its live grant's scope (kept between calls while the grant's state is unchanged,
+    so a revocation is effective on the next call) and the dataset's stored credentials."""
+    state = request.app.state
     with state.database.transaction(write=False) as session:
         caller = take_call(request, check_role(caller_of(request, session), "exchange.read"))
         try:
@@ -56,30 +88,5 @@ def _live_call(code: str, key: str, request: Request) -> JSONResponse:
             raise
         scope.check_items()
         check_key_lookups(request, scope, caller, kind="live", keys=[key], started=started)
-        provider = live.Provider.of(scope, live_credentials.secret_of(session, dataset_id=scope.dataset.id))
-    key_type = next(item["type"] for item in scope.items if item["name"] == scope.lookup_key)
-    try:
-        value = rowfilter.convert_value(key if key_type == "string" else json.loads(key), key_type, "key")
-    except (ValueError, rowfilter.InvalidRowFilter):
-        raise InvalidQuery(f"key: {key!r} is not a valid {key_type} ({scope.lookup_key})") from None
-    state.ledger.admit()  # the provider is not called for an answer the ledger could not account for
-    message = live.Message(request_sha256=live.request_digest(provider.url, key), requested_at=utcnow())
-    protection: live.Protection = state.live
-    records: list[dict[str, Any]] = []
-    status = 500
-    protection.slots.take(scope.grant.id)
-    try:
-        records = live.fetch_records(provider, scope=scope, key=key, key_value=value, protection=protection, message=message)
-        status = 200 if records else 404
-    except GovshareError as error:
-        status = error.status
-        raise
-    finally:
-        protection.slots.give_back(scope.grant.id)
-        line = ledger_line(scope, caller, kind="live", rows=len(records), keys=[key], status=status, started=started)
-        line.request_sha256, line.requested_at = message.request_sha256, message.requested_at
-        line.answer_sha256, line.answered_at = message.answer_sha256, message.answered_at
-        state.ledger.record(line, admitted=True)
-    if not records:
-        raise RecordNotFound(f"no record with key {key} within your grant on {code}")
-    return JSONResponse({"dataset": code, "key": key, "records": jsonable_encoder(records)})
+        encrypted = live_credentials.encrypted_secret_of(session, dataset_id=scope.dataset.id)
+    return scope, caller, live.Provider.of(scope, state.live.secret(encrypted, state.keystore))

@@ -373,3 +373,106 @@ def test_the_key_goes_to_the_provider_as_one_path_segment(client, factory, app, 
     # A key of dots is no dot-segment: it would call another path of the provider's API.
     assert live.provider_url("https://provider.example/residents/{key}/card", "..") == \
         "https://provider.example/residents/%2E%2E/card"
+
+
+def test_an_internal_provider_url_is_refused_at_registration(client, factory, provider, database, monkeypatch):
+    from govshare.settings import get_settings
+
+    monkeypatch.setenv("GOVSHARE_OUTBOUND_ALLOWLIST", "[]")
+    get_settings.cache_clear()
+    directory = DirectoryFactory(factory)
+    for url, named in [(f"{provider.base}/residents/{{key}}", "127.0.0.1"), ("http://localhost:8080/r/{key}", "localhost"),
+                       ("http://10.1.2.3/r/{key}", "10.1.2.3"), ("http://169.254.169.254/latest/{key}", "metadata"),
+                       ("http://[::1]:8080/r/{key}", "::1")]:
+        document = live_document(provider.base)
+        document["live"]["url"] = url
+        refused = client.post("/api/v1/datasets", json=document, headers=directory.provider("PSB"))
+        assert refused.status_code == 422, (url, refused.text)
+        assert refused.headers["content-type"].startswith("application/problem+json")
+        detail = refused.json()["detail"]
+        assert detail.startswith("live.url:") and named in detail and "GOVSHARE_OUTBOUND_ALLOWLIST" in detail, detail
+    # The token endpoint of OAuth2 credentials is checked the same way.
+    document = live_document("https://provider.example")
+    document["live"]["auth"] = {"type": "oauth2_client_credentials", "token_url": "http://127.0.0.1:9/token",
+                                "client_id": "govshare", "client_secret": "s"}
+    refused = client.post("/api/v1/datasets", json=document, headers=directory.provider("PSB"))
+    assert refused.status_code == 422 and refused.json()["detail"].startswith("live.auth.token_url:"), refused.text
+    with database.transaction(write=False) as session:
+        assert session.execute(select(Dataset)).first() is None and session.execute(select(LiveCredential)).first() is None
+    # A change to an internal URL is refused too, and leaves the description as it was.
+    monkeypatch.setenv("GOVSHARE_OUTBOUND_ALLOWLIST", '["127.0.0.1"]')
+    get_settings.cache_clear()
+    assert client.post("/api/v1/datasets", json=live_document(provider.base), headers=directory.provider("PSB")).status_code == 201
+    changed = live_document(provider.base)
+    changed["live"]["url"] = "http://192.168.1.10/residents/{key}"
+    refused = client.put("/api/v1/datasets/PSB-RESIDENTS", json=changed, headers=directory.provider("PSB"))
+    assert refused.status_code == 422 and refused.json()["detail"].startswith("live.url:"), refused.text
+    with database.transaction(write=False) as session:
+        assert session.execute(select(Dataset.document)).scalar_one()["live"]["url"] == f"{provider.base}/residents/{{key}}"
+
+
+def test_the_address_is_checked_again_at_each_call(client, factory, app, provider, monkeypatch):
+    # A name resolves differently over time (DNS rebinding): registration let through a name that did
+    # not resolve then; the call resolves it again and refuses an internal answer.
+    world = World(client, factory, app, provider)
+    changed = live_document(provider.base)
+    port = provider.base.rsplit(":", 1)[1]
+    changed["live"]["url"] = f"http://provider.govshare-test.invalid:{port}/residents/{{key}}"
+    assert client.put("/api/v1/datasets/PSB-RESIDENTS", json=changed, headers=world.directory.provider("PSB")).status_code == 200
+    body = _problem(world.call(INSIDE), 502, "live-provider-error")
+    assert "could not be resolved" in body["detail"]
+    import socket
+    real = socket.getaddrinfo
+
+    def rebound(host, *args, **kwargs):  # the name now answers with the loopback address
+        return real("127.0.0.1", *args, **kwargs) if host == "provider.govshare-test.invalid" else real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebound)
+    app.state.live.allowlist = []
+    body = _problem(world.call(INSIDE), 502, "live-provider-error")
+    assert "127.0.0.1" in body["detail"] and "a loopback address" in body["detail"]
+    assert provider.calls == []
+    app.state.live.allowlist = ["127.0.0.1"]  # the address named: the same name is called
+    assert world.call(INSIDE).status_code == 200
+    assert provider.calls == [INSIDE]
+
+
+def test_the_scope_reads_the_same_through_sqlite_and_duckdb(client, factory, app, provider, database):
+    from datetime import date as day
+
+    from exchange import service as exchange_service
+
+    world = World(client, factory, app, provider, items=["citizen_id", "name", "district", "birth_date"],
+                  masks={"name": {"keep_last": 2}, "birth_date": "year_only", "district": "keyed_hash"},
+                  row_filter={"and": [{"district": {"in": ["01", "02"]}}, {"birth_date": {"ge": "1980-01-01"}}]})
+    through_http = world.call(INSIDE)
+    assert through_http.status_code == 200, through_http.text
+    with database.transaction(write=False) as session:
+        scope = exchange_service.interface_scope(session, department="CAB", dataset_code="PSB-RESIDENTS", delivery="live",
+                                                 today=day.today())
+    body = json.dumps([PEOPLE[INSIDE], PEOPLE[OUTSIDE], {**PEOPLE[INSIDE], "district": "07"}]).encode()
+    table = live.intake.records_table(json.loads(body), items=scope.items)
+    by_sqlite = live._in_scope_sqlite(table, scope=scope, key_value=INSIDE)
+    by_duckdb = live._in_scope_duckdb(table, scope=scope, key_value=INSIDE)
+    assert by_sqlite == by_duckdb and len(by_sqlite) == 1
+    assert by_sqlite[0]["name"] == "*******ng" and by_sqlite[0]["birth_date"] == 1990 and len(by_sqlite[0]["district"]) == 64
+    assert through_http.json()["records"] == [by_sqlite[0]]
+    assert not live._hashes_duckdb_text(scope)
+
+
+def test_a_probe_given_up_by_the_server_lets_the_next_call_probe():
+    import asyncio
+
+    clock = Clock()
+    breaker = live.CircuitBreaker(failures=1, cooldown=30.0, clock=clock)
+
+    async def scenario() -> None:
+        await breaker.failed("DS")
+        clock.now += 31
+        await breaker.admit("DS", probe_seconds=10)  # this call probes...
+        with pytest.raises(live.LiveProviderUnavailable):
+            await breaker.admit("DS", probe_seconds=10)  # ...so the others fail fast
+        await breaker.abandoned("DS")  # ...until it is given up (its client gone): not a failure of the provider
+        await breaker.admit("DS", probe_seconds=10)
+
+    asyncio.run(scenario())
