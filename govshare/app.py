@@ -19,6 +19,7 @@ from directory import search
 from directory import service as directory_service
 from evaluation import api as evaluation_api
 from evaluation import views as evaluation_views
+from exchange.citizens import views as exchange_citizens_views
 from exchange.extracts import api as exchange_extracts_api
 from exchange.intake import api as exchange_intake_api
 from exchange.interfaces import api as exchange_interfaces_api
@@ -114,5 +115,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(approvals_views.router)
     app.include_router(evaluation_views.router)
     app.include_router(exchange_sharing_views.router)
+    app.include_router(exchange_citizens_views.router)
     document_errors(app)
     return app

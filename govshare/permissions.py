@@ -53,6 +53,7 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
 PUBLIC = "public"  # anyone, no token: health, OAuth2 endpoints, sign-in, stylesheets
 SHARING_TOKEN = "sharing-token"  # Delta Sharing: a profile's bearer token, never an OAuth one
 SIGNED_URL = "signed-url"  # a link this server signed, valid for minutes
+CITIZEN_SESSION = "citizen-session"  # a citizen's own page: their session (the identity provider's verified ID token), no roles
 
 ROUTES: dict[str, str] = {
     "GET /healthz": PUBLIC,
@@ -154,6 +155,12 @@ ROUTES: dict[str, str] = {
     "GET /ui/sharing": "sharing.profile",
     "POST /ui/sharing/grants/{grant_id}/profile": "sharing.profile",
     "POST /ui/sharing/grants/{grant_id}/tokens/{token_id}/revoke": "sharing.profile",
+    # the citizen's page: signing in through the identity provider, then only their own data
+    "GET /me/login": PUBLIC,
+    "POST /me/login": PUBLIC,
+    "GET /me/callback": PUBLIC,
+    "POST /me/logout": PUBLIC,
+    "GET /me": CITIZEN_SESSION,
 }
 
 
