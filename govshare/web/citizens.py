@@ -21,7 +21,6 @@ from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import httpx
-from authlib.integrations.httpx_client import OAuth2Client
 from authlib.common.errors import AuthlibBaseError
 from cryptography.fernet import InvalidToken
 from fastapi import APIRouter, Depends, Request
@@ -135,7 +134,10 @@ class IdentityProvider:
                 self._keys_at = time.monotonic()
             return self._keys
 
-    def _client(self) -> OAuth2Client:
+    def _client(self):
+        # Imported on first use: Authlib's httpx integration warns on import that it prefers httpx2 (it works on httpx).
+        from authlib.integrations.httpx_client import OAuth2Client
+
         return OAuth2Client(client_id=self.client_id, client_secret=self.client_secret, scope=self.scopes,
                             redirect_uri=self.redirect_uri, code_challenge_method="S256",
                             token_endpoint_auth_method="client_secret_basic", transport=self._transport, timeout=10.0)
