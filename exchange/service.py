@@ -20,7 +20,7 @@ from directory import service as directory
 from directory.models import Dataset, DatasetVersion
 from exchange.stores import keyed_store, lookup_store
 from exchange.errors import NoActiveGrant, NoData
-from exchange.models import AccessLogEntry, AccessLogKey, Extract, SharingFile
+from exchange.models import AccessLogEntry, AccessLogKey, DeliveredConsent, Extract, SharingFile
 from govshare.storage import Store
 
 
@@ -127,6 +127,23 @@ def citizen_access_log(session: Session, *, citizen_id: str, store: Store, limit
                             citizen_id=citizen_id) if downloads else set()
     entries = by_key + [entry for entry in downloads if entry.extract_id in held]
     return sorted(entries, key=lambda entry: (entry.at, entry.id), reverse=True)[:limit]
+
+
+def consents_named(session: Session, *, citizen_id: str, entries: list[AccessLogEntry]) -> dict[int, int]:
+    """For the citizen's log: the consent each of these lines delivered ``citizen_id``'s data under (line id -> consent
+    id), for lines of ``consent_required`` datasets (by key: kept with the key; files: kept with the file)."""
+    named: dict[int, int] = {}
+    ids = [entry.id for entry in entries]
+    for start in range(0, len(ids), 500):
+        named.update(session.execute(select(AccessLogKey.entry_id, AccessLogKey.consent_id).where(
+            AccessLogKey.key == citizen_id, AccessLogKey.entry_id.in_(ids[start:start + 500]),
+            AccessLogKey.consent_id.is_not(None))).all())
+    files = {entry.extract_id: entry.id for entry in entries if entry.extract_id}
+    if files:
+        for file_id, consent_id in session.execute(select(DeliveredConsent.file_id, DeliveredConsent.consent_id).where(
+                DeliveredConsent.citizen_id == citizen_id, DeliveredConsent.file_id.in_(sorted(files)))):
+            named[files[file_id]] = consent_id
+    return named
 
 
 def extracts_holding(session: Session, *, store: Store, extract_ids: set[str], citizen_id: str) -> set[str]:

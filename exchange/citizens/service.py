@@ -127,7 +127,7 @@ def consents_for(session: Session, *, keys: list[str], department: str, dataset_
     for start in range(0, len(wanted), 500):  # bound the IN list (a batch has up to 1,000 keys)
         query = _active(department=department, dataset_id=dataset_id, today=today).where(
             Consent.citizen_id.in_(wanted[start:start + 500]))
-        found.update(dict(session.execute(query).tuples().all()))  # ordered by id: the newest wins
+        found.update(dict(session.execute(query).all()))  # ordered by id: the newest wins
     return found
 
 
@@ -138,7 +138,7 @@ def consent_for(session: Session, *, citizen_id: str, department: str, dataset_i
 
 def consented_keys(session: Session, *, department: str, dataset_id: int, today: date) -> dict[str, int]:
     """Every citizen with an active consent for ``department`` on the dataset: citizen ID -> consent id (the newest)."""
-    return dict(session.execute(_active(department=department, dataset_id=dataset_id, today=today)).tuples().all())
+    return dict(session.execute(_active(department=department, dataset_id=dataset_id, today=today)).all())
 
 
 def consent_digest(consents: dict[str, int]) -> str:

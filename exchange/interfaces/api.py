@@ -441,12 +441,13 @@ def _arrow_stream(request: Request, store, scope: service.Scope, caller: Caller,
 def citizen_access_log(citizen_id: str, request: Request, session: DbSession,
                        caller: Annotated[Caller, Depends(require("citizens.access_log"))]) -> dict[str, Any]:
     entries = service.citizen_access_log(session, citizen_id=citizen_id, store=request.app.state.store)
+    consents = service.consents_named(session, citizen_id=citizen_id, entries=entries)
     return {
         "citizen_id": citizen_id,
         "entries": [
             {"at": entry.at.isoformat(), "department": entry.department_code, "dataset": entry.dataset_code,
              "grant_id": entry.grant_id, "application_id": entry.application_id, "service_item": entry.service_item,
-             "basis": entry.basis, "kind": entry.kind, "rows": entry.rows}
+             "basis": entry.basis, "kind": entry.kind, "rows": entry.rows, "consent_id": consents.get(entry.id)}
             for entry in entries
         ],
     }

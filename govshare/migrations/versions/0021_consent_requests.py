@@ -1,7 +1,7 @@
 """citizen control: consents, explicit requests with their preview; the consent each ledger key and each delivered file's
 citizen was delivered under, and the consents a file was built under
 
-Revision ID: 0021_consent_consents_and_requests
+Revision ID: 0021_consent_requests
 Revises: 0020_live_services
 Create Date: 2026-12-07
 """
@@ -9,7 +9,7 @@ Create Date: 2026-12-07
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0021_consent_consents_and_requests"
+revision = "0021_consent_requests"
 down_revision = "0020_live_services"
 branch_labels = None
 depends_on = None
