@@ -117,3 +117,9 @@ class RequestDelivered(GovshareError):
 class ExplicitRequestRequired(Forbidden):
     type, title = "explicit-request-required", "This dataset is delivered only on the citizen's explicit approval"
 
+
+
+class ConsentLapsed(Conflict):
+    """A file made under consents one of which no longer holds: a withdrawal takes effect on the next call, downloads too."""
+
+    type, title = "consent-lapsed", "A consent this file was made under no longer holds"

@@ -159,7 +159,10 @@ def extracts_holding(session: Session, *, store: Store, extract_ids: set[str], c
     # Delta Sharing files are delivered extracts too: one per grant and snapshot version.
     delivered += [(file.id, file.grant_id, file.version_number) for file in session.execute(
         select(SharingFile).where(SharingFile.id.in_(ids))).scalars()]
-    held: set[str] = set()
+    # Files of consent_required datasets hold the rows of the citizens consenting when they were made: noted with each
+    # file (DeliveredConsent), since re-reading the scope now would not know who consented then.
+    held: set[str] = set(session.execute(select(DeliveredConsent.file_id).where(
+        DeliveredConsent.citizen_id == citizen_id, DeliveredConsent.file_id.in_(ids))).scalars())
     answers: dict[tuple[int, int], bool] = {}
     for file_id, grant_id, version in delivered:
         if (grant_id, version) not in answers:
@@ -176,6 +179,8 @@ def _holds(session: Session, *, store: Store, grant_id: int, version: int, citiz
     if row is None or not store.exists(row.path):
         return False
     scope = scope_of(session, grant, version=row)
+    if scope.dataset.document.get("consent_required"):
+        return False  # only what DeliveredConsent notes (see extracts_holding)
     if not scope.lookup_key or scope.missing:
         return False  # no key, or a version the grant could not be served from: nothing was delivered from it
     key_type = next(item["type"] for item in scope.items if item["name"] == scope.lookup_key)

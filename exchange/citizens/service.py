@@ -26,7 +26,7 @@ from datetime import date
 from typing import Any
 
 import pyarrow as pa
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from approvals import service as approvals
@@ -156,7 +156,17 @@ def record_delivered(session: Session, *, file_id: str, consents: dict[str, int]
     session.flush()
 
 
-CONSENTED_TABLE = "__govshare_consented"  # the name DuckDB queries give the consented keys (see ``consented_table``)
+def consent_lapsed(session: Session, *, file_id: str, today: date) -> bool:
+    """Whether a consent that a delivered file (an extract, a Delta Sharing file) holds a citizen's row under no longer
+    holds (withdrawn, or past its day): that file is then served no more."""
+    consent_ids = sorted(set(session.execute(select(DeliveredConsent.consent_id).where(DeliveredConsent.file_id == file_id)).scalars()))
+    for start in range(0, len(consent_ids), 500):
+        part = consent_ids[start:start + 500]
+        holding = session.execute(select(func.count()).select_from(Consent).where(
+            Consent.id.in_(part), Consent.status == "active", Consent.valid_until >= today)).scalar_one()
+        if holding < len(part):
+            return True
+    return False
 
 
 def consented_table(consents: dict[str, int]) -> pa.Table:
