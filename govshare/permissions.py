@@ -30,6 +30,8 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "exchange.read": frozenset({S}),
     "exchange.deposit": frozenset({S}),
     "citizens.access_log": frozenset({C, M}),
+    "citizens.consents": frozenset({C}),  # record, list and withdraw a citizen's consents (the portal acts for the citizen)
+    "citizens.requests": frozenset({C}),  # list a citizen's explicit requests with their preview, approve or refuse them
     "extracts.request": frozenset({D, S}),
     "extracts.read": frozenset({D, S, M, A}),
     "sharing.profile": frozenset({D, S}),
@@ -103,6 +105,14 @@ ROUTES: dict[str, str] = {
     "GET /api/v1/exchange/{code}/records": "exchange.read",
     "POST /api/v1/exchange/{code}/records": "exchange.deposit",
     "GET /api/v1/citizens/{citizen_id}/access-log": "citizens.access_log",
+    "POST /api/v1/citizens/{citizen_id}/consents": "citizens.consents",
+    "GET /api/v1/citizens/{citizen_id}/consents": "citizens.consents",
+    "POST /api/v1/citizens/{citizen_id}/consents/{consent_id}/withdraw": "citizens.consents",
+    "GET /api/v1/citizens/{citizen_id}/requests": "citizens.requests",
+    "POST /api/v1/citizens/{citizen_id}/requests/{request_id}/approve": "citizens.requests",
+    "POST /api/v1/citizens/{citizen_id}/requests/{request_id}/refuse": "citizens.requests",
+    "POST /api/v1/exchange/{code}/requests": "exchange.read",
+    "GET /api/v1/exchange/requests/{request_id}": "exchange.read",
     "POST /api/v1/grants/{grant_id}/extracts": "extracts.request",
     "GET /api/v1/extracts/{extract_id}": "extracts.read",
     "GET /api/v1/extracts/{extract_id}/download": "extracts.request",

@@ -21,8 +21,9 @@ from approvals import service as approvals
 from directory import live_credentials
 from exchange import service
 from exchange.live import service as live
-from exchange.interfaces.api import check_key_lookups, ledger_line, take_call
-from exchange.errors import InvalidQuery, NoActiveGrant, RecordNotFound
+from exchange.citizens import service as citizens
+from exchange.interfaces.api import check_key_lookups, consent_of_key, ledger_line, take_call
+from exchange.errors import ExplicitRequestRequired, InvalidQuery, NoActiveGrant, RecordNotFound
 from exchange.ledger import LedgerLine
 from govshare.auth import caller_of, check_role
 from govshare.db import utcnow
@@ -56,6 +57,12 @@ def _live_call(code: str, key: str, request: Request) -> JSONResponse:
             raise
         scope.check_items()
         check_key_lookups(request, scope, caller, kind="live", keys=[key], started=started)
+        if citizens.explicit_request(scope.dataset):
+            refusal = ExplicitRequestRequired(f"dataset {code} is delivered only on the citizen's approval of a request")
+            state.ledger.record(ledger_line(scope, caller, kind="live", rows=0, keys=[key], status=refusal.status, started=started))
+            raise refusal
+        # consent_required: the provider is not even asked about a citizen who has not consented (404, as outside the grant).
+        consent_id = consent_of_key(request, session, scope, caller, key=key, kind="live", started=started)
         provider = live.Provider.of(scope, live_credentials.secret_of(session, dataset_id=scope.dataset.id))
     key_type = next(item["type"] for item in scope.items if item["name"] == scope.lookup_key)
     try:
@@ -76,7 +83,8 @@ def _live_call(code: str, key: str, request: Request) -> JSONResponse:
         raise
     finally:
         protection.slots.give_back(scope.grant.id)
-        line = ledger_line(scope, caller, kind="live", rows=len(records), keys=[key], status=status, started=started)
+        line = ledger_line(scope, caller, kind="live", rows=len(records), keys=[key], status=status, started=started,
+                           consents={key: consent_id} if consent_id else None)
         line.request_sha256, line.requested_at = message.request_sha256, message.requested_at
         line.answer_sha256, line.answered_at = message.answer_sha256, message.answered_at
         state.ledger.record(line, admitted=True)
