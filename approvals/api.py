@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 import schemas
@@ -18,6 +18,7 @@ from approvals.dependencies import (
     ApplicationForProvider,
     ApplicationForReader,
     GrantForManager,
+    GrantForPauser,
     GrantForReader,
     VisibleGrants,
     applications_visible_to,
@@ -45,6 +46,18 @@ class WebhookBody(BaseModel):
 
 class RevokeBody(BaseModel):
     reason: str = Field(min_length=1, max_length=4000)
+
+
+class PauseBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1, max_length=service.MAX_PAUSE_REASON, description="why deliveries stop (required)")
+
+
+class ResumeBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str | None = Field(default=None, max_length=service.MAX_PAUSE_REASON, description="why deliveries start again")
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -93,10 +106,14 @@ def grant_json(grant: Grant, today) -> dict[str, Any]:
         "valid_from": grant.valid_from.isoformat(),
         "valid_until": grant.valid_until.isoformat(),
         "state": service.grant_state(grant, today),
+        "status": service.grant_state(grant, today),  # the contract's name (DESIGN.md, "Grant lifecycle"); ``state`` kept for existing clients
         "created_at": _iso(grant.created_at),
         "revoked_at": _iso(grant.revoked_at),
         "revoked_by": grant.revoked_by,
         "revoke_reason": grant.revoke_reason,
+        "paused_at": _iso(grant.paused_at),
+        "paused_by": grant.paused_by,
+        "pause_reason": grant.pause_reason,
     }
 
 
@@ -222,6 +239,21 @@ def get_grant(request: Request, grant: GrantForReader) -> dict[str, Any]:
 def revoke_grant(request: Request, session: DbSession, grant: GrantForManager, body: RevokeBody,
                  caller: Annotated[Caller, Depends(require("grants.revoke"))]) -> dict[str, Any]:
     service.revoke_grant(session, grant=grant, actor=caller.actor, reason=body.reason)
+    return grant_json(grant, _today(request))
+
+
+@router.post("/grants/{grant_id}/pause", summary="Pause a grant, with a reason: every delivery under it answers 403 until resumed")
+def pause_grant(request: Request, session: DbSession, grant: GrantForPauser, body: PauseBody,
+                caller: Annotated[Caller, Depends(require("grants.pause"))]) -> dict[str, Any]:
+    service.pause_grant(session, grant=grant, actor=caller.actor, reason=body.reason, today=_today(request))
+    return grant_json(grant, _today(request))
+
+
+@router.post("/grants/{grant_id}/resume", summary="Resume a paused grant: it delivers again from the next call")
+def resume_grant(request: Request, session: DbSession, grant: GrantForPauser,
+                 caller: Annotated[Caller, Depends(require("grants.pause"))],
+                 body: Annotated[ResumeBody | None, Body()] = None) -> dict[str, Any]:
+    service.resume_grant(session, grant=grant, actor=caller.actor, reason=body.reason if body else None, today=_today(request))
     return grant_json(grant, _today(request))
 
 

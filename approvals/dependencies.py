@@ -22,7 +22,7 @@ from fastapi import Depends, Request
 from sqlalchemy import ColumnElement, and_, false, or_, true
 
 from approvals import service
-from approvals.errors import ApplicationNotFound, GrantNotFound, NotYourApplication, OwnDepartmentDecision
+from approvals.errors import ApplicationNotFound, GrantNotFound, NotYourApplication, NotYourGrant, OwnDepartmentDecision
 from approvals.models import Application, Grant
 from govshare.auth import Caller, require
 from govshare.db import DbSession
@@ -160,6 +160,31 @@ def department_grant(session, grant_id: int, caller: Principal) -> Grant:
     return grant
 
 
+def grant_to_pause(session, grant_id: int, caller: Principal) -> Grant:
+    """Grant ``grant_id``, locked, if ``caller`` may pause or resume it: an overseer, or the providing department's provider.
+
+    Those who may not read the grant find it does not exist (404); the applying department reads it but may not pause
+    it (403), nor may a provider that is the applying department itself.
+    """
+    # Locked: of two pauses at once, one wins and the other finds it paused (409).
+    grant = service.get_grant(session, grant_id, for_update=True)
+    application = service.get_application(session, grant.application_id)
+    if not can_read_grant(caller, grant, application.provider_department):
+        raise GrantNotFound(f"grant {grant_id} does not exist")
+    if caller.has_role(*OVERSEERS):
+        return grant
+    if caller.department == application.provider_department and caller.department != grant.department_code \
+            and caller.has_role(Role.provider):
+        return grant
+    raise NotYourGrant(f"only a data manager or department {application.provider_department}, which provides "
+                       f"{grant.dataset_code}, may pause or resume grant {grant_id}")
+
+
+def grant_for_pauser(grant_id: int, session: DbSession,
+                     caller: Annotated[Caller, Depends(require("grants.pause"))]) -> Grant:
+    return grant_to_pause(session, grant_id, caller)
+
+
 def manager_grant(principal: Callable[..., Any]) -> Any:
     """``GrantForManager`` for managers that the dependency ``principal`` admits: the grant, locked for the rest of
     the request when they act on it."""
@@ -178,4 +203,5 @@ ApplicationForManager = manager_application(require("applications.decide"))
 ApplicationForProvider = Annotated[Application, Depends(application_for_provider)]
 GrantForReader = Annotated[Grant, Depends(grant_for_reader)]
 GrantForManager = manager_grant(require("grants.revoke"))
+GrantForPauser = Annotated[Grant, Depends(grant_for_pauser)]
 VisibleGrants = Annotated[ColumnElement[bool], Depends(grants_visible_to)]

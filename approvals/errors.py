@@ -33,6 +33,10 @@ class NotYourApplication(Forbidden):
     type, title = "not-your-application", "The application belongs to another department"
 
 
+class NotYourGrant(Forbidden):
+    type, title = "not-your-grant", "Only a data manager or the providing department may do this to the grant"
+
+
 class OwnDepartmentDecision(Forbidden):
     type, title = "own-department-decision", "Nobody decides an application of their own department"
 

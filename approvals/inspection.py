@@ -42,6 +42,7 @@ def inspect(
     today: date,
     max_usage_months: int,
     holds_active_grant: bool,
+    max_disclosure_delay_days: int = 180,
 ) -> list[Finding]:
     """Every finding of the normative inspection for ``application`` against ``dataset``."""
     findings: list[Finding] = []
@@ -80,6 +81,9 @@ def inspect(
         if not str(application.get(field) or "").strip():
             error(f"{field.replace('_', '-')}-present", f"the application needs a {field.replace('_', ' ')}")
 
+    if disclosure := application.get("disclosure"):
+        _inspect_disclosure(disclosure, today=today, max_days=max_disclosure_delay_days, error=error, warning=warning)
+
     justifications = application.get("justifications") or {}
     for name in requested:
         item = items.get(name)
@@ -109,6 +113,22 @@ def inspect(
     if holds_active_grant:
         warning("duplicate", "the department already holds an active grant on this dataset")
     return findings
+
+
+def _inspect_disclosure(disclosure: dict[str, Any], *, today: date, max_days: int, error, warning) -> None:
+    """A delay of citizens' sight of the accesses needs a basis, a day still to come, and no more than ``max_days`` from today."""
+    delay_until = date.fromisoformat(disclosure["delay_until"])
+    basis = str(disclosure.get("basis") or "").strip()
+    if not basis:
+        error("disclosure-basis", "disclosure.basis: a delayed disclosure needs the basis that allows it (e.g. the investigation)")
+    if delay_until <= today:
+        error("disclosure-delay-past", f"disclosure.delay_until: {delay_until} is not after today ({today})")
+    latest = today + timedelta(days=max_days)
+    if delay_until > latest:
+        error("disclosure-delay-maximum", f"disclosure.delay_until: a disclosure may be delayed at most {max_days} days "
+              f"(until {latest} at the latest)")
+    if basis and today < delay_until <= latest:
+        warning("disclosure-delayed", f"citizens see these accesses only from {delay_until}, on the basis: {basis}")
 
 
 def lookup_key_finding(*, dataset: dict[str, Any], application: dict[str, Any]) -> Finding | None:

@@ -30,11 +30,14 @@ EVENT_LABELS = {
     "application.provider_returned": "Returned by the providing department",
     "application.overdue": "Decision overdue",
     "grant.revoked": "Grant revoked",
+    "grant.paused": "Grant paused",
+    "grant.resumed": "Grant resumed",
 }
 
 GRANT_STATE_LABELS = {
     service.GrantState.pending: "Not yet started",
     service.GrantState.active: "Active",
+    service.GrantState.paused: "Paused",
     service.GrantState.expired: "Expired",
     service.GrantState.revoked: "Revoked",
 }

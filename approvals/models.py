@@ -53,6 +53,9 @@ class Application(Base):
     conditions: Mapped[list] = mapped_column(JSON, default=list)
     masks: Mapped[dict] = mapped_column(JSON, default=dict)
     grant_id: Mapped[int | None] = mapped_column(Integer)
+    # Delayed disclosure: the grant's ledger lines stay out of citizens' access logs until this day (on this basis).
+    disclosure_delay_until: Mapped[date | None] = mapped_column(Date)
+    disclosure_basis: Mapped[str | None] = mapped_column(Text)
     # Optimistic lock: two managers deciding at once cannot both succeed.
     lock_version: Mapped[int] = mapped_column(Integer, default=1)
 
@@ -107,6 +110,10 @@ class Grant(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_by: Mapped[str | None] = mapped_column(String(200))
     revoke_reason: Mapped[str | None] = mapped_column(Text)
+    # Paused (``grant_state`` says paused): every delivery refuses it until it is resumed.
+    paused_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    paused_by: Mapped[str | None] = mapped_column(String(200))
+    pause_reason: Mapped[str | None] = mapped_column(Text)
 
 
 class Webhook(Base):

@@ -110,6 +110,9 @@ def document_of(application: Application) -> dict[str, Any]:
         document["row_filter"] = application.row_filter
     if application.justifications:
         document["justifications"] = application.justifications
+    if application.disclosure_delay_until is not None:
+        document["disclosure"] = {"delay_until": application.disclosure_delay_until.isoformat(),
+                                  "basis": application.disclosure_basis or ""}
     return document
 
 
@@ -134,6 +137,7 @@ def _inspect(session: Session, application: Application, dataset: Dataset, setti
             session, department=application.department_code, dataset_id=dataset.id,
             today=current, exclude_application=application.id,
         ),
+        max_disclosure_delay_days=settings.disclosure_max_delay_days,
     )
     result = summary(findings)
     result["inspected_at"] = now.isoformat()
@@ -174,6 +178,9 @@ def _apply_document(application: Application, document: dict[str, Any]) -> None:
     application.delivery = document["delivery"]
     application.period_start = date.fromisoformat(document["period"]["start"])
     application.period_end = date.fromisoformat(document["period"]["end"])
+    disclosure = document.get("disclosure")
+    application.disclosure_delay_until = date.fromisoformat(disclosure["delay_until"]) if disclosure else None
+    application.disclosure_basis = (disclosure.get("basis") or "").strip() or None if disclosure else None
 
 
 def file_application(
@@ -390,6 +397,7 @@ def _approve(session: Session, *, application: Application, actor: str, previous
 class GrantState(StrEnum):
     pending = "pending"  # approved, the usage period has not begun
     active = "active"
+    paused = "paused"  # the manager or the providing department paused it: it serves nothing until resumed
     expired = "expired"
     revoked = "revoked"
 
@@ -397,12 +405,16 @@ class GrantState(StrEnum):
 def grant_state(grant: Grant | Row, today: date) -> GrantState:
     """Whether a grant serves anything today: only an active one does.
 
-    ``grant``: a grant, or a row with its ``revoked_at``, ``valid_from`` and ``valid_until``.
+    The one answer every delivery path reads (``exchange.service``, Delta Sharing), so a
+    pause holds on all of them at once. ``grant``: a grant, or a row with its
+    ``revoked_at``, ``paused_at``, ``valid_from`` and ``valid_until``.
     """
     if grant.revoked_at is not None:
         return GrantState.revoked
     if today > grant.valid_until:
         return GrantState.expired
+    if grant.paused_at is not None:
+        return GrantState.paused
     if today < grant.valid_from:
         return GrantState.pending
     return GrantState.active
@@ -424,6 +436,54 @@ def revoke_grant(session: Session, *, grant: Grant, actor: str, reason: str, now
     session.flush()
     application = get_application(session, grant.application_id)
     _event(session, application, kind="grant.revoked", actor=actor, from_status=application.status, comment=reason.strip(),
+           grant_id=grant.id, at=now)
+    return grant
+
+
+MAX_PAUSE_REASON = 2000
+
+
+def _pause_reason(reason: str, action: str) -> str:
+    reason = (reason or "").strip()
+    if not reason:
+        raise InvalidDecision(f"{action} a grant needs a reason")
+    if len(reason) > MAX_PAUSE_REASON:
+        raise InvalidDecision(f"reason: at most {MAX_PAUSE_REASON} characters")
+    return reason
+
+
+def _check_pausable(grant: Grant, today: date, action: str) -> GrantState:
+    state = grant_state(grant, today)
+    if state in (GrantState.revoked, GrantState.expired):
+        raise WrongState(f"grant {grant.id} is {state}; an ended grant cannot be {action}")
+    return state
+
+
+def pause_grant(session: Session, *, grant: Grant, actor: str, reason: str, today: date, now: datetime | None = None) -> Grant:
+    """Stop every delivery under a grant, with a reason, until it is resumed; both departments are told (events, webhooks)."""
+    reason = _pause_reason(reason, "pausing")
+    if _check_pausable(grant, today, "paused") == GrantState.paused:
+        raise WrongState(f"grant {grant.id} is paused already")
+    now = now or utcnow()
+    grant.paused_at, grant.paused_by, grant.pause_reason = now, actor, reason
+    session.flush()
+    application = get_application(session, grant.application_id)
+    _event(session, application, kind="grant.paused", actor=actor, from_status=application.status, comment=reason,
+           grant_id=grant.id, at=now)
+    return grant
+
+
+def resume_grant(session: Session, *, grant: Grant, actor: str, reason: str | None = None, today: date,
+                 now: datetime | None = None) -> Grant:
+    """Let a paused grant deliver again from the next request on; both departments are told."""
+    comment = _pause_reason(reason, "resuming") if reason is not None and reason.strip() else None
+    if _check_pausable(grant, today, "resumed") != GrantState.paused:
+        raise WrongState(f"grant {grant.id} is not paused")
+    now = now or utcnow()
+    grant.paused_at, grant.paused_by, grant.pause_reason = None, None, None
+    session.flush()
+    application = get_application(session, grant.application_id)
+    _event(session, application, kind="grant.resumed", actor=actor, from_status=application.status, comment=comment,
            grant_id=grant.id, at=now)
     return grant
 

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from approvals import service
-from approvals.dependencies import manager_application, manager_grant
+from approvals.dependencies import grant_to_pause, manager_application, manager_grant
 from approvals.errors import ApplicationNotFound, InvalidDecision, WrongState
 from approvals.labels import EVENT_LABELS, GRANT_STATE_LABELS, STATUS_LABELS, in_words, mask_words, row_filter_words
 from approvals.models import Application, Grant
@@ -51,6 +51,7 @@ def person_allowed(action: str):
 
 
 DecidingUser = Annotated[User, Depends(person_allowed("applications.decide"))]
+PausingUser = Annotated[User, Depends(web.person_allowed("grants.pause"))]
 RevokingUser = Annotated[User, Depends(person_allowed("grants.revoke"))]
 
 
@@ -266,13 +267,13 @@ def grants_page(request: Request, session: DbSession, user: ManagerUser, state: 
 
 def _grant_page(
     request: Request, session: Session, user: User, grant: Grant, *, status_code: int = 200, error: str | None = None,
-    reason: str = "",
+    reason: str = "", pause_reason: str = "",
 ) -> Response:
     state = service.grant_state(grant, service.today(request.app.state.settings))
     return pages.render(
         request, "grant.html", status_code=status_code, user=user, grant=grant, state=state, state_labels=GRANT_STATE_LABELS,
         row_filter=row_filter_words(grant.row_filter), mask_words=mask_words, may_revoke=web.may(user, "grants.revoke"),
-        error=error, reason=reason,
+        may_pause=web.may(user, "grants.pause"), error=error, reason=reason, pause_reason=pause_reason,
     )
 
 
@@ -300,6 +301,68 @@ def revoke(
                            error=f"Grant {grant.id} was not revoked: {in_words(problem.detail)}.")
     return web.redirect(request, f"/ui/grants/{grant.id}",
                         flash=f"Grant {grant.id} revoked: {grant.department_code} can no longer receive {grant.dataset_code} under it.")
+
+
+def grant_for_pausing_person(grant_id: int, session: DbSession, user: PausingUser) -> Grant:
+    """The grant, locked, if the signed-in person may pause or resume it (a manager, or the providing department's officer)."""
+    return grant_to_pause(session, grant_id, user)
+
+
+GrantForPausingPerson = Annotated[Grant, Depends(grant_for_pausing_person)]
+
+
+def _pause_outcome_page(request: Request, session: Session, user: User, grant: Grant, *, status_code: int, error: str,
+                        pause_reason: str = "") -> Response:
+    """The page the person paused from, again, saying why nothing changed: the grant's page, or the provider's application page."""
+    if user.has_role(*OVERSEERS):
+        return _grant_page(request, session, user, grant, status_code=status_code, error=error, pause_reason=pause_reason)
+    return _provider_page(request, session, user, service.get_application(session, grant.application_id),
+                          status_code=status_code, error=error, pause_reason=pause_reason)
+
+
+def _page_after_pausing(user: User, grant: Grant) -> str:
+    return f"/ui/grants/{grant.id}" if user.has_role(*OVERSEERS) else f"/ui/provider/applications/{grant.application_id}"
+
+
+@router.post("/grants/{grant_id}/pause", dependencies=web.CheckedForm)
+def pause(
+    request: Request, session: DbSession, user: PausingUser, grant: GrantForPausingPerson,
+    reason: Annotated[str, Form(max_length=service.MAX_PAUSE_REASON)] = "", confirm: Annotated[str, Form(max_length=10)] = "",
+) -> Response:
+    if confirm != "yes":
+        return _pause_outcome_page(request, session, user, grant, status_code=422, pause_reason=reason,
+                                   error=f"Grant {grant.id} was not paused: tick the box to confirm that "
+                                         f"{grant.department_code} receives nothing under it until it is resumed.")
+    try:
+        service.pause_grant(session, grant=grant, actor=web.actor(user), reason=reason, today=service.today(request.app.state.settings))
+    except (InvalidDecision, WrongState) as problem:
+        session.rollback()
+        grant = service.get_grant(session, grant.id)
+        return _pause_outcome_page(request, session, user, grant, status_code=problem.status, pause_reason=reason,
+                                   error=f"Grant {grant.id} was not paused: {in_words(problem.detail)}.")
+    return web.redirect(request, _page_after_pausing(user, grant),
+                        flash=f"Grant {grant.id} paused: {grant.department_code} receives nothing under it until it is resumed.")
+
+
+@router.post("/grants/{grant_id}/resume", dependencies=web.CheckedForm)
+def resume(
+    request: Request, session: DbSession, user: PausingUser, grant: GrantForPausingPerson,
+    reason: Annotated[str, Form(max_length=service.MAX_PAUSE_REASON)] = "", confirm: Annotated[str, Form(max_length=10)] = "",
+) -> Response:
+    if confirm != "yes":
+        return _pause_outcome_page(request, session, user, grant, status_code=422,
+                                   error=f"Grant {grant.id} was not resumed: tick the box to confirm that "
+                                         f"{grant.department_code} receives {grant.dataset_code} again.")
+    try:
+        service.resume_grant(session, grant=grant, actor=web.actor(user), reason=reason,
+                             today=service.today(request.app.state.settings))
+    except (InvalidDecision, WrongState) as problem:
+        session.rollback()
+        grant = service.get_grant(session, grant.id)
+        return _pause_outcome_page(request, session, user, grant, status_code=problem.status,
+                                   error=f"Grant {grant.id} was not resumed: {in_words(problem.detail)}.")
+    return web.redirect(request, _page_after_pausing(user, grant),
+                        flash=f"Grant {grant.id} resumed: {grant.department_code} receives {grant.dataset_code} under it again.")
 
 
 # --- the providing department's sign-off -----------------------------------------------------------
@@ -343,13 +406,16 @@ def provider_queue_page(request: Request, session: DbSession, user: ProviderOffi
 
 
 def _provider_page(request: Request, session: Session, user: User, application: Application, *, status_code: int = 200,
-                   error: str | None = None, form: dict[str, Any] | None = None) -> Response:
+                   error: str | None = None, form: dict[str, Any] | None = None, pause_reason: str = "") -> Response:
     dataset = service.get_dataset(session, application.dataset_code)
+    grant = session.get(Grant, application.grant_id) if application.grant_id else None
+    grant_state = service.grant_state(grant, service.today(request.app.state.settings)) if grant else None
     return pages.render(
         request, "provider_application.html", status_code=status_code, user=user, application=application, dataset=dataset,
         row_filter=row_filter_words(application.row_filter), mask_words=mask_words, reasons=service.REASON_LABELS,
         events=service.history(session, application_id=application.id), event_labels=EVENT_LABELS,
         own=application.department_code == user.department_code, error=error, form=form or {},
+        grant=grant, grant_state=grant_state, grant_state_labels=GRANT_STATE_LABELS, pause_reason=pause_reason,
     )
 
 

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
+from approvals import service as approvals
 from approvals.dependencies import ApplicationForReader
 from evaluation import service
 from evaluation.dependencies import CorrectionForProvider, CorrectionForReader, CorrectionParty, RaterOfApplication
@@ -84,9 +85,10 @@ def csv_response(rows: list[dict[str, Any]], filename: str) -> Response:
 
 
 @router.get("/metrics/summary", responses=JSON_OR_CSV)
-def metrics_summary(session: DbSession, caller: MetricsReader, period: RequestedPeriod, format: Format = "json") -> Response:
+def metrics_summary(request: Request, session: DbSession, caller: MetricsReader, period: RequestedPeriod,
+                    format: Format = "json") -> Response:
     """Every metric over the period, and the lists a manager acts on."""
-    summary = service.summary(session, period=period)
+    summary = service.summary(session, period=period, today=approvals.today(request.app.state.settings))
     if format == "csv":
         return csv_response([{"metric": key, "value": value} for key, value in flat(summary).items()], "metrics-summary.csv")
     return JSONResponse(summary)

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from approvals import service as approvals
 from approvals.models import Application, Grant
 from directory.models import Dataset, DatasetVersion
-from evaluation import live_services
+from evaluation import disclosures, live_services
 from evaluation.models import Correction, Rating
 from evaluation.period import Period
 from evaluation.ratings import SCORES
@@ -604,8 +604,8 @@ def waiting_longest(session: Session, *, now: datetime | None = None, limit: int
     ]
 
 
-def summary(session: Session, *, period: Period, now: datetime | None = None) -> dict[str, Any]:
-    """The overall metrics of the period and the lists a manager acts on."""
+def summary(session: Session, *, period: Period, now: datetime | None = None, today: date | None = None) -> dict[str, Any]:
+    """The overall metrics of the period and the lists a manager acts on (``today``: the configured zone's date)."""
     now = now or utcnow()
     datasets = group_metrics(session, period=period, by="dataset", now=now, distributions=False)
     overall = group_metrics(session, period=period, by=None, now=now, counted_by_dataset=datasets)[0]
@@ -613,4 +613,5 @@ def summary(session: Session, *, period: Period, now: datetime | None = None) ->
         "from": period.start.isoformat(), "to": period.end.isoformat(), **overall,
         **manager_lists(datasets), "waiting_longest": waiting_longest(session, now=now),
         "live_services": live_services.summary(session, period=period),
+        **disclosures.summary(session, period=period, today=today or now.date()),
     }

@@ -194,7 +194,7 @@ def stylesheet() -> Response:
 def dashboard(request: Request, session: DbSession, user: MetricsUser) -> Response:
     chosen = _chosen_period(request)
     period = chosen.period
-    summary = service.summary(session, period=period)
+    summary = service.summary(session, period=period, today=approvals.today(request.app.state.settings))
     query = urlencode(_period_words(period))
     demanded = row_bars([(item["dataset"], item["applications_filed"], f"/ui/dashboard/datasets/{item['dataset']}?{query}")
                          for item in summary["most_demanded"]])

@@ -2,7 +2,7 @@
 
 Applications in every state (draft, submitted, awaiting the provider, approved with
 grants for interfaces and extracts, rejected with reasons, returned, withdrawn, one
-overdue and escalated; grants active, expired and revoked), made through the same service functions as the API, and a
+overdue and escalated; grants active, paused, expired and revoked; one asking for a delayed disclosure), made through the same service functions as the API, and a
 month of ledger lines of past lookups of real demo citizens, so that every page and
 endpoint has something to show.
 """
@@ -137,11 +137,23 @@ def seed_exchange(session: Session, *, settings: Settings) -> dict[str, int]:
     approvals.revoke_grant(session, grant=session.get(approvals.Grant, revoked.grant_id), actor=f"{ACTOR}:manager",
                            reason="the service system sent lookups outside the funeral grant's purpose")
 
+    # One the providing department paused (deliveries answer 403 until resumed), whose accesses citizens
+    # see only from a later day (a delayed disclosure, for an investigation).
+    paused = file("EDU", _application(
+        "HRSS-INSURANCE", "tuition-fee-waiver-review", ["citizen_id", "insurance_type", "active"], "interface",
+        "Compulsory Education Law art. 12", "review tuition fee waivers granted on insurance status", period,
+        disclosure={"delay_until": (today + timedelta(days=90)).isoformat(),
+                    "basis": "Audit Law art. 31: fee waiver fraud investigation, case 2026-114"}))
+    decide(paused, "approve")
+    approvals.pause_grant(session, grant=session.get(approvals.Grant, paused.grant_id), actor=f"{ACTOR}:HRSS-provider",
+                          reason="insurance status under correction after a data error; deliveries held until it is fixed",
+                          today=today)
+
     _ledger(session, settings=settings, application=marriage)
     prebuild_keyed_stores(session, store=storage.for_settings(settings))
     counts: dict[str, int] = {}
     for application in (marriage, pension, enrolment_check, waiting_provider, too_much, not_shareable, returned, withdrawn, overdue,
-                        expired, revoked):
+                        expired, revoked, paused):
         counts[application.status] = counts.get(application.status, 0) + 1
     return counts
 
@@ -162,7 +174,7 @@ def _ledger(session: Session, *, settings: Settings, application) -> None:
         entry = AccessLogEntry(
             at=now - timedelta(minutes=generator.randrange(1, 30 * 24 * 60)), kind="lookup", client_id="demo-cab-service",
             department_code="CAB", dataset_code=dataset.code, grant_id=grant.id, application_id=application.id,
-            service_item=application.service_item, basis=application.basis, rows=1, status=200,
+            service_item=application.service_item, basis=application.basis, purpose=application.purpose, rows=1, status=200,
             latency_ms=round(generator.uniform(0.6, 4.0), 2),
         )
         session.add(entry)
@@ -172,6 +184,7 @@ def _ledger(session: Session, *, settings: Settings, application) -> None:
             session.add(AccessLogEntry(
                 at=entry.at + timedelta(seconds=30), kind="lookup", client_id="demo-cab-service", department_code="CAB",
                 dataset_code=dataset.code, grant_id=grant.id, application_id=application.id,
-                service_item=application.service_item, basis=application.basis, rows=0, status=404, latency_ms=0.9,
+                service_item=application.service_item, basis=application.basis, purpose=application.purpose, rows=0, status=404,
+                latency_ms=0.9,
             ))
     session.flush()

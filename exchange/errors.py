@@ -10,6 +10,12 @@ class NoActiveGrant(Forbidden):
     type, title = "no-active-grant", "No active grant"
 
 
+class GrantPaused(NoActiveGrant):
+    """Every delivery under a paused grant answers this (403), whatever the path: ``approvals.service.grant_state`` says paused."""
+
+    type, title = "grant-paused", "The grant is paused"
+
+
 class SharingTokenNotFound(NotFound):
     type, title = "sharing-token-not-found", "No such sharing token"
 

@@ -76,6 +76,7 @@ class LedgerLine:
     answered_at: datetime | None = None
     # consent_required datasets: the consent each key was delivered under (key -> consent id), kept with the key.
     consents: dict[str, int] = field(default_factory=dict)
+    purpose: str | None = None  # the application's purpose, shown in the citizen's access log
 
 
 class _GaveUp(Exception):
@@ -291,7 +292,7 @@ class LedgerWriter:
         rows = [
             {"at": line.at, "kind": line.kind, "client_id": line.client_id, "department_code": line.department,
              "dataset_code": line.dataset, "grant_id": line.grant_id, "application_id": line.application_id,
-             "service_item": line.service_item, "basis": line.basis, "rows": line.rows, "status": line.status,
+             "service_item": line.service_item, "basis": line.basis, "purpose": line.purpose, "rows": line.rows, "status": line.status,
              "latency_ms": line.latency_ms, "extract_id": line.extract_id, "request_sha256": line.request_sha256,
              "answer_sha256": line.answer_sha256, "requested_at": line.requested_at, "answered_at": line.answered_at}
             for line in lines
@@ -371,6 +372,6 @@ def cleaned(line: LedgerLine) -> LedgerLine:
         department=_text(line.department, columns.department_code.type.length),
         dataset=_text(line.dataset, columns.dataset_code.type.length),
         service_item=_text(line.service_item, columns.service_item.type.length), basis=_text(line.basis),
-        extract_id=_text(line.extract_id, columns.extract_id.type.length),
+        purpose=_text(line.purpose), extract_id=_text(line.extract_id, columns.extract_id.type.length),
         keys=[_text(key, KEY_LENGTH) for key in line.keys[:MAX_KEYS_PER_LINE]],
     )

@@ -34,6 +34,7 @@ class AccessLogEntry(Base):
     application_id: Mapped[int | None] = mapped_column(Integer)
     service_item: Mapped[str | None] = mapped_column(String(200))
     basis: Mapped[str | None] = mapped_column(Text)
+    purpose: Mapped[str | None] = mapped_column(Text)  # the application's purpose (None before it was recorded, and for deposits)
     rows: Mapped[int] = mapped_column(Integer, default=0)
     status: Mapped[int] = mapped_column(Integer, default=200)
     latency_ms: Mapped[float | None] = mapped_column(Float)

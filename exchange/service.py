@@ -8,7 +8,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Select, bindparam, select
+from sqlalchemy import Select, bindparam, or_, select
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import Pool
 
@@ -19,7 +19,7 @@ from approvals.scope import Scope, mask_key, scope_of  # noqa: F401 (the scope's
 from directory import service as directory
 from directory.models import Dataset, DatasetVersion
 from exchange.stores import keyed_store, lookup_store
-from exchange.errors import NoActiveGrant, NoData
+from exchange.errors import GrantPaused, NoActiveGrant, NoData
 from exchange.models import AccessLogEntry, AccessLogKey, DeliveredConsent, Extract, SharingFile
 from govshare.storage import Store
 
@@ -48,10 +48,22 @@ def active_grant(
     query, params = _GRANTS, {"department": department, "dataset_code": dataset_code, "delivery": delivery}
     if grant_id is not None:
         query, params = _GRANT_NAMED, {**params, "grant_id": grant_id}
+    paused = []
     for grant, _dataset, _application, latest_path in session.execute(query, params):
-        if approvals.grant_state(grant, today) == approvals.GrantState.active:
+        state = approvals.grant_state(grant, today)
+        if state == approvals.GrantState.active:
             return dataclasses.replace(scope_of(session, grant), latest_path=latest_path)
-    raise NoActiveGrant(f"department {department} holds no active {delivery} grant on {dataset_code}")
+        if state == approvals.GrantState.paused:
+            paused.append(grant.id)
+    raise no_active_grant(department=department, dataset_code=dataset_code, delivery=delivery, paused=paused)
+
+
+def no_active_grant(*, department: str, dataset_code: str, delivery: str, paused: list[int]) -> NoActiveGrant:
+    """The refusal when no grant of the department serves now: ``GrantPaused`` when the one it would use is paused."""
+    if paused:
+        return GrantPaused(f"grant {paused[0]} of department {department} on {dataset_code} is paused: "
+                           "nothing is delivered under it until it is resumed")
+    return NoActiveGrant(f"department {department} holds no active {delivery} grant on {dataset_code}")
 
 
 # The interfaces' calls (a lookup, a page, a stream) resolve the same grant's scope again
@@ -59,11 +71,11 @@ def active_grant(
 # index probe. So a scope is built once and kept per process, and each call reads only the
 # few columns that decide whether it still holds (``_GRANT_STATE``). A grant is never
 # changed after the decision except by its revocation (read on every call, as are its
-# dates); its application is decided and final; the dataset's document bumps its
+# dates, and its pause); its application is decided and final; the dataset's document bumps its
 # revision when it changes, and a new snapshot changes its latest version. Those values
 # are the cached scope's key, so a changed grant, dataset or version is a new entry,
 # never a stale one, in this process or any other sharing the record store.
-_GRANT_STATE = _grants_of(Grant.id, Grant.created_at, Grant.revoked_at, Grant.valid_from, Grant.valid_until,
+_GRANT_STATE = _grants_of(Grant.id, Grant.created_at, Grant.revoked_at, Grant.paused_at, Grant.valid_from, Grant.valid_until,
                           Dataset.revision, Dataset.updated_at, Dataset.latest_version, DatasetVersion.path)
 # Per connection pool, so per record store (tests open many in one process). The times
 # in the key tell a grant or dataset apart from one that reuses its id or revision (a
@@ -82,8 +94,12 @@ def interface_scope(session: Session, *, department: str, dataset_code: str, tod
     if served is None:
         served = _served.setdefault(connection.engine.pool, {})
     params = {"department": department, "dataset_code": dataset_code, "delivery": delivery}
+    paused = []
     for state in connection.execute(_GRANT_STATE, params):
-        if approvals.grant_state(state, today) != approvals.GrantState.active:
+        grant_state = approvals.grant_state(state, today)
+        if grant_state == approvals.GrantState.paused:
+            paused.append(state.id)
+        if grant_state != approvals.GrantState.active:
             continue
         key = (state.id, state.created_at, state.revision, state.updated_at, state.latest_version, state.path)
         scope = served.get(key)
@@ -96,7 +112,7 @@ def interface_scope(session: Session, *, department: str, dataset_code: str, tod
                 served.clear()  # bounded; a server serves a few grants at a time
             served[key] = scope
         return dataclasses.replace(scope, latest_path=state.path)
-    raise NoActiveGrant(f"department {department} holds no active {delivery} grant on {dataset_code}")
+    raise no_active_grant(department=department, dataset_code=dataset_code, delivery=delivery, paused=paused)
 
 
 def snapshot(session: Session, *, dataset: Dataset, store: Store, known_path: str | None = None) -> tuple[int, Path]:
@@ -114,19 +130,39 @@ def snapshot(session: Session, *, dataset: Dataset, store: Store, known_path: st
     return dataset.latest_version, store.local_path(path)
 
 
-def citizen_access_log(session: Session, *, citizen_id: str, store: Store, limit: int = 1000) -> list[AccessLogEntry]:
-    """Every recorded access that touched ``citizen_id``, newest first: calls by key, and extracts that held their row."""
+@dataclasses.dataclass(frozen=True)
+class CitizenLogLine:
+    """One access-log line as the citizen reads it, with the delayed disclosure its application asked for (if any)."""
+
+    entry: AccessLogEntry
+    delayed_until: date | None = None
+    delay_basis: str | None = None
+
+
+def citizen_access_log(session: Session, *, citizen_id: str, store: Store, today: date, include_delayed: bool = False,
+                       limit: int = 1000) -> list[CitizenLogLine]:
+    """Every recorded access that touched ``citizen_id``, newest first: calls by key, and extracts that held their row.
+
+    Lines under an application with a delayed disclosure are left out until its ``delay_until`` (``today`` is the
+    configured zone's date), unless ``include_delayed`` (a manager's view); from that day on they show, marked.
+    """
+    disclosed = or_(Application.disclosure_delay_until.is_(None), Application.disclosure_delay_until <= today)
+    columns = (AccessLogEntry, Application.disclosure_delay_until, Application.disclosure_basis)
+    by_key_query = (select(*columns).join(AccessLogKey, AccessLogKey.entry_id == AccessLogEntry.id)
+                    .outerjoin(Application, Application.id == AccessLogEntry.application_id)
+                    .where(AccessLogKey.key == citizen_id))
+    downloads_query = (select(*columns).outerjoin(Application, Application.id == AccessLogEntry.application_id)
+                       .where(AccessLogEntry.kind == "extract", AccessLogEntry.extract_id.is_not(None)))
+    if not include_delayed:
+        by_key_query, downloads_query = by_key_query.where(disclosed), downloads_query.where(disclosed)
     by_key = list(session.execute(
-        select(AccessLogEntry).join(AccessLogKey, AccessLogKey.entry_id == AccessLogEntry.id)
-        .where(AccessLogKey.key == citizen_id).order_by(AccessLogEntry.at.desc(), AccessLogEntry.id.desc()).limit(limit)
-    ).scalars())
-    downloads = list(session.execute(
-        select(AccessLogEntry).where(AccessLogEntry.kind == "extract", AccessLogEntry.extract_id.is_not(None))
-    ).scalars())
-    held = extracts_holding(session, store=store, extract_ids={entry.extract_id for entry in downloads},
+        by_key_query.order_by(AccessLogEntry.at.desc(), AccessLogEntry.id.desc()).limit(limit)).all())
+    downloads = list(session.execute(downloads_query).all())
+    held = extracts_holding(session, store=store, extract_ids={row[0].extract_id for row in downloads},
                             citizen_id=citizen_id) if downloads else set()
-    entries = by_key + [entry for entry in downloads if entry.extract_id in held]
-    return sorted(entries, key=lambda entry: (entry.at, entry.id), reverse=True)[:limit]
+    rows = by_key + [row for row in downloads if row[0].extract_id in held]
+    rows.sort(key=lambda row: (row[0].at, row[0].id), reverse=True)
+    return [CitizenLogLine(entry, delay_until, basis if delay_until else None) for entry, delay_until, basis in rows[:limit]]
 
 
 def consents_named(session: Session, *, citizen_id: str, entries: list[AccessLogEntry]) -> dict[int, int]:

@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     decision_working_days: int = Field(default=10, ge=1, le=120, description="working days allowed from filing to decision")
     correction_working_days: int = Field(default=5, ge=1, le=60, description="working days a provider has to answer a correction request")
     max_usage_months: int = Field(default=12, ge=1, le=120, description="longest usage period an application may ask for")
+    disclosure_max_delay_days: int = Field(default=180, ge=1, le=3650,
+                                           description="longest an application may delay citizens' sight of its accesses (days from filing)")
     holidays: list[date] = Field(default_factory=list, description="public holidays, as a JSON list of dates")
     extra_working_days: list[date] = Field(default_factory=list, description="weekend days that are working days (JSON list)")
     timezone: str = Field(default="UTC", description="the time zone working days and usage periods are counted in")

@@ -38,6 +38,8 @@ from exchange.ledger import LedgerLine
 from exchange.ratelimit import retry_after_header
 from govshare.auth import Caller, caller_of, check_role, require
 from govshare.db import DbSession, LoopSemaphores
+from govshare.errors import Forbidden
+from govshare.models import Role
 from sqlalchemy import select
 
 router = APIRouter(prefix="/api/v1", tags=["exchange"])
@@ -66,7 +68,7 @@ def ledger_line(scope: service.Scope, caller: Caller, *, kind: str, rows: int, k
     return LedgerLine(
         kind=kind, client_id=caller.client_id, department=caller.department, dataset=scope.dataset.code,
         grant_id=scope.grant.id, application_id=scope.application.id, service_item=scope.application.service_item,
-        basis=scope.application.basis, rows=rows, keys=keys, status=status,
+        basis=scope.application.basis, purpose=scope.application.purpose, rows=rows, keys=keys, status=status,
         latency_ms=(time.perf_counter() - started) * 1000,
         consents={key: consents[key] for key in keys if key in consents} if consents else {},
     )
@@ -437,17 +439,25 @@ def _arrow_stream(request: Request, store, scope: service.Scope, caller: Caller,
                                                             status=200, started=started, consents=consents), admitted=True)
 
 
-@router.get("/citizens/{citizen_id}/access-log", summary="Who used this citizen's data, when, and on what basis")
+@router.get("/citizens/{citizen_id}/access-log", summary="Who used this citizen's data, when, why and on what basis")
 def citizen_access_log(citizen_id: str, request: Request, session: DbSession,
-                       caller: Annotated[Caller, Depends(require("citizens.access_log"))]) -> dict[str, Any]:
-    entries = service.citizen_access_log(session, citizen_id=citizen_id, store=request.app.state.store)
-    consents = service.consents_named(session, citizen_id=citizen_id, entries=entries)
+                       caller: Annotated[Caller, Depends(require("citizens.access_log"))],
+                       include_delayed: bool = False) -> dict[str, Any]:
+    if include_delayed and not caller.has_role(Role.manager):
+        # The portal shows citizens what they may see now; lines under a delayed disclosure are a manager's to look at.
+        raise Forbidden("include_delayed: only a data manager sees accesses whose disclosure is delayed")
+    lines = service.citizen_access_log(session, citizen_id=citizen_id, store=request.app.state.store,
+                                       today=approvals.today(request.app.state.settings), include_delayed=include_delayed)
+    consents = service.consents_named(session, citizen_id=citizen_id, entries=[line.entry for line in lines])
     return {
         "citizen_id": citizen_id,
         "entries": [
-            {"at": entry.at.isoformat(), "department": entry.department_code, "dataset": entry.dataset_code,
-             "grant_id": entry.grant_id, "application_id": entry.application_id, "service_item": entry.service_item,
-             "basis": entry.basis, "kind": entry.kind, "rows": entry.rows, "consent_id": consents.get(entry.id)}
-            for entry in entries
+            {"at": line.entry.at.isoformat(), "department": line.entry.department_code, "dataset": line.entry.dataset_code,
+             "grant_id": line.entry.grant_id, "application_id": line.entry.application_id,
+             "service_item": line.entry.service_item, "basis": line.entry.basis, "purpose": line.entry.purpose,
+             "kind": line.entry.kind, "rows": line.entry.rows,
+             "delayed_until": line.delayed_until.isoformat() if line.delayed_until else None,
+             "delay_basis": line.delay_basis, "consent_id": consents.get(line.entry.id)}
+            for line in lines
         ],
     }

@@ -269,7 +269,7 @@ def _record(request: Request, session, access: sharing.Access, file, started: fl
     request.app.state.ledger.record(LedgerLine(
         kind="extract", client_id=f"sharing-token:{access.token.id}", department=access.grant.department_code,
         dataset=scope.dataset.code, grant_id=access.grant.id, application_id=scope.application.id,
-        service_item=scope.application.service_item, basis=scope.application.basis, rows=file.rows,
+        service_item=scope.application.service_item, basis=scope.application.basis, purpose=scope.application.purpose, rows=file.rows,
         latency_ms=(time.perf_counter() - started) * 1000, extract_id=file.id,
     ))
     audit.record(session, actor=f"sharing-token:{access.token.id}", action="sharing.file_served", subject=f"grant:{access.grant.id}",

@@ -75,6 +75,10 @@ class SharingForbidden(SharingError):
     status, type, title, error_code = 403, "sharing-forbidden", "The grant does not allow this", "PERMISSION_DENIED"
 
 
+class SharingGrantPaused(SharingForbidden):
+    type, title = "grant-paused", "The grant is paused"
+
+
 class SharingNotFound(SharingError):
     status, type, title, error_code = 404, "sharing-not-found", "No such share, schema, table or version", "RESOURCE_DOES_NOT_EXIST"
 
@@ -192,6 +196,8 @@ def _grant_in_force(session: Session, token: SharingToken, *, settings: Settings
         raise expired
     grant = session.get(Grant, token.grant_id)
     state = approvals.grant_state(grant, approvals.today(settings, now))
+    if state == approvals.GrantState.paused:
+        raise SharingGrantPaused(f"grant {grant.id} is paused: its share serves nothing until it is resumed")
     if state != approvals.GrantState.active:
         raise SharingForbidden(f"grant {grant.id} is {state}: its share serves nothing")
     return grant

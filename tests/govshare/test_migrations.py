@@ -103,3 +103,22 @@ def test_the_metric_rollups_migration_back_fills_what_the_ledger_writer_adds_up(
     finally:
         upgrade_schema(database.engine)
     assert rollups() == written
+
+
+def test_the_lifecycle_migration_leaves_older_ledger_lines_without_a_purpose_and_grants_unpaused(database):
+    """0021 down and up again: a line written under 0020 shows a null purpose; a grant then is not paused."""
+    config = alembic_config()
+    try:
+        with database.engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.downgrade(config, "0020_live_services")
+        assert "purpose" not in {column["name"] for column in inspect(database.engine).get_columns("access_log")}
+        assert "paused_at" not in {column["name"] for column in inspect(database.engine).get_columns("grants")}
+        with database.engine.begin() as connection:
+            connection.execute(text("INSERT INTO access_log (at, kind, client_id, department_code, dataset_code, rows, status) "
+                                    "VALUES (CURRENT_TIMESTAMP, 'lookup', 'c1', 'CAB', 'PSB-HOUSEHOLD', 1, 200)"))
+    finally:
+        upgrade_schema(database.engine)
+    assert schema_revision(database.engine) == head_revision()
+    with database.engine.connect() as connection:
+        assert connection.execute(text("SELECT purpose FROM access_log")).scalars().all() == [None]

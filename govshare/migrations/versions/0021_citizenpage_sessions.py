@@ -1,7 +1,7 @@
 """citizen sessions: a web session is a staff member's (user_id) or a citizen's (citizen_id, from the identity provider's ID token)
 
 Revision ID: 0021_citizenpage_sessions
-Revises: 0020_live_services
+Revises: 0021_consent_requests, 0021_lifecycle_pause_disclosure_purpose
 Create Date: 2026-12-07
 """
 
@@ -9,7 +9,8 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0021_citizenpage_sessions"
-down_revision = "0020_live_services"
+# Applied after both other 0021 migrations of issue 23 (consents and requests; the grant lifecycle): the lead re-chains at merge.
+down_revision = ("0021_consent_requests", "0021_lifecycle_pause_disclosure_purpose")
 branch_labels = None
 depends_on = None
 
