@@ -176,6 +176,9 @@ ROUTES: dict[str, str] = {
     "GET /me/callback": PUBLIC,
     "POST /me/logout": PUBLIC,
     "GET /me": CITIZEN_SESSION,
+    "POST /me/consents/{consent_id}/withdraw": CITIZEN_SESSION,
+    "POST /me/requests/{request_id}/approve": CITIZEN_SESSION,
+    "POST /me/requests/{request_id}/refuse": CITIZEN_SESSION,
 }
 
 

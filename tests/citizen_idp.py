@@ -51,6 +51,7 @@ class ScriptedProvider:
     client_id: str = "govshare-me"
     client_secret: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     key: RSAKey = field(default_factory=lambda: RSAKey.generate_key(2048, parameters={"kid": "idp-1", "use": "sig"}))
+    citizen_id: str = "110101199003078515"  # who signs in next (the ID token's citizen_id claim)
     # What the next ID token holds, given the authorization request's parameters: tests replace it to misbehave.
     id_token: Callable[[dict[str, str]], str] | None = None
     authorizations: dict[str, dict[str, str]] = field(default_factory=dict)  # code -> the authorization request's parameters
@@ -58,7 +59,7 @@ class ScriptedProvider:
 
     def claims(self, request: dict[str, str], **changes: Any) -> dict[str, Any]:
         now = int(time.time())
-        claims = {"iss": self.issuer, "aud": self.client_id, "sub": "account-7", "citizen_id": "110101199003078515",
+        claims = {"iss": self.issuer, "aud": self.client_id, "sub": "account-7", "citizen_id": self.citizen_id,
                   "nonce": request.get("nonce"), "iat": now, "exp": now + 300, "auth_time": now}
         claims.update(changes)
         return {name: value for name, value in claims.items() if value is not None}
