@@ -277,7 +277,7 @@ def start_sign_in(request: Request) -> Response:
 
 @router.get("/callback")
 def finish_sign_in(request: Request, session: DbSession, code: str | None = None, state: str | None = None,
-                   error: str | None = None) -> Response:
+                   error: str | None = None, iss: str | None = None) -> Response:
     """The identity provider sends the citizen back here: check the state, exchange the code, verify the ID token, sign in."""
     pending = _pending(request)
     try:
@@ -288,6 +288,8 @@ def finish_sign_in(request: Request, session: DbSession, code: str | None = None
         if error is not None or not code:
             raise CitizenSignInRefused("The identity provider did not sign you in. Nothing was shown or changed.")
         provider = identity_provider(request)
+        if iss is not None and iss != provider.issuer:  # RFC 9207: an answer from another provider (a mix-up attack)
+            raise CitizenSignInRefused("This answer came from another identity provider: sign in again.")
         claims = provider.verify(provider.exchange(code=code, code_verifier=pending["verifier"]), nonce=pending["nonce"])
         sessions.start_citizen(request, session, provider.citizen_id(claims))
     except GovshareError as refused:

@@ -149,6 +149,14 @@ def test_an_expired_pending_sign_in_is_refused(client, provider, database, monke
     assert _sessions(database) == []
 
 
+def test_an_answer_naming_another_issuer_is_refused_before_the_code_is_used(client, provider, database):
+    """RFC 9207: a provider names itself in its answer (``iss``); another's answer is a mix-up, refused."""
+    started = start_sign_in(client)
+    callback = provider.authorize(started.headers["location"]).removeprefix("http://localhost")
+    answer = client.get(callback + "&iss=https%3A%2F%2Fevil.example", headers=HTML, follow_redirects=False)
+    assert answer.status_code == 401 and provider.token_requests == [] and _sessions(database) == []
+
+
 def test_a_provider_error_signs_nobody_in(client, provider, database):
     started = _params(start_sign_in(client).headers["location"])
     answer = client.get(f"/me/callback?error=access_denied&state={started['state']}", headers=HTML, follow_redirects=False)
