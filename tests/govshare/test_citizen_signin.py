@@ -105,6 +105,22 @@ def test_without_an_identity_provider_configured_no_citizen_can_sign_in(client, 
     assert _sessions(database) == []
 
 
+def test_an_unreachable_identity_provider_answers_502_and_signs_nobody_in(client, app, settings, database):
+    import httpx
+
+    from govshare.web.citizens import IdentityProvider
+
+    def unreachable(request):
+        raise httpx.ConnectError("connection refused", request=request)
+
+    provider = ScriptedProvider()
+    configured = provider.install(app, settings)
+    app.state.citizen_idp = IdentityProvider(configured, transport=httpx.MockTransport(unreachable))
+    answer = start_sign_in(client)
+    assert answer.status_code == 502 and "identity provider" in answer.text
+    assert _sessions(database) == []
+
+
 # --- refusals -----------------------------------------------------------------------------------------------------
 
 
