@@ -29,7 +29,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 from itsdangerous import BadSignature, URLSafeTimedSerializer
-from sqlalchemy import delete, select
+from sqlalchemy import delete, event, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -281,7 +281,9 @@ def ensure_file(session: Session, *, scope: Scope, version: DatasetVersion, stor
         # Built under other consents: erased, so none of its URLs serves again (servable_file finds no row).
         with session.begin_nested():
             session.execute(delete(SharingFile).where(SharingFile.id == existing.id))
-        store.delete(existing.path)
+        stale_path = existing.path
+        # Its object goes once the row's removal is committed: a rollback leaves row and object as they were.
+        event.listen(session, "after_commit", lambda _session: store.delete(stale_path), once=True)
     scope = scope_of(session, scope.grant, version=version)
     scope.check()
     file_id = str(uuid.uuid4())

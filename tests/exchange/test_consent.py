@@ -38,11 +38,12 @@ class ConsentWorld:
         self.alice, self.bob, self.carol = (self.rows[i]["citizen_id"] for i in (0, 1, 4))
         self.outside = self.rows[2]["citizen_id"]  # district 03
 
-    def grant(self, demander, **changes) -> int:
+    def grant(self, demander, masks: dict | None = None, **changes) -> int:
         period = {"start": date.today().isoformat(), "end": (date.today() + timedelta(days=90)).isoformat()}
         application = self.http.post("/api/v1/applications", json=application_body(dataset=self.code, period=period, **changes),
                                      headers=demander).json()
-        self.http.post(f"/api/v1/applications/{application['id']}/decision", json={"decision": "approve"}, headers=self.manager)
+        self.http.post(f"/api/v1/applications/{application['id']}/decision",
+                       json={"decision": "approve", **({"masks": masks} if masks else {})}, headers=self.manager)
         signed = self.http.post(f"/api/v1/applications/{application['id']}/provider-decision", json={"decision": "approve"},
                                 headers=self.provider).json()
         assert signed["grant_id"] is not None, signed

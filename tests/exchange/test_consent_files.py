@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from exchange.extracts import service as extracts
+from exchange.models import SharingFile
 from govshare import storage
 from govshare.keys import KeyStore
 from tests.approvals.test_api import application_body
@@ -117,9 +118,14 @@ def test_delta_sharing_serves_only_consenting_citizens_and_a_withdrawal_holds_fr
     first = _query(profile, files.grant_id)
     assert _shared_keys(first) == sorted([alice, bob])
     [old_file] = [line["file"] for line in first if "file" in line]
+    with files.database.transaction(write=False) as session:
+        old_path = session.get(SharingFile, old_file["id"]).path
+    store = storage.for_settings(files.settings)
     files.withdraw(alice, consents[alice])
-    assert httpx.get(old_file["url"]).status_code in (403, 404)  # the file made under Alice's consent is served no more
+    assert httpx.get(old_file["url"]).status_code == 403  # the file made under Alice's consent is served no more
     assert _shared_keys(_query(profile, files.grant_id)) == [bob]
+    assert not store.exists(old_path)  # and, built again without her row, it is erased
+    assert httpx.get(old_file["url"]).status_code == 404
     carol = files.granted[2]
     files.consent(carol)  # a new consent shows in the next read
     assert _shared_keys(_query(profile, files.grant_id)) == sorted([bob, carol])

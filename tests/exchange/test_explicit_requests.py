@@ -191,3 +191,14 @@ def test_with_consent_required_too_a_request_needs_and_names_the_consent(client,
     app.state.ledger.flush()
     log = both.http.get(f"/api/v1/citizens/{both.alice}/access-log", headers=both.portal).json()["entries"]
     assert [entry["consent_id"] for entry in log if entry["kind"] == "request" and entry["rows"] == 1] == [consent_id]
+
+
+def test_the_preview_is_masked_as_the_grant_masks(world):
+    """EDU's grant masks the name: its preview (and so its delivery) shows the masked name, never the clear one."""
+    world.grant(world.other_demander, masks={"name": {"keep_first": 1}}, row_filter=None)
+    request_id = world.ask(world.carol, headers=world.other_service).json()["id"]
+    [item] = world.pending(world.carol).json()["items"]
+    name = world.rows[4]["name"]
+    assert item["preview"] == [{"citizen_id": world.carol, "name": name[0] + "*" * (len(name) - 1), "district": "01"}]
+    world.decide(world.carol, request_id, "approve")
+    assert world.read(request_id, headers=world.other_service).json()["records"] == item["preview"]

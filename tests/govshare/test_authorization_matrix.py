@@ -143,8 +143,8 @@ DEFAULTS: dict[str, Callable[[World], Any]] = {
     "correction_id": lambda w: w.correction_id,
     "key": lambda w: IN_GRANT["citizen_id"],
     "citizen_id": lambda w: IN_GRANT["citizen_id"],
-    "consent_id": lambda w: 987654,  # no one's: the citizen's page answers 404 (another citizen's is tested on the page)
-    "request_id": lambda w: 987654,
+    "consent_id": lambda w: w.fresh_consent(),  # the in-grant citizen's consent to CAB on PSB-CONSENT
+    "request_id": lambda w: w.fresh_request(),  # CAB's service's request for the in-grant citizen on PSB-EXPLICIT
     # Delta Sharing: CAB's extract grant as its share (these routes take sharing tokens, never OAuth ones)
     "share": lambda w: f"grant-{w.extract_grant_id}",
     "schema": lambda w: "psb",
@@ -230,6 +230,18 @@ OBJECT_ROWS: dict[str, Row] = {
     "POST /api/v1/exchange/{code}/records": row(403, psb_service=201, params={"code": lambda w: "PSB-INTAKE"},
                                                 body=lambda w, caller: w.deposit_body()),
     "GET /api/v1/citizens/{citizen_id}/access-log": row(200),  # not admin: a technical role
+    # citizen control: only the portal, for the citizen in the path; a service reads its own department's requests only
+    "POST /api/v1/citizens/{citizen_id}/consents": row(201, body={"department": "CAB", "dataset": "PSB-CONSENT",
+                                                                  "purpose": "matrix check", "until": PERIOD["end"]}),
+    "GET /api/v1/citizens/{citizen_id}/consents": row(200),
+    "POST /api/v1/citizens/{citizen_id}/consents/{consent_id}/withdraw": row(200, params={"consent_id": lambda w: w.fresh_consent()}),
+    "GET /api/v1/citizens/{citizen_id}/requests": row(200),
+    "POST /api/v1/citizens/{citizen_id}/requests/{request_id}/approve": row(200, params={"request_id": lambda w: w.fresh_request()}),
+    "POST /api/v1/citizens/{citizen_id}/requests/{request_id}/refuse": row(200, params={"request_id": lambda w: w.fresh_request()}),
+    "POST /api/v1/exchange/{code}/requests": row(403, cab_service=201, params={"code": lambda w: "PSB-EXPLICIT"},
+                                                 body={"key": IN_GRANT["citizen_id"]}),
+    "GET /api/v1/exchange/requests/{request_id}": row(404, cab_service=200,
+                                                      params={"request_id": lambda w: w.fresh_request(approved=True)}),
     "POST /api/v1/grants/{grant_id}/extracts": row(404, cab_demander=202, cab_service=202,
                                                    body={"format": "csv"}, params={"grant_id": lambda w: w.extract_grant_id}),
     "GET /api/v1/extracts/{extract_id}": row(200, demander=404, service=404, cab_demander=200, cab_service=200),
@@ -321,8 +333,8 @@ UI_ROUTES: dict[str, Row] = {
 
 # The citizen's page: every UI session above presents its id as the citizen's cookie too (govshare_me), and none is a
 # citizen's session; "citizen" is one (a citizen's session as the identity provider's sign-in leaves it). No
-# identity provider is configured here, so signing in answers 503; a consent or request that is not the citizen's
-# (the ids below exist for no one) answers 404. The page tests (tests/exchange/test_citizen_page.py) cover the rest.
+# identity provider is configured here, so signing in answers 503. The consent or request acted on is a fresh one of
+# the in-grant citizen, whose session "citizen" is; another citizen's answers 404 (tests/exchange/test_citizen_page.py).
 CITIZEN_CALLERS = (*UI_CALLERS, "citizen")
 CITIZEN_ROUTES: dict[str, Row] = {
     "GET /me/login": page(503, citizen=303),
@@ -330,9 +342,9 @@ CITIZEN_ROUTES: dict[str, Row] = {
     "GET /me/callback": page(401),
     "POST /me/logout": page(403, citizen=303),
     "GET /me": page(303, citizen=200),
-    "POST /me/consents/{consent_id}/withdraw": page(403, citizen=404),
-    "POST /me/requests/{request_id}/approve": page(403, citizen=404),
-    "POST /me/requests/{request_id}/refuse": page(403, citizen=404),
+    "POST /me/consents/{consent_id}/withdraw": page(403, citizen=303),
+    "POST /me/requests/{request_id}/approve": page(403, citizen=303),
+    "POST /me/requests/{request_id}/refuse": page(403, citizen=303),
 }
 
 
@@ -369,7 +381,13 @@ class World:
         directory.dataset("PSB-INTAKE", "PSB", intake=True, share_type="unconditional", title="Addresses as submitted",
                           domain="household", delivery_modes=["interface"])
 
+        # Citizen control: a dataset asking consent, and one read only on the citizen's approval (CAB granted on it).
+        directory.dataset("PSB-CONSENT", "PSB", consent_required=True)
+        directory.dataset("PSB-EXPLICIT", "PSB", explicit_request=True)
+        assert directory.upload("PSB-EXPLICIT", source).status_code == 201
+
         self.application_id, self.grant_id = self._granted(APPLICATION_BODY)
+        self._granted(application_body(dataset="PSB-EXPLICIT", period=PERIOD, service_item="matrix-explicit"))
         extract_application = application_body(period=PERIOD, delivery="extract", service_item="matrix-extract")
         _, self.extract_grant_id = self._granted(extract_application)
         extract = self.call("POST", f"/api/v1/grants/{self.extract_grant_id}/extracts", "cab_demander", json={"format": "csv"}, expect=202)
@@ -546,6 +564,18 @@ class World:
 
     def fresh_webhook(self) -> int:
         return self.call("POST", "/api/v1/webhooks", "cab_demander", json={"url": "https://hooks.example.org/cab"}, expect=201)["id"]
+
+    def fresh_consent(self) -> int:
+        body = {"department": "CAB", "dataset": "PSB-CONSENT", "purpose": "matrix check", "until": PERIOD["end"]}
+        return self.call("POST", f"/api/v1/citizens/{IN_GRANT['citizen_id']}/consents", "portal", json=body, expect=201)["id"]
+
+    def fresh_request(self, *, approved: bool = False) -> int:
+        """A new request of CAB's service for the in-grant citizen on PSB-EXPLICIT (approved by the citizen, when asked)."""
+        made = self.call("POST", "/api/v1/exchange/PSB-EXPLICIT/requests", "cab_service", json={"key": IN_GRANT["citizen_id"]},
+                         expect=201)
+        if approved:
+            self.call("POST", f"/api/v1/citizens/{IN_GRANT['citizen_id']}/requests/{made['id']}/approve", "portal", expect=200)
+        return made["id"]
 
     def deposit_body(self) -> dict:
         record = _citizens(200)[next(self._codes) % 200]
