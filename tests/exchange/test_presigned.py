@@ -89,3 +89,16 @@ def test_an_ended_grants_file_leaves_no_copy_in_any_replicas_cache(client, facto
     assert retention.drop_erased_copies(database, store=this_replica) == 1
     assert not cached.exists()
     assert retention.drop_erased_copies(database, store=this_replica) == 0
+
+
+def test_a_paused_grant_gets_no_presigned_redirect_and_resumed_it_does(client, factory, tmp_path, database, settings, app):
+    world = Extracts(client, factory, tmp_path, database, settings)
+    extract = world.done(format="csv")
+    paused = client.post(f"/api/v1/grants/{world.grant_id}/pause", json={"reason": "under correction"}, headers=world.manager)
+    assert paused.status_code == 200, paused.text
+    refused = client.get(extract["download_url"], headers=world.demander, follow_redirects=False)
+    assert refused.status_code == 403 and refused.json()["type"] == "urn:govshare:problem:grant-paused"
+    assert "location" not in refused.headers and _ledger(app, extract_id=extract["id"]) == []
+    assert client.post(f"/api/v1/grants/{world.grant_id}/resume", headers=world.manager).status_code == 200
+    answer = client.get(extract["download_url"], headers=world.demander, follow_redirects=False)
+    assert answer.status_code == 307 and "X-Amz-Signature=" in answer.headers["location"]

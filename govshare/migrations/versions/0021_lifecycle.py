@@ -1,6 +1,6 @@
 """grant lifecycle: a grant's pause (when, by whom, why); an application's delayed disclosure; each ledger line's purpose
 
-Revision ID: 0021_lifecycle_pause_disclosure_purpose
+Revision ID: 0021_lifecycle
 Revises: 0020_live_services
 Create Date: 2026-12-07
 """
@@ -8,7 +8,7 @@ Create Date: 2026-12-07
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0021_lifecycle_pause_disclosure_purpose"
+revision = "0021_lifecycle"
 down_revision = "0020_live_services"
 branch_labels = None
 depends_on = None
