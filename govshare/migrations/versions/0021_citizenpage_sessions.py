@@ -1,7 +1,7 @@
 """citizen sessions: a web session is a staff member's (user_id) or a citizen's (citizen_id, from the identity provider's ID token)
 
 Revision ID: 0021_citizenpage_sessions
-Revises: 0021_consent_requests, 0021_lifecycle_pause_disclosure_purpose
+Revises: 0021_consent_requests, 0021_lifecycle
 Create Date: 2026-12-07
 """
 
@@ -10,7 +10,7 @@ from alembic import op
 
 revision = "0021_citizenpage_sessions"
 # Applied after both other 0021 migrations of issue 23 (consents and requests; the grant lifecycle): the lead re-chains at merge.
-down_revision = ("0021_consent_requests", "0021_lifecycle_pause_disclosure_purpose")
+down_revision = ("0021_consent_requests", "0021_lifecycle")
 branch_labels = None
 depends_on = None
 
