@@ -195,10 +195,11 @@ class IdentityProvider:
     def citizen_id(self, claims: dict[str, Any]) -> str:
         """The citizen ID the verified claims hold, in the configured claim."""
         value = claims.get(self.claim)
-        if not isinstance(value, str) or not value.strip() or len(value) > MAX_CITIZEN_ID_LENGTH:
+        # Taken exactly as signed: a value with spaces around it is not silently made into another citizen's ID.
+        if not isinstance(value, str) or not value or value != value.strip() or len(value) > MAX_CITIZEN_ID_LENGTH:
             raise CitizenSignInRefused(
                 "The identity provider did not say which citizen you are, so your page cannot be shown.")
-        return value.strip()
+        return value
 
 
 def identity_provider(request: Request) -> IdentityProvider:

@@ -240,6 +240,8 @@ def test_a_token_without_the_citizen_claim_is_refused(client, provider, database
     _refused_with(client, provider, database, lambda request: provider.sign({
         name: value for name, value in provider.claims(request).items() if name != "citizen_id"}))
     _refused_with(client, provider, database, lambda request: provider.sign(provider.claims(request, citizen_id="x" * 65)))
+    _refused_with(client, provider, database, lambda request: provider.sign(provider.claims(request, citizen_id=" 110101199003078515")))
+    _refused_with(client, provider, database, lambda request: provider.sign(provider.claims(request, citizen_id=110101199003078515)))
 
 
 def test_a_wrong_pkce_verifier_gets_no_token(client, provider, database, monkeypatch):
