@@ -213,3 +213,21 @@ def test_without_a_citizen_s_session_or_the_form_s_token_nothing_changes(client,
     assert _post(client, path, headers={"Sec-Fetch-Site": "cross-site"}).status_code == 403
     assert _post(client, path, headers={"Origin": "https://evil.example"}).status_code == 403
     assert world.state() == before
+
+
+def test_the_page_lists_every_line_of_a_busy_citizen(client, world, alice, capsys):
+    """Hundreds of uses of one citizen's data, each on the page (newest first); prints how long the page took."""
+    import time
+
+    for _ in range(299):
+        assert world.consents.lookup(world.alice).status_code == 200
+    world.app.state.ledger.flush()
+    started = time.perf_counter()
+    page = _page(client)
+    took = time.perf_counter() - started
+    lines = parse_html(page.text).find_all("tr", class_="log-line")
+    assert len(lines) == 300
+    stamps = [line.find("time").get("datetime") for line in lines]
+    assert stamps == sorted(stamps, reverse=True)
+    with capsys.disabled():
+        print(f"\nGET /me with {len(lines)} log lines, 1 consent, 2 requests: {took * 1000:.0f} ms ({len(page.content) // 1024} KiB)")
