@@ -218,7 +218,9 @@ class Consent(Base):
 
     __tablename__ = "consents"
     __table_args__ = (
-        Index("ix_consents_citizen_id", "citizen_id"),
+        # A lookup asks for one citizen's consent to one department on one dataset: found by this index alone (with
+        # the index below instead, SQLite scanned every consent of the department on the dataset: 3.5 ms at 5,000).
+        Index("ix_consents_citizen_id_dataset_id_department_code", "citizen_id", "dataset_id", "department_code"),
         # Every delivery of a consent dataset asks: which of this department's consents on it are active?
         Index("ix_consents_dataset_id_department_code_status", "dataset_id", "department_code", "status"),
     )

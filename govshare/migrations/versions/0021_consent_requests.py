@@ -34,7 +34,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["dataset_id"], ["datasets.id"], name="fk_consents_dataset_id_datasets"),
         sa.PrimaryKeyConstraint("id", name="pk_consents"),
     )
-    op.create_index("ix_consents_citizen_id", "consents", ["citizen_id"])
+    op.create_index("ix_consents_citizen_id_dataset_id_department_code", "consents", ["citizen_id", "dataset_id", "department_code"])
     op.create_index("ix_consents_dataset_id_department_code_status", "consents", ["dataset_id", "department_code", "status"])
     op.create_table(
         "citizen_requests",
@@ -85,5 +85,5 @@ def downgrade() -> None:
     op.drop_index("ix_citizen_requests_citizen_id", table_name="citizen_requests")
     op.drop_table("citizen_requests")
     op.drop_index("ix_consents_dataset_id_department_code_status", table_name="consents")
-    op.drop_index("ix_consents_citizen_id", table_name="consents")
+    op.drop_index("ix_consents_citizen_id_dataset_id_department_code", table_name="consents")
     op.drop_table("consents")
