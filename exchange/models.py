@@ -154,9 +154,6 @@ class Extract(Base):
     # The process building it: after a restart, an extract of an ended process is taken up at once.
     worker_host: Mapped[str | None] = mapped_column(String(255))
     worker_pid: Mapped[int | None] = mapped_column(Integer)
-    # consent_required datasets: a digest of the consents the file was built under (``exchange.citizens.service.consent_digest``);
-    # a download after any of them changed (a withdrawal) is refused, so a withdrawal holds from the next call.
-    consent_digest: Mapped[str | None] = mapped_column(String(64))
 
 
 class DepartmentKey(Base):
@@ -203,7 +200,8 @@ class SharingFile(Base):
     schema: Mapped[dict] = mapped_column(JSON)
     stats: Mapped[dict] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    # consent_required datasets: the consents it was built under (see Extract.consent_digest); rebuilt when they change.
+    # consent_required datasets: a digest of the consents it was built under (``exchange.citizens.service.consent_digest``);
+    # the next table query builds it again when they changed.
     consent_digest: Mapped[str | None] = mapped_column(String(64))
 
 
@@ -219,7 +217,9 @@ class Consent(Base):
 
     __tablename__ = "consents"
     __table_args__ = (
-        Index("ix_consents_citizen_id", "citizen_id"),
+        # A lookup asks for one citizen's consent to one department on one dataset: found by this index alone (with
+        # the index below instead, SQLite scanned every consent of the department on the dataset: 3.5 ms at 5,000).
+        Index("ix_consents_citizen_id_dataset_id_department_code", "citizen_id", "dataset_id", "department_code"),
         # Every delivery of a consent dataset asks: which of this department's consents on it are active?
         Index("ix_consents_dataset_id_department_code_status", "dataset_id", "department_code", "status"),
     )

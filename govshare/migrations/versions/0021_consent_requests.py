@@ -1,5 +1,5 @@
 """citizen control: consents, explicit requests with their preview; the consent each ledger key and each delivered file's
-citizen was delivered under, and the consents a file was built under
+citizen was delivered under, and the consents a Delta Sharing file was built under
 
 Revision ID: 0021_consent_requests
 Revises: 0020_live_services
@@ -34,7 +34,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["dataset_id"], ["datasets.id"], name="fk_consents_dataset_id_datasets"),
         sa.PrimaryKeyConstraint("id", name="pk_consents"),
     )
-    op.create_index("ix_consents_citizen_id", "consents", ["citizen_id"])
+    op.create_index("ix_consents_citizen_id_dataset_id_department_code", "consents", ["citizen_id", "dataset_id", "department_code"])
     op.create_index("ix_consents_dataset_id_department_code_status", "consents", ["dataset_id", "department_code", "status"])
     op.create_table(
         "citizen_requests",
@@ -69,15 +69,13 @@ def upgrade() -> None:
         sa.Column("consent_id", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint("file_id", "citizen_id", name="pk_delivered_consents"),
     )
-    for table in ("extracts", "sharing_files"):
-        with op.batch_alter_table(table) as batch:
-            batch.add_column(sa.Column("consent_digest", sa.String(64), nullable=True))
+    with op.batch_alter_table("sharing_files") as batch:
+        batch.add_column(sa.Column("consent_digest", sa.String(64), nullable=True))
 
 
 def downgrade() -> None:
-    for table in ("sharing_files", "extracts"):
-        with op.batch_alter_table(table) as batch:
-            batch.drop_column("consent_digest")
+    with op.batch_alter_table("sharing_files") as batch:
+        batch.drop_column("consent_digest")
     op.drop_table("delivered_consents")
     with op.batch_alter_table("access_log_keys") as batch:
         batch.drop_column("consent_id")
@@ -85,5 +83,5 @@ def downgrade() -> None:
     op.drop_index("ix_citizen_requests_citizen_id", table_name="citizen_requests")
     op.drop_table("citizen_requests")
     op.drop_index("ix_consents_dataset_id_department_code_status", table_name="consents")
-    op.drop_index("ix_consents_citizen_id", table_name="consents")
+    op.drop_index("ix_consents_citizen_id_dataset_id_department_code", table_name="consents")
     op.drop_table("consents")
