@@ -22,12 +22,14 @@ def upgrade() -> None:
     with op.batch_alter_table("applications") as batch:
         batch.add_column(sa.Column("disclosure_delay_until", sa.Date(), nullable=True))
         batch.add_column(sa.Column("disclosure_basis", sa.Text(), nullable=True))
+    op.create_index("ix_applications_disclosure_delay_until", "applications", ["disclosure_delay_until", "grant_id"])
     # Lines written before this revision keep no purpose: they show null.
     with op.batch_alter_table("access_log") as batch:
         batch.add_column(sa.Column("purpose", sa.Text(), nullable=True))
 
 
 def downgrade() -> None:
+    op.drop_index("ix_applications_disclosure_delay_until", table_name="applications")
     # Plain ALTER TABLE ... DROP COLUMN (PostgreSQL, SQLite 3.35+): a batch copy of applications or grants would drop
     # a table that others' foreign keys name, which SQLite refuses.
     for table, columns in (("access_log", ("purpose",)), ("applications", ("disclosure_basis", "disclosure_delay_until")),
