@@ -212,3 +212,13 @@ def test_a_forged_state_or_issuer_on_the_way_back_from_the_real_provider_signs_n
         print(f"\nsign-in through oidc-provider, /me/login to /me (8 requests, 2 servers): {took * 1000:.0f} ms")
     with database.transaction(write=False) as session:
         assert session.execute(select(WebSession.citizen_id, WebSession.user_id)).all() == [(world.alice, None)]
+
+
+def test_without_node_the_provider_fails_rather_than_skips(monkeypatch, tmp_path):
+    """A machine without Node.js fails these tests with the reason, never skips them."""
+    import tests.citizen_idp as citizen_idp
+
+    monkeypatch.setattr(citizen_idp, "NODE", str(tmp_path / "no-node"))
+    with pytest.raises(AssertionError, match="no-node is missing"):
+        with real_provider({}, tmp_path / "log"):
+            pass

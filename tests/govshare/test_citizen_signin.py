@@ -294,6 +294,30 @@ def test_signing_out_ends_the_session_for_good(client, provider, database):
     assert client.get("/me", headers=HTML, follow_redirects=False).status_code == 303
 
 
+def test_a_citizen_s_session_ends_after_eight_hours(client, app, provider, database):
+    from datetime import timedelta
+
+    from govshare.db import utcnow
+
+    assert sign_in_scripted(client, provider).status_code == 303
+    assert client.get("/me", headers=HTML, follow_redirects=False).status_code == 200
+    app.state.clock = lambda: utcnow() + timedelta(seconds=sessions.SESSION_MAX_AGE + 1)
+    answer = client.get("/me", headers=HTML, follow_redirects=False)
+    assert answer.status_code == 303 and answer.headers["location"] == "/me/login"
+
+
+def test_the_citizen_s_pages_are_kept_out_of_caches_and_frames(client, provider):
+    assert sign_in_scripted(client, provider).status_code == 303
+    page = client.get("/me", headers=HTML)
+    assert page.headers["cache-control"] == "no-store" and page.headers["x-frame-options"] == "DENY"
+    login = client.get("/me/login", headers=HTML, follow_redirects=False)  # signed in: straight to the page
+    assert login.status_code == 303 and login.headers["location"] == "/me"
+    client.cookies.clear()
+    login = client.get("/me/login", headers=HTML)
+    # The sign-in form leads to the identity provider: the page's policy lets the form go there, and nowhere else.
+    assert "form-action 'self' https://id.example.gov" in login.headers["content-security-policy"]
+
+
 def test_a_staff_session_does_not_open_the_citizen_s_page(client, provider, database, factory):
     factory.department("DATA")
     add_person(database, "maria", "manager")
