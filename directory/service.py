@@ -54,6 +54,10 @@ def check_document(session: Session, document: Any) -> dict[str, Any]:
         if lookup_key is None:
             raise InvalidDataset("lookup_key: a live dataset is called by key; name its lookup key (rule 'required')")
     live_credentials.check_live(document)
+    for flag in ("consent_required", "explicit_request"):
+        if document.get(flag) and lookup_key is None:
+            raise InvalidDataset(f"lookup_key: a dataset with {flag} serves a citizen's rows by their ID; name its lookup key "
+                                 "(rule 'required')")
     if session.get(Department, document["department"]) is None:
         raise InvalidDataset(f"department: department {document['department']} is not registered (rule 'exists')")
     return document

@@ -81,3 +81,51 @@ class LiveProviderUnavailable(GovshareError):
 
 class LiveBusy(GovshareError):
     status, type, title = 429, "live-busy", "Too many live calls in flight for this grant"
+
+
+# --- citizen control (exchange.citizens) ---
+
+
+class ConsentNotFound(NotFound):
+    type, title = "consent-not-found", "No such consent"
+
+
+class InvalidConsent(InvalidInput):
+    type, title = "invalid-consent", "Invalid consent"
+
+
+class RequestNotFound(NotFound):
+    type, title = "request-not-found", "No such request"
+
+
+class InvalidRequest(InvalidInput):
+    type, title = "invalid-request", "Invalid request"
+
+
+class RequestAwaitingCitizen(Conflict):
+    type, title = "request-awaiting-citizen", "The citizen has not decided yet"
+
+
+class RequestDecided(Conflict):
+    type, title = "request-decided", "The citizen has decided this request already"
+
+
+class RequestRefused(Forbidden):
+    type, title = "request-refused", "The citizen refused this request"
+
+
+class RequestDelivered(GovshareError):
+    """An explicit request is delivered once: a second read finds nothing (its preview is erased at delivery)."""
+
+    status, type, title = 410, "request-delivered", "Delivered already"
+
+
+class ExplicitRequestRequired(Forbidden):
+    type, title = "explicit-request-required", "This dataset is delivered only on the citizen's explicit approval"
+
+
+
+class ConsentLapsed(Conflict):
+    """A file made under consents one of which no longer holds: a withdrawal takes effect on the next call, downloads too."""
+
+    type, title = "consent-lapsed", "A consent this file was made under no longer holds"

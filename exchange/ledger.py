@@ -74,6 +74,8 @@ class LedgerLine:
     answer_sha256: str | None = None
     requested_at: datetime | None = None
     answered_at: datetime | None = None
+    # consent_required datasets: the consent each key was delivered under (key -> consent id), kept with the key.
+    consents: dict[str, int] = field(default_factory=dict)
     purpose: str | None = None  # the application's purpose, shown in the citizen's access log
 
 
@@ -304,7 +306,7 @@ class LedgerWriter:
             if prune:  # marks are needed only while their batch may be tried again
                 session.execute(delete(LedgerBatch).where(LedgerBatch.written_at < now - BATCH_MARKS_KEPT))
             ids = session.execute(insert(entries).returning(entries.c.id, sort_by_parameter_order=True), rows).scalars().all()
-            keys = [{"entry_id": entry_id, "key": key}
+            keys = [{"entry_id": entry_id, "key": key, "consent_id": line.consents.get(key)}
                     for entry_id, line in zip(ids, lines, strict=True) for key in dict.fromkeys(line.keys)]
             if keys:
                 session.execute(insert(keys_table), keys)

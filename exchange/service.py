@@ -20,7 +20,7 @@ from directory import service as directory
 from directory.models import Dataset, DatasetVersion
 from exchange.stores import keyed_store, lookup_store
 from exchange.errors import GrantPaused, NoActiveGrant, NoData
-from exchange.models import AccessLogEntry, AccessLogKey, Extract, SharingFile
+from exchange.models import AccessLogEntry, AccessLogKey, DeliveredConsent, Extract, SharingFile
 from govshare.storage import Store
 
 
@@ -165,6 +165,23 @@ def citizen_access_log(session: Session, *, citizen_id: str, store: Store, today
     return [CitizenLogLine(entry, delay_until, basis if delay_until else None) for entry, delay_until, basis in rows[:limit]]
 
 
+def consents_named(session: Session, *, citizen_id: str, entries: list[AccessLogEntry]) -> dict[int, int]:
+    """For the citizen's log: the consent each of these lines delivered ``citizen_id``'s data under (line id -> consent
+    id), for lines of ``consent_required`` datasets (by key: kept with the key; files: kept with the file)."""
+    named: dict[int, int] = {}
+    ids = [entry.id for entry in entries]
+    for start in range(0, len(ids), 500):
+        named.update(session.execute(select(AccessLogKey.entry_id, AccessLogKey.consent_id).where(
+            AccessLogKey.key == citizen_id, AccessLogKey.entry_id.in_(ids[start:start + 500]),
+            AccessLogKey.consent_id.is_not(None))).all())
+    files = {entry.extract_id: entry.id for entry in entries if entry.extract_id}
+    if files:
+        for file_id, consent_id in session.execute(select(DeliveredConsent.file_id, DeliveredConsent.consent_id).where(
+                DeliveredConsent.citizen_id == citizen_id, DeliveredConsent.file_id.in_(sorted(files)))):
+            named[files[file_id]] = consent_id
+    return named
+
+
 def extracts_holding(session: Session, *, store: Store, extract_ids: set[str], citizen_id: str) -> set[str]:
     """Which of these extracts held the row of ``citizen_id``.
 
@@ -178,7 +195,10 @@ def extracts_holding(session: Session, *, store: Store, extract_ids: set[str], c
     # Delta Sharing files are delivered extracts too: one per grant and snapshot version.
     delivered += [(file.id, file.grant_id, file.version_number) for file in session.execute(
         select(SharingFile).where(SharingFile.id.in_(ids))).scalars()]
-    held: set[str] = set()
+    # Files of consent_required datasets hold the rows of the citizens consenting when they were made: noted with each
+    # file (DeliveredConsent), since re-reading the scope now would not know who consented then.
+    held: set[str] = set(session.execute(select(DeliveredConsent.file_id).where(
+        DeliveredConsent.citizen_id == citizen_id, DeliveredConsent.file_id.in_(ids))).scalars())
     answers: dict[tuple[int, int], bool] = {}
     for file_id, grant_id, version in delivered:
         if (grant_id, version) not in answers:
@@ -195,6 +215,8 @@ def _holds(session: Session, *, store: Store, grant_id: int, version: int, citiz
     if row is None or not store.exists(row.path):
         return False
     scope = scope_of(session, grant, version=row)
+    if scope.dataset.document.get("consent_required"):
+        return False  # only what DeliveredConsent notes (see extracts_holding)
     if not scope.lookup_key or scope.missing:
         return False  # no key, or a version the grant could not be served from: nothing was delivered from it
     key_type = next(item["type"] for item in scope.items if item["name"] == scope.lookup_key)

@@ -127,7 +127,9 @@ def problem_body(*, status: int, type: str, title: str, detail: str, instance: s
 
 def _wants_html(request: Request) -> bool:
     accept = request.headers.get("accept", "")
-    return request.url.path.startswith("/ui") and "text/html" in accept
+    path = request.url.path
+    pages = path.startswith("/ui") or path == "/me" or path.startswith("/me/")  # the staff's pages and the citizen's
+    return pages and "text/html" in accept
 
 
 def _render(request: Request, body: dict[str, Any], headers: dict[str, str] | None = None):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, CheckConstraint, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from govshare.db import Base, UTCDateTime, utcnow
@@ -137,12 +137,20 @@ class JobLease(Base):
 
 class WebSession(Base):
     """A person signed in to the web UI from one browser. The browser holds only a random id, stored here hashed
-    (a copy of this table does not sign anyone in); deleting the row ends the session."""
+    (a copy of this table does not sign anyone in); deleting the row ends the session.
+
+    Either a person of the staff (``user_id``) or a citizen signed in through the identity provider
+    (``citizen_id``, from the verified ID token), never both: a citizen's session holds no roles."""
 
     __tablename__ = "web_sessions"
+    __table_args__ = (
+        CheckConstraint("(user_id IS NULL) <> (citizen_id IS NULL)", name="staff_or_citizen"),
+        Index("ix_web_sessions_citizen_id", "citizen_id"),
+    )
 
     id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True, nullable=True)
+    citizen_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 

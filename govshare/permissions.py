@@ -31,6 +31,8 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "exchange.read": frozenset({S}),
     "exchange.deposit": frozenset({S}),
     "citizens.access_log": frozenset({C, M}),
+    "citizens.consents": frozenset({C}),  # record, list and withdraw a citizen's consents (the portal acts for the citizen)
+    "citizens.requests": frozenset({C}),  # list a citizen's explicit requests with their preview, approve or refuse them
     "extracts.request": frozenset({D, S}),
     "extracts.read": frozenset({D, S, M, A}),
     "sharing.profile": frozenset({D, S}),
@@ -54,6 +56,7 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
 PUBLIC = "public"  # anyone, no token: health, OAuth2 endpoints, sign-in, stylesheets
 SHARING_TOKEN = "sharing-token"  # Delta Sharing: a profile's bearer token, never an OAuth one
 SIGNED_URL = "signed-url"  # a link this server signed, valid for minutes
+CITIZEN_SESSION = "citizen-session"  # a citizen's own page: their session (the identity provider's verified ID token), no roles
 
 ROUTES: dict[str, str] = {
     "GET /healthz": PUBLIC,
@@ -105,6 +108,14 @@ ROUTES: dict[str, str] = {
     "GET /api/v1/exchange/{code}/records": "exchange.read",
     "POST /api/v1/exchange/{code}/records": "exchange.deposit",
     "GET /api/v1/citizens/{citizen_id}/access-log": "citizens.access_log",
+    "POST /api/v1/citizens/{citizen_id}/consents": "citizens.consents",
+    "GET /api/v1/citizens/{citizen_id}/consents": "citizens.consents",
+    "POST /api/v1/citizens/{citizen_id}/consents/{consent_id}/withdraw": "citizens.consents",
+    "GET /api/v1/citizens/{citizen_id}/requests": "citizens.requests",
+    "POST /api/v1/citizens/{citizen_id}/requests/{request_id}/approve": "citizens.requests",
+    "POST /api/v1/citizens/{citizen_id}/requests/{request_id}/refuse": "citizens.requests",
+    "POST /api/v1/exchange/{code}/requests": "exchange.read",
+    "GET /api/v1/exchange/requests/{request_id}": "exchange.read",
     "POST /api/v1/grants/{grant_id}/extracts": "extracts.request",
     "GET /api/v1/extracts/{extract_id}": "extracts.read",
     "GET /api/v1/extracts/{extract_id}/download": "extracts.request",
@@ -159,6 +170,15 @@ ROUTES: dict[str, str] = {
     "GET /ui/sharing": "sharing.profile",
     "POST /ui/sharing/grants/{grant_id}/profile": "sharing.profile",
     "POST /ui/sharing/grants/{grant_id}/tokens/{token_id}/revoke": "sharing.profile",
+    # the citizen's page: signing in through the identity provider, then only their own data
+    "GET /me/login": PUBLIC,
+    "POST /me/login": PUBLIC,
+    "GET /me/callback": PUBLIC,
+    "POST /me/logout": PUBLIC,
+    "GET /me": CITIZEN_SESSION,
+    "POST /me/consents/{consent_id}/withdraw": CITIZEN_SESSION,
+    "POST /me/requests/{request_id}/approve": CITIZEN_SESSION,
+    "POST /me/requests/{request_id}/refuse": CITIZEN_SESSION,
 }
 
 

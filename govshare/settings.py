@@ -9,7 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from govshare.readonly import DEFAULT_BUSY_TIMEOUT_SECONDS
@@ -112,10 +112,59 @@ class Settings(BaseSettings):
         default=86400, ge=60, le=7 * 86400, description="how long a Delta Sharing read may refresh its file URLs"
     )
 
-    @field_validator("issuer")
+    # Citizens sign in to their page (/me) through the government's identity provider (OpenID Connect).
+    citizen_oidc_issuer: str | None = Field(
+        default=None,
+        description="the identity provider's issuer URL (its /.well-known/openid-configuration is read); unset: citizens cannot sign in",
+    )
+    citizen_oidc_client_id: str | None = Field(default=None, max_length=200, description="govshare's client ID at the identity provider")
+    citizen_oidc_client_secret: SecretStr | None = Field(
+        default=None, description="govshare's client secret at the identity provider (from the environment only, never a file in the repository)",
+    )
+    citizen_oidc_id_claim: str = Field(
+        default="sub", min_length=1, max_length=100, description="the ID token claim that holds the citizen ID (e.g. citizen_id)",
+    )
+    citizen_oidc_scopes: str = Field(
+        default="openid", max_length=500, description="scopes asked of the identity provider, space-separated; must include openid",
+    )
+    citizen_oidc_redirect_base: str | None = Field(
+        default=None, description="public base URL the identity provider sends citizens back to (BASE/me/callback); default GOVSHARE_ISSUER",
+    )
+
+    @field_validator("issuer", "citizen_oidc_issuer", "citizen_oidc_redirect_base")
     @classmethod
-    def _issuer_has_no_trailing_slash(cls, value: str) -> str:
-        return value.rstrip("/")
+    def _issuer_has_no_trailing_slash(cls, value: str | None) -> str | None:
+        return value.rstrip("/") if value is not None else None
+
+    @field_validator("citizen_oidc_scopes")
+    @classmethod
+    def _scopes_ask_for_openid(cls, value: str) -> str:
+        if "openid" not in value.split():
+            raise ValueError("GOVSHARE_CITIZEN_OIDC_SCOPES must include openid")
+        return value
+
+    @model_validator(mode="after")
+    def _citizen_sign_in_is_complete_and_secure(self) -> Settings:
+        if self.citizen_oidc_issuer is None:
+            return self
+        if not self.citizen_oidc_client_id or self.citizen_oidc_client_secret is None \
+                or not self.citizen_oidc_client_secret.get_secret_value():
+            raise ValueError("GOVSHARE_CITIZEN_OIDC_ISSUER needs GOVSHARE_CITIZEN_OIDC_CLIENT_ID and GOVSHARE_CITIZEN_OIDC_CLIENT_SECRET")
+        for name in ("citizen_oidc_issuer", "citizen_oidc_redirect_base"):
+            value = getattr(self, name)
+            url = urlsplit(value) if value else None
+            if url is None:
+                continue
+            if url.scheme not in ("http", "https") or not url.hostname:
+                raise ValueError(f"GOVSHARE_{name.upper()} must be an absolute http(s) URL, got {value!r}")
+            if url.scheme == "http" and not _is_loopback(url.hostname) and not self.allow_insecure_http:
+                raise ValueError(f"GOVSHARE_{name.upper()} must be https (or http on a loopback address)")
+        return self
+
+    @property
+    def citizen_redirect_uri(self) -> str:
+        """Where the identity provider sends a citizen back after signing in."""
+        return f"{self.citizen_oidc_redirect_base or self.issuer}/me/callback"
 
     @model_validator(mode="after")
     def _issuer_is_https_or_loopback(self) -> Settings:

@@ -13,6 +13,8 @@ from starlette.background import BackgroundTask
 
 from approvals import service as approvals
 from exchange import ranges, service
+from exchange.citizens import service as citizens
+from exchange.errors import ConsentLapsed, ExplicitRequestRequired
 from exchange.extracts import service as extracts
 from exchange.dependencies import DepartmentForKeyHolder, ExtractForDownload, ExtractForReader, ExtractGrantForRequester
 from exchange.interfaces.api import ledger_line
@@ -54,6 +56,9 @@ def _extract_json(extract: Extract, keystore) -> dict[str, Any]:
 @router.post("/grants/{grant_id}/extracts", status_code=202, summary="Request a table extract of an extract grant")
 def request_extract(body: ExtractRequest, request: Request, session: DbSession, scope: ExtractGrantForRequester,
                     caller: Annotated[Caller, Depends(require("extracts.request"))]) -> JSONResponse:
+    if citizens.explicit_request(scope.dataset):
+        raise ExplicitRequestRequired(f"dataset {scope.dataset.code} is delivered only on the citizen's approval of a request, "
+                                      "one citizen at a time; it is not extracted")
     extract = extracts.request_extract(session, scope=scope, actor=caller.actor, format=body.format,
                                        version=body.version, encrypt=body.encrypt, csv_formula_guard=body.csv_formula_guard)
     # Start building once the response (and so the commit) is out, not at the job's next interval.
@@ -76,6 +81,9 @@ def download_extract(extract_id: str, request: Request, session: DbSession, extr
     today = approvals.today(state.settings)
     scope = service.active_grant(session, department=caller.department, dataset_code=extract.dataset_code,
                                  delivery="extract", today=today, grant_id=extract.grant_id)
+    if citizens.consent_required(scope.dataset) and citizens.consent_lapsed(session, file_id=extract.id, today=today):
+        raise ConsentLapsed(f"a citizen whose row extract {extract.id} holds has withdrawn their consent (or it ended); "
+                            "request a new extract")
     presigned = state.settings.downloads == "presigned"
     if presigned:
         # Straight from the object store: what is handed out is a link to the whole file.

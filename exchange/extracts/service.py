@@ -29,7 +29,10 @@ from approvals.models import Grant
 from directory import service as directory
 from directory.loading import file_sha256
 from directory.models import Dataset, DatasetVersion
+from approvals import service as approvals
 from exchange import crypto
+from exchange.citizens import service as citizens
+from exchange.stores import keyed_store
 from exchange.errors import InvalidQuery, NoData
 from exchange.extracts.files import extract_key
 from exchange.models import DepartmentKey, Extract
@@ -38,6 +41,7 @@ from govshare import audit, processes
 from govshare.audit import canonical_json
 from govshare.db import Database, quote_identifier, quote_path, utcnow
 from govshare.keys import KeyStore, Signature
+from govshare.settings import get_settings
 from govshare.storage import Store
 
 log = logging.getLogger("govshare.extracts")
@@ -167,12 +171,18 @@ def _build(database: Database, extract_id: str, *, store: Store, keystore: KeySt
         number, fmt, encrypt, department = version.number, extract.format, extract.encrypt, extract.department_code
         formula_guard = extract.csv_formula_guard
         public_key = session.get(DepartmentKey, department).public_key_pem if encrypt else None
+        consents = consented = None
+        if citizens.consent_required(dataset):  # only the rows of citizens consenting now, joined in DuckDB
+            consents = citizens.consented_keys(session, department=department, dataset_id=dataset.id,
+                                               today=approvals.today(get_settings()))
+            consented = keyed_store.Consented(scope.lookup_key, citizens.consented_table(consents))
     key = extract_key(f"{extract_id}{FORMATS[fmt]}{'.enc' if encrypt else ''}")
     temp = store.staging_path(key, "extract")
     plain = store.staging_path(key, "extract")
     published = False
     try:
-        rows = _write(store.local_path(snapshot_key), scope, fmt, plain, database, extract_id, formula_guard=formula_guard)
+        rows, delivered = _write(store.local_path(snapshot_key), scope, fmt, plain, database, extract_id, formula_guard=formula_guard,
+                                 consented=consented)
         if encrypt:
             crypto.encrypt_file(plain, temp, public_key)
             plain.unlink()
@@ -198,6 +208,8 @@ def _build(database: Database, extract_id: str, *, store: Store, keystore: KeySt
             published = True
             extract.status, extract.progress, extract.finished_at = "done", 1.0, utcnow()
             extract.path, extract.manifest = key, manifest
+            if consents is not None:  # whose rows it holds, under which consent: the citizen's log, and downloads after a withdrawal
+                citizens.record_delivered(session, file_id=extract_id, consents=consents, delivered=delivered)
             audit.record(session, actor=extract.requested_by, action="extract.created", subject=f"extract:{extract_id}",
                          details={"grant_id": scope.grant.id, "rows": rows, "sha256": manifest["sha256"], "version": number})
     except Exception as error:
@@ -214,36 +226,60 @@ def _build(database: Database, extract_id: str, *, store: Store, keystore: KeySt
         plain.unlink(missing_ok=True)
 
 
-def _write(snapshot: Path, scope: Scope, fmt: str, target: Path, database: Database, extract_id: str, *, formula_guard: bool) -> int:
+def _write(snapshot: Path, scope: Scope, fmt: str, target: Path, database: Database, extract_id: str, *, formula_guard: bool,
+           consented: keyed_store.Consented | None = None) -> tuple[int, list[str]]:
+    """Write the extract; its row count, and (``consented``) the keys of the consenting citizens whose rows it holds."""
     connection = duckdb.connect()
     stop = threading.Event()
     beat = threading.Thread(target=_heartbeat, args=(database, extract_id, connection, stop), daemon=True)
     beat.start()
     try:
-        return _copy_scoped(connection, snapshot, scope, fmt, target, formula_guard=formula_guard)
+        rows = _copy_scoped(connection, snapshot, scope, fmt, target, formula_guard=formula_guard, consented=consented)
+        return rows, (_consented_keys_held(connection, snapshot, scope, consented) if consented is not None else [])
     finally:
         stop.set()
         beat.join(timeout=5)
         connection.close()
 
 
-def build_scoped_file(snapshot: Path, scope: Scope, target: Path, *, fmt: str = "parquet") -> int:
-    """Write exactly ``scope``'s columns (masked) and rows of ``snapshot`` to ``target``; returns the row count.
+def build_scoped_file(snapshot: Path, scope: Scope, target: Path, *, fmt: str = "parquet",
+                      consented: keyed_store.Consented | None = None) -> tuple[int, list[str]]:
+    """Write exactly ``scope``'s columns (masked) and rows of ``snapshot`` to ``target`` (only consenting citizens' rows,
+    with ``consented``); returns the row count and the consenting citizens' keys the file holds (none without ``consented``).
 
     The one place a grant's rows become a file: extracts and Delta Sharing files both come from here.
     """
     connection = duckdb.connect()
     try:
-        return _copy_scoped(connection, snapshot, scope, fmt, target)
+        rows = _copy_scoped(connection, snapshot, scope, fmt, target, consented=consented)
+        return rows, (_consented_keys_held(connection, snapshot, scope, consented) if consented is not None else [])
     finally:
         connection.close()
 
 
+def _consented_keys_held(connection: duckdb.DuckDBPyConnection, snapshot: Path, scope: Scope,
+                         consented: keyed_store.Consented) -> list[str]:
+    """The keys (as text) of the consenting citizens with a row within the scope: those a file written under it holds."""
+    connection.register(keyed_store.CONSENTED, consented.table)
+    try:
+        return [key for key, in connection.execute(
+            f"SELECT DISTINCT CAST({quote_identifier(consented.key)} AS VARCHAR) FROM read_parquet(?) "
+            f"WHERE ({scope.row_filter.sql}) AND {consented.condition}", [str(snapshot), *scope.row_filter.params]).fetchall()]
+    finally:
+        connection.unregister(keyed_store.CONSENTED)
+
+
 def _copy_scoped(
     connection: duckdb.DuckDBPyConnection, snapshot: Path, scope: Scope, fmt: str, target: Path, *, formula_guard: bool = True,
+    consented: keyed_store.Consented | None = None,
 ) -> int:
     select_sql = f"SELECT {scope.projection.sql} FROM read_parquet(?) WHERE {scope.row_filter.sql}"
     params = [*scope.projection.params, str(snapshot), *scope.row_filter.params]
+    if consented is not None:
+        # The consented keys are a table beside the query (never text in it), semi-joined by DuckDB.
+        connection.register(keyed_store.CONSENTED, consented.table)
+        select_sql = (f"SELECT {scope.projection.sql} FROM read_parquet(?) WHERE ({scope.row_filter.sql}) "
+                      f"AND {consented.condition}")
     if fmt == "csv" and formula_guard:
         select_sql = _formula_guarded(connection, select_sql, params)
     if fmt == "arrow":

@@ -30,9 +30,10 @@ from approvals import rowfilter
 from approvals import service as approvals
 from directory.models import DatasetVersion
 from exchange import service
+from exchange.citizens import service as citizens
 from exchange.intake import service as intake
 from exchange.stores import keyed_store, lookup_store
-from exchange.errors import InvalidQuery, KeyLookupNotGranted, NoActiveGrant, RateLimited, RecordNotFound
+from exchange.errors import ExplicitRequestRequired, InvalidQuery, KeyLookupNotGranted, NoActiveGrant, RateLimited, RecordNotFound
 from exchange.ledger import LedgerLine
 from exchange.ratelimit import retry_after_header
 from govshare.auth import Caller, caller_of, check_role, require
@@ -62,20 +63,27 @@ def take_call(request: Request, caller: Caller) -> Caller:
 ServiceCaller = Annotated[Caller, Depends(_rate_limited)]
 
 
-def ledger_line(scope: service.Scope, caller: Caller, *, kind: str, rows: int, keys: list[str], status: int, started: float) -> LedgerLine:
+def ledger_line(scope: service.Scope, caller: Caller, *, kind: str, rows: int, keys: list[str], status: int, started: float,
+                consents: dict[str, int] | None = None) -> LedgerLine:
     return LedgerLine(
         kind=kind, client_id=caller.client_id, department=caller.department, dataset=scope.dataset.code,
         grant_id=scope.grant.id, application_id=scope.application.id, service_item=scope.application.service_item,
         basis=scope.application.basis, purpose=scope.application.purpose, rows=rows, keys=keys, status=status,
         latency_ms=(time.perf_counter() - started) * 1000,
+        consents={key: consents[key] for key in keys if key in consents} if consents else {},
     )
 
 
-def _scope(request: Request, session, caller: Caller, code: str, *, kind: str, keys: list[str], started: float) -> service.Scope:
-    """The caller's interface scope on ``code``; a refusal goes on the ledger too (attempts are accesses to account for)."""
+def _scope(request: Request, session, caller: Caller, code: str, *, kind: str, keys: list[str], started: float,
+           explicit: bool = False) -> service.Scope:
+    """The caller's interface scope on ``code``; a refusal goes on the ledger too (attempts are accesses to account for).
+
+    A dataset registered with ``explicit_request`` is read only through a request the citizen approved
+    (``explicit``: the request routes): any other read of it is refused (403).
+    """
     today = approvals.today(request.app.state.settings)
     try:
-        return service.interface_scope(session, department=caller.department, dataset_code=code, today=today)
+        scope = service.interface_scope(session, department=caller.department, dataset_code=code, today=today)
     except NoActiveGrant as refusal:
         request.app.state.ledger.record(LedgerLine(
             kind=kind, client_id=caller.client_id, department=caller.department, dataset=code, grant_id=None,
@@ -83,6 +91,39 @@ def _scope(request: Request, session, caller: Caller, code: str, *, kind: str, k
             latency_ms=(time.perf_counter() - started) * 1000,
         ))
         raise
+    if not explicit and citizens.explicit_request(scope.dataset):
+        refusal = ExplicitRequestRequired(f"dataset {code} is delivered only on the citizen's approval of a request: "
+                                          f"POST /api/v1/exchange/{code}/requests")
+        request.app.state.ledger.record(ledger_line(scope, caller, kind=kind, rows=0, keys=keys, status=refusal.status,
+                                                    started=started))
+        raise refusal
+    return scope
+
+
+resolve_scope = _scope
+
+
+def consent_of_key(request: Request, session, scope: service.Scope, caller: Caller, *, key: str, kind: str,
+                   started: float) -> int | None:
+    """On a ``consent_required`` dataset, the citizen's active consent for the caller's department (its id); without one,
+    a 404 as for a key outside the grant (on the ledger too). None on other datasets. Asked afresh on every call."""
+    if not citizens.consent_required(scope.dataset):
+        return None
+    consent_id = citizens.consent_for(session, citizen_id=key, department=caller.department, dataset_id=scope.dataset.id,
+                                      today=approvals.today(request.app.state.settings))
+    if consent_id is None:
+        request.app.state.ledger.record(ledger_line(scope, caller, kind=kind, rows=0, keys=[key], status=404, started=started))
+        raise RecordNotFound(f"no record with key {key} within your grant on {scope.dataset.code}")
+    return consent_id
+
+
+def _consented(request: Request, session, scope: service.Scope, caller: Caller) -> dict[str, int] | None:
+    """On a ``consent_required`` dataset, every citizen with an active consent for the caller's department (citizen ID ->
+    consent id), read afresh for this call; None on other datasets."""
+    if not citizens.consent_required(scope.dataset):
+        return None
+    return citizens.consented_keys(session, department=caller.department, dataset_id=scope.dataset.id,
+                                   today=approvals.today(request.app.state.settings))
 
 
 def check_key_lookups(request: Request, scope: service.Scope, caller: Caller, *, kind: str, keys: list[str], started: float) -> None:
@@ -140,6 +181,9 @@ def _by_key(request: Request, session, scope: service.Scope, values: list[Any], 
         scope=row_filter, names=scope.columns, decode=lookup_store.decoders(scope.columns, scope.masked, scope.version_items))
 
 
+by_key = _by_key
+
+
 # Lookups run at most this many at once; the others wait on the event loop, where waiting
 # costs nothing. A lookup's CPU grows with the lookups beside it (threads handing the GIL
 # around SQLite's and DuckDB's calls; figures in evaluation/bench/REPORT.md, "Figures behind
@@ -167,6 +211,7 @@ def _lookup(code: str, key: str, request: Request) -> JSONResponse:
         if not scope.lookup_key:
             raise InvalidQuery(f"dataset {code} has no lookup key; use the query interface")
         check_key_lookups(request, scope, caller, kind="lookup", keys=[key], started=started)
+        consent_id = consent_of_key(request, session, scope, caller, key=key, kind="lookup", started=started)
         key_type = next(item["type"] for item in scope.items if item["name"] == scope.lookup_key)
         try:
             value = rowfilter.convert_value(key if key_type == "string" else json.loads(key), key_type, "key")
@@ -180,7 +225,8 @@ def _lookup(code: str, key: str, request: Request) -> JSONResponse:
             version, found = _by_key(request, session, scope, [] if value is None else [value])
             records = next(iter(found.values()), [])
         status = 200 if records else 404
-        request.app.state.ledger.record(ledger_line(scope, caller, kind="lookup", rows=len(records), keys=[key], status=status, started=started))
+        request.app.state.ledger.record(ledger_line(scope, caller, kind="lookup", rows=len(records), keys=[key], status=status,
+                                                    started=started, consents={key: consent_id} if consent_id else None))
         if not records:
             raise RecordNotFound(f"no record with key {key} within your grant on {code}")
         # A response of its own: FastAPI would otherwise walk the encoded records once more.
@@ -205,9 +251,15 @@ def lookup_batch(code: str, body: BatchBody, request: Request, session: DbSessio
     if not scope.lookup_key:
         raise InvalidQuery(f"dataset {code} has no lookup key; use the query interface")
     check_key_lookups(request, scope, caller, kind="lookup", keys=keys, started=started)
+    consents = None
+    if citizens.consent_required(scope.dataset):  # a key without consent is missing, as one outside the grant
+        consents = citizens.consents_for(session, keys=keys, department=caller.department, dataset_id=scope.dataset.id,
+                                         today=approvals.today(request.app.state.settings))
     key_type = next(item["type"] for item in scope.items if item["name"] == scope.lookup_key)
     values: dict[str, Any] = {}
     for key in keys:
+        if consents is not None and key not in consents:
+            continue
         try:
             values[key] = rowfilter.convert_value(key if key_type == "string" else json.loads(key), key_type, "key")
         except (ValueError, rowfilter.InvalidRowFilter):
@@ -219,7 +271,8 @@ def lookup_batch(code: str, body: BatchBody, request: Request, session: DbSessio
     missing = [key for key in keys if key not in records]
     ledger = request.app.state.ledger
     for key, rows in records.items():  # one line per key delivered: each citizen finds their own
-        ledger.record(ledger_line(scope, caller, kind="lookup", rows=len(rows), keys=[key], status=200, started=started))
+        ledger.record(ledger_line(scope, caller, kind="lookup", rows=len(rows), keys=[key], status=200, started=started,
+                                  consents=consents))
     if missing:
         ledger.record(ledger_line(scope, caller, kind="lookup", rows=0, keys=missing, status=404, started=started))
     body = {"dataset": code, "version": version, "records": records, "missing": missing}
@@ -290,16 +343,21 @@ def query(code: str, request: Request, session: DbSession, caller: ServiceCaller
     scope = _scope(request, session, caller, code, kind=kind, keys=[], started=started)
     equals = _equals(request, scope)
     key_column = scope.lookup_key if scope.lookup_key in scope.columns and scope.lookup_key not in scope.masked else None
+    consents = _consented(request, session, scope, caller)  # consent_required: only consented citizens' rows, joined in DuckDB
+    consented = keyed_store.Consented(scope.lookup_key, citizens.consented_table(consents)) if consents is not None else None
     if kind == "stream":
         request.app.state.ledger.admit()  # its line is recorded once the stream has gone out: refused now if it could not be
         _, store, scope = _store(request, session, scope)
         return StreamingResponse(
-            _arrow_stream(request, store, scope, caller, equals, key_column, started), media_type=ARROW_STREAM
+            _arrow_stream(request, store, scope, caller, equals, key_column, started, consents=consents, consented=consented),
+            media_type=ARROW_STREAM,
         )
     limit = _limit(request)
     cursor = request.query_params.get("cursor")
     version, after = _decode_cursor(cursor) if cursor else (None, 0)
-    if scope.lookup_key in equals and not intake.is_intake(scope.dataset):
+    if consents is not None and scope.lookup_key in equals and str(equals[scope.lookup_key]) not in consents:
+        records, last = [], None  # one citizen's rows, without their consent: nothing, as outside the grant
+    elif scope.lookup_key in equals and not intake.is_intake(scope.dataset):
         # A page of one key's rows (the key granted in the clear: checked by _equals) is read from the lookup store.
         version, path, scope = _snapshot(request, session, scope, version)
         row_filter, projection = scope.compiled("sqlite")
@@ -312,9 +370,13 @@ def query(code: str, request: Request, session: DbSession, caller: ServiceCaller
     else:
         version, store, scope = _store(request, session, scope, version)
         records, last = keyed_store.page(store, projection=scope.projection, scope=scope.row_filter, equals=equals,
-                                         after_row=after, limit=limit)
-    keys = [str(record[key_column]) for record in records] if key_column else []
-    request.app.state.ledger.record(ledger_line(scope, caller, kind="query", rows=len(records), keys=keys, status=200, started=started))
+                                         after_row=after, limit=limit, consented=consented)
+    if consents is not None:  # each citizen's line names their consent, whether or not the grant gives the key
+        keys = [str(record.pop(keyed_store.CONSENT_KEY, None) or record[scope.lookup_key]) for record in records]
+    else:
+        keys = [str(record[key_column]) for record in records] if key_column else []
+    request.app.state.ledger.record(ledger_line(scope, caller, kind="query", rows=len(records), keys=keys, status=200, started=started,
+                                                consents=consents))
     next_cursor = _encode_cursor(version, last) if last is not None and len(records) == limit else None
     return JSONResponse({"dataset": code, "version": version, "records": jsonable_encoder(records), "next_cursor": next_cursor})
 
@@ -342,24 +404,39 @@ class _Chunks:
 
 
 def _arrow_stream(request: Request, store, scope: service.Scope, caller: Caller, equals: dict[str, Any],
-                  key_column: str | None, started: float) -> Iterator[bytes]:
+                  key_column: str | None, started: float, *, consents: dict[str, int] | None = None,
+                  consented: keyed_store.Consented | None = None) -> Iterator[bytes]:
     rows, keys = 0, []
-    stream = keyed_store.ArrowStream(store, projection=scope.projection, scope=scope.row_filter, equals=equals)
+    stream = keyed_store.ArrowStream(store, projection=scope.projection, scope=scope.row_filter, equals=equals, consented=consented)
+    schema = stream.schema
+    if consented is not None:  # the key beside each row is for the ledger, never sent
+        schema = schema.remove(schema.get_field_index(keyed_store.CONSENT_KEY))
     chunks = _Chunks()
     try:
-        writer = pa.ipc.new_stream(pa.PythonFile(chunks, mode="w"), stream.schema)
+        writer = pa.ipc.new_stream(pa.PythonFile(chunks, mode="w"), schema)
         for batch in stream:
+            if consented is not None:
+                # Every consented citizen's key is kept (each line names their consent), not only the first thousand.
+                keys.extend(batch.column(keyed_store.CONSENT_KEY).to_pylist())
+                batch = batch.drop_columns([keyed_store.CONSENT_KEY])
+            elif key_column and len(keys) < 1000:
+                keys.extend(str(value) for value in batch.column(key_column).to_pylist()[: 1000 - len(keys)])
             writer.write_batch(batch)
             rows += batch.num_rows
-            if key_column and len(keys) < 1000:
-                keys.extend(str(value) for value in batch.column(key_column).to_pylist()[: 1000 - len(keys)])
             yield chunks.take()
         writer.close()
         yield chunks.take()
     finally:
         stream.close()
-        request.app.state.ledger.record(ledger_line(scope, caller, kind="stream", rows=rows, keys=keys, status=200, started=started),
-                                        admitted=True)
+        if consents is None:
+            request.app.state.ledger.record(ledger_line(scope, caller, kind="stream", rows=rows, keys=keys, status=200, started=started),
+                                            admitted=True)
+        else:
+            keys = list(dict.fromkeys(keys))
+            for start in range(0, max(len(keys), 1), MAX_BATCH_KEYS):  # a line holds at most 1,000 keys
+                part = keys[start:start + MAX_BATCH_KEYS]
+                request.app.state.ledger.record(ledger_line(scope, caller, kind="stream", rows=rows if start == 0 else 0, keys=part,
+                                                            status=200, started=started, consents=consents), admitted=True)
 
 
 @router.get("/citizens/{citizen_id}/access-log", summary="Who used this citizen's data, when, why and on what basis")
@@ -371,6 +448,7 @@ def citizen_access_log(citizen_id: str, request: Request, session: DbSession,
         raise Forbidden("include_delayed: only a data manager sees accesses whose disclosure is delayed")
     lines = service.citizen_access_log(session, citizen_id=citizen_id, store=request.app.state.store,
                                        today=approvals.today(request.app.state.settings), include_delayed=include_delayed)
+    consents = service.consents_named(session, citizen_id=citizen_id, entries=[line.entry for line in lines])
     return {
         "citizen_id": citizen_id,
         "entries": [
@@ -379,7 +457,7 @@ def citizen_access_log(citizen_id: str, request: Request, session: DbSession,
              "service_item": line.entry.service_item, "basis": line.entry.basis, "purpose": line.entry.purpose,
              "kind": line.entry.kind, "rows": line.entry.rows,
              "delayed_until": line.delayed_until.isoformat() if line.delayed_until else None,
-             "delay_basis": line.delay_basis}
+             "delay_basis": line.delay_basis, "consent_id": consents.get(line.entry.id)}
             for line in lines
         ],
     }

@@ -20,8 +20,9 @@ from approvals import service as approvals
 from directory import live_credentials
 from exchange import service
 from exchange.live import service as live
-from exchange.interfaces.api import check_key_lookups, ledger_line, take_call
-from exchange.errors import InvalidQuery, NoActiveGrant, RecordNotFound
+from exchange.citizens import service as citizens
+from exchange.interfaces.api import check_key_lookups, consent_of_key, ledger_line, take_call
+from exchange.errors import ExplicitRequestRequired, InvalidQuery, NoActiveGrant, RecordNotFound
 from exchange.ledger import LedgerLine
 from govshare.auth import Caller, caller_of, check_role
 from govshare.db import utcnow
@@ -38,7 +39,7 @@ async def live_call(code: str, key: str, request: Request) -> JSONResponse:
     state = request.app.state
     started = time.perf_counter()
     async with state.database.request_slots():
-        scope, caller, provider = await live.in_thread(_resolve, code, key, request, started)
+        scope, caller, provider, consent_id = await live.in_thread(_resolve, code, key, request, started)
     key_type = next(item["type"] for item in scope.items if item["name"] == scope.lookup_key)
     try:
         value = rowfilter.convert_value(key if key_type == "string" else json.loads(key), key_type, "key")
@@ -61,7 +62,8 @@ async def live_call(code: str, key: str, request: Request) -> JSONResponse:
             await protection.slots.give_back(scope.grant.id, lease)
         finally:
             # Queued, not awaited: the ledger's writer thread commits it with the others.
-            line = ledger_line(scope, caller, kind="live", rows=len(records), keys=[key], status=status, started=started)
+            line = ledger_line(scope, caller, kind="live", rows=len(records), keys=[key], status=status, started=started,
+                               consents={key: consent_id} if consent_id else None)
             line.request_sha256, line.requested_at = message.request_sha256, message.requested_at
             line.answer_sha256, line.answered_at = message.answer_sha256, message.answered_at
             state.ledger.record(line, admitted=True)
@@ -70,10 +72,11 @@ async def live_call(code: str, key: str, request: Request) -> JSONResponse:
     return JSONResponse({"dataset": code, "key": key, "records": jsonable_encoder(records)})
 
 
-def _resolve(code: str, key: str, request: Request, started: float) -> tuple[service.Scope, Caller, live.Provider]:
+def _resolve(code: str, key: str, request: Request, started: float) -> tuple[service.Scope, Caller, live.Provider, int | None]:
     """Everything a live call reads from the record store, in one short transaction closed before the provider is
     called: the caller (token), its live grant's scope (kept between calls while the grant's state is unchanged,
-    so a revocation is effective on the next call) and the dataset's stored credentials."""
+    so a revocation is effective on the next call), the citizen's consent where the dataset needs one, and the
+    dataset's stored credentials."""
     state = request.app.state
     with state.database.transaction(write=False) as session:
         caller = take_call(request, check_role(caller_of(request, session), "exchange.read"))
@@ -88,5 +91,11 @@ def _resolve(code: str, key: str, request: Request, started: float) -> tuple[ser
             raise
         scope.check_items()
         check_key_lookups(request, scope, caller, kind="live", keys=[key], started=started)
+        if citizens.explicit_request(scope.dataset):
+            refusal = ExplicitRequestRequired(f"dataset {code} is delivered only on the citizen's approval of a request")
+            state.ledger.record(ledger_line(scope, caller, kind="live", rows=0, keys=[key], status=refusal.status, started=started))
+            raise refusal
+        # consent_required: the provider is not even asked about a citizen who has not consented (404, as outside the grant).
+        consent_id = consent_of_key(request, session, scope, caller, key=key, kind="live", started=started)
         encrypted = live_credentials.encrypted_secret_of(session, dataset_id=scope.dataset.id)
-    return scope, caller, live.Provider.of(scope, state.live.secret(encrypted, state.keystore))
+    return scope, caller, live.Provider.of(scope, state.live.secret(encrypted, state.keystore)), consent_id

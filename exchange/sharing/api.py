@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from approvals import service as approvals
 from exchange import ranges, service
 from exchange.sharing import service as sharing
 from exchange.dependencies import ExtractGrantForProfile, GrantForTokenKeeper
@@ -184,7 +185,8 @@ def table_metadata(share: str, schema: str, table: str, request: Request, sessio
     state = request.app.state
     # This request only reads; the first build of a version's file is its own write.
     with state.database.transaction() as write_session:
-        file = sharing.ensure_file(write_session, scope=access.scope, version=version, store=state.store)
+        file = sharing.ensure_file(write_session, scope=access.scope, version=version, store=state.store,
+                                   today=approvals.today(state.settings))
     return _ndjson(_protocol_lines(access, file), version.number)
 
 
@@ -234,7 +236,7 @@ def query_table(share: str, schema: str, table: str, request: Request, session: 
     number = (sharing.refreshed_version(state.keystore, access=access, refresh=body.refreshToken, settings=state.settings)
               if refreshing else body.version)
     version = sharing.table_version(session, access.scope, version=number, timestamp=body.timestamp)
-    file = sharing.ensure_file(session, scope=access.scope, version=version, store=state.store)
+    file = sharing.ensure_file(session, scope=access.scope, version=version, store=state.store, today=approvals.today(state.settings))
     lines = _protocol_lines(access, file)
     predicate = sharing.parse_predicate(body.jsonPredicateHints)
     # Hints only drop the file when it cannot help: no rows wanted, or none that may match.

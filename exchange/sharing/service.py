@@ -29,7 +29,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 from itsdangerous import BadSignature, URLSafeTimedSerializer
-from sqlalchemy import select
+from sqlalchemy import delete, event, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -38,10 +38,12 @@ from approvals.models import Grant
 from directory import service as directory
 from directory.loading import file_sha256
 from directory.models import DatasetVersion
+from exchange.citizens import service as citizens
 from exchange.extracts import service as extracts
 from exchange.errors import SharingTokenNotFound, SharingTokenRevoked
 from exchange.models import SharingFile, SharingToken
 from exchange.service import Scope, scope_of
+from exchange.stores import keyed_store
 from govshare import audit
 from govshare.db import quote_identifier, utcnow
 from govshare.errors import GovshareError
@@ -257,11 +259,31 @@ def _timestamp(text: str, field: str) -> datetime:
 # --- files ----------------------------------------------------------------------------------------
 
 
-def ensure_file(session: Session, *, scope: Scope, version: DatasetVersion, store: Store) -> SharingFile:
-    """The grant-scoped Parquet file of ``version``: built on first use (recorded in ``session``), then reused."""
+def ensure_file(session: Session, *, scope: Scope, version: DatasetVersion, store: Store, today: date) -> SharingFile:
+    """The grant-scoped Parquet file of ``version``: built on first use (recorded in ``session``), then reused.
+
+    On a ``consent_required`` dataset it holds only the rows of citizens consenting now, and is
+    built again (the old file erased) whenever those consents changed: a withdrawal holds from
+    the next query, and a new consent shows there too.
+    """
+    if citizens.explicit_request(scope.dataset):
+        raise SharingForbidden(f"dataset {scope.dataset.code} is delivered only on the citizen's approval of a request; "
+                               "it is not shared as a table")
+    consents = consented = digest = None
+    if citizens.consent_required(scope.dataset):
+        consents = citizens.consented_keys(session, department=scope.grant.department_code, dataset_id=scope.dataset.id,
+                                           today=today)
+        consented, digest = keyed_store.Consented(scope.lookup_key, citizens.consented_table(consents)), citizens.consent_digest(consents)
     existing = _file_of(session, scope.grant.id, version.number)
     if existing is not None:
-        return existing
+        if existing.consent_digest == digest:
+            return existing
+        # Built under other consents: erased, so none of its URLs serves again (servable_file finds no row).
+        with session.begin_nested():
+            session.execute(delete(SharingFile).where(SharingFile.id == existing.id))
+        stale_path = existing.path
+        # Its object goes once the row's removal is committed: a rollback leaves row and object as they were.
+        event.listen(session, "after_commit", lambda _session: store.delete(stale_path), once=True)
     scope = scope_of(session, scope.grant, version=version)
     scope.check()
     file_id = str(uuid.uuid4())
@@ -269,15 +291,19 @@ def ensure_file(session: Session, *, scope: Scope, version: DatasetVersion, stor
     temp = store.staging_path(key, "sharing")
     snapshot = directory.snapshot_path(store, version)
     try:
-        rows = extracts.build_scoped_file(snapshot, scope, temp)
+        rows, delivered = extracts.build_scoped_file(snapshot, scope, temp, consented=consented)
         schema = delta_schema(pq.read_schema(temp))
         stats = file_stats(temp, rows)
         sha256 = file_sha256(temp)
         size = store.publish(temp, key)
         record = SharingFile(id=file_id, grant_id=scope.grant.id, version_number=version.number,
-                             path=key, rows=rows, size_bytes=size, sha256=sha256, schema=schema, stats=stats)
+                             path=key, rows=rows, size_bytes=size, sha256=sha256, schema=schema, stats=stats,
+                             consent_digest=digest)
         with session.begin_nested():
             session.add(record)
+            session.flush()
+            if consents is not None:
+                citizens.record_delivered(session, file_id=file_id, consents=consents, delivered=delivered)
         return record
     except IntegrityError:
         # Another request built the same version at the same time: keep theirs.
@@ -365,8 +391,11 @@ def servable_file(session: Session, *, file_id: str, token_id: int, settings: Se
         raise SharingNotFound(f"file {file_id} does not exist")
     if token.revoked_at is not None:
         raise SharingForbidden("the sharing token that asked for this file has been revoked")
-    _grant_in_force(session, token, settings=settings, now=now,
-                    expired=SharingForbidden("the sharing token that asked for this file has expired"))
+    grant = _grant_in_force(session, token, settings=settings, now=now,
+                            expired=SharingForbidden("the sharing token that asked for this file has expired"))
+    if file.consent_digest is not None and citizens.consent_lapsed(session, file_id=file.id, today=approvals.today(settings, now)):
+        raise SharingForbidden(f"a citizen whose row file {file_id} holds has withdrawn their consent (or it ended); "
+                               f"query table {grant.dataset_code} again")
     return file
 
 

@@ -15,6 +15,7 @@ import shutil
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -276,11 +277,48 @@ def lookup_in(cursor: duckdb.DuckDBPyConnection, *, key: str, value: Any, projec
     return [dict(zip(names, row[:-2], strict=True)) for row in rows[:limit]]
 
 
+CONSENTED, CONSENT_KEY = "__govshare_consented", "__govshare_key"  # the consented keys' table; a record's key beside it
+
+
+@dataclass(frozen=True)
+class Consented:
+    """Only rows whose ``key`` is one of ``table``'s ``citizen_id`` (an Arrow table: the keys with an active consent).
+
+    The table is registered on the reading cursor and semi-joined in DuckDB: the keys are data
+    beside the query, never text inside it. Each record read under it also carries its key as
+    text in ``CONSENT_KEY`` (for the ledger, even when the grant does not give the key).
+    """
+
+    key: str
+    table: pa.Table
+
+    @property
+    def condition(self) -> str:
+        return f"CAST({quote_identifier(self.key)} AS VARCHAR) IN (SELECT citizen_id FROM {CONSENTED})"
+
+    @property
+    def column(self) -> str:
+        return f", CAST({quote_identifier(self.key)} AS VARCHAR) AS {CONSENT_KEY}"
+
+
+@contextmanager
+def _consented_on(cursor: duckdb.DuckDBPyConnection, consented: Consented | None) -> Iterator[None]:
+    if consented is None:
+        yield
+        return
+    cursor.register(CONSENTED, consented.table)
+    try:
+        yield
+    finally:
+        cursor.unregister(CONSENTED)  # the cursor is reused by later calls
+
+
 PAGE_WINDOW = 131_072  # rows of _row scanned per step: about one row group, pruned by its min/max
 
 
 def page(
     path: Source, *, projection: Projection, scope: CompiledFilter, equals: dict[str, Any], after_row: int, limit: int,
+    consented: Consented | None = None,
 ) -> tuple[list[dict[str, Any]], int | None]:
     """One page of rows within ``scope`` matching ``equals``, after position ``after_row``; and the last position.
 
@@ -294,10 +332,12 @@ def page(
     issue 9. This way is no slower, and faster for pages over 50 rows.)
     """
     conditions = [f"({scope.sql})"] + [f"{quote_identifier(name)} = ?" for name in equals]
+    if consented is not None:
+        conditions.append(consented.condition)
     params = [*scope.params, *equals.values()]
     positions_sql = (f"SELECT {ROW_COLUMN} FROM records WHERE {' AND '.join(conditions)} "
                      f"AND {ROW_COLUMN} > ? AND {ROW_COLUMN} <= ? ORDER BY {ROW_COLUMN} LIMIT ?")
-    with _cursor(path) as cursor:
+    with _cursor(path) as cursor, _consented_on(cursor, consented):
         last_row = _last_row(path, cursor)
         positions: list[int] = []
         start = after_row
@@ -308,7 +348,8 @@ def page(
         if not positions:
             return [], None
         result = cursor.execute(
-            f"SELECT {ROW_COLUMN}, {projection.sql} FROM records WHERE {' AND '.join(conditions)} "
+            f"SELECT {ROW_COLUMN}, {projection.sql}{consented.column if consented else ''} FROM records "
+            f"WHERE {' AND '.join(conditions)} "
             f"AND {ROW_COLUMN} BETWEEN ? AND ?", [*projection.params, *params, positions[0], positions[-1]])
         names = [column[0] for column in result.description]
         rows = sorted(result.fetchall(), key=lambda row: row[0])
@@ -319,11 +360,17 @@ def page(
 class ArrowStream:
     """Rows within a scope as Arrow record batches, read lazily (bounded memory); close when done."""
 
-    def __init__(self, path: Source, *, projection: Projection, scope: CompiledFilter, equals: dict[str, Any], batch_rows: int = 65536) -> None:
+    def __init__(self, path: Source, *, projection: Projection, scope: CompiledFilter, equals: dict[str, Any], batch_rows: int = 65536,
+                 consented: Consented | None = None) -> None:
         conditions = [f"({scope.sql})"] + [f"{quote_identifier(name)} = ?" for name in equals]
-        sql = f"SELECT {projection.sql} FROM records WHERE {' AND '.join(conditions)} ORDER BY {ROW_COLUMN}"
+        if consented is not None:
+            conditions.append(consented.condition)
+        sql = (f"SELECT {projection.sql}{consented.column if consented else ''} FROM records "
+               f"WHERE {' AND '.join(conditions)} ORDER BY {ROW_COLUMN}")
         # Its own connection: a stream outlives the request thread that opened it.
         self._connection = path if isinstance(path, duckdb.DuckDBPyConnection) else open_read(path)
+        if consented is not None:
+            self._connection.register(CONSENTED, consented.table)  # its own connection: gone when it closes
         self.reader = self._connection.sql(sql, params=[*projection.params, *scope.params, *equals.values()]).to_arrow_reader(batch_rows)
         self.schema: pa.Schema = self.reader.schema
 

@@ -14,6 +14,8 @@ from fastapi import FastAPI
 from govshare.web.pages import (
     PAGE_HEADERS, Formats, NavLink, Pages, duration_words, error_page, home_for, redirect,
 )
+from govshare.web.citizens import Citizen, SignedInCitizen, signed_in_citizen
+from govshare.web.citizens import router as citizens_router
 from govshare.web.sessions import csrf_token
 from govshare.web.signin import (
     CheckedForm, ManagerUser, PostedForm, SignedInUser, actor, holds_any, manager_user, may, person_allowed,
@@ -21,7 +23,7 @@ from govshare.web.signin import (
 )
 
 __all__ = [
-    "PAGE_HEADERS", "CheckedForm", "Formats", "ManagerUser", "NavLink", "Pages", "PostedForm", "SignedInUser", "actor",
+    "PAGE_HEADERS", "CheckedForm", "Citizen", "SignedInCitizen", "signed_in_citizen", "Formats", "ManagerUser", "NavLink", "Pages", "PostedForm", "SignedInUser", "actor",
     "csrf_token", "duration_words", "error_page", "holds_any", "home_for", "install", "manager_user", "may",
     "person_allowed", "person_with_role", "redirect", "signed_in_user",
 ]
@@ -32,3 +34,4 @@ def install(app: FastAPI, *, navigation: Iterable[NavLink]) -> None:
     app.state.navigation = tuple(navigation)
     app.state.error_page = error_page
     app.include_router(router)
+    app.include_router(citizens_router)

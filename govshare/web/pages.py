@@ -68,7 +68,9 @@ def navigation_of(request: Request, user: User | None) -> list[NavLink]:
 
 def home_for(request: Request, user: User | None) -> str:
     """Where ``user`` starts: the first page of the navigation they may use (none: the sign-in page, to switch
-    accounts); for nobody, the start page, which asks them to sign in."""
+    accounts); for nobody, the start page, which asks them to sign in (a citizen's pages, under /me: their page)."""
+    if sessions.jar_of(request) is sessions.CITIZEN:
+        return "/me"
     if user is None:
         return "/ui"
     links = navigation_of(request, user)

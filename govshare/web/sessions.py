@@ -5,6 +5,12 @@ The ``govshare_ui`` cookie holds only a random id. A signed-in session is a row 
 end it on the server: a copy of the cookie is worth nothing afterwards. A visitor not
 signed in has an id too (no row): their forms' CSRF token is derived from it, and a new
 id at sign-in leaves nothing planted before it usable after.
+
+Two kinds of session share the table and never each other's cookie: a person of the
+staff (``user_id``; the ``govshare_ui`` cookie, path ``/ui``) and a citizen signed in
+through the identity provider (``citizen_id``; the ``govshare_me`` cookie, path ``/me``).
+Which one a request reads is decided by its path (``jar_of``), so a citizen's session
+is never a staff session and a staff session never opens a citizen's page.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from fastapi import Request
@@ -26,6 +33,8 @@ from govshare.models import User, WebSession
 
 COOKIE = "govshare_ui"
 FLASH_COOKIE = "govshare_ui_flash"
+CITIZEN_COOKIE = "govshare_me"
+CITIZEN_FLASH_COOKIE = "govshare_me_flash"
 SESSION_MAX_AGE = 8 * 3600
 FLASH_MAX_AGE = 300
 _ID_PATTERN_LENGTH = 43  # secrets.token_urlsafe(32)
@@ -37,6 +46,32 @@ def now(request: Request) -> datetime:
     return clock() if clock is not None else utcnow()
 
 
+@dataclass(frozen=True)
+class Jar:
+    """The cookies of one kind of session: their names, the path they are sent to, and their SameSite rule."""
+
+    cookie: str
+    flash_cookie: str
+    path: str
+    # A citizen arrives from the identity provider's site (a cross-site redirect to /me/callback, then /me):
+    # a "strict" cookie would not be sent there. "lax" still keeps it off cross-site POSTs, and every form
+    # carries a CSRF token besides.
+    samesite: str
+    csrf_label: str
+
+    def serves(self, path: str) -> bool:
+        return path == self.path or path.startswith(self.path + "/")
+
+
+STAFF = Jar(COOKIE, FLASH_COOKIE, "/ui", "strict", "csrf")
+CITIZEN = Jar(CITIZEN_COOKIE, CITIZEN_FLASH_COOKIE, "/me", "lax", "csrf-citizen")
+
+
+def jar_of(request: Request) -> Jar:
+    """The session a request belongs to: a citizen's under /me, else the staff's."""
+    return CITIZEN if CITIZEN.serves(request.url.path) else STAFF
+
+
 def _digest(session_id: str) -> str:
     return hashlib.sha256(session_id.encode()).hexdigest()
 
@@ -46,7 +81,7 @@ def _secret(request: Request) -> str:
 
 
 def _cookie_id(request: Request) -> str | None:
-    value = request.cookies.get(COOKIE)
+    value = request.cookies.get(jar_of(request).cookie)
     return value if isinstance(value, str) and len(value) == _ID_PATTERN_LENGTH else None
 
 
@@ -64,7 +99,7 @@ def _browser_id(request: Request) -> str:
 
 def csrf_token(request: Request) -> str:
     """The token this browser's forms send back: bound to its session id, so it changes at sign-in."""
-    message = f"csrf:{_browser_id(request)}".encode()
+    message = f"{jar_of(request).csrf_label}:{_browser_id(request)}".encode()
     return hmac.new(_secret(request).encode(), message, hashlib.sha256).hexdigest()
 
 
@@ -84,7 +119,7 @@ def set_flash(request: Request, message: str) -> None:
 
 def take_flash(request: Request) -> str | None:
     """The message left for this page, if any (cleared from the browser by ``finish``)."""
-    value = request.cookies.get(FLASH_COOKIE)
+    value = request.cookies.get(jar_of(request).flash_cookie)
     if not value:
         return None
     request.state.web_flash_taken = True
@@ -95,24 +130,26 @@ def take_flash(request: Request) -> str | None:
     return message if isinstance(message, str) else None
 
 
-def _cookie_options(request: Request, max_age: int) -> dict:
-    return {"path": "/ui", "max_age": max_age, "httponly": True, "samesite": "strict",
+def cookie_options(request: Request, max_age: int) -> dict:
+    """How this request's session cookies are set: its jar's path and SameSite rule, HTTP only, secure over https."""
+    jar = jar_of(request)
+    return {"path": jar.path, "max_age": max_age, "httponly": True, "samesite": jar.samesite,
             "secure": request.app.state.settings.issuer.startswith("https")}
 
 
 def finish(request: Request, response: Response) -> Response:
     """Put on ``response`` what this request changed of the browser's session: a new id, a message, or neither."""
-    state = request.state
+    state, jar = request.state, jar_of(request)
     if getattr(state, "web_ended", False):
-        response.delete_cookie(COOKIE, path="/ui")
+        response.delete_cookie(jar.cookie, path=jar.path)
     new_id = getattr(state, "web_new_id", None)
     if new_id:
-        response.set_cookie(COOKIE, new_id, **_cookie_options(request, SESSION_MAX_AGE))
+        response.set_cookie(jar.cookie, new_id, **cookie_options(request, SESSION_MAX_AGE))
     flash = getattr(state, "web_flash", None)
     if flash:
-        response.set_cookie(FLASH_COOKIE, _flash_signer(request).dumps(flash), **_cookie_options(request, FLASH_MAX_AGE))
+        response.set_cookie(jar.flash_cookie, _flash_signer(request).dumps(flash), **cookie_options(request, FLASH_MAX_AGE))
     elif getattr(state, "web_flash_taken", False):
-        response.delete_cookie(FLASH_COOKIE, path="/ui")
+        response.delete_cookie(jar.flash_cookie, path=jar.path)
     return response
 
 
@@ -133,15 +170,37 @@ def signed_in_name(request: Request, session: Session) -> str | None:
     return user.name if user is not None else None
 
 
+def current_citizen(request: Request, session: Session) -> str | None:
+    """The citizen ID of the citizen signed in to this browser (under /me), while their session lasts; else None."""
+    session_id = _cookie_id(request)
+    if session_id is None or jar_of(request) is not CITIZEN:
+        return None
+    return session.execute(
+        select(WebSession.citizen_id)
+        .where(WebSession.id_hash == _digest(session_id), WebSession.expires_at > now(request), WebSession.citizen_id.is_not(None))
+    ).scalar_one_or_none()
+
+
 def start(request: Request, session: Session, user: User) -> None:
     """A new session for ``user`` under a new id: nothing from before (a planted id or token) carries over."""
+    _start(request, session, user_id=user.id, citizen_id=None)
+
+
+def start_citizen(request: Request, session: Session, citizen_id: str) -> None:
+    """A new citizen's session (under /me) for ``citizen_id``, as the identity provider's verified ID token names it."""
+    if jar_of(request) is not CITIZEN:
+        raise RuntimeError("a citizen's session starts only under /me")
+    _start(request, session, user_id=None, citizen_id=citizen_id)
+
+
+def _start(request: Request, session: Session, *, user_id: int | None, citizen_id: str | None) -> None:
     moment = now(request)
     session.execute(delete(WebSession).where(WebSession.expires_at <= moment))  # the expired, while we are writing
     old = _cookie_id(request)
     if old:
         session.execute(delete(WebSession).where(WebSession.id_hash == _digest(old)))
     new_id = secrets.token_urlsafe(32)
-    session.add(WebSession(id_hash=_digest(new_id), user_id=user.id, created_at=moment,
+    session.add(WebSession(id_hash=_digest(new_id), user_id=user_id, citizen_id=citizen_id, created_at=moment,
                            expires_at=moment + timedelta(seconds=SESSION_MAX_AGE)))
     session.flush()
     request.state.web_new_id = new_id

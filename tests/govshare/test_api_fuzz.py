@@ -81,9 +81,11 @@ UNIFIED_FORMAT_BODIES = {
     # A period's 'from' must come before its 'to', which a schema cannot say.
     "GET /api/v1/metrics/summary", "GET /api/v1/metrics/datasets", "GET /api/v1/metrics/departments",
     "GET /api/v1/metrics/service-items", "GET /api/v1/metrics/providers",
+    # A consent names a department and a dataset that must exist, a day not past, the path's citizen.
+    "POST /api/v1/citizens/{citizen_id}/consents",
 }
 UNIFIED_FORMAT_REFUSALS = {"invalid-period", "schema-violation", "invalid-dataset", "inspection-failed", "invalid-decision", "invalid-rating",
-                           "invalid-row-filter", "invalid-input"}
+                           "invalid-row-filter", "invalid-input", "invalid-consent"}
 CALLERS = (*ALL_ROLES, "every role")
 
 

@@ -143,6 +143,8 @@ DEFAULTS: dict[str, Callable[[World], Any]] = {
     "correction_id": lambda w: w.correction_id,
     "key": lambda w: IN_GRANT["citizen_id"],
     "citizen_id": lambda w: IN_GRANT["citizen_id"],
+    "consent_id": lambda w: w.fresh_consent(),  # the in-grant citizen's consent to CAB on PSB-CONSENT
+    "request_id": lambda w: w.fresh_request(),  # CAB's service's request for the in-grant citizen on PSB-EXPLICIT
     # Delta Sharing: CAB's extract grant as its share (these routes take sharing tokens, never OAuth ones)
     "share": lambda w: f"grant-{w.extract_grant_id}",
     "schema": lambda w: "psb",
@@ -228,6 +230,18 @@ OBJECT_ROWS: dict[str, Row] = {
     "POST /api/v1/exchange/{code}/records": row(403, psb_service=201, params={"code": lambda w: "PSB-INTAKE"},
                                                 body=lambda w, caller: w.deposit_body()),
     "GET /api/v1/citizens/{citizen_id}/access-log": row(200),  # not admin: a technical role
+    # citizen control: only the portal, for the citizen in the path; a service reads its own department's requests only
+    "POST /api/v1/citizens/{citizen_id}/consents": row(201, body={"department": "CAB", "dataset": "PSB-CONSENT",
+                                                                  "purpose": "matrix check", "until": PERIOD["end"]}),
+    "GET /api/v1/citizens/{citizen_id}/consents": row(200),
+    "POST /api/v1/citizens/{citizen_id}/consents/{consent_id}/withdraw": row(200, params={"consent_id": lambda w: w.fresh_consent()}),
+    "GET /api/v1/citizens/{citizen_id}/requests": row(200),
+    "POST /api/v1/citizens/{citizen_id}/requests/{request_id}/approve": row(200, params={"request_id": lambda w: w.fresh_request()}),
+    "POST /api/v1/citizens/{citizen_id}/requests/{request_id}/refuse": row(200, params={"request_id": lambda w: w.fresh_request()}),
+    "POST /api/v1/exchange/{code}/requests": row(403, cab_service=201, params={"code": lambda w: "PSB-EXPLICIT"},
+                                                 body={"key": IN_GRANT["citizen_id"]}),
+    "GET /api/v1/exchange/requests/{request_id}": row(404, cab_service=200,
+                                                      params={"request_id": lambda w: w.fresh_request(approved=True)}),
     "POST /api/v1/grants/{grant_id}/extracts": row(404, cab_demander=202, cab_service=202,
                                                    body={"format": "csv"}, params={"grant_id": lambda w: w.extract_grant_id}),
     "GET /api/v1/extracts/{extract_id}": row(200, demander=404, service=404, cab_demander=200, cab_service=200),
@@ -269,10 +283,15 @@ OBJECT_ROWS: dict[str, Row] = {
     "HEAD /delta-sharing/files/{file_id}": row(403),
 }
 
+def _is_page(path: str) -> bool:
+    """The staff's pages (/ui) and the citizen's (/me): sessions, not tokens."""
+    return path.startswith("/ui") or path == "/me" or path.startswith("/me/")
+
+
 # Every API route of govshare.permissions, with its object row or (a route added without one) only its roles' cells.
 ROUTES: dict[str, Row] = {
     route: dataclasses.replace(OBJECT_ROWS.get(route, row(0)), route=route)
-    for route in permissions.ROUTES if not route.split(" ", 1)[1].startswith("/ui")
+    for route in permissions.ROUTES if not _is_page(route.split(" ", 1)[1])
 }
 
 # Pages: callers are browser sessions. "anonymous" has a session (and its CSRF token) but has not signed in;
@@ -312,6 +331,23 @@ UI_ROUTES: dict[str, Row] = {
 }
 
 
+# The citizen's page: every UI session above presents its id as the citizen's cookie too (govshare_me), and none is a
+# citizen's session; "citizen" is one (a citizen's session as the identity provider's sign-in leaves it). No
+# identity provider is configured here, so signing in answers 503. The consent or request acted on is a fresh one of
+# the in-grant citizen, whose session "citizen" is; another citizen's answers 404 (tests/exchange/test_citizen_page.py).
+CITIZEN_CALLERS = (*UI_CALLERS, "citizen")
+CITIZEN_ROUTES: dict[str, Row] = {
+    "GET /me/login": page(503, citizen=303),
+    "POST /me/login": page(403, citizen=503),
+    "GET /me/callback": page(401),
+    "POST /me/logout": page(403, citizen=303),
+    "GET /me": page(303, citizen=200),
+    "POST /me/consents/{consent_id}/withdraw": page(403, citizen=303),
+    "POST /me/requests/{request_id}/approve": page(403, citizen=303),
+    "POST /me/requests/{request_id}/refuse": page(403, citizen=303),
+}
+
+
 # --- the world -----------------------------------------------------------------------------------
 
 
@@ -345,7 +381,13 @@ class World:
         directory.dataset("PSB-INTAKE", "PSB", intake=True, share_type="unconditional", title="Addresses as submitted",
                           domain="household", delivery_modes=["interface"])
 
+        # Citizen control: a dataset asking consent, and one read only on the citizen's approval (CAB granted on it).
+        directory.dataset("PSB-CONSENT", "PSB", consent_required=True)
+        directory.dataset("PSB-EXPLICIT", "PSB", explicit_request=True)
+        assert directory.upload("PSB-EXPLICIT", source).status_code == 201
+
         self.application_id, self.grant_id = self._granted(APPLICATION_BODY)
+        self._granted(application_body(dataset="PSB-EXPLICIT", period=PERIOD, service_item="matrix-explicit"))
         extract_application = application_body(period=PERIOD, delivery="extract", service_item="matrix-extract")
         _, self.extract_grant_id = self._granted(extract_application)
         extract = self.call("POST", f"/api/v1/grants/{self.extract_grant_id}/extracts", "cab_demander", json={"format": "csv"}, expect=202)
@@ -370,6 +412,7 @@ class World:
         self.sessions["cross_site"] = self.sessions["manager"]
         self.sessions["stale"] = self._crafted_session(signed_in_hours_ago=9, stored=True)
         self.sessions["forged"] = self._crafted_session(signed_in_hours_ago=0, stored=False)
+        self.sessions["citizen"] = self._citizen_session()
         # The same craft, stored and fresh, is a working session: the two above fail for their one flaw.
         genuine, _ = self._crafted_session(signed_in_hours_ago=0, stored=True)
         assert http.get("/ui", headers={"Accept": "text/html", "Cookie": f"govshare_ui={genuine}"}).status_code == 200
@@ -435,6 +478,21 @@ class World:
         for caller, name in (("manager", "maria"), ("admin", "ada"), ("demander", "dora")):
             self.sessions[caller] = self._session(name)
         self.sessions["cross_site"] = self.sessions["manager"]
+        self.sessions["citizen"] = self._citizen_session()
+
+    def _citizen_session(self) -> tuple[str, str]:
+        """A citizen's session (IN_GRANT's citizen) as the identity provider's sign-in stores one, and its CSRF token."""
+        from govshare.db import utcnow
+        from govshare.models import WebSession
+        from govshare.web import sessions as web_sessions
+
+        session_id, started = secrets.token_urlsafe(32), utcnow()
+        with self.database.transaction() as session:
+            session.add(WebSession(id_hash=web_sessions._digest(session_id), citizen_id=IN_GRANT["citizen_id"], created_at=started,
+                                   expires_at=started + timedelta(seconds=web_sessions.SESSION_MAX_AGE)))
+        secret = KeyStore(self.settings.resolved_keys_dir).session_secret()
+        csrf = hmac.new(secret.encode(), f"{web_sessions.CITIZEN.csrf_label}:{session_id}".encode(), hashlib.sha256).hexdigest()
+        return session_id, csrf
 
     def _crafted_session(self, *, signed_in_hours_ago: float, stored: bool) -> tuple[str, str]:
         """Maria's session made by hand: a random id, stored (hashed) as the server stores one, with the CSRF token the
@@ -507,6 +565,18 @@ class World:
     def fresh_webhook(self) -> int:
         return self.call("POST", "/api/v1/webhooks", "cab_demander", json={"url": "https://hooks.example.org/cab"}, expect=201)["id"]
 
+    def fresh_consent(self) -> int:
+        body = {"department": "CAB", "dataset": "PSB-CONSENT", "purpose": "matrix check", "until": PERIOD["end"]}
+        return self.call("POST", f"/api/v1/citizens/{IN_GRANT['citizen_id']}/consents", "portal", json=body, expect=201)["id"]
+
+    def fresh_request(self, *, approved: bool = False) -> int:
+        """A new request of CAB's service for the in-grant citizen on PSB-EXPLICIT (approved by the citizen, when asked)."""
+        made = self.call("POST", "/api/v1/exchange/PSB-EXPLICIT/requests", "cab_service", json={"key": IN_GRANT["citizen_id"]},
+                         expect=201)
+        if approved:
+            self.call("POST", f"/api/v1/citizens/{IN_GRANT['citizen_id']}/requests/{made['id']}/approve", "portal", expect=200)
+        return made["id"]
+
     def deposit_body(self) -> dict:
         record = _citizens(200)[next(self._codes) % 200]
         return {"consent_ref": "consent-matrix", "records": [record]}
@@ -566,7 +636,7 @@ def _call_api(world: World, route: str, spec: Row, caller: str):
 def _call_ui(world: World, route: str, spec: Row, caller: str):
     method, template = route.split(" ", 1)
     cookie, csrf = world.sessions[caller]
-    headers = {"Accept": "text/html", "Cookie": f"govshare_ui={cookie}"}
+    headers = {"Accept": "text/html", "Cookie": f"govshare_ui={cookie}; govshare_me={cookie}"}  # the id wherever it is read
     if caller.endswith("cross_site"):
         headers["Sec-Fetch-Site"] = "cross-site"
     kwargs: dict[str, Any] = {"headers": headers, "follow_redirects": False}
@@ -576,7 +646,7 @@ def _call_ui(world: World, route: str, spec: Row, caller: str):
         return world.http.request(method, _path(template, spec, world), **kwargs)
     finally:
         world.http.cookies.clear()  # each cell brings its own session
-        if route == "POST /ui/logout":
+        if route in ("POST /ui/logout", "POST /me/logout"):
             world.renew_sessions()  # signing out ended that session on the server: the next cells need live ones
 
 
@@ -591,7 +661,7 @@ def _mismatches(world: World, route: str, spec: Row, callers: tuple[str, ...], c
             continue
         if response.status_code != expected:
             found.append(f"{caller}: expected {expected}, got {response.status_code} {response.text[:160]}")
-        elif response.status_code >= 400 and not route.split(" ", 1)[1].startswith("/ui"):
+        elif response.status_code >= 400 and not _is_page(route.split(" ", 1)[1]):
             if not response.headers.get("content-type", "").startswith("application/problem+json"):
                 found.append(f"{caller}: {response.status_code} is not application/problem+json")
     return found
@@ -606,7 +676,7 @@ def _app_routes(app) -> set[str]:
     for candidate in app.router.routes:
         for route in getattr(candidate, "effective_candidates", lambda: [candidate])():
             path = getattr(route, "path", "")
-            if path.startswith("/ui"):
+            if _is_page(path):
                 routes.update(f"{method} {path}" for method in route.methods if method != "HEAD")
     return routes
 
@@ -621,8 +691,12 @@ def test_every_route_has_an_entry_in_permissions(world):
     assert routes_without_entry(world.http.app) == [], "routes without a line in govshare.permissions.ROUTES: add one"
     assert sorted(set(permissions.ROUTES) - served) == [], "lines in govshare.permissions.ROUTES for routes the app does not serve"
     assert sorted(set(OBJECT_ROWS) - set(permissions.ROUTES)) == [] and sorted(set(UI_ROUTES) - set(permissions.ROUTES)) == []
+    assert sorted(set(CITIZEN_ROUTES) - set(permissions.ROUTES)) == []
+    citizen_pages = {route for route in permissions.ROUTES if route.split(" ", 1)[1].split("/")[1] == "me"}
+    assert sorted(citizen_pages - set(CITIZEN_ROUTES)) == [], "citizen's pages without a row in CITIZEN_ROUTES"
     unknown = {route: access for route, access in permissions.ROUTES.items()
-               if access not in permissions.PERMISSIONS and access not in (permissions.PUBLIC, permissions.SHARING_TOKEN, permissions.SIGNED_URL)}
+               if access not in permissions.PERMISSIONS
+               and access not in (permissions.PUBLIC, permissions.SHARING_TOKEN, permissions.SIGNED_URL, permissions.CITIZEN_SESSION)}
     assert unknown == {}, "routes naming an action PERMISSIONS does not have"
 
 
@@ -668,12 +742,36 @@ def test_page_answers_each_session_as_the_table_says(world, route):
     assert _mismatches(world, route, UI_ROUTES[route], UI_CALLERS, _call_ui) == []
 
 
-# The access ledger records refused interface calls too, by design; everything else must stay as it was.
-LEDGER_TABLES = {"access_log", "access_log_keys"}
+@pytest.mark.parametrize("route", sorted(CITIZEN_ROUTES))
+def test_citizen_page_answers_each_session_as_the_table_says(world, route):
+    assert _mismatches(world, route, CITIZEN_ROUTES[route], CITIZEN_CALLERS, _call_ui) == []
+
+
+def test_a_citizen_s_session_opens_no_staff_page(world):
+    """A citizen's session is no staff session: every staff page sends it to sign in, every staff form refuses it."""
+    wrong = []
+    for route, spec in UI_ROUTES.items():
+        response = _call_ui(world, route, spec, "citizen")
+        method = route.split(" ", 1)[0]
+        if spec.expected("anonymous") == 200:  # public: the stylesheet, the sign-in page
+            continue
+        if (method == "GET" and response.status_code != 303) or (method == "POST" and response.status_code not in (303, 403)):
+            wrong.append(f"{route}: {response.status_code}")
+        elif response.status_code == 303 and not response.headers["location"].startswith("/ui/login"):
+            wrong.append(f"{route}: 303 to {response.headers['location']}")
+    assert wrong == []
+
+
+# The access ledger records refused interface calls too, by design (its lines, their keys, and its own bookkeeping:
+# batch marks, rollups); everything else must stay as it was.
+LEDGER_TABLES = {"access_log", "access_log_keys", "ledger_batches", "ledger_day_counts", "ledger_day_latencies",
+                 "grant_first_lines"}
 
 
 def _row_counts(world: World) -> dict[str, int]:
     """Rows in every table but the ledger. Every change of state also appends an event and an audit entry."""
+    # The ledger writes in the background: written now, so no earlier call's batch lands between two counts.
+    world.http.app.state.ledger.flush()
     with world.database.transaction(write=False) as session:
         return {table.name: session.scalar(select(func.count()).select_from(table))
                 for table in Base.metadata.sorted_tables if table.name not in LEDGER_TABLES}

@@ -8,6 +8,7 @@ import importlib.util
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 
 from exchange.sharing.service import token_hash
@@ -106,7 +107,7 @@ def test_the_metric_rollups_migration_back_fills_what_the_ledger_writer_adds_up(
 
 
 def test_the_lifecycle_migration_leaves_older_ledger_lines_without_a_purpose_and_grants_unpaused(database):
-    """0021 down and up again: a line written under 0020 shows a null purpose; a grant then is not paused."""
+    """Down to 0020 and up again: a line written under 0020 shows a null purpose; a grant then is not paused."""
     config = alembic_config()
     try:
         with database.engine.begin() as connection:
@@ -122,3 +123,34 @@ def test_the_lifecycle_migration_leaves_older_ledger_lines_without_a_purpose_and
     assert schema_revision(database.engine) == head_revision()
     with database.engine.connect() as connection:
         assert connection.execute(text("SELECT purpose FROM access_log")).scalars().all() == [None]
+
+
+def test_citizen_sessions_downgrade_ends_them_and_keeps_the_staff_s(database):
+    """0023_citizen_sessions down and up again: citizens' sessions end (the older table has no place for them),
+    a staff member's stays."""
+    from datetime import timedelta
+
+    from govshare.db import utcnow
+
+    now = utcnow()
+    with database.engine.begin() as connection:
+        connection.execute(text("INSERT INTO departments (code, name, created_at) VALUES ('DATA', 'Data office', :now)"), {"now": now})
+        connection.execute(text("INSERT INTO users (name, password_hash, roles, department_code, created_at) "
+                                "VALUES ('maria', 'x', '[\"manager\"]', 'DATA', :now)"), {"now": now})
+        user_id = connection.execute(text("SELECT id FROM users")).scalar_one()
+        for id_hash, user, citizen in (("a" * 64, user_id, None), ("b" * 64, None, "110101199003078515")):
+            connection.execute(text("INSERT INTO web_sessions (id_hash, user_id, citizen_id, created_at, expires_at) "
+                                    "VALUES (:id_hash, :user, :citizen, :now, :later)"),
+                               {"id_hash": id_hash, "user": user, "citizen": citizen, "now": now, "later": now + timedelta(hours=8)})
+    config = alembic_config()
+    try:
+        with database.engine.begin() as connection:
+            config.attributes["connection"] = connection
+            before = ScriptDirectory.from_config(config).get_revision("0023_citizen_sessions").down_revision
+            command.downgrade(config, before)  # to the revision before
+        with database.engine.connect() as connection:
+            assert connection.execute(text("SELECT id_hash, user_id FROM web_sessions")).all() == [("a" * 64, user_id)]
+            assert "citizen_id" not in {column["name"] for column in inspect(connection).get_columns("web_sessions")}
+    finally:
+        upgrade_schema(database.engine)
+    assert schema_revision(database.engine) == head_revision()

@@ -1,0 +1,1 @@
+"""Citizen control: consents and explicit requests with a preview (issue 23)."""
