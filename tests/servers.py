@@ -163,3 +163,13 @@ def in_thread(app, port: int | None = None, **config) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def run_coroutine(coroutine):
+    """``asyncio.run`` in a thread of its own: another test's event loop (Playwright's, kept for the session)
+    may be running in this one, where ``asyncio.run`` refuses to start."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as thread:
+        return thread.submit(asyncio.run, coroutine).result()

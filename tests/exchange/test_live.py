@@ -21,7 +21,7 @@ from exchange.live import service as live
 from exchange.models import AccessLogEntry
 from govshare import audit
 from tests.factories import DirectoryFactory, dataset_document
-from tests.servers import GOVSHARE, in_thread
+from tests.servers import GOVSHARE, in_thread, run_coroutine
 
 API_KEY = "provider-s3cret-key"
 PEOPLE = {
@@ -461,8 +461,7 @@ def test_the_scope_reads_the_same_through_sqlite_and_duckdb(client, factory, app
 
 
 def test_a_probe_given_up_by_the_server_lets_the_next_call_probe():
-    import asyncio
-
+    
     clock = Clock()
     breaker = live.CircuitBreaker(failures=1, cooldown=30.0, clock=clock)
 
@@ -475,4 +474,4 @@ def test_a_probe_given_up_by_the_server_lets_the_next_call_probe():
         await breaker.abandoned("DS")  # ...until it is given up (its client gone): not a failure of the provider
         await breaker.admit("DS", probe_seconds=10)
 
-    asyncio.run(scenario())
+    run_coroutine(scenario())

@@ -22,7 +22,7 @@ from exchange.live import service as live
 from govshare.app import create_app
 from tests.conftest import ISSUER
 from tests.exchange.test_live import INSIDE, Provider, World, _problem
-from tests.servers import in_thread
+from tests.servers import in_thread, run_coroutine
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -113,7 +113,7 @@ def test_the_probe_is_one_call_across_replicas(prefix):
         await a.abandoned("DS")
         await b.admit("DS", probe_seconds=60)
 
-    asyncio.run(scenario())
+    run_coroutine(scenario())
 
 
 def test_the_cap_counts_calls_in_flight_on_both_replicas(client, factory, app, provider, settings, prefix):

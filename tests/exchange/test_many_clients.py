@@ -13,12 +13,12 @@ import asyncio
 import threading
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
 from tests.exchange.test_soak import _token, arranged, served  # noqa: F401 (arranged is a fixture)
+from tests.servers import run_coroutine
 
 CLIENTS = 120  # the thread pool has 40 workers; the pool at most 30 connections (PostgreSQL), 20 (SQLite)
 CALLS_EACH = 3
@@ -95,7 +95,5 @@ def test_lookups_beyond_one_per_core_wait_their_turn_and_are_all_answered(arrang
                                              for key in arranged.inside[:32]))
         return [answer.status_code for answer in answers]
 
-    # In a thread of its own: another test's event loop may still be running in this one (Playwright's).
-    with ThreadPoolExecutor(1) as thread:
-        assert thread.submit(lambda: asyncio.run(together())).result() == [200] * 32
+    assert run_coroutine(together()) == [200] * 32
     assert most[0] == api.LOOKUPS_AT_ONCE
