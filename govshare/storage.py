@@ -170,6 +170,18 @@ class Store:
                 total, freed = total - size, freed + size
             return freed
 
+    def derived_path(self, local: Path, suffix: str) -> Path:
+        """Where this replica keeps a file it derives from ``local`` (what ``local_path`` gave), such as a snapshot's
+        lookup store: in its cache folder, never the data store's.
+
+        On S3 beside the cached copy, so it is evicted with it (``evict``); on a local store under
+        ``derived/``, at the object's key. Its folder is made by whoever writes the file.
+        """
+        if not self.is_local:
+            return local.with_suffix(suffix)
+        key = PurePosixPath(local.relative_to(self.root).as_posix())
+        return (self.cache_dir / "derived" / check_key(str(key))).with_suffix(suffix)
+
     def cached_keys(self, folder: str) -> list[str]:
         """Keys under ``folder`` of which this replica holds a cached copy (none on a local store)."""
         root = self.cache_dir / "objects" / check_key(folder)
