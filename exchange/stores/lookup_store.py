@@ -191,11 +191,18 @@ def lookup_many(path: Path, *, key: str, values: list[Any], projection: masks.Pr
         sql = (f"SELECT {quote_identifier(key)} AS {KEY_ALIAS}, {projection.sql} FROM records "
                f"WHERE {quote_identifier(key)} IN ({', '.join('?' for _ in chunk)}) AND ({scope.sql}) "
                f"ORDER BY {KEY_ALIAS}, {ROW_COLUMN}")
-        grouped: dict[Any, list[tuple]] = {}
+        # Records made as the rows come (a thousand keys' rows: no list of tuples first, no per-key pass).
+        converted = [(name, convert) for name, convert in zip(names, decode, strict=True) if convert is not None]
         for row in connection.execute(sql, [*projection.params, *chunk, *scope.params]):
-            grouped.setdefault(row[0], []).append(row[1:])
-        for value, rows in grouped.items():
-            found[value] = _records(names, rows[:limit], decode)
+            records = found.get(row[0])
+            if records is None:
+                records = found[row[0]] = []
+            elif len(records) >= limit:
+                continue
+            record = dict(zip(names, row[1:], strict=True))
+            for name, convert in converted:
+                record[name] = convert(record[name])
+            records.append(record)
     return found
 
 
