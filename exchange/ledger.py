@@ -36,7 +36,7 @@ from exchange import rollups
 from exchange.errors import LedgerUnavailable
 from exchange.models import AccessLogEntry, AccessLogKey, LedgerBatch
 from govshare import audit
-from govshare.db import Database, is_transient, utcnow
+from govshare.db import TEXT_CLEANED, Database, is_transient, utcnow
 from govshare.observability import LedgerMetrics
 
 log = logging.getLogger("govshare.ledger")
@@ -308,13 +308,15 @@ class LedgerWriter:
                 # after the largest one are the batch's own.
                 first = session.execute(select(func.coalesce(func.max(entries.c.id), 0))).scalar_one() + 1
                 ids = list(range(first, first + len(rows)))
-                session.execute(insert(entries), [{**row, "id": entry_id} for entry_id, row in zip(ids, rows, strict=True)])
+                session.execute(insert(entries), [{**row, "id": entry_id} for entry_id, row in zip(ids, rows, strict=True)],
+                                execution_options=CLEANED)
             else:
-                ids = session.execute(insert(entries).returning(entries.c.id, sort_by_parameter_order=True), rows).scalars().all()
+                ids = session.execute(insert(entries).returning(entries.c.id, sort_by_parameter_order=True), rows,
+                                      execution_options=CLEANED).scalars().all()
             keys = [{"entry_id": entry_id, "key": key} for entry_id, line in zip(ids, lines, strict=True)
                     for key in dict.fromkeys(_text(key, KEY_LENGTH) for key in line.keys[:MAX_KEYS_PER_LINE])]
             if keys:
-                session.execute(insert(keys_table), keys)
+                session.execute(insert(keys_table), keys, execution_options=CLEANED)
             messages = [message_record(entry_id, row) for entry_id, row in zip(ids, rows, strict=True) if row["request_sha256"]]
             if messages:
                 # The batch's live messages, signed on the audit chain in the same transaction: altering a
@@ -330,6 +332,7 @@ class LedgerWriter:
 
 
 MESSAGES_ACTION = "ledger.messages"
+CLEANED = {TEXT_CLEANED: True}  # the lines' text went through _text: no NUL to look for again
 
 
 def _iso(value: datetime | None) -> str | None:

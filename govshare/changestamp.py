@@ -8,10 +8,10 @@ is what it was when the state was resolved, nothing it depends on has changed, i
 process or in any other sharing the record store. A revocation or a pause commits a
 new stamp with it, so the next call, on any replica, resolves afresh.
 
-The stamp is bumped by the record store's connections themselves: any statement that
-inserts, updates or deletes rows of a table in ``WATCHED_TABLES`` first sets a new stamp,
-in the same transaction, whatever sent it (the ORM's flush, an ``update()`` through a
-session, plain SQL on a bare connection, another process's code). A state that comes from
+The stamp is set by the record store's connections themselves: a transaction in which any
+statement inserted, updated or deleted rows of a table in ``WATCHED_TABLES`` sets a new
+stamp just before it commits, whatever sent the statement (the ORM's flush, an ``update()`` through a
+session, plain SQL on a bare connection of any govshare process). A state that comes from
 a new table is watched by adding the table's name here. The event is on the statements, not
 the ORM's flush: a flush misses writes made around the session, and an existing test (a
 grant's end date set with plain SQL) is exactly such a write. Migrations do not bump it (the
@@ -51,16 +51,39 @@ def writes_watched(statement: str) -> bool:
     return found is not None and found.group(1).lower() in WATCHED_TABLES
 
 
+_WROTE = "govshare_change_stamp_due"  # connection.info: a watched table was written in the open transaction
+
+
 @event.listens_for(Engine, "before_cursor_execute")
-def _bump_before_write(connection: Any, cursor: Any, statement: str, _parameters: Any, _context: Any, _many: bool) -> None:
+def _note_write(connection: Any, cursor: Any, statement: str, _parameters: Any, _context: Any, _many: bool) -> None:
     if not writes_watched(statement) or connection.get_execution_options().get(SKIP_OPTION):
         return
+    if connection._is_autocommit_isolation():  # no transaction to join: each statement commits itself
+        _bump(connection, cursor.connection)
+    else:
+        connection.info[_WROTE] = True
+
+
+@event.listens_for(Engine, "commit")
+def _bump_at_commit(connection: Any) -> None:
+    # Set last, just before the COMMIT: whatever else the transaction locks, it holds the
+    # stamp's row only while it commits, so writers queue on it briefly and never while
+    # waiting for another lock (two transactions locking rows in opposite orders).
+    if connection.info.pop(_WROTE, False):
+        _bump(connection, connection.connection.dbapi_connection)
+
+
+@event.listens_for(Engine, "rollback")
+def _forget_write(connection: Any) -> None:
+    connection.info.pop(_WROTE, None)
+
+
+def _bump(connection: Any, dbapi_connection: Any) -> None:
     # A cursor of its own on the same DBAPI connection, so the same transaction, and around
     # SQLAlchemy's events (this statement is not one it watches, nor one to refuse).
-    bump = cursor.connection.cursor()
+    cursor = dbapi_connection.cursor()
     try:
-        paramstyle = connection.dialect.paramstyle
-        sql = _BUMP_SQL if paramstyle in ("format", "pyformat") else _BUMP_SQL.replace("%s", "?")
-        bump.execute(sql, (uuid.uuid4().hex,))
+        sql = _BUMP_SQL if connection.dialect.paramstyle in ("format", "pyformat") else _BUMP_SQL.replace("%s", "?")
+        cursor.execute(sql, (uuid.uuid4().hex,))
     finally:
-        bump.close()
+        cursor.close()

@@ -94,6 +94,7 @@ def utcnow() -> datetime:
 
 
 DEFAULT_BUSY_TIMEOUT_SECONDS = 30.0
+TEXT_CLEANED = "govshare_text_cleaned"  # an execution option: the statement's text values hold no NUL (checked by the writer)
 RESOLVED_MAX = 10_000
 STAMP_CONNECTIONS_KEPT = 8  # idle connections of the change-stamp reader (about the calls in flight at once)
 
@@ -116,10 +117,12 @@ def _configure_sqlite(engine: Engine, busy_timeout_seconds: float) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     @event.listens_for(engine, "before_cursor_execute")
-    def _refuse_nul(_connection: Any, _cursor: Any, _statement: str, parameters: Any, _context: Any, _executemany: bool) -> None:
+    def _refuse_nul(_connection: Any, _cursor: Any, _statement: str, parameters: Any, context: Any, _executemany: bool) -> None:
         # PostgreSQL's text cannot hold a NUL character, and psycopg refuses it; SQLite would keep
         # it. Refused here as psycopg does (a driver DataError, rolled back, answered 422 by
         # field), so what one deployment accepts, every one does.
+        if context is not None and context.execution_options.get(TEXT_CLEANED):
+            return  # the writer removed NUL itself (the ledger's thousands of lines a batch)
         # Parameters come as one row, a list of rows (executemany), or one flat row of many
         # (a batched INSERT's VALUES, also flagged executemany): rows are dicts or sequences.
         for part in (parameters if isinstance(parameters, list | tuple) else (parameters,)):

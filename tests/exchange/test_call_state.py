@@ -73,7 +73,12 @@ def test_a_write_to_a_watched_table_changes_the_stamp_and_others_do_not(database
     assert second != first
     with database.engine.begin() as connection:  # plain SQL on a bare connection
         connection.execute(text("UPDATE grants SET valid_until = valid_until WHERE id = 0"))
-    assert database.change_stamp() not in (first, second)
+    third = database.change_stamp()
+    assert third not in (first, second)
+    with database.engine.connect() as connection:  # rolled back: nothing changed, nor does the stamp
+        connection.execute(text("UPDATE grants SET valid_until = valid_until WHERE id = 0"))
+        connection.rollback()
+    assert database.change_stamp() == third
     assert changestamp.writes_watched('INSERT INTO "dataset_versions" (id) VALUES (1)')
     assert not changestamp.writes_watched("INSERT INTO access_log (id) VALUES (1)")
     assert not changestamp.writes_watched("SELECT * FROM grants")
