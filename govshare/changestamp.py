@@ -75,7 +75,8 @@ def _bump_at_commit(connection: Any) -> None:
 
 @event.listens_for(Engine, "rollback")
 def _forget_write(connection: Any) -> None:
-    connection.info.pop(_WROTE, None)
+    if not connection.invalidated:  # an invalidated connection is thrown away, with what it noted
+        connection.info.pop(_WROTE, None)
 
 
 def _bump(connection: Any, dbapi_connection: Any) -> None:
