@@ -308,14 +308,15 @@ class LedgerWriter:
                 # after the largest one are the batch's own.
                 first = session.execute(select(func.coalesce(func.max(entries.c.id), 0))).scalar_one() + 1
                 ids = list(range(first, first + len(rows)))
-                session.execute(insert(entries), [{**row, "id": entry_id} for entry_id, row in zip(ids, rows, strict=True)],
-                                execution_options=CLEANED)
+                _insert_many(session, entries, [{"id": entry_id, **row} for entry_id, row in zip(ids, rows, strict=True)])
             else:
                 ids = session.execute(insert(entries).returning(entries.c.id, sort_by_parameter_order=True), rows,
                                       execution_options=CLEANED).scalars().all()
             keys = [{"entry_id": entry_id, "key": key} for entry_id, line in zip(ids, lines, strict=True)
                     for key in dict.fromkeys(_text(key, KEY_LENGTH) for key in line.keys[:MAX_KEYS_PER_LINE])]
-            if keys:
+            if keys and self.database.dialect == "sqlite":
+                _insert_many(session, keys_table, keys)
+            elif keys:
                 session.execute(insert(keys_table), keys, execution_options=CLEANED)
             messages = [message_record(entry_id, row) for entry_id, row in zip(ids, rows, strict=True) if row["request_sha256"]]
             if messages:
@@ -329,6 +330,31 @@ class LedgerWriter:
             rollups.apply(session, rollup)
         if prune:
             self._prune_at = time.monotonic() + BATCH_MARKS_PRUNED_EVERY
+
+
+def _insert_many(session, table, rows: list[dict]) -> None:
+    """INSERT ``rows`` (dicts with the same keys, text already cleaned) into ``table`` with one DBAPI executemany.
+
+    Each value goes through its column type's own bind processor, as SQLAlchemy's insert would pass it; what is
+    left out is the insert's per-row parameter building, which cost a third of the ledger writer's time.
+    """
+    connection = session.connection()
+    dialect = connection.dialect
+    names = list(rows[0])
+    processors = [table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names]
+    sql = (f"INSERT INTO {table.name} ({', '.join(dialect.identifier_preparer.quote(name) for name in names)}) "
+           f"VALUES ({', '.join('?' for _ in names)})")
+    values = [list(row.values()) for row in rows]
+    for index, process in enumerate(processors):
+        if process is None:
+            continue
+        done: dict = {}  # a batch's lines mostly share their time: each distinct value processed once
+        for row in values:
+            value = row[index]
+            if value is not None:
+                found = done.get(value)
+                row[index] = found if found is not None else done.setdefault(value, process(value))
+    connection.exec_driver_sql(sql, [tuple(row) for row in values], execution_options=CLEANED)
 
 
 MESSAGES_ACTION = "ledger.messages"
