@@ -41,6 +41,7 @@ from govshare.observability import LedgerMetrics
 
 log = logging.getLogger("govshare.ledger")
 BATCH = 500
+TAKE_AT_MOST = 5000  # lines a write takes at most when more are already queued
 FLUSH_SECONDS = 0.2
 MAX_KEYS_PER_LINE = 1000
 KEY_LENGTH = AccessLogKey.__table__.c.key.type.length
@@ -270,7 +271,9 @@ class LedgerWriter:
             lines, items, stop = list(first), 1, False
             if len(lines) < BATCH and self._queue.qsize() < BATCH - len(lines):
                 self._stopping.wait(FLUSH_SECONDS)
-            while len(lines) < BATCH:
+            # Then it takes what is queued, up to TAKE_AT_MOST lines: batch lookups hand over a thousand
+            # lines a call, and a transaction's own cost is then paid once for several calls.
+            while len(lines) < TAKE_AT_MOST:
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
