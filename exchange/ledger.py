@@ -335,18 +335,23 @@ class LedgerWriter:
             self._prune_at = time.monotonic() + BATCH_MARKS_PRUNED_EVERY
 
 
+INSERT_VALUES_AT_MOST = 30_000  # bound values a statement (SQLite's own limit is 32,766 at the least)
+
+
 def _insert_many(session, table, rows: list[dict]) -> None:
-    """INSERT ``rows`` (dicts with the same keys, text already cleaned) into ``table`` with one DBAPI executemany.
+    """INSERT ``rows`` (dicts with the same keys, text already cleaned) into ``table`` on SQLite, in statements of
+    many rows each (``INSERT ... VALUES (...), (...), ...``).
 
     Each value goes through its column type's own bind processor, as SQLAlchemy's insert would pass it; what is
-    left out is the insert's per-row parameter building, which cost a third of the ledger writer's time.
+    left out is the insert's per-row parameter building, which cost a third of the ledger writer's time. Many
+    rows a statement, not an executemany: SQLite's driver lets go of the interpreter's lock around each
+    statement's step, and a writer taking it back once per row waited behind the calls' threads each time,
+    falling behind them under load.
     """
     connection = session.connection()
     dialect = connection.dialect
     names = list(rows[0])
     processors = [table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names]
-    sql = (f"INSERT INTO {table.name} ({', '.join(dialect.identifier_preparer.quote(name) for name in names)}) "
-           f"VALUES ({', '.join('?' for _ in names)})")
     values = [list(row.values()) for row in rows]
     for index, process in enumerate(processors):
         if process is None:
@@ -357,7 +362,13 @@ def _insert_many(session, table, rows: list[dict]) -> None:
             if value is not None:
                 found = done.get(value)
                 row[index] = found if found is not None else done.setdefault(value, process(value))
-    connection.exec_driver_sql(sql, [tuple(row) for row in values], execution_options=CLEANED)
+    head = f"INSERT INTO {table.name} ({', '.join(dialect.identifier_preparer.quote(name) for name in names)}) VALUES "
+    one = f"({', '.join('?' for _ in names)})"
+    step = max(1, INSERT_VALUES_AT_MOST // len(names))
+    for start in range(0, len(values), step):
+        chunk = values[start:start + step]
+        connection.exec_driver_sql(head + ", ".join([one] * len(chunk)), tuple(value for row in chunk for value in row),
+                                   execution_options=CLEANED)
 
 
 MESSAGES_ACTION = "ledger.messages"
