@@ -224,7 +224,7 @@ def _holds(session: Session, *, store: Store, grant_id: int, version: int, citiz
         value = rowfilter.convert_value(citizen_id, key_type, "key")
     except rowfilter.InvalidRowFilter:
         return False  # an ID that cannot be this dataset's key is in none of its rows
-    keyed = keyed_store.ensure_store(directory.snapshot_path(store, row), scope.lookup_key)
+    keyed = keyed_store.ensure_store(directory.snapshot_path(store, row), scope.lookup_key, store=store)
     return bool(keyed_store.lookup(keyed, key=scope.lookup_key, value=value, projection=scope.projection,
                                    scope=scope.row_filter, limit=1))
 
@@ -239,14 +239,14 @@ def prebuild_keyed_stores(session: Session, *, store: Store) -> int:
             _, path = snapshot(session, dataset=dataset, store=store)
         except NoData:
             continue
-        if path.exists() and not keyed_store.store_path(path).exists():
-            keyed_store.ensure_store(path, dataset.document.get("lookup_key"))
+        if path.exists() and not keyed_store.store_path(path, store).exists():
+            keyed_store.ensure_store(path, dataset.document.get("lookup_key"), store=store)
             built += 1
         key = dataset.document.get("lookup_key")
-        if key and path.exists() and not lookup_store.store_path(path).exists():  # what lookups read (issue 22)
+        if key and path.exists() and not lookup_store.store_path(path, store).exists():  # what lookups read (issue 22)
             items = session.execute(select(DatasetVersion.items).where(
                 DatasetVersion.dataset_id == dataset.id, DatasetVersion.number == dataset.latest_version)).scalar_one()
             if any(item["name"] == key for item in items):
-                lookup_store.ensure_store(path, key=key, items=items)
+                lookup_store.ensure_store(path, key=key, items=items, store=store)
                 built += 1
     return built

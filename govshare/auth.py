@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from authlib.oauth2.rfc6750.errors import InvalidTokenError
@@ -62,7 +63,10 @@ _TOKEN_STATE = (select(IssuedToken.revoked_at, Client.disabled_at, Client.depart
 
 def authenticate_bearer(session: Session, *, settings: Settings, keystore: KeyStore, token: str) -> Caller:
     """The caller a bearer token stands for, or ``Unauthenticated``."""
-    claims = _valid_claims(settings, keystore, token)
+    return _caller_from_store(session, _valid_claims(settings, keystore, token))
+
+
+def _caller_from_store(session: Session, claims: _Claims) -> Caller:
     # Core, not the ORM's execute: this runs on every API call, and only columns are read.
     row = session.connection().execute(_TOKEN_STATE, {"jti": claims.jti}).first()
     if row is None:
@@ -134,6 +138,23 @@ def caller_of(request: Request, session: Session) -> Caller:
     """The authenticated caller of ``request`` (for handlers that resolve it themselves)."""
     state = request.app.state
     return authenticate_bearer(session, settings=state.settings, keystore=state.keystore, token=_bearer_token(request))
+
+
+def caller_at_stamp(request: Request, session: Callable[[], Session], stamp: str | None) -> Caller:
+    """``caller_of``, trusting the token's state as resolved at change stamp ``stamp`` while the store's stamp is that.
+
+    ``session``: gives the session to read the token's state with, called only when it must be read. The token's
+    signature and expiry are checked on every call as in ``caller_of``; its revocation and its client's state are
+    what the stamp vouches for (``govshare.changestamp``).
+    """
+    state = request.app.state
+    claims = _valid_claims(state.settings, state.keystore, _bearer_token(request))
+    key = ("caller", state.settings.issuer, claims.jti)
+    caller = state.database.recall(key, stamp)
+    if caller is None:
+        caller = _caller_from_store(session(), claims)
+        state.database.remember(key, stamp, caller)
+    return caller
 
 
 def check_role(caller: Caller, action: str) -> Caller:

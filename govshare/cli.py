@@ -281,6 +281,8 @@ def bench(
     out: Annotated[Path, typer.Option(help="where the Markdown report is written (default: REPORT.md in the current folder)")] = Path("REPORT.md"),
     only: Annotated[Optional[list[str]], typer.Option(help="run only this section (repeatable): extract, lookup, live, search, memory, metrics, cli")] = None,
     database_url: Annotated[Optional[str], typer.Option(help="record store to measure on (default: embedded SQLite)")] = None,
+    rows: Annotated[Optional[int], typer.Option(min=1000, help="rows of the lookup section's dataset (default 10,000,000; --quick 50,000)")] = None,
+    seconds: Annotated[Optional[float], typer.Option(min=1, help="length of each load run in seconds (default 30; --quick 3)")] = None,
 ) -> None:
     """Measure the exchange against the bare engines and write a Markdown report."""
     from evaluation.bench import run
@@ -288,7 +290,7 @@ def bench(
     unknown = sorted(set(only or []) - set(run.SECTIONS))
     if unknown:
         _fail(f"unknown section {', '.join(unknown)}; choose from {', '.join(run.SECTIONS)}", code=2)
-    report = run.run(quick=quick, out=out, only=only, database_url=database_url)
+    report = run.run(quick=quick, out=out, only=only, database_url=database_url, rows=rows, seconds=seconds)
     missed = [row.measure for rows in report.rows.values() for row in rows if row.met is False]
     typer.echo(f"report written to {out}" + (f"; targets missed: {len(missed)}" if missed else "; every target met"))
 

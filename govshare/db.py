@@ -24,6 +24,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
+from govshare import changestamp  # its session events watch every session of every store
 from govshare.readonly import DEFAULT_BUSY_TIMEOUT_SECONDS
 
 NAMING_CONVENTION = {
@@ -93,6 +94,9 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+TEXT_CLEANED = "govshare_text_cleaned"  # an execution option: the statement's text values hold no NUL (checked by the writer)
+RESOLVED_MAX = 10_000
+STAMP_CONNECTIONS_KEPT = 8  # idle connections of the change-stamp reader (about the calls in flight at once)
 
 
 def _configure_sqlite(engine: Engine, busy_timeout_seconds: float) -> None:
@@ -113,10 +117,12 @@ def _configure_sqlite(engine: Engine, busy_timeout_seconds: float) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     @event.listens_for(engine, "before_cursor_execute")
-    def _refuse_nul(_connection: Any, _cursor: Any, _statement: str, parameters: Any, _context: Any, _executemany: bool) -> None:
+    def _refuse_nul(_connection: Any, _cursor: Any, _statement: str, parameters: Any, context: Any, _executemany: bool) -> None:
         # PostgreSQL's text cannot hold a NUL character, and psycopg refuses it; SQLite would keep
         # it. Refused here as psycopg does (a driver DataError, rolled back, answered 422 by
         # field), so what one deployment accepts, every one does.
+        if context is not None and context.execution_options.get(TEXT_CLEANED):
+            return  # the writer removed NUL itself (the ledger's thousands of lines a batch)
         # Parameters come as one row, a list of rows (executemany), or one flat row of many
         # (a batched INSERT's VALUES, also flagged executemany): rows are dicts or sequences.
         for part in (parameters if isinstance(parameters, list | tuple) else (parameters,)):
@@ -211,6 +217,10 @@ class Database:
         self._write_sessions = sessionmaker(
             self.engine.execution_options(govshare_write=True), expire_on_commit=False, info=info
         )
+        self._stamp_connections: list[Any] = []  # list.pop and append: safe between threads under the GIL
+        # What calls resolved (a token's caller, a grant's scope) with the change stamp it was resolved at: trusted
+        # while the store's stamp is unchanged (``govshare.changestamp``). Bounded by ``remember``.
+        self.resolved: dict[Any, tuple[str, Any]] = {}
 
     def new_session(self, *, write: bool) -> Session:
         """A session the caller commits or rolls back and closes itself."""
@@ -231,7 +241,84 @@ class Database:
             raise
         end_session(session, commit=True)
 
+    @contextmanager
+    def session_on_demand(self) -> Iterator[Any]:
+        """A function giving a read session, opened on its first call only and ended with the block (committed on
+        success, rolled back on error): for a call that needs the store only when its cached state is stale."""
+        opened: list[Session] = []
+
+        def session() -> Session:
+            if not opened:
+                opened.append(self.new_session(write=False))
+            return opened[0]
+
+        try:
+            yield session
+        except BaseException:
+            if opened:
+                end_session(opened[0], commit=False)
+            raise
+        if opened:
+            end_session(opened[0], commit=True)
+
+    def change_stamp(self) -> str | None:
+        """The store's change stamp (``govshare.changestamp``), or None when it cannot be read now.
+
+        The one read of the record store on an interface call that finds its state unchanged:
+        a plain DBAPI connection kept for it (no session, no pool checkout, no transaction;
+        autocommit), reused by whichever thread reads next. None (on any failure, or a store
+        without the row) sends the call down the full path, which reads and reports as usual.
+        """
+        try:
+            connection = self._stamp_connections.pop()
+        except IndexError:
+            try:
+                connection = self._stamp_connection()
+            except Exception:
+                return None
+        try:
+            cursor = connection.cursor()
+            cursor.execute(changestamp.READ_SQL)
+            row = cursor.fetchone()
+            cursor.close()
+        except Exception:
+            try:
+                connection.close()
+            except Exception:
+                pass
+            return None
+        if len(self._stamp_connections) < STAMP_CONNECTIONS_KEPT:
+            self._stamp_connections.append(connection)
+        else:
+            connection.close()
+        return None if row is None else row[0]
+
+    def _stamp_connection(self) -> Any:
+        pooled = self.engine.raw_connection()  # the engine's own connect settings (SQLite's pragmas, the URL's options)
+        pooled.detach()  # this one is the stamp reader's, outside the pool's count
+        connection = pooled.dbapi_connection
+        if self.dialect != "sqlite":
+            connection.autocommit = True  # each read sees what is committed now, and holds no transaction open
+        return connection
+
+    def recall(self, key: Any, stamp: str | None) -> Any:
+        """What was resolved under ``key`` at change stamp ``stamp`` (None: not known at that stamp)."""
+        found = self.resolved.get(key)
+        return found[1] if found is not None and stamp is not None and found[0] == stamp else None
+
+    def remember(self, key: Any, stamp: str | None, value: Any) -> None:
+        if stamp is None:
+            return
+        if len(self.resolved) >= RESOLVED_MAX:
+            self.resolved.clear()  # bounded; a server serves a few tokens and grants at a time
+        self.resolved[key] = (stamp, value)
+
     def dispose(self) -> None:
+        while self._stamp_connections:
+            try:
+                self._stamp_connections.pop().close()
+            except Exception:
+                pass
         self.engine.dispose()
 
     @property

@@ -165,3 +165,12 @@ class LoginThrottle(Base):
     failures: Mapped[int] = mapped_column(Integer)
     first_failure_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     blocked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ChangeStamp(Base):
+    """One row whose stamp changes with any change to the state an interface call checks (``govshare.changestamp``)."""
+
+    __tablename__ = "change_stamp"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    stamp: Mapped[str] = mapped_column(String(32))

@@ -78,6 +78,7 @@ class Store:
         self.filesystem, self.root = filesystem, root.rstrip("/")
         self.cache_dir, self.cache_budget_bytes, self.s3 = cache_dir, cache_budget_bytes, s3
         self._cache_lock = threading.Lock()
+        self._derived: dict[tuple[Path, str], Path] = {}
 
     @property
     def is_local(self) -> bool:
@@ -169,6 +170,24 @@ class Store:
                     path.unlink(missing_ok=True)
                 total, freed = total - size, freed + size
             return freed
+
+    def derived_path(self, local: Path, suffix: str) -> Path:
+        """Where this replica keeps a file it derives from ``local`` (what ``local_path`` gave), such as a snapshot's
+        lookup store: in its cache folder, never the data store's.
+
+        On S3 beside the cached copy, so it is evicted with it (``evict``); on a local store under
+        ``derived/``, at the object's key. Its folder is made by whoever writes the file.
+        """
+        if not self.is_local:
+            return local.with_suffix(suffix)
+        found = self._derived.get((local, suffix))
+        if found is None:  # kept: every lookup asks, and pathlib's arithmetic cost more than the probe
+            key = PurePosixPath(local.relative_to(self.root).as_posix())
+            found = (self.cache_dir / "derived" / check_key(str(key))).with_suffix(suffix)
+            if len(self._derived) >= 4096:
+                self._derived.clear()
+            self._derived[local, suffix] = found
+        return found
 
     def cached_keys(self, folder: str) -> list[str]:
         """Keys under ``folder`` of which this replica holds a cached copy (none on a local store)."""

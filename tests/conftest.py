@@ -50,6 +50,7 @@ class _PostgresStore:
             connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
             connection.execute(text("INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, :zero)"), {"zero": "0" * 64})
             connection.execute(text("INSERT INTO directory_state (id, stamp) VALUES (1, :stamp)"), {"stamp": uuid.uuid4().hex})
+            connection.execute(text("INSERT INTO change_stamp (id, stamp) VALUES (1, :stamp)"), {"stamp": uuid.uuid4().hex})
         return self.url
 
     def close(self) -> None:

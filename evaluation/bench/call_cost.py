@@ -120,7 +120,7 @@ def main() -> None:
                      "headers": [(b"authorization", headers["Authorization"].encode())]}
             body = _thread_cpu_per_call(lambda: api._lookup(bench_world.CODE, keys[0], Request(scope)), args.calls)
             print(f"{'the lookup body alone (calling thread only)':58} {1:>7} {body:>7.2f}")
-            store = next((home / "data" / "datasets" / bench_world.CODE).glob("*.keyed.duckdb"))
+            store = next(home.rglob("*.keyed.duckdb"), None) or keyed_store.ensure_store(next(home.rglob("v*.parquet")), "citizen_id")
             cursor = keyed_store.open_read(store)
             for label, sql in [("DuckDB from Python: SELECT ? (its floor)", "SELECT ?"),
                                ("DuckDB: the key's row by its index", "SELECT * FROM records WHERE citizen_id = ?")]:

@@ -66,7 +66,7 @@ def main() -> None:
         cab = next(c for c in credentials["clients"] if c["department"] == "CAB")
         token = httpx.post(f"{base}/oauth/token", data={"grant_type": "client_credentials", "scope": "service"},
                            auth=(cab["client_id"], cab["client_secret"])).json()["access_token"]
-        store = next((home / "data" / "datasets" / "PSB-HOUSEHOLD").glob("*.keyed.duckdb"))
+        store = next(home.rglob("*.keyed.duckdb"))  # in the server's cache folder
         connection = keyed_store.open_read(store)
         keys = [row[0] for row in connection.execute(
             "SELECT citizen_id FROM records WHERE district IN ('110101', '110102', '110105') USING SAMPLE 5000").fetchall()]

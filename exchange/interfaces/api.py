@@ -36,7 +36,7 @@ from exchange.stores import keyed_store, lookup_store
 from exchange.errors import ExplicitRequestRequired, InvalidQuery, KeyLookupNotGranted, NoActiveGrant, RateLimited, RecordNotFound
 from exchange.ledger import LedgerLine
 from exchange.ratelimit import retry_after_header
-from govshare.auth import Caller, caller_of, check_role, require
+from govshare.auth import Caller, caller_at_stamp, check_role, require
 from govshare.db import DbSession, LoopSemaphores
 from govshare.errors import Forbidden
 from govshare.models import Role
@@ -75,22 +75,31 @@ def ledger_line(scope: service.Scope, caller: Caller, *, kind: str, rows: int, k
 
 
 def _scope(request: Request, session, caller: Caller, code: str, *, kind: str, keys: list[str], started: float,
-           explicit: bool = False) -> service.Scope:
+           stamp: str | None = None, explicit: bool = False) -> service.Scope:
     """The caller's interface scope on ``code``; a refusal goes on the ledger too (attempts are accesses to account for).
+
+    ``session``: the call's session, or a function giving it (``Database.session_on_demand``). With the change stamp
+    the call read (``stamp``), a scope resolved at that stamp (for the same department, dataset and day: a grant's
+    period is counted in days) is used without reading the record store.
 
     A dataset registered with ``explicit_request`` is read only through a request the citizen approved
     (``explicit``: the request routes): any other read of it is refused (403).
     """
+    database = request.app.state.database
     today = approvals.today(request.app.state.settings)
-    try:
-        scope = service.interface_scope(session, department=caller.department, dataset_code=code, today=today)
-    except NoActiveGrant as refusal:
-        request.app.state.ledger.record(LedgerLine(
-            kind=kind, client_id=caller.client_id, department=caller.department, dataset=code, grant_id=None,
-            application_id=None, service_item=None, basis=None, rows=0, keys=keys, status=refusal.status,
-            latency_ms=(time.perf_counter() - started) * 1000,
-        ))
-        raise
+    key = ("interface-scope", caller.department, code, today)
+    scope = database.recall(key, stamp)
+    if scope is None:
+        try:
+            scope = service.interface_scope(_session(session), department=caller.department, dataset_code=code, today=today)
+        except NoActiveGrant as refusal:
+            request.app.state.ledger.record(LedgerLine(
+                kind=kind, client_id=caller.client_id, department=caller.department, dataset=code, grant_id=None,
+                application_id=None, service_item=None, basis=None, rows=0, keys=keys, status=refusal.status,
+                latency_ms=(time.perf_counter() - started) * 1000,
+            ))
+            raise
+        database.remember(key, stamp, scope)
     if not explicit and citizens.explicit_request(scope.dataset):
         refusal = ExplicitRequestRequired(f"dataset {code} is delivered only on the citizen's approval of a request: "
                                           f"POST /api/v1/exchange/{code}/requests")
@@ -109,7 +118,7 @@ def consent_of_key(request: Request, session, scope: service.Scope, caller: Call
     a 404 as for a key outside the grant (on the ledger too). None on other datasets. Asked afresh on every call."""
     if not citizens.consent_required(scope.dataset):
         return None
-    consent_id = citizens.consent_for(session, citizen_id=key, department=caller.department, dataset_id=scope.dataset.id,
+    consent_id = citizens.consent_for(_session(session), citizen_id=key, department=caller.department, dataset_id=scope.dataset.id,
                                       today=approvals.today(request.app.state.settings))
     if consent_id is None:
         request.app.state.ledger.record(ledger_line(scope, caller, kind=kind, rows=0, keys=[key], status=404, started=started))
@@ -122,7 +131,7 @@ def _consented(request: Request, session, scope: service.Scope, caller: Caller) 
     consent id), read afresh for this call; None on other datasets."""
     if not citizens.consent_required(scope.dataset):
         return None
-    return citizens.consented_keys(session, department=caller.department, dataset_id=scope.dataset.id,
+    return citizens.consented_keys(_session(session), department=caller.department, dataset_id=scope.dataset.id,
                                    today=approvals.today(request.app.state.settings))
 
 
@@ -141,17 +150,20 @@ def _store(request: Request, session, scope: service.Scope, version: int | None 
     scope on that version; 409 when that version lacks an item the grant uses."""
     if intake.is_intake(scope.dataset):
         scope.check()
-        return 0, keyed_store.in_memory(intake.table(session, dataset=scope.dataset, key_value=key_value)), scope
+        return 0, keyed_store.in_memory(intake.table(_session(session), dataset=scope.dataset, key_value=key_value)), scope
     number, path, scope = _snapshot(request, session, scope, version)
-    return number, keyed_store.ensure_store(path, scope.lookup_key), scope
+    return number, keyed_store.ensure_store(path, scope.lookup_key, store=request.app.state.store), scope
 
 
 def _snapshot(request: Request, session, scope: service.Scope, version: int | None = None) -> tuple[int, Path, service.Scope]:
     """The snapshot a call reads (the newest, or a cursor's version) and the scope on it; 409 as ``_store``."""
     store = request.app.state.store
     if version is None or version == scope.version:
-        number, path = service.snapshot(session, dataset=scope.dataset, store=store, known_path=scope.latest_path)
+        # The newest version's path comes with the grant: no read of the record store when it is known.
+        number, path = service.snapshot(None if scope.latest_path else _session(session), dataset=scope.dataset, store=store,
+                                        known_path=scope.latest_path)
     else:
+        session = _session(session)
         row = session.execute(select(DatasetVersion).where(DatasetVersion.dataset_id == scope.dataset.id,
                                                            DatasetVersion.number == version)).scalar_one_or_none()
         if row is None:
@@ -160,6 +172,11 @@ def _snapshot(request: Request, session, scope: service.Scope, version: int | No
         scope = dataclasses.replace(service.scope_of(session, scope.grant, version=row), latest_path=scope.latest_path)
     scope.check()
     return number, path, scope
+
+
+def _session(session):
+    """The call's session, from a session or a function giving one (``Database.session_on_demand``)."""
+    return session() if callable(session) else session
 
 
 def _by_key(request: Request, session, scope: service.Scope, values: list[Any], *, version: int | None = None,
@@ -174,7 +191,7 @@ def _by_key(request: Request, session, scope: service.Scope, values: list[Any], 
                 found[value] = records
         return version, found
     number, path, scope = _snapshot(request, session, scope, version)
-    store = lookup_store.ensure_store(path, key=scope.lookup_key, items=scope.version_items)
+    store = lookup_store.ensure_store(path, key=scope.lookup_key, items=scope.version_items, store=request.app.state.store)
     row_filter, projection = scope.compiled("sqlite")
     return number, lookup_store.lookup_many(
         store, key=scope.lookup_key, values=[rowfilter.bind_value(value, "sqlite") for value in values], projection=projection,
@@ -194,20 +211,29 @@ _lookup_slots = LoopSemaphores(LOOKUPS_AT_ONCE)
 
 @router.get("/exchange/{code}/records/{key}", summary="Records with this key, within the caller's grant",
             response_model=dict[str, Any])
-async def lookup(code: str, key: str, request: Request) -> JSONResponse:
+async def lookup(code: str, key: str, request: Request) -> Response:
     # The busiest route: the whole call (token, role, rate, grant, lookup) is one trip to a
-    # worker thread in one transaction, where the dependencies of other routes take three.
-    # The checks are the same functions, in the same order, as ServiceCaller's.
+    # worker thread, where the dependencies of other routes take three. The checks are the
+    # same functions, in the same order, as ServiceCaller's. (response_model only documents
+    # the answer: a Response returned is sent as it is, not validated.)
     database = request.app.state.database
     async with _lookup_slots.current(), database.request_slots():
         return await run_in_threadpool(_lookup, code, key, request)
 
 
-def _lookup(code: str, key: str, request: Request) -> JSONResponse:
-    with request.app.state.database.transaction(write=False) as session:
-        caller = take_call(request, check_role(caller_of(request, session), "exchange.read"))
+def _call_state(request: Request, session) -> tuple[Caller, str | None]:
+    """The service caller of ``request`` (authenticated, its role checked, a call taken from its rate) and the
+    change stamp read for the call: the call's one read of the record store while nothing it checks has changed."""
+    stamp = request.app.state.database.change_stamp()
+    caller = take_call(request, check_role(caller_at_stamp(request, session, stamp), "exchange.read"))
+    return caller, stamp
+
+
+def _lookup(code: str, key: str, request: Request) -> Response:
+    with request.app.state.database.session_on_demand() as session:
+        caller, stamp = _call_state(request, session)
         started = time.perf_counter()
-        scope = _scope(request, session, caller, code, kind="lookup", keys=[key], started=started)
+        scope = _scope(request, session, caller, code, kind="lookup", keys=[key], started=started, stamp=stamp)
         if not scope.lookup_key:
             raise InvalidQuery(f"dataset {code} has no lookup key; use the query interface")
         check_key_lookups(request, scope, caller, kind="lookup", keys=[key], started=started)
@@ -229,8 +255,7 @@ def _lookup(code: str, key: str, request: Request) -> JSONResponse:
                                                     started=started, consents={key: consent_id} if consent_id else None))
         if not records:
             raise RecordNotFound(f"no record with key {key} within your grant on {code}")
-        # A response of its own: FastAPI would otherwise walk the encoded records once more.
-        return JSONResponse({"dataset": code, "key": key, "version": version, "records": jsonable_encoder(records)})
+        return _json_response({"dataset": code, "key": key, "version": version, "records": records})
 
 
 MAX_BATCH_KEYS = 1000
@@ -243,41 +268,69 @@ class BatchBody(BaseModel):
                                   description=f"keys to look up (text, at most {MAX_BATCH_KEYS}; repeats are looked up once)")
 
 
+async def _batch_caller(request: Request) -> tuple[Caller, str | None]:
+    """The batch's service caller and change stamp (``_call_state``), resolved before its body is read, as
+    ServiceCaller is; in a worker thread, with a request slot held should the store have to be read."""
+    database = request.app.state.database
+    async with database.request_slots():
+        return await run_in_threadpool(_batch_call_state, request)
+
+
+def _batch_call_state(request: Request) -> tuple[Caller, str | None]:
+    with request.app.state.database.session_on_demand() as session:
+        return _call_state(request, session)
+
+
 @router.post("/exchange/{code}/records:batch", summary="Records for up to 1,000 keys at once, within the caller's grant")
-def lookup_batch(code: str, body: BatchBody, request: Request, session: DbSession, caller: ServiceCaller) -> JSONResponse:
+async def lookup_batch(code: str, body: BatchBody, request: Request,
+                       state: Annotated[tuple[Caller, str | None], Depends(_batch_caller)]) -> Response:
+    database = request.app.state.database
+    async with _lookup_slots.current(), database.request_slots():
+        return await run_in_threadpool(_lookup_batch, code, body.keys, request, *state)
+
+
+def _lookup_batch(code: str, keys: list[str], request: Request, caller: Caller, stamp: str | None) -> Response:
     started = time.perf_counter()
-    keys = list(dict.fromkeys(body.keys))
-    scope = _scope(request, session, caller, code, kind="lookup", keys=keys[:1000], started=started)
-    if not scope.lookup_key:
-        raise InvalidQuery(f"dataset {code} has no lookup key; use the query interface")
-    check_key_lookups(request, scope, caller, kind="lookup", keys=keys, started=started)
-    consents = None
-    if citizens.consent_required(scope.dataset):  # a key without consent is missing, as one outside the grant
-        consents = citizens.consents_for(session, keys=keys, department=caller.department, dataset_id=scope.dataset.id,
-                                         today=approvals.today(request.app.state.settings))
-    key_type = next(item["type"] for item in scope.items if item["name"] == scope.lookup_key)
-    values: dict[str, Any] = {}
-    for key in keys:
-        if consents is not None and key not in consents:
-            continue
-        try:
-            values[key] = rowfilter.convert_value(key if key_type == "string" else json.loads(key), key_type, "key")
-        except (ValueError, rowfilter.InvalidRowFilter):
-            continue  # no key of this dataset: missing, like a key that does not exist
-    version, found = _by_key(request, session, scope, list(values.values()))
-    bound = {key: rowfilter.bind_value(value, "sqlite") if not intake.is_intake(scope.dataset) else value
-             for key, value in values.items()}
+    keys = list(dict.fromkeys(keys))
+    with request.app.state.database.session_on_demand() as session:
+        scope = _scope(request, session, caller, code, kind="lookup", keys=keys[:1000], started=started, stamp=stamp)
+        if not scope.lookup_key:
+            raise InvalidQuery(f"dataset {code} has no lookup key; use the query interface")
+        check_key_lookups(request, scope, caller, kind="lookup", keys=keys, started=started)
+        consents = None
+        if citizens.consent_required(scope.dataset):  # a key without consent is missing, as one outside the grant
+            consents = citizens.consents_for(_session(session), keys=keys, department=caller.department,
+                                             dataset_id=scope.dataset.id, today=approvals.today(request.app.state.settings))
+        key_type = next(item["type"] for item in scope.items if item["name"] == scope.lookup_key)
+        values: dict[str, Any] = {}
+        for key in keys:
+            if consents is not None and key not in consents:
+                continue
+            try:
+                values[key] = rowfilter.convert_value(key if key_type == "string" else json.loads(key), key_type, "key")
+            except (ValueError, rowfilter.InvalidRowFilter):
+                continue  # no key of this dataset: missing, like a key that does not exist
+        version, found = _by_key(request, session, scope, list(values.values()))
+    if intake.is_intake(scope.dataset):
+        bound = values
+    else:
+        bound = {key: rowfilter.bind_value(value, "sqlite") for key, value in values.items()}
     records = {key: found[bound[key]] for key in keys if key in bound and bound[key] in found}
     missing = [key for key in keys if key not in records]
-    ledger = request.app.state.ledger
-    for key, rows in records.items():  # one line per key delivered: each citizen finds their own
-        ledger.record(ledger_line(scope, caller, kind="lookup", rows=len(rows), keys=[key], status=200, started=started,
-                                  consents=consents))
-    if missing:
-        ledger.record(ledger_line(scope, caller, kind="lookup", rows=0, keys=missing, status=404, started=started))
-    body = {"dataset": code, "version": version, "records": records, "missing": missing}
-    # Encoded at once (dates as ISO text, as jsonable_encoder gives them): walking a thousand keys' records
-    # through jsonable_encoder first cost more than looking them up.
+    # One line per key delivered (each citizen finds their own), all of the call's time and latency, handed to
+    # the ledger at once.
+    line = ledger_line(scope, caller, kind="lookup", rows=0, keys=missing, status=404, started=started)
+    common = {field.name: getattr(line, field.name) for field in dataclasses.fields(LedgerLine)
+              if field.name not in ("rows", "keys", "status", "consents")}
+    lines = [LedgerLine(rows=len(rows), keys=[key], status=200, consents={key: consents[key]} if consents else {}, **common)
+             for key, rows in records.items()]
+    request.app.state.ledger.record_many([*lines, line] if missing else lines)
+    return _json_response({"dataset": code, "version": version, "records": records, "missing": missing})
+
+
+def _json_response(body: dict[str, Any]) -> Response:
+    # Encoded at once (dates as ISO text, as jsonable_encoder gives them): walking the records
+    # through jsonable_encoder first, as JSONResponse would have them, cost more than looking them up.
     return Response(json.dumps(body, default=_iso, ensure_ascii=False, separators=(",", ":")), media_type="application/json")
 
 
@@ -363,7 +416,8 @@ def query(code: str, request: Request, session: DbSession, caller: ServiceCaller
         row_filter, projection = scope.compiled("sqlite")
         others = {name: rowfilter.bind_value(value, "sqlite") for name, value in equals.items() if name != scope.lookup_key}
         records, last = lookup_store.page_by_key(
-            lookup_store.ensure_store(path, key=scope.lookup_key, items=scope.version_items), key=scope.lookup_key,
+            lookup_store.ensure_store(path, key=scope.lookup_key, items=scope.version_items, store=request.app.state.store),
+            key=scope.lookup_key,
             value=rowfilter.bind_value(equals[scope.lookup_key], "sqlite"), projection=projection, scope=row_filter,
             equals=others, after_row=after, limit=limit, names=scope.columns,
             decode=lookup_store.decoders(scope.columns, scope.masked, scope.version_items))

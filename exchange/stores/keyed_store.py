@@ -26,6 +26,7 @@ from approvals.masks import Projection
 from approvals.rowfilter import CompiledFilter
 from govshare import processes
 from govshare.db import quote_identifier
+from govshare.storage import Store
 
 log = logging.getLogger(__name__)
 _build_lock = threading.Lock()
@@ -33,8 +34,13 @@ ROW_COLUMN = "_row"
 
 
 
-def store_path(snapshot: Path) -> Path:
-    return snapshot.with_suffix(".keyed.duckdb")
+SUFFIX = ".keyed.duckdb"
+
+
+def store_path(snapshot: Path, store: Store | None = None) -> Path:
+    """Where the keyed store of ``snapshot`` lives: this replica's cache folder (``Store.derived_path``); beside the
+    snapshot when no data store is named (a snapshot of a test's own)."""
+    return snapshot.with_suffix(SUFFIX) if store is None else store.derived_path(snapshot, SUFFIX)
 
 
 # What a build's DuckDB connection may hold in memory. ART indexes must fit in memory
@@ -68,19 +74,20 @@ def build_memory_limit(snapshot: Path, key: str | None) -> int:
     return max(BUILD_MEMORY_FLOOR, int(needed * BUILD_MEMORY_MARGIN))
 
 
-def ensure_store(snapshot: Path, key: str | None) -> Path:
+def ensure_store(snapshot: Path, key: str | None, *, store: Store | None = None) -> Path:
     """The keyed store for ``snapshot``, built if missing (safe against concurrent builders).
 
     The build's memory is bounded (``build_memory_limit``); should the estimate prove short
     (DuckDB runs out of memory), it is tried once more with twice the limit before failing.
     A failed build leaves nothing behind: the next call (or the keyed-store job) tries again.
     """
-    target = store_path(snapshot)
+    target = store_path(snapshot, store)
     if target.exists():
         return target
     with _build_lock:
         if target.exists():
             return target
+        target.parent.mkdir(parents=True, exist_ok=True)
         limit = build_memory_limit(snapshot, key)
         try:
             _build(snapshot, key, target, limit)

@@ -11,7 +11,8 @@ text, datetimes as UTC text (``rowfilter.SQLITE_DATETIME``), booleans as 0/1; th
 DuckDB gives numbers and datetimes (what a keyed hash hashes) is kept beside them.
 
 Built once per version (a job, or the first lookup) from the Parquet snapshot in record
-batches (bounded memory), under a temporary name and renamed into place. Read through
+batches (bounded memory), under a temporary name and renamed into place, in the
+replica's cache folder (``GOVSHARE_CACHE_DIR``): a replica's disk holds caches only. Read through
 one read-only connection per thread.
 """
 
@@ -31,6 +32,7 @@ import duckdb
 from approvals import masks, rowfilter
 from govshare import processes
 from govshare.db import quote_identifier
+from govshare.storage import Store
 
 log = logging.getLogger(__name__)
 ROW_COLUMN = "_row"
@@ -39,9 +41,13 @@ SQLITE_TYPES = {"string": "TEXT", "integer": "INTEGER", "number": "REAL", "boole
 _build_lock = threading.Lock()
 
 
-def store_path(snapshot: Path) -> Path:
-    """Where the lookup store of ``snapshot`` lives: the one place to re-point (a replica's cache folder)."""
-    return snapshot.with_suffix(".lookup.sqlite")
+SUFFIX = ".lookup.sqlite"
+
+
+def store_path(snapshot: Path, store: Store | None = None) -> Path:
+    """Where the lookup store of ``snapshot`` lives: this replica's cache folder (``Store.derived_path``); beside the
+    snapshot when no data store is named (a snapshot of a test's own)."""
+    return snapshot.with_suffix(SUFFIX) if store is None else store.derived_path(snapshot, SUFFIX)
 
 
 def _select_for_build(items: list[dict[str, Any]], key: str) -> str:
@@ -68,13 +74,15 @@ def _select_for_build(items: list[dict[str, Any]], key: str) -> str:
             f"WHERE {quote_identifier(key)} IS NOT NULL")
 
 
-def ensure_store(snapshot: Path, *, key: str, items: list[dict[str, Any]]) -> Path:
-    """The lookup store of ``snapshot``, built if missing (one builder at a time in a process; atomic rename)."""
-    target = store_path(snapshot)
+def ensure_store(snapshot: Path, *, key: str, items: list[dict[str, Any]], store: Store | None = None) -> Path:
+    """The lookup store of ``snapshot`` (``store``: the data store it came from), built if missing (one builder at a
+    time in a process; atomic rename)."""
+    target = store_path(snapshot, store)
     if target.exists():
         return target
     with _build_lock:
         if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
             build(snapshot, target, key=key, items=items)
     return target
 
@@ -183,11 +191,18 @@ def lookup_many(path: Path, *, key: str, values: list[Any], projection: masks.Pr
         sql = (f"SELECT {quote_identifier(key)} AS {KEY_ALIAS}, {projection.sql} FROM records "
                f"WHERE {quote_identifier(key)} IN ({', '.join('?' for _ in chunk)}) AND ({scope.sql}) "
                f"ORDER BY {KEY_ALIAS}, {ROW_COLUMN}")
-        grouped: dict[Any, list[tuple]] = {}
+        # Records made as the rows come (a thousand keys' rows: no list of tuples first, no per-key pass).
+        converted = [(name, convert) for name, convert in zip(names, decode, strict=True) if convert is not None]
         for row in connection.execute(sql, [*projection.params, *chunk, *scope.params]):
-            grouped.setdefault(row[0], []).append(row[1:])
-        for value, rows in grouped.items():
-            found[value] = _records(names, rows[:limit], decode)
+            records = found.get(row[0])
+            if records is None:
+                records = found[row[0]] = []
+            elif len(records) >= limit:
+                continue
+            record = dict(zip(names, row[1:], strict=True))
+            for name, convert in converted:
+                record[name] = convert(record[name])
+            records.append(record)
     return found
 
 

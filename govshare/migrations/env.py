@@ -11,7 +11,8 @@ config = context.config
 
 
 def run_migrations_online() -> None:
-    connection = config.attributes["connection"]
+    # A migration's writes do not set the change stamp (govshare.changestamp): its table may not exist yet.
+    connection = config.attributes["connection"].execution_options(govshare_change_stamp_off=True)
     context.configure(connection=connection, target_metadata=None, render_as_batch=True)
     with context.begin_transaction():
         context.run_migrations()
