@@ -336,11 +336,11 @@ def bench_search(report: Report, folder: Path, sizes: Sizes, database_url: str |
                           "the function behind GET /api/v1/datasets")
 
 
-def _wait_for_keyed_store(home: Path, code: str, timeout: float = 3600) -> None:
-    """Wait until the keyed-store job has built the store of ``code``'s (only) version."""
-    folder = home / "data" / "datasets" / code
+def _wait_for_keyed_store(home: Path, code: str, timeout: float = 1800) -> None:
+    """Wait until the keyed-store job has built the store of ``code``'s (only) version (in the server's cache folder,
+    at the snapshot's key: ``…/datasets/CODE/v1.keyed.duckdb``)."""
     deadline = time.monotonic() + timeout
-    while not any(folder.glob("*.keyed.duckdb")):
+    while not any(path.parent.name == code for path in home.rglob("*.keyed.duckdb")):
         if time.monotonic() > deadline:
             raise RuntimeError(f"no keyed store for {code} after {timeout:.0f} s")
         time.sleep(0.2)
