@@ -22,7 +22,8 @@ from exchange import service
 from exchange.live import service as live
 from exchange.citizens import service as citizens
 from exchange.interfaces.api import check_key_lookups, consent_of_key, ledger_line, take_call
-from exchange.errors import ExplicitRequestRequired, InvalidQuery, NoActiveGrant, RecordNotFound
+from exchange.errors import (ExplicitRequestRequired, InvalidQuery, LiveProtectionUnavailable, NoActiveGrant, ProtectionUnavailable,
+                             RecordNotFound)
 from exchange.ledger import LedgerLine
 from govshare.auth import Caller, caller_at_stamp, check_role
 from govshare.db import utcnow
@@ -50,7 +51,12 @@ async def live_call(code: str, key: str, request: Request) -> JSONResponse:
     protection: live.Protection = state.live
     records: list[dict[str, Any]] = []
     status = 500
-    lease = await protection.slots.take(scope.grant.id, lease_seconds=provider.timeout_seconds + live.LEASE_MARGIN_SECONDS)
+    try:
+        lease = await protection.slots.take(scope.grant.id, lease_seconds=provider.timeout_seconds + live.LEASE_MARGIN_SECONDS)
+    except LiveProtectionUnavailable as refusal:  # the shared cap cannot be asked (Redis unreachable): refused, on the ledger
+        state.ledger.record(_line(scope, caller, key=key, consent_id=consent_id, message=message, rows=0, status=refusal.status,
+                                  started=started), admitted=True)
+        raise
     try:
         records = await live.fetch_records(provider, scope=scope, key=key, key_value=value, protection=protection, message=message)
         status = 200 if records else 404
@@ -62,14 +68,21 @@ async def live_call(code: str, key: str, request: Request) -> JSONResponse:
             await protection.slots.give_back(scope.grant.id, lease)
         finally:
             # Queued, not awaited: the ledger's writer thread commits it with the others.
-            line = ledger_line(scope, caller, kind="live", rows=len(records), keys=[key], status=status, started=started,
-                               consents={key: consent_id} if consent_id else None)
-            line.request_sha256, line.requested_at = message.request_sha256, message.requested_at
-            line.answer_sha256, line.answered_at = message.answer_sha256, message.answered_at
-            state.ledger.record(line, admitted=True)
+            state.ledger.record(_line(scope, caller, key=key, consent_id=consent_id, message=message, rows=len(records),
+                                      status=status, started=started), admitted=True)
     if not records:
         raise RecordNotFound(f"no record with key {key} within your grant on {code}")
     return JSONResponse({"dataset": code, "key": key, "records": jsonable_encoder(records)})
+
+
+def _line(scope: service.Scope, caller: Caller, *, key: str, consent_id: int | None, message: live.Message, rows: int,
+          status: int, started: float) -> LedgerLine:
+    """The ledger line of a call that got as far as the provider's protections, with its message's digests and times."""
+    line = ledger_line(scope, caller, kind="live", rows=rows, keys=[key], status=status, started=started,
+                       consents={key: consent_id} if consent_id else None)
+    line.request_sha256, line.requested_at = message.request_sha256, message.requested_at
+    line.answer_sha256, line.answered_at = message.answer_sha256, message.answered_at
+    return line
 
 
 def _resolve(code: str, key: str, request: Request, started: float) -> tuple[service.Scope, Caller, live.Provider, int | None]:
@@ -87,7 +100,16 @@ def _resolve(code: str, key: str, request: Request, started: float) -> tuple[ser
     database = state.database
     with database.session_on_demand() as session:
         stamp = database.change_stamp()
-        caller = take_call(request, check_role(caller_at_stamp(request, session, stamp), "exchange.read"))
+        caller = check_role(caller_at_stamp(request, session, stamp), "exchange.read")
+        try:
+            take_call(request, caller)
+        except ProtectionUnavailable as unavailable:  # the shared rate limits cannot be asked (Redis unreachable)
+            refusal = live.protection_unavailable(unavailable.__cause__)
+            state.ledger.record(LedgerLine(
+                kind="live", client_id=caller.client_id, department=caller.department, dataset=code, grant_id=None,
+                application_id=None, service_item=None, basis=None, rows=0, keys=[key], status=refusal.status,
+                latency_ms=(time.perf_counter() - started) * 1000))
+            raise refusal from unavailable
         today = approvals.today(state.settings)
         scope_key = ("live-scope", caller.department, code, today)
         scope = database.recall(scope_key, stamp)
