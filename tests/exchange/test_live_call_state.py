@@ -187,4 +187,6 @@ def test_a_consent_withdrawn_without_a_new_stamp_is_seen_on_the_next_call(client
     assert reads == ["token", "grant", "credentials"]  # nothing else was read again but the consent
     assert provider.calls == [INSIDE, INSIDE]  # the provider was not asked about a citizen without consent
     app.state.ledger.flush()
-    assert [(line.status, line.consent_id) for line in _lines(database)] == [(200, consent_id), (200, consent_id), (404, None)]
+    assert [line.status for line in _lines(database)] == [200, 200, 404]
+    log = world.http.get(f"/api/v1/citizens/{INSIDE}/access-log", headers=world.portal).json()["entries"]
+    assert [(entry["rows"], entry["consent_id"]) for entry in log] == [(0, None), (1, consent_id), (1, consent_id)]  # newest first

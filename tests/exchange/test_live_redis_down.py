@@ -53,7 +53,7 @@ def test_a_live_call_with_redis_unreachable_is_a_503_and_the_provider_is_not_cal
         _unavailable(replica.get(URL, headers=world.service))  # met at the shared rate limit, before the grant is read
         replica.app.state.ledger.flush()
     assert provider.calls == []
-    assert [(line.status, line.grant_id, line.keys) for line in _lines(database)] == [(503, None, [INSIDE])]
+    assert [(line.status, line.grant_id, line.dataset_code, line.department_code) for line in _lines(database)] == [(503, None, "PSB-RESIDENTS", "CAB")]
 
 
 def test_with_redis_unreachable_at_the_calls_in_flight_the_refusal_carries_the_grant(client, factory, app, provider, settings,
