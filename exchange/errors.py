@@ -83,6 +83,20 @@ class LiveBusy(GovshareError):
     status, type, title = 429, "live-busy", "Too many live calls in flight for this grant"
 
 
+class ProtectionUnavailable(GovshareError):
+    """The store the replicas share their rate limits in (Redis, ``GOVSHARE_REDIS_URL``) cannot be reached: the call is
+    refused rather than served without the limit."""
+
+    status, type, title = 503, "protection-unavailable", "The shared rate-limit store is unavailable"
+
+
+class LiveProtectionUnavailable(ProtectionUnavailable):
+    """The store shared by replicas for live services' circuit breakers and calls in flight (and rate limits) cannot be
+    reached: the provider is not called unguarded."""
+
+    type, title = "live-protection-unavailable", "Live services' protection is unavailable"
+
+
 # --- citizen control (exchange.citizens) ---
 
 

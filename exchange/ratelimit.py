@@ -7,6 +7,8 @@ import threading
 import time
 from typing import Protocol
 
+from exchange.errors import ProtectionUnavailable
+
 
 class Limiter(Protocol):
     def take(self, client_id: str) -> float: ...
@@ -62,7 +64,14 @@ class RedisRateLimiter:
         self._take = self.client.register_script(_TAKE)
 
     def take(self, client_id: str) -> float:
-        return float(self._take(keys=[self.prefix + client_id], args=[self.rate, self.burst]))
+        import redis.exceptions
+
+        try:
+            return float(self._take(keys=[self.prefix + client_id], args=[self.rate, self.burst]))
+        except (redis.exceptions.RedisError, OSError) as error:
+            # Refused, not served unlimited: a 503 problem, not an unhandled 500.
+            raise ProtectionUnavailable(f"the rate limits shared by replicas are kept in Redis (GOVSHARE_REDIS_URL), which "
+                                        f"cannot be reached ({type(error).__name__}); the call was not served") from error
 
 
 def limiter_for(settings) -> Limiter:

@@ -33,9 +33,10 @@ from sqlalchemy.engine import Engine
 TABLE = "change_stamp"
 # The tables whose rows decide whether a call is served and how: tokens and their
 # clients, grants (revocation, pause and resume, dates) and their applications, and the
-# datasets with their versions (a new snapshot, a changed description).
+# datasets with their versions (a new snapshot, a changed description), and a live dataset's
+# credentials for its provider's API (kept by a live call in the clear while the stamp holds).
 WATCHED_TABLES = frozenset({"issued_tokens", "clients", "departments", "grants", "applications", "datasets",
-                            "dataset_versions"})
+                            "dataset_versions", "live_credentials"})
 
 READ_SQL = f"SELECT stamp FROM {TABLE} WHERE id = 1"
 _BUMP_SQL = f"UPDATE {TABLE} SET stamp = %s WHERE id = 1"

@@ -516,8 +516,8 @@ def bench_live(report: Report, folder: Path, sizes: Sizes, database_url: str | N
                            f"{direct.non_2xx}, {direct.socket_errors}", "-", "0", served.non_2xx + served.socket_errors == 0))
     report.note("live", f"wrk -t2 -c32 for {sizes.lookup_seconds:.0f} s on loopback per side; the provider (evaluation/bench/provider.py, "
                         "FastAPI under uvicorn, a record computed from the key behind a static API key) runs on the same machine "
-                        "during both runs; the exchange calls it once per call on its kept-alive connections (token, live grant "
-                        "and credentials read in one transaction, outbound check, answer read through the grant's scope in an "
+                        "during both runs; the exchange calls it once per call on its kept-alive connections (the change stamp read; "
+                        "token, live grant and credentials kept while it holds; outbound check, answer read through the grant's scope in an "
                         "in-memory SQLite, ledger line with digests queued)")
 
 

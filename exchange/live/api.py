@@ -22,9 +22,10 @@ from exchange import service
 from exchange.live import service as live
 from exchange.citizens import service as citizens
 from exchange.interfaces.api import check_key_lookups, consent_of_key, ledger_line, take_call
-from exchange.errors import ExplicitRequestRequired, InvalidQuery, NoActiveGrant, RecordNotFound
+from exchange.errors import (ExplicitRequestRequired, InvalidQuery, LiveProtectionUnavailable, NoActiveGrant, ProtectionUnavailable,
+                             RecordNotFound)
 from exchange.ledger import LedgerLine
-from govshare.auth import Caller, caller_of, check_role
+from govshare.auth import Caller, caller_at_stamp, check_role
 from govshare.db import utcnow
 from govshare.errors import GovshareError
 
@@ -50,7 +51,12 @@ async def live_call(code: str, key: str, request: Request) -> JSONResponse:
     protection: live.Protection = state.live
     records: list[dict[str, Any]] = []
     status = 500
-    lease = await protection.slots.take(scope.grant.id, lease_seconds=provider.timeout_seconds + live.LEASE_MARGIN_SECONDS)
+    try:
+        lease = await protection.slots.take(scope.grant.id, lease_seconds=provider.timeout_seconds + live.LEASE_MARGIN_SECONDS)
+    except LiveProtectionUnavailable as refusal:  # the shared cap cannot be asked (Redis unreachable): refused, on the ledger
+        state.ledger.record(_line(scope, caller, key=key, consent_id=consent_id, message=message, rows=0, status=refusal.status,
+                                  started=started), admitted=True)
+        raise
     try:
         records = await live.fetch_records(provider, scope=scope, key=key, key_value=value, protection=protection, message=message)
         status = 200 if records else 404
@@ -62,33 +68,62 @@ async def live_call(code: str, key: str, request: Request) -> JSONResponse:
             await protection.slots.give_back(scope.grant.id, lease)
         finally:
             # Queued, not awaited: the ledger's writer thread commits it with the others.
-            line = ledger_line(scope, caller, kind="live", rows=len(records), keys=[key], status=status, started=started,
-                               consents={key: consent_id} if consent_id else None)
-            line.request_sha256, line.requested_at = message.request_sha256, message.requested_at
-            line.answer_sha256, line.answered_at = message.answer_sha256, message.answered_at
-            state.ledger.record(line, admitted=True)
+            state.ledger.record(_line(scope, caller, key=key, consent_id=consent_id, message=message, rows=len(records),
+                                      status=status, started=started), admitted=True)
     if not records:
         raise RecordNotFound(f"no record with key {key} within your grant on {code}")
     return JSONResponse({"dataset": code, "key": key, "records": jsonable_encoder(records)})
 
 
+def _line(scope: service.Scope, caller: Caller, *, key: str, consent_id: int | None, message: live.Message, rows: int,
+          status: int, started: float) -> LedgerLine:
+    """The ledger line of a call that got as far as the provider's protections, with its message's digests and times."""
+    line = ledger_line(scope, caller, kind="live", rows=rows, keys=[key], status=status, started=started,
+                       consents={key: consent_id} if consent_id else None)
+    line.request_sha256, line.requested_at = message.request_sha256, message.requested_at
+    line.answer_sha256, line.answered_at = message.answer_sha256, message.answered_at
+    return line
+
+
 def _resolve(code: str, key: str, request: Request, started: float) -> tuple[service.Scope, Caller, live.Provider, int | None]:
-    """Everything a live call reads from the record store, in one short transaction closed before the provider is
-    called: the caller (token), its live grant's scope (kept between calls while the grant's state is unchanged,
-    so a revocation is effective on the next call), the citizen's consent where the dataset needs one, and the
-    dataset's stored credentials."""
+    """Everything a live call reads from the record store, before the provider is called: the caller (token), its
+    live grant's scope, the citizen's consent where the dataset needs one, and the dataset's credentials.
+
+    The lean call path of the lookups (``exchange.interfaces.api._lookup``): the change stamp is read first, and
+    while it is unchanged the caller, the scope and the provider (its decrypted credentials) resolved at that stamp
+    are used without reading the record store (``govshare.changestamp``: a revocation, a pause, a change of the
+    dataset or of its credentials commits a new stamp, so the next call resolves afresh). The explicit-request
+    refusal and the consent run on every call as before; the consent is read afresh every time. A session is
+    opened only when something must be read, and closed before the provider is called.
+    """
     state = request.app.state
-    with state.database.transaction(write=False) as session:
-        caller = take_call(request, check_role(caller_of(request, session), "exchange.read"))
+    database = state.database
+    with database.session_on_demand() as session:
+        stamp = database.change_stamp()
+        caller = check_role(caller_at_stamp(request, session, stamp), "exchange.read")
         try:
-            scope = service.interface_scope(session, department=caller.department, dataset_code=code, delivery="live",
-                                            today=approvals.today(state.settings))
-        except NoActiveGrant as refusal:
+            take_call(request, caller)
+        except ProtectionUnavailable as unavailable:  # the shared rate limits cannot be asked (Redis unreachable)
+            refusal = live.protection_unavailable(unavailable.__cause__)
             state.ledger.record(LedgerLine(
                 kind="live", client_id=caller.client_id, department=caller.department, dataset=code, grant_id=None,
                 application_id=None, service_item=None, basis=None, rows=0, keys=[key], status=refusal.status,
                 latency_ms=(time.perf_counter() - started) * 1000))
-            raise
+            raise refusal from unavailable
+        today = approvals.today(state.settings)
+        scope_key = ("live-scope", caller.department, code, today)
+        scope = database.recall(scope_key, stamp)
+        if scope is None:
+            try:
+                scope = service.interface_scope(session(), department=caller.department, dataset_code=code, delivery="live",
+                                                today=today)
+            except NoActiveGrant as refusal:
+                state.ledger.record(LedgerLine(
+                    kind="live", client_id=caller.client_id, department=caller.department, dataset=code, grant_id=None,
+                    application_id=None, service_item=None, basis=None, rows=0, keys=[key], status=refusal.status,
+                    latency_ms=(time.perf_counter() - started) * 1000))
+                raise
+            database.remember(scope_key, stamp, scope)
         scope.check_items()
         check_key_lookups(request, scope, caller, kind="live", keys=[key], started=started)
         if citizens.explicit_request(scope.dataset):
@@ -97,5 +132,11 @@ def _resolve(code: str, key: str, request: Request, started: float) -> tuple[ser
             raise refusal
         # consent_required: the provider is not even asked about a citizen who has not consented (404, as outside the grant).
         consent_id = consent_of_key(request, session, scope, caller, key=key, kind="live", started=started)
-        encrypted = live_credentials.encrypted_secret_of(session, dataset_id=scope.dataset.id)
-    return scope, caller, live.Provider.of(scope, state.live.secret(encrypted, state.keystore)), consent_id
+        # The provider with its credentials in the clear, as resolved at this stamp (live_credentials is a watched table).
+        provider_key = ("live-provider", scope.dataset.id)
+        provider = database.recall(provider_key, stamp)
+        if provider is None:
+            encrypted = live_credentials.encrypted_secret_of(session(), dataset_id=scope.dataset.id)
+            provider = live.Provider.of(scope, state.live.secret(encrypted, state.keystore))
+            database.remember(provider_key, stamp, provider)
+    return scope, caller, provider, consent_id

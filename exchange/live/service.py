@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -38,7 +39,8 @@ from anyio import to_thread
 from approvals import masks, rowfilter
 from exchange.intake import service as intake
 from exchange.stores import keyed_store, lookup_store
-from exchange.errors import LiveAnswerTooLarge, LiveBusy, LiveProviderFailed, LiveProviderTimeout, LiveProviderUnavailable
+from exchange.errors import (LiveAnswerTooLarge, LiveBusy, LiveProtectionUnavailable, LiveProviderFailed, LiveProviderTimeout,
+                             LiveProviderUnavailable)
 from exchange.service import Scope
 from govshare import outbound
 from govshare.db import LoopSemaphores, quote_identifier, utcnow
@@ -47,11 +49,21 @@ DEFAULT_TIMEOUT_SECONDS = 5.0
 LEASE_MARGIN_SECONDS = 5.0  # a slot's or a probe's lease outlasts its call's timeout by this much
 RETIRE_SECONDS = 120.0  # a client replaced (credentials changed) is closed this long after, when its calls are over
 
+log = logging.getLogger(__name__)
+
 
 def _unavailable(dataset: str, failures: int, wait: float) -> LiveProviderUnavailable:
     return LiveProviderUnavailable(
         f"the provider of {dataset} failed {failures} times in a row; calls fail fast until a probe succeeds",
         headers={"Retry-After": str(max(1, int(wait + 0.999)))})
+
+
+def protection_unavailable(error: BaseException | None) -> LiveProtectionUnavailable:
+    """503 ``live-protection-unavailable``: the store the replicas share their guards in cannot be reached."""
+    cause = f" ({type(error).__name__})" if error is not None else ""
+    return LiveProtectionUnavailable(
+        "live services' rate limits, circuit breakers and calls in flight are shared by replicas in Redis (GOVSHARE_REDIS_URL), "
+        f"which cannot be reached{cause}; the provider was not called")
 
 
 def _busy(grant_id: int, per_grant: int) -> LiveBusy:
@@ -188,6 +200,24 @@ class _Redis:
         self.script(_NOW_MS)
         return self._held[1]
 
+    async def guarded(self, step: Callable[[], Any]) -> Any:
+        """``await step()``; Redis unreachable (refused, timed out, any Redis error) is ``LiveProtectionUnavailable``
+        (503): a call the shared breaker or cap cannot admit is refused, and its provider is not called unguarded."""
+        import redis.exceptions
+
+        try:
+            return await step()
+        except (redis.exceptions.RedisError, OSError) as error:
+            raise protection_unavailable(error) from error
+
+    async def after_call(self, step: Callable[[], Any], what: str) -> None:
+        """A step after the provider was called (a result noted, a slot given back): with Redis unreachable, logged and
+        let go, so the caller keeps the provider's answer or error; what it held expires with its lease."""
+        try:
+            await self.guarded(step)
+        except LiveProtectionUnavailable as problem:
+            log.warning("live services: could not %s in Redis: %s", what, problem)
+
 
 class RedisCircuitBreaker:
     """``CircuitBreaker`` shared by every replica through Redis: opened by failures on one, open on all."""
@@ -199,24 +229,25 @@ class RedisCircuitBreaker:
         return [f"{self.prefix}live:breaker:{dataset}", f"{self.prefix}live:probe:{dataset}"]
 
     async def admit(self, dataset: str, *, probe_seconds: float) -> None:
-        allowed, wait_ms, failures = await self.redis.script(_ADMIT)(
-            keys=self._keys(dataset), args=[int(self.cooldown * 1000), int(probe_seconds * 1000)])
+        allowed, wait_ms, failures = await self.redis.guarded(lambda: self.redis.script(_ADMIT)(
+            keys=self._keys(dataset), args=[int(self.cooldown * 1000), int(probe_seconds * 1000)]))
         if not allowed:
             raise _unavailable(dataset, int(failures), int(wait_ms) / 1000)
 
     async def succeeded(self, dataset: str) -> None:
-        await self.redis.client().delete(*self._keys(dataset))
+        await self.redis.after_call(lambda: self.redis.client().delete(*self._keys(dataset)), f"close the breaker of {dataset}")
 
     async def failed(self, dataset: str) -> None:
         # The count is kept a while past the cool-down: consecutive failures are counted, not forgotten by a pause.
-        await self.redis.script(_FAILED)(keys=self._keys(dataset),
-                                        args=[self.failures, int(max(self.cooldown * 10, 3600) * 1000)])
+        await self.redis.after_call(lambda: self.redis.script(_FAILED)(
+            keys=self._keys(dataset), args=[self.failures, int(max(self.cooldown * 10, 3600) * 1000)]),
+            f"count a failure of {dataset}'s provider")
 
     async def abandoned(self, dataset: str) -> None:
-        await self.redis.client().delete(self._keys(dataset)[1])
+        await self.redis.after_call(lambda: self.redis.client().delete(self._keys(dataset)[1]), f"let go of {dataset}'s probe")
 
     async def is_open(self, dataset: str) -> bool:
-        return bool(await self.redis.client().hexists(self._keys(dataset)[0], "opened"))
+        return bool(await self.redis.guarded(lambda: self.redis.client().hexists(self._keys(dataset)[0], "opened")))
 
 
 class RedisCallSlots:
@@ -227,14 +258,15 @@ class RedisCallSlots:
 
     async def take(self, grant_id: int, *, lease_seconds: float) -> str:
         lease = uuid.uuid4().hex
-        taken = await self.redis.script(_TAKE)(keys=[f"{self.prefix}live:slots:{grant_id}"],
-                                               args=[self.per_grant, int(lease_seconds * 1000), lease])
+        taken = await self.redis.guarded(lambda: self.redis.script(_TAKE)(
+            keys=[f"{self.prefix}live:slots:{grant_id}"], args=[self.per_grant, int(lease_seconds * 1000), lease]))
         if not taken:
             raise _busy(grant_id, self.per_grant)
         return lease
 
     async def give_back(self, grant_id: int, lease: str) -> None:
-        await self.redis.client().zrem(f"{self.prefix}live:slots:{grant_id}", lease)
+        await self.redis.after_call(lambda: self.redis.client().zrem(f"{self.prefix}live:slots:{grant_id}", lease),
+                                    f"give back a call slot of grant {grant_id}")
 
 
 @dataclass
