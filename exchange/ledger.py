@@ -42,7 +42,7 @@ from govshare.observability import LedgerMetrics
 
 log = logging.getLogger("govshare.ledger")
 BATCH = 500
-TAKE_AT_MOST = 5000  # lines a write takes at most when more are already queued
+TAKE_AT_MOST = 50_000  # lines a write takes at most when more are already queued (a backlog is written in big batches)
 FLUSH_SECONDS = 0.2
 MAX_KEYS_PER_LINE = 1000
 KEY_LENGTH = AccessLogKey.__table__.c.key.type.length
@@ -443,19 +443,73 @@ def _write_sqlite(session, items: list[Item], rollup: rollups.Rollup, messages: 
 
     for name in ("id", "rows"):  # sent as they are (an integer column has no bind processor on SQLite)
         assert entries.c[name].type.dialect_impl(dialect).bind_processor(dialect) is None
-    entry_values: list = []
+    entry_values: list = []  # the single lines' rows, one after the other
+    groups: list[tuple[tuple, list]] = []  # a KeyLines' shared values, and its lines' (id, rows) one after the other
     key_values: list = []
-    for entry_id, rows, values, keys in _lines_of(items, rollup, messages, next_id, shared):
-        entry_values.append(entry_id)
-        entry_values.append(rows)
-        entry_values.extend(values)
-        for key, consent in keys:
-            key_values.append(entry_id)
-            key_values.append(key)
-            key_values.append(consent)
-    _insert_flat(connection, entries.name, ENTRY_NAMES, entry_values)
+    for item in items:
+        if isinstance(item, KeyLines):
+            if not item.keys:
+                continue
+            row = _row(item.line)
+            rollup.add_alike(SimpleNamespace(**row), count=len(item.keys), rows=sum(item.rows))
+            ids = next_id(len(item.keys))
+            groups.append((shared(row), [value for pair in zip(ids, item.rows, strict=True) for value in pair]))
+            consents = item.consents if item.consents is not None else [None] * len(item.keys)
+            for entry_id, key, consent in zip(ids, item.keys, consents, strict=True):
+                key_values.append(entry_id)
+                key_values.append(_text(key, KEY_LENGTH))
+                key_values.append(consent)
+            if row["request_sha256"]:
+                messages.extend(message_record(entry_id, row) for entry_id in ids)
+            continue
+        for entry_id, rows, values, keys in _lines_of([item], rollup, messages, next_id, shared):
+            entry_values.append(entry_id)
+            entry_values.append(rows)
+            entry_values.extend(values)
+            for key, consent in keys:
+                key_values.append(entry_id)
+                key_values.append(key)
+                key_values.append(consent)
+    if entry_values:
+        _insert_flat(connection, entries.name, ENTRY_NAMES, entry_values)
+    if groups:
+        _insert_alike(connection, entries.name, groups)
     if key_values:
         _insert_flat(connection, AccessLogKey.__table__.name, KEY_NAMES, key_values)
+
+
+def _insert_alike(connection, table: str, groups: list[tuple[tuple, list]]) -> None:
+    """INSERT KeyLines' rows on SQLite: each group's shared values (SHARED_NAMES) bound once, its lines' id and row
+    count (one after the other in its list) from a VALUES list; the groups of a batch in few statements
+    (``INSERT ... SELECT ... FROM (VALUES ...) UNION ALL SELECT ...``). Bound as a row each, the shared values
+    were most of what the driver bound with the interpreter's lock held, and each statement's step lets go of
+    that lock, which the writer then waits to take back behind the calls' threads."""
+    quote = connection.dialect.identifier_preparer.quote
+    head = f"INSERT INTO {table} ({', '.join(quote(name) for name in ENTRY_NAMES)}) "
+    width = len(SHARED_NAMES)
+    select = f"SELECT column1, column2, {', '.join('?' for _ in SHARED_NAMES)} FROM (VALUES "
+    step = (INSERT_VALUES_AT_MOST - width) // 2 * 2  # a group's pairs a SELECT at most
+    parts: list[str] = []
+    params: list = []
+
+    def run() -> None:
+        connection.exec_driver_sql(head + " UNION ALL ".join(parts), tuple(params), execution_options=CLEANED)
+        parts.clear()
+        params.clear()
+
+    for shared, pairs in groups:
+        for start in range(0, len(pairs), step):
+            chunk = pairs[start:start + step]
+            if parts and (len(params) + width + len(chunk) > INSERT_VALUES_AT_MOST or len(parts) >= COMPOUND_SELECTS_AT_MOST):
+                run()
+            parts.append(select + ", ".join(["(?, ?)"] * (len(chunk) // 2)) + ")")
+            params.extend(shared)
+            params.extend(chunk)
+    if parts:
+        run()
+
+
+COMPOUND_SELECTS_AT_MOST = 400  # SELECTs a UNION ALL (SQLite's limit is 500)
 
 
 def _insert_flat(connection, table: str, names: tuple[str, ...], values: list) -> None:
