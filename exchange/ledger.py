@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import delete, func, insert, select, text
+from sqlalchemy import exc as sa_exc
 
 from exchange import rollups
 from exchange.errors import LedgerUnavailable
@@ -41,7 +42,7 @@ from govshare.observability import LedgerMetrics
 
 log = logging.getLogger("govshare.ledger")
 BATCH = 500
-TAKE_AT_MOST = 5000  # lines a write takes at most when more are already queued
+TAKE_AT_MOST = 50_000  # lines a write takes at most when more are already queued (a backlog is written in big batches)
 FLUSH_SECONDS = 0.2
 MAX_KEYS_PER_LINE = 1000
 KEY_LENGTH = AccessLogKey.__table__.c.key.type.length
@@ -80,6 +81,46 @@ class LedgerLine:
     purpose: str | None = None  # the application's purpose, shown in the citizen's access log
 
 
+@dataclass
+class KeyLines:
+    """Lines alike but for their key: one access_log line per key (a batch lookup's keys delivered), each with
+    its own row count and consent, everything else ``line``'s (its ``keys``, ``rows`` and ``consents`` unused).
+
+    What a batch call hands the writer instead of a thousand ``LedgerLine``: the writer expands it straight
+    into rows, and what the lines share (their time, text, rollup) it prepares once. The rows stored are the
+    same as for one ``LedgerLine(keys=[key], rows=..., consents={key: consent})`` a key.
+    """
+
+    line: LedgerLine
+    keys: list[str]
+    rows: list[int]
+    consents: list[int | None] | None = None  # the consent each key was delivered under, in the keys' order
+
+    def __post_init__(self) -> None:
+        if len(self.rows) != len(self.keys) or (self.consents is not None and len(self.consents) != len(self.keys)):
+            raise ValueError("a KeyLines needs one row count (and consent) a key")
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def lines(self) -> list[LedgerLine]:
+        """The same lines one by one (how a batch the store refused is written again, a line at a time)."""
+        consents = self.consents if self.consents is not None else [None] * len(self.keys)
+        return [dataclasses.replace(self.line, keys=[key], rows=rows, consents={} if consent is None else {key: consent})
+                for key, rows, consent in zip(self.keys, self.rows, consents, strict=True)]
+
+
+Item = LedgerLine | KeyLines
+
+
+def _count(items: list[Item]) -> int:
+    return sum(len(item) if isinstance(item, KeyLines) else 1 for item in items)
+
+
+def _single_lines(items: list[Item]) -> list[LedgerLine]:
+    return [line for item in items for line in (item.lines() if isinstance(item, KeyLines) else (item,))]
+
+
 class _GaveUp(Exception):
     """Stopping, and the store still refuses: the lines in hand are not written."""
 
@@ -91,8 +132,9 @@ class LedgerWriter:
         self.backlog_limit = backlog_limit
         self.metrics = metrics or LedgerMetrics()
         self.metrics.backlog.set_function(lambda: self.backlog)
-        # Items are lists of lines (a call's lines go in at once: a batch lookup's thousand in one put), or None to stop.
-        self._queue: queue.Queue[list[LedgerLine] | None] = queue.Queue()
+        # Items are (count, lines) (a call's lines go in at once: a batch lookup's thousand, as one KeyLines, in one
+        # put), or None to stop.
+        self._queue: queue.Queue[tuple[int, list[Item]] | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._pending = 0  # recorded, neither committed nor given up
@@ -139,15 +181,16 @@ class LedgerWriter:
         """Queue one line; returns at once. Raises ``LedgerUnavailable`` (unless ``admitted``) when the backlog is at its limit."""
         self.record_many([line], admitted=admitted)
 
-    def record_many(self, lines: list[LedgerLine], *, admitted: bool = False) -> None:
-        """Queue a call's lines at once (``record``, one hand-over for all of them)."""
-        if not lines:
+    def record_many(self, lines: list[Item], *, admitted: bool = False) -> None:
+        """Queue a call's lines at once (``record``, one hand-over for all of them; a ``KeyLines`` counts its keys)."""
+        count = _count(lines)
+        if not count:
             return
         if not admitted:
             self.admit()
         with self._lock:
-            self._pending += len(lines)
-        self._queue.put(lines)
+            self._pending += count
+        self._queue.put((count, lines))
 
     def flush(self) -> None:
         """Block until every line queued before this call is committed (or dropped for what it holds)."""
@@ -184,7 +227,7 @@ class LedgerWriter:
             except queue.Empty:
                 break
             if item is not None:
-                lines.extend(item)
+                lines.extend(item[1])
             self._queue.task_done()
         if lines:
             self._write_all(lines)
@@ -196,19 +239,21 @@ class LedgerWriter:
         if lost:
             self.metrics.lines_lost.inc(lost)
 
-    def _write_all(self, lines: list[LedgerLine]) -> None:
+    def _write_all(self, items: list[Item]) -> None:
         """Write a batch, waiting out a busy or absent store; should the store refuse the batch
         for what it holds, each line alone, so one bad line does not take the others with it."""
+        count = _count(items)
         try:
-            self._write_patiently(lines)
+            self._write_patiently(items)
         except _GaveUp:
-            self._abandon(len(lines))
+            self._abandon(count)
             return
         except Exception:
-            log.exception("could not write %d ledger lines at once; writing them one by one", len(lines))
+            log.exception("could not write %d ledger lines at once; writing them one by one", count)
         else:
-            self._settled(len(lines))
+            self._settled(count)
             return
+        lines = _single_lines(items)
         for index, line in enumerate(lines):
             try:
                 self._write_patiently([line])
@@ -227,7 +272,7 @@ class LedgerWriter:
         self._abandoned += count
         self._settled(count, lost=count)
 
-    def _write_patiently(self, lines: list[LedgerLine]) -> None:
+    def _write_patiently(self, lines: list[Item]) -> None:
         """Write ``lines``, trying again while the store is busy or away; raises what the lines themselves caused,
         or ``_GaveUp`` once stopping and past its deadline."""
         delay, failures = FIRST_RETRY_SECONDS, 0
@@ -249,7 +294,7 @@ class LedgerWriter:
                     raise _GaveUp from error
                 if failures & (failures - 1) == 0:  # the 1st, 2nd, 4th, 8th... failure: the log says it, without a flood
                     log.warning("the record store refused %d ledger lines (%s: %s); trying again (failure %d)",
-                                len(lines), type(error).__name__, getattr(error, "orig", error), failures)
+                                _count(lines), type(error).__name__, getattr(error, "orig", error), failures)
                 self.metrics.batch_retries.inc()
                 pause = delay if give_up_at is None else min(delay, max(0.0, give_up_at - time.monotonic()))
                 if self._wake.wait(pause):
@@ -257,7 +302,7 @@ class LedgerWriter:
                 delay = min(delay * 2, MAX_RETRY_SECONDS)
             else:
                 if failures:
-                    log.warning("wrote %d ledger lines after %d refusals of the record store", len(lines), failures)
+                    log.warning("wrote %d ledger lines after %d refusals of the record store", _count(lines), failures)
                 return
 
     def _run(self) -> None:
@@ -271,12 +316,13 @@ class LedgerWriter:
             # batch, and under load a batch that ended at the first short gap held a few lines.
             # It gathers asleep, then takes what came: taking each line as it came woke this
             # thread, and handed it the GIL, once per interface call.
-            lines, items, stop = list(first), 1, False
-            if len(lines) < BATCH and self._queue.qsize() < BATCH - len(lines):
+            count, lines = first[0], list(first[1])
+            items, stop = 1, False
+            if count < BATCH and self._queue.qsize() < BATCH - count:
                 self._stopping.wait(FLUSH_SECONDS)
             # Then it takes what is queued, up to TAKE_AT_MOST lines: batch lookups hand over a thousand
             # lines a call, and a transaction's own cost is then paid once for several calls.
-            while len(lines) < TAKE_AT_MOST:
+            while count < TAKE_AT_MOST:
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
@@ -284,7 +330,8 @@ class LedgerWriter:
                 if item is None:
                     stop = True
                     break
-                lines.extend(item)
+                count += item[0]
+                lines.extend(item[1])
                 items += 1
             try:
                 self._write_all(lines)
@@ -298,80 +345,277 @@ class LedgerWriter:
         with self.database.transaction(write=False) as session:
             return session.execute(select(LedgerBatch.id).where(LedgerBatch.id == batch)).first() is not None
 
-    def _write(self, lines: list[LedgerLine], batch: str) -> None:
-        rows = [_row(line) for line in lines]  # a key from a caller's URL may hold anything
-        # Core inserts, not ORM objects: a line is written for every interface call, and the
-        # ORM's unit of work cost more per line than the rest of the writing together.
-        entries, keys_table = AccessLogEntry.__table__, AccessLogKey.__table__
+    def _write(self, items: list[Item], batch: str) -> None:
+        # Core and driver statements, not ORM objects: a line is written for every interface call, and the ORM's
+        # unit of work cost more per line than the rest of the writing together.
         now, prune = utcnow(), time.monotonic() >= self._prune_at
+        rollup, messages = rollups.Rollup(), []
         with self.database.transaction() as session:
             session.execute(insert(LedgerBatch.__table__), [{"id": batch, "written_at": now}])
             if prune:  # marks are needed only while their batch may be tried again
                 session.execute(delete(LedgerBatch).where(LedgerBatch.written_at < now - BATCH_MARKS_KEPT))
             if self.database.dialect == "sqlite":
-                # One executemany, where INSERT ... RETURNING in the lines' order runs one statement per line on
-                # SQLite. This transaction holds SQLite's write lock from its start (BEGIN IMMEDIATE), so the ids
-                # after the largest one are the batch's own.
-                first = session.execute(select(func.coalesce(func.max(entries.c.id), 0))).scalar_one() + 1
-                ids = list(range(first, first + len(rows)))
-                _insert_many(session, entries, [{"id": entry_id, **row} for entry_id, row in zip(ids, rows, strict=True)])
+                _write_sqlite(session, items, rollup, messages)
+            elif _copies(session, items):
+                _write_copy(session, items, rollup, messages)
             else:
-                ids = session.execute(insert(entries).returning(entries.c.id, sort_by_parameter_order=True), rows,
-                                      execution_options=CLEANED).scalars().all()
-            keys = [{"entry_id": entry_id, "key": key, "consent_id": consent_id}
-                    for entry_id, line in zip(ids, lines, strict=True) for key, consent_id in _keys(line).items()]
-            if keys and self.database.dialect == "sqlite":
-                _insert_many(session, keys_table, keys)
-            elif keys:
-                session.execute(insert(keys_table), keys, execution_options=CLEANED)
-            messages = [message_record(entry_id, row) for entry_id, row in zip(ids, rows, strict=True) if row["request_sha256"]]
+                _write_rows(session, items, rollup, messages)
             if messages:
                 # The batch's live messages, signed on the audit chain in the same transaction: altering a
                 # line's digests or times afterwards makes verify name this entry (check_signed_messages).
                 audit.record(session, actor="ledger", action=MESSAGES_ACTION, subject=f"ledger-batch:{batch}",
                              details={"messages": messages})
-            rollup = rollups.Rollup()
-            for row in rows:
-                rollup.add(SimpleNamespace(**row))
             rollups.apply(session, rollup)
         if prune:
             self._prune_at = time.monotonic() + BATCH_MARKS_PRUNED_EVERY
 
 
+# access_log's columns as the writer sends them: the id and row count first, then what a KeyLines' lines share.
+ENTRY_NAMES = ("id", "rows", "at", "kind", "client_id", "department_code", "dataset_code", "grant_id", "application_id",
+               "service_item", "basis", "purpose", "status", "latency_ms", "extract_id", "request_sha256", "answer_sha256",
+               "requested_at", "answered_at")
+SHARED_NAMES = ENTRY_NAMES[2:]
+KEY_NAMES = ("entry_id", "key", "consent_id")
 INSERT_VALUES_AT_MOST = 30_000  # bound values a statement (SQLite's own limit is 32,766 at the least)
+COPY_FROM_LINES = 200  # on PostgreSQL (psycopg), a batch of this many lines or more is written with COPY
 
 
-def _insert_many(session, table, rows: list[dict]) -> None:
-    """INSERT ``rows`` (dicts with the same keys, text already cleaned) into ``table`` on SQLite, in statements of
-    many rows each (``INSERT ... VALUES (...), (...), ...``).
+def _lines_of(items: list[Item], rollup: rollups.Rollup, messages: list[dict], next_id, shared):
+    """Each line of ``items`` as (access_log values, its keys), added to ``rollup`` and ``messages`` as it goes.
 
-    Each value goes through its column type's own bind processor, as SQLAlchemy's insert would pass it; what is
-    left out is the insert's per-row parameter building, which cost a third of the ledger writer's time. Many
-    rows a statement, not an executemany: SQLite's driver lets go of the interpreter's lock around each
-    statement's step, and a writer taking it back once per row waited behind the calls' threads each time,
-    falling behind them under load.
+    Yields ``(entry_id, rows, shared_values, keys)``: ``next_id(count)`` gives the ids of ``count`` lines (a range),
+    ``shared(row)`` the values of SHARED_NAMES as the caller sends them (prepared once for a KeyLines' lines),
+    ``keys`` ``[(key, consent)]`` made storable."""
+    for item in items:
+        if isinstance(item, KeyLines):
+            if not item.keys:
+                continue
+            row = _row(item.line)
+            values = shared(row)
+            rollup.add_alike(SimpleNamespace(**row), count=len(item.keys), rows=sum(item.rows))
+            consents = item.consents if item.consents is not None else [None] * len(item.keys)
+            ids = next_id(len(item.keys))
+            for entry_id, key, rows, consent in zip(ids, item.keys, item.rows, consents, strict=True):
+                yield entry_id, rows, values, ((_text(key, KEY_LENGTH), consent),)
+            if row["request_sha256"]:
+                messages.extend(message_record(entry_id, row) for entry_id in ids)
+        else:
+            row = _row(item)
+            (entry_id,) = next_id(1)
+            rollup.add(SimpleNamespace(**row))
+            if row["request_sha256"]:
+                messages.append(message_record(entry_id, row))
+            yield entry_id, row["rows"], shared(row), _keys(item).items()
+
+
+def _write_sqlite(session, items: list[Item], rollup: rollups.Rollup, messages: list[dict]) -> None:
+    """The lines' rows on SQLite, in multi-row INSERT statements through the DBAPI, in the batch's transaction.
+
+    The ids are given here: the transaction holds SQLite's write lock from its start (BEGIN IMMEDIATE), so the
+    ids after the largest one are the batch's own. Each value goes through its column type's own bind processor,
+    as SQLAlchemy's insert would pass it, once for each distinct value (a batch's lines mostly share their
+    time and text). Many rows a statement, not an executemany: SQLite's driver lets go of the interpreter's
+    lock around each statement's step, and a writer taking it back once per row waited behind the calls'
+    threads each time, falling behind them under load.
     """
+    entries = AccessLogEntry.__table__
     connection = session.connection()
     dialect = connection.dialect
-    names = list(rows[0])
-    processors = [table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names]
-    values = [list(row.values()) for row in rows]
-    for index, process in enumerate(processors):
-        if process is None:
-            continue
-        done: dict = {}  # a batch's lines mostly share their time: each distinct value processed once
-        for row in values:
-            value = row[index]
+    first = connection.execute(select(func.coalesce(func.max(entries.c.id), 0))).scalar_one() + 1
+    counter = [first]
+
+    def next_id(count: int) -> range:
+        ids = range(counter[0], counter[0] + count)
+        counter[0] += count
+        return ids
+
+    processors = [(index, process, {}) for index, name in enumerate(SHARED_NAMES)
+                  if (process := entries.c[name].type.dialect_impl(dialect).bind_processor(dialect)) is not None]
+
+    def shared(row: dict) -> tuple:
+        values = [row[name] for name in SHARED_NAMES]
+        for index, process, done in processors:
+            value = values[index]
             if value is not None:
                 found = done.get(value)
-                row[index] = found if found is not None else done.setdefault(value, process(value))
-    head = f"INSERT INTO {table.name} ({', '.join(dialect.identifier_preparer.quote(name) for name in names)}) VALUES "
+                values[index] = found if found is not None else done.setdefault(value, process(value))
+        return tuple(values)
+
+    for name in ("id", "rows"):  # sent as they are (an integer column has no bind processor on SQLite)
+        assert entries.c[name].type.dialect_impl(dialect).bind_processor(dialect) is None
+    entry_values: list = []  # the single lines' rows, one after the other
+    groups: list[tuple[tuple, list]] = []  # a KeyLines' shared values, and its lines' (id, rows) one after the other
+    key_values: list = []
+    for item in items:
+        if isinstance(item, KeyLines):
+            if not item.keys:
+                continue
+            row = _row(item.line)
+            rollup.add_alike(SimpleNamespace(**row), count=len(item.keys), rows=sum(item.rows))
+            ids = next_id(len(item.keys))
+            groups.append((shared(row), [value for pair in zip(ids, item.rows, strict=True) for value in pair]))
+            consents = item.consents if item.consents is not None else [None] * len(item.keys)
+            for entry_id, key, consent in zip(ids, item.keys, consents, strict=True):
+                key_values.append(entry_id)
+                key_values.append(_text(key, KEY_LENGTH))
+                key_values.append(consent)
+            if row["request_sha256"]:
+                messages.extend(message_record(entry_id, row) for entry_id in ids)
+            continue
+        for entry_id, rows, values, keys in _lines_of([item], rollup, messages, next_id, shared):
+            entry_values.append(entry_id)
+            entry_values.append(rows)
+            entry_values.extend(values)
+            for key, consent in keys:
+                key_values.append(entry_id)
+                key_values.append(key)
+                key_values.append(consent)
+    if entry_values:
+        _insert_flat(connection, entries.name, ENTRY_NAMES, entry_values)
+    if groups:
+        _insert_alike(connection, entries.name, groups)
+    if key_values:
+        _insert_flat(connection, AccessLogKey.__table__.name, KEY_NAMES, key_values)
+
+
+def _insert_alike(connection, table: str, groups: list[tuple[tuple, list]]) -> None:
+    """INSERT KeyLines' rows on SQLite: each group's shared values (SHARED_NAMES) bound once, its lines' id and row
+    count (one after the other in its list) from a VALUES list; the groups of a batch in few statements
+    (``INSERT ... SELECT ... FROM (VALUES ...) UNION ALL SELECT ...``). Bound as a row each, the shared values
+    were most of what the driver bound with the interpreter's lock held, and each statement's step lets go of
+    that lock, which the writer then waits to take back behind the calls' threads."""
+    quote = connection.dialect.identifier_preparer.quote
+    head = f"INSERT INTO {table} ({', '.join(quote(name) for name in ENTRY_NAMES)}) "
+    width = len(SHARED_NAMES)
+    select = f"SELECT column1, column2, {', '.join('?' for _ in SHARED_NAMES)} FROM (VALUES "
+    step = (INSERT_VALUES_AT_MOST - width) // 2 * 2  # a group's pairs a SELECT at most
+    parts: list[str] = []
+    params: list = []
+
+    def run() -> None:
+        connection.exec_driver_sql(head + " UNION ALL ".join(parts), tuple(params), execution_options=CLEANED)
+        parts.clear()
+        params.clear()
+
+    for shared, pairs in groups:
+        for start in range(0, len(pairs), step):
+            chunk = pairs[start:start + step]
+            if parts and (len(params) + width + len(chunk) > INSERT_VALUES_AT_MOST or len(parts) >= COMPOUND_SELECTS_AT_MOST):
+                run()
+            parts.append(select + ", ".join(["(?, ?)"] * (len(chunk) // 2)) + ")")
+            params.extend(shared)
+            params.extend(chunk)
+    if parts:
+        run()
+
+
+COMPOUND_SELECTS_AT_MOST = 400  # SELECTs a UNION ALL (SQLite's limit is 500)
+
+
+def _insert_flat(connection, table: str, names: tuple[str, ...], values: list) -> None:
+    """INSERT rows of ``names`` given one after the other in ``values`` (bound values ready for the driver, text
+    already cleaned), many rows a statement (``INSERT ... VALUES (...), (...), ...``)."""
+    quote = connection.dialect.identifier_preparer.quote
+    head = f"INSERT INTO {table} ({', '.join(quote(name) for name in names)}) VALUES "
     one = f"({', '.join('?' for _ in names)})"
-    step = max(1, INSERT_VALUES_AT_MOST // len(names))
+    width = len(names)
+    step = max(1, INSERT_VALUES_AT_MOST // width) * width
     for start in range(0, len(values), step):
         chunk = values[start:start + step]
-        connection.exec_driver_sql(head + ", ".join([one] * len(chunk)), tuple(value for row in chunk for value in row),
+        connection.exec_driver_sql(head + ", ".join([one] * (len(chunk) // width)), tuple(chunk),
                                    execution_options=CLEANED)
+
+
+def _copies(session, items: list[Item]) -> bool:
+    """Whether the batch is written with PostgreSQL's COPY: psycopg, and lines enough to pay for its statements."""
+    return session.get_bind().dialect.driver == "psycopg" and _count(items) >= COPY_FROM_LINES
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """What UTCDateTime binds on PostgreSQL."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given to a UTC column")
+    return value.astimezone(timezone.utc)
+
+
+def _write_copy(session, items: list[Item], rollup: rollups.Rollup, messages: list[dict]) -> None:
+    """The lines' rows on PostgreSQL with COPY (psycopg), in the batch's transaction: the ids drawn from
+    access_log's own sequence first, the rows of both tables then streamed."""
+    entries = AccessLogEntry.__table__
+    count = _count(items)
+    ids = iter(session.execute(
+        text("SELECT nextval(pg_get_serial_sequence('access_log', 'id')) AS id FROM generate_series(1, :count) ORDER BY id"),
+        {"count": count}).scalars().all())
+
+    def next_id(lines: int) -> list[int]:
+        return [next(ids) for _ in range(lines)]
+
+    def shared(row: dict) -> tuple:
+        values = [row[name] for name in SHARED_NAMES]
+        for index in DATETIME_INDEXES:
+            values[index] = _utc(values[index])
+        return tuple(values)
+
+    key_rows = []
+    connection = session.connection()
+    dialect, raw = connection.dialect, connection.connection.dbapi_connection
+    quote = dialect.identifier_preparer.quote
+    cursor = raw.cursor()
+    statement = f"COPY {entries.name} ({', '.join(quote(name) for name in ENTRY_NAMES)}) FROM STDIN"
+    try:
+        with cursor.copy(statement) as copy:
+            for entry_id, rows, values, keys in _lines_of(items, rollup, messages, next_id, shared):
+                copy.write_row((entry_id, rows, *values))
+                key_rows.extend((entry_id, key, consent) for key, consent in keys)
+        if key_rows:
+            statement = f"COPY {AccessLogKey.__table__.name} ({', '.join(quote(name) for name in KEY_NAMES)}) FROM STDIN"
+            with cursor.copy(statement) as copy:
+                for row in key_rows:
+                    copy.write_row(row)
+    except dialect.loaded_dbapi.Error as error:
+        # The driver's own error, as SQLAlchemy gives it for its statements (is_transient tells them apart), and a
+        # dropped connection left to the pool to replace.
+        dropped = dialect.is_disconnect(error, raw, cursor)
+        if dropped:
+            connection.invalidate(error)
+        raise sa_exc.DBAPIError.instance(statement, None, error, dialect.loaded_dbapi.Error, hide_parameters=True,
+                                         dialect=dialect, connection_invalidated=dropped) from error
+    finally:
+        cursor.close()
+
+
+DATETIME_INDEXES = [index for index, name in enumerate(SHARED_NAMES) if name in ("at", "requested_at", "answered_at")]
+
+
+def _write_rows(session, items: list[Item], rollup: rollups.Rollup, messages: list[dict]) -> None:
+    """The lines' rows with Core inserts (PostgreSQL, a batch too small for COPY or another driver): the ids come
+    back from INSERT ... RETURNING, in the lines' order."""
+    entries, keys_table = AccessLogEntry.__table__, AccessLogKey.__table__
+    rows, row_keys = [], []
+    for item in items:
+        if isinstance(item, KeyLines):
+            if not item.keys:
+                continue
+            row = _row(item.line)
+            rollup.add_alike(SimpleNamespace(**row), count=len(item.keys), rows=sum(item.rows))
+            consents = item.consents if item.consents is not None else [None] * len(item.keys)
+            for key, count, consent in zip(item.keys, item.rows, consents, strict=True):
+                rows.append({**row, "rows": count})
+                row_keys.append(((_text(key, KEY_LENGTH), consent),))
+        else:
+            row = _row(item)
+            rollup.add(SimpleNamespace(**row))
+            rows.append(row)
+            row_keys.append(_keys(item).items())
+    ids = session.execute(insert(entries).returning(entries.c.id, sort_by_parameter_order=True), rows,
+                          execution_options=CLEANED).scalars().all()
+    keys = [{"entry_id": entry_id, "key": key, "consent_id": consent_id}
+            for entry_id, pairs in zip(ids, row_keys, strict=True) for key, consent_id in pairs]
+    if keys:
+        session.execute(insert(keys_table), keys, execution_options=CLEANED)
+    messages.extend(message_record(entry_id, row) for entry_id, row in zip(ids, rows, strict=True) if row["request_sha256"])
 
 
 MESSAGES_ACTION = "ledger.messages"

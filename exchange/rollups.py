@@ -35,6 +35,7 @@ NO_SERVICE_ITEM = ""  # a key column cannot be NULL; lines without a service ite
 LATENCY_BOUNDS = [0.0, *(0.01 * 1.02**step for step in range(1050))]
 COUNTS = ("calls", "rows", "interface_calls", "interface_server_errors", "errors")
 READ_CHUNK = 50_000
+UPSERT_VALUES_AT_MOST = 10_000  # bound values an upsert statement (SQLite's limit is 32,766, PostgreSQL's 65,535)
 
 
 def is_error(status: int) -> bool:
@@ -72,10 +73,15 @@ class Rollup:
 
     def add(self, line: AccessLogEntry) -> None:
         """Add one ledger line."""
+        self.add_alike(line, count=1, rows=line.rows or 0)
+
+    def add_alike(self, line: Any, *, count: int, rows: int) -> None:
+        """Add ``count`` ledger lines that are ``line`` but for their row counts, which sum to ``rows`` (a batch
+        lookup's line per key): what one line adds, ``count`` times, added at once."""
         at = line.at if line.at.tzinfo else line.at.replace(tzinfo=UTC)
         day = utc_day(at)
         interface = line.kind in INTERFACE_KINDS
-        added = (1, line.rows or 0, int(interface), int(interface and line.status >= 500), int(is_error(line.status)))
+        added = (count, rows, count * interface, count * int(interface and line.status >= 500), count * int(is_error(line.status)))
         for dimension, column in DIMENSIONS.items():
             key = getattr(line, column)
             sums = self.counts.setdefault((day, dimension, NO_SERVICE_ITEM if key is None else key), [0] * len(COUNTS))
@@ -83,7 +89,7 @@ class Rollup:
                 sums[index] += value
         if interface and line.latency_ms is not None:
             bucket = (day, latency_bucket(line.latency_ms))
-            self.latencies[bucket] = self.latencies.get(bucket, 0) + 1
+            self.latencies[bucket] = self.latencies.get(bucket, 0) + count
         if line.grant_id is not None:
             known = self.first_lines.get(line.grant_id)
             if known is None or at < known:
@@ -112,7 +118,14 @@ def _upsert(session: Session, model: Any, rows: list[dict[str, Any]], *, keys: l
     new = statement.excluded
     changes = {name: table.c[name] + new[name] for name in adds}
     changes.update({name: case((new[name] < table.c[name], new[name]), else_=table.c[name]) for name in earliest})
-    session.connection().execute(statement.on_conflict_do_update(index_elements=keys, set_=changes), rows)
+    # One multi-row statement, not an executemany: SQLite's driver lets go of the interpreter's lock around each
+    # row's step, and the ledger writer, busy calls beside it, waited to take it back once per row (a batch of
+    # interface calls spreads over many latency buckets). The rows' keys are distinct (a Rollup sums by key), so
+    # no statement touches a row twice (PostgreSQL refuses that).
+    step = max(1, UPSERT_VALUES_AT_MOST // len(rows[0]))
+    connection = session.connection()
+    for start in range(0, len(rows), step):
+        connection.execute(statement.values(rows[start:start + step]).on_conflict_do_update(index_elements=keys, set_=changes))
 
 
 def apply(session: Session, rollup: Rollup) -> None:

@@ -34,7 +34,7 @@ from exchange.citizens import service as citizens
 from exchange.intake import service as intake
 from exchange.stores import keyed_store, lookup_store
 from exchange.errors import ExplicitRequestRequired, InvalidQuery, KeyLookupNotGranted, NoActiveGrant, RateLimited, RecordNotFound
-from exchange.ledger import LedgerLine
+from exchange.ledger import KeyLines, LedgerLine
 from exchange.ratelimit import retry_after_header
 from govshare.auth import Caller, caller_at_stamp, check_role, require
 from govshare.db import DbSession, LoopSemaphores
@@ -318,13 +318,12 @@ def _lookup_batch(code: str, keys: list[str], request: Request, caller: Caller, 
     records = {key: found[bound[key]] for key in keys if key in bound and bound[key] in found}
     missing = [key for key in keys if key not in records]
     # One line per key delivered (each citizen finds their own), all of the call's time and latency, handed to
-    # the ledger at once.
+    # the ledger at once: one KeyLines the writer expands into a line per key.
     line = ledger_line(scope, caller, kind="lookup", rows=0, keys=missing, status=404, started=started)
-    common = {field.name: getattr(line, field.name) for field in dataclasses.fields(LedgerLine)
-              if field.name not in ("rows", "keys", "status", "consents")}
-    lines = [LedgerLine(rows=len(rows), keys=[key], status=200, consents={key: consents[key]} if consents else {}, **common)
-             for key, rows in records.items()]
-    request.app.state.ledger.record_many([*lines, line] if missing else lines)
+    delivered = KeyLines(dataclasses.replace(line, keys=[], status=200), keys=list(records),
+                         rows=[len(rows) for rows in records.values()],
+                         consents=[consents.get(key) for key in records] if consents else None)
+    request.app.state.ledger.record_many([*([delivered] if records else []), *([line] if missing else [])])
     return _json_response({"dataset": code, "version": version, "records": records, "missing": missing})
 
 
