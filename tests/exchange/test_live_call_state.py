@@ -12,11 +12,11 @@ from sqlalchemy import text
 from approvals.models import Grant
 from approvals.service import pause_grant, resume_grant, revoke_grant
 from directory import live_credentials
-from exchange import service
-from govshare import auth, changestamp
+from govshare import changestamp
 from govshare.app import create_app
 from govshare.db import utcnow
 from tests.conftest import ISSUER
+from tests.exchange.test_call_state import _counting as _counting_lookups
 from tests.exchange.test_call_state import _other_store
 from tests.exchange.test_consent_live import ConsentLive
 from tests.exchange.test_live import API_KEY, INSIDE, World, _lines, _loopback_allowed, _problem, live_document, provider  # noqa: F401
@@ -26,23 +26,13 @@ MISSING = "110101200001010000"  # a resident the provider does not know
 
 def _counting(monkeypatch) -> list[str]:
     """Records each read of a token's state, a live grant's state and a live dataset's credentials from the record store."""
-    reads: list[str] = []
-    read_caller, read_scope, read_secret = auth._caller_from_store, service.interface_scope, live_credentials.encrypted_secret_of
-
-    def caller_from_store(*args, **kwargs):
-        reads.append("token")
-        return read_caller(*args, **kwargs)
-
-    def interface_scope(*args, **kwargs):
-        reads.append("grant")
-        return read_scope(*args, **kwargs)
+    reads = _counting_lookups(monkeypatch)
+    read_secret = live_credentials.encrypted_secret_of
 
     def encrypted_secret_of(*args, **kwargs):
         reads.append("credentials")
         return read_secret(*args, **kwargs)
 
-    monkeypatch.setattr(auth, "_caller_from_store", caller_from_store)
-    monkeypatch.setattr(service, "interface_scope", interface_scope)
     monkeypatch.setattr(live_credentials, "encrypted_secret_of", encrypted_secret_of)
     return reads
 
