@@ -11,7 +11,6 @@ import asyncio
 import subprocess
 import sys
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -22,26 +21,14 @@ from exchange.live import service as live
 from govshare.app import create_app
 from tests.conftest import ISSUER
 from tests.exchange.test_live import INSIDE, Provider, World, _problem
+from tests.exchange.test_shared_ratelimit import REDIS_URL, prefix  # noqa: F401 (prefix is a fixture)
 from tests.servers import in_thread, run_coroutine
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 @pytest.fixture(autouse=True)
 def _loopback_allowed(monkeypatch):
     monkeypatch.setenv("GOVSHARE_OUTBOUND_ALLOWLIST", '["127.0.0.1"]')
-
-
-@pytest.fixture
-def prefix() -> str:
-    """A key prefix of this test's own, removed afterwards; fails (never skips) when Redis does not answer."""
-    prefix = f"govshare-test:{uuid.uuid4().hex}:"
-    client = redis.Redis.from_url(REDIS_URL)
-    client.ping()
-    yield prefix
-    for key in client.scan_iter(f"{prefix}*"):
-        client.delete(key)
-    client.close()
 
 
 @pytest.fixture
