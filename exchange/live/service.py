@@ -8,9 +8,10 @@ implementation of filters or masks. Protection both ways: outbound address check
 dataset and a cap on the calls in flight per grant. The breaker and the cap live in this
 process, or in Redis when ``GOVSHARE_REDIS_URL`` is set, so replicas share them.
 
-The provider is called on the event loop with one pooled keep-alive ``httpx.AsyncClient``
-per dataset and credentials (its TLS context built once: the dataset's CA, a client
-certificate for mutual TLS), made again when either changes.
+The provider is called on the event loop with one pooled keep-alive session
+(``govshare.outbound.AsyncSession``, aiohttp) per dataset and credentials (its TLS context
+built once: the dataset's CA, a client certificate for mutual TLS), made again when either
+changes.
 """
 
 from __future__ import annotations
@@ -27,12 +28,11 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 from urllib.parse import quote
 
+import aiohttp
 import duckdb
-import httpx
 import pyarrow as pa
 from anyio import to_thread
 
@@ -279,7 +279,7 @@ class Protection:
     allowlist: list[str]  # GOVSHARE_OUTBOUND_ALLOWLIST
     tokens: dict[tuple[int, str], tuple[str, float]] = field(default_factory=dict)  # OAuth2 access token, expiry (monotonic)
     # dataset id -> (what the client was made for, the client): one pooled keep-alive client per dataset and credentials
-    _clients: dict[int, tuple[tuple, httpx.AsyncClient]] = field(default_factory=dict, repr=False)
+    _clients: dict[int, tuple[tuple, outbound.AsyncSession]] = field(default_factory=dict, repr=False)
     _secrets: dict[str, str] = field(default_factory=dict, repr=False)
 
     def secret(self, encrypted: str | None, keystore) -> str | None:
@@ -293,7 +293,7 @@ class Protection:
             clear = self._secrets[encrypted] = keystore.decrypt(encrypted)
         return clear
 
-    def client_for(self, provider: Provider) -> httpx.AsyncClient:
+    def client_for(self, provider: Provider) -> outbound.AsyncSession:
         """The dataset's client, made again (the old one closed later) when its credentials, CA or the allowlist change.
 
         Called on the event loop only, so no lock: the check and the swap happen without an await between them.
@@ -303,16 +303,12 @@ class Protection:
         held = self._clients.get(provider.dataset_id)
         if held is not None and held[0] == made_for:
             return held[1]
-        client = outbound.async_client(
-            allowlist=self.allowlist, follow_redirects=False,
-            # No cookies kept: one call's session with the provider is not carried into another grant's call.
-            cookies=CookieJar(DefaultCookiePolicy(allowed_domains=[])),
-            transport={"verify": provider.tls_context(),
-                       "limits": httpx.Limits(max_connections=256, max_keepalive_connections=64, keepalive_expiry=30)})
+        # No redirects followed and no cookies kept: one call's session with the provider is not carried into another's.
+        client = outbound.async_session(allowlist=self.allowlist, ssl_context=provider.tls_context())
         self._clients[provider.dataset_id] = (made_for, client)
         if held is not None and held[0][2] is loop and not loop.is_closed():
             old = held[1]
-            loop.call_later(RETIRE_SECONDS, lambda: loop.create_task(old.aclose()))
+            loop.call_later(RETIRE_SECONDS, lambda: loop.create_task(old.close()))
         return client
 
     async def aclose(self) -> None:
@@ -320,7 +316,7 @@ class Protection:
         loop = asyncio.get_running_loop()
         for (_, _, made_on), client in clients:
             if made_on is loop:
-                await client.aclose()
+                await client.close()
 
     @classmethod
     def for_settings(cls, settings, *, clock: Callable[[], float] = time.monotonic) -> Protection:
@@ -410,7 +406,7 @@ def provider_url(template: str, key: str) -> str:
     return template.replace("{key}", segment)
 
 
-async def _auth_headers(client: httpx.AsyncClient, provider: Provider, protection: Protection) -> dict[str, str]:
+async def _auth_headers(client: outbound.AsyncSession, provider: Provider, protection: Protection) -> dict[str, str]:
     auth = provider.auth
     if not auth or auth["type"] == "client_certificate":  # a client certificate is presented in the TLS handshake
         return {}
@@ -423,25 +419,26 @@ async def _auth_headers(client: httpx.AsyncClient, provider: Provider, protectio
     form = {"grant_type": "client_credentials"}
     if auth.get("scope"):
         form["scope"] = auth["scope"]
-    response = await client.post(auth["token_url"], data=form, auth=(auth["client_id"], provider.secret or ""),
-                                 timeout=provider.timeout_seconds)
+    async with client.request("POST", auth["token_url"], data=form, auth=aiohttp.BasicAuth(auth["client_id"], provider.secret or ""),
+                              headers={"Accept": "application/json", "Accept-Encoding": "identity"}) as response:
+        raw = await _read_bounded(response, limit=protection.max_answer_bytes, dataset=provider.dataset)
     try:
-        body = response.json()
+        body = json.loads(raw)
         token, lifetime = body["access_token"], float(body.get("expires_in", 60))
     except (ValueError, KeyError, TypeError):
-        raise LiveProviderFailed(f"the provider's token endpoint for {provider.dataset} answered {response.status_code} "
+        raise LiveProviderFailed(f"the provider's token endpoint for {provider.dataset} answered {response.status} "
                                  "without an access token") from None
     protection.tokens[held] = (token, time.monotonic() + max(0.0, lifetime - 30))
     return {"Authorization": f"Bearer {token}"}
 
 
-async def _read_bounded(response: httpx.Response, *, limit: int, dataset: str) -> bytes:
-    """The answer's body, refused (502) past ``limit`` bytes before more is read."""
-    declared = response.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
+async def _read_bounded(response: aiohttp.ClientResponse, *, limit: int, dataset: str) -> bytes:
+    """The answer's body as sent, refused (502) past ``limit`` bytes before more is read."""
+    declared = response.content_length
+    if declared is not None and declared > limit:
         raise LiveAnswerTooLarge(f"the provider of {dataset} announced {declared} bytes; answers are limited to {limit}")
     parts, size = [], 0
-    async for chunk in response.aiter_raw():
+    async for chunk in response.content.iter_any():
         size += len(chunk)
         if size > limit:
             raise LiveAnswerTooLarge(f"the provider of {dataset} sent more than {limit} bytes; answers are limited to {limit}")
@@ -478,23 +475,24 @@ async def _call(provider: Provider, *, key: str, protection: Protection, message
         client = protection.client_for(provider)
         # One limit for the whole exchange (token, connection, answer), however the provider dribbles it.
         async with asyncio.timeout(provider.timeout_seconds):
-            headers = {"Accept": "application/json", **await _auth_headers(client, provider, protection)}
+            # Identity encoding: the answer is read (and its size limited) as sent, never inflated here.
+            headers = {"Accept": "application/json", "Accept-Encoding": "identity",
+                       **await _auth_headers(client, provider, protection)}
             message.requested_at = utcnow()
-            async with client.stream("GET", provider_url(provider.url, key), headers=headers,
-                                     timeout=provider.timeout_seconds) as response:
+            async with client.request("GET", provider_url(provider.url, key), headers=headers) as response:
                 body = await _read_bounded(response, limit=protection.max_answer_bytes, dataset=provider.dataset)
         message.answer_sha256, message.answered_at = hashlib.sha256(body).hexdigest(), utcnow()
     except outbound.OutboundRefused as refusal:
         raise LiveProviderFailed(f"the provider of {provider.dataset} may not be called: {refusal}") from None
-    except (httpx.TimeoutException, TimeoutError):
+    except TimeoutError:  # asyncio.timeout's, and aiohttp's socket timeouts (subclasses of TimeoutError)
         raise LiveProviderTimeout(f"the provider of {provider.dataset} did not answer within {provider.timeout_seconds:g} s") from None
-    except httpx.HTTPError as error:
+    except aiohttp.ClientError as error:
         raise LiveProviderFailed(f"the provider of {provider.dataset} could not be reached ({type(error).__name__}: {error})") from None
     except ValueError as problem:  # credentials stored before they were checked, no longer usable
         raise LiveProviderFailed(f"the provider of {provider.dataset} cannot be called with its credentials: {problem}") from None
-    if response.status_code == 404 or 200 <= response.status_code < 300:
-        return response.status_code, body
-    raise LiveProviderFailed(f"the provider of {provider.dataset} answered {response.status_code}")
+    if response.status == 404 or 200 <= response.status < 300:
+        return response.status, body
+    raise LiveProviderFailed(f"the provider of {provider.dataset} answered {response.status}")
 
 
 def request_digest(url_template: str, key: str) -> str:
