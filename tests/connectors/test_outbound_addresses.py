@@ -125,3 +125,54 @@ def test_private_loopback_multicast_and_unspecified_addresses_are_refused(client
     directory.dataset()
     allow()
     _assert_refused(_bind_http(client, directory, url))
+
+
+async def _get(session, url: str) -> tuple[int, bytes]:
+    async with session.request("GET", url) as response:
+        return response.status, await response.read()
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9/people", "http://[::1]:9/people", "http://169.254.169.254/latest/meta-data/",
+                                 "http://[fd00:ec2::254]/", "http://10.0.0.5/people", "http://0.0.0.0:9/people"])
+def test_the_live_services_session_refuses_an_internal_address_written_in_the_url(url):
+    # aiohttp connects to an address in the URL without asking a resolver: the session checks it first.
+    from govshare import outbound
+    from tests.servers import run_coroutine
+
+    async def attempt():
+        session = outbound.async_session(allowlist=["169.254.0.0/16"] if "169.254" in url else [])
+        try:
+            with pytest.raises(outbound.OutboundRefused) as refused:
+                await _get(session, url)
+            return str(refused.value)
+        finally:
+            await session.close()
+
+    assert "GOVSHARE_OUTBOUND_ALLOWLIST" in run_coroutine(attempt())
+
+
+def test_the_live_services_session_resolves_names_through_the_policy_and_follows_no_redirect(redirector):
+    from govshare import outbound
+    from tests.servers import run_coroutine
+
+    source = PagedSource(RECORDS)
+    with serving(source) as url:  # http://127.0.0.1:port/people
+        moved = redirector(url)  # http://localhost:port/moved
+
+        async def calls():
+            refusing = outbound.async_session(allowlist=[])
+            allowing = outbound.async_session(allowlist=["127.0.0.0/8", "::1"])
+            try:
+                with pytest.raises(outbound.OutboundRefused) as refused:  # the name resolves inside: refused before connecting
+                    await _get(refusing, moved)
+                status, _ = await _get(allowing, moved)  # allowed, but the redirect it answers is not followed
+                return str(refused.value), status
+            finally:
+                await refusing.close()
+                await allowing.close()
+
+        refusal, status = run_coroutine(calls())
+    assert "localhost is" in refusal and "loopback" in refusal
+    assert status == 302
+    assert redirector.hits == ["/moved"]  # the refusing session never reached the redirector; the allowing one once
+    assert source.requests == []  # and the redirect's target was never called
