@@ -513,13 +513,35 @@ def records_in_scope(body: bytes, *, scope: Scope, key_value: Any) -> list[dict[
     records = [answer] if isinstance(answer, dict) else answer
     if not isinstance(records, list) or not all(isinstance(record, dict) for record in records):
         raise LiveProviderFailed(f"the provider of {dataset} answered with JSON that is not a record or a list of records")
-    try:
-        table = intake.records_table(records, items=scope.items)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError, ValueError, OverflowError) as problem:
-        raise LiveProviderFailed(f"the provider of {dataset} answered with values not of the dataset's item types: {problem}") from None
     if _hashes_duckdb_text(scope):
+        try:
+            table = intake.records_table(records, items=scope.items)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError, ValueError, OverflowError) as problem:
+            raise LiveProviderFailed(f"the provider of {dataset} answered with values not of the dataset's item types: "
+                                     f"{problem}") from None
         return _in_scope_duckdb(table, scope=scope, key_value=key_value)
-    return _in_scope_sqlite(table, scope=scope, key_value=key_value)
+    return _in_scope_sqlite(_sqlite_rows(records, scope=scope), scope=scope, key_value=key_value)
+
+
+def _sqlite_rows(records: list[dict[str, Any]], *, scope: Scope) -> list[tuple]:
+    """The answer's records as rows of ``_sqlite``'s table: the row's position, then each item's value read as the item's
+    type by the row filter's own rules (``rowfilter.convert_value``) and kept as a lookup store keeps it (``bind_value``:
+    dates as ISO text, datetimes as UTC text, booleans 0/1). 502 naming the record and item of a value that is not."""
+    items = [(item["name"], item["type"]) for item in scope.items]
+    rows = []
+    for position, record in enumerate(records):
+        row: list[Any] = [position]
+        for name, kind in items:
+            value = record.get(name)
+            if value is not None:
+                try:
+                    value = rowfilter.bind_value(rowfilter.convert_value(value, kind, f"record {position + 1}, item {name}"), "sqlite")
+                except rowfilter.InvalidRowFilter as problem:
+                    raise LiveProviderFailed(f"the provider of {scope.dataset.code} answered with values not of the dataset's "
+                                             f"item types: {problem}") from None
+            row.append(value)
+        rows.append(tuple(row))
+    return rows
 
 
 def _hashes_duckdb_text(scope: Scope) -> bool:
@@ -541,20 +563,15 @@ def _in_scope_duckdb(table: pa.Table, *, scope: Scope, key_value: Any) -> list[d
         cursor.unregister("records")
 
 
-def _in_scope_sqlite(table: pa.Table, *, scope: Scope, key_value: Any) -> list[dict[str, Any]]:
-    """The answer's rows through the scope compiled for SQLite (as a lookup store is read), in an in-memory table of
-    this thread's: the values kept as a lookup store keeps them (dates as ISO text, datetimes as UTC text, booleans 0/1)."""
+def _in_scope_sqlite(rows: list[tuple], *, scope: Scope, key_value: Any) -> list[dict[str, Any]]:
+    """The answer's rows (``_sqlite_rows``) through the scope compiled for SQLite, as a lookup store is read, in an
+    in-memory table of this thread's."""
     items = scope.items
     connection = _sqlite(items)
     row_filter, projection = scope.compiled("sqlite")
-    columns = [table.column(index).to_pylist() for index in range(table.num_columns)]  # _row, then the items
-    encode = [None] + [(lambda value: rowfilter.bind_value(value, "sqlite")) if item["type"] in ("date", "datetime", "boolean")
-                       else None for item in items]
-    rows = [tuple(value if convert is None or value is None else convert(value) for value, convert in zip(row, encode, strict=True))
-            for row in zip(*columns, strict=True)]
     connection.execute("DELETE FROM records")
     try:
-        connection.executemany(f"INSERT INTO records VALUES ({', '.join('?' for _ in encode)})", rows)
+        connection.executemany(f"INSERT INTO records VALUES ({', '.join('?' for _ in range(len(items) + 1))})", rows)
         found = connection.execute(
             f"SELECT {projection.sql} FROM records WHERE {quote_identifier(scope.lookup_key)} = ? AND ({row_filter.sql}) "
             f"ORDER BY {keyed_store.ROW_COLUMN} LIMIT 1000",

@@ -228,6 +228,8 @@ def test_provider_failures_are_502(client, factory, app, provider, database, mod
     provider.mode = mode
     body = _problem(world.call(INSIDE), status, kind)
     assert "PSB-RESIDENTS" in body["detail"]
+    if mode == "wrong-types":  # where in the answer: its record and item
+        assert "record 1, item birth_date: 'not a date' is not a valid date" in body["detail"], body["detail"]
     app.state.ledger.flush()
     assert [line.status for line in _lines(database)] == [status]
 
@@ -451,9 +453,9 @@ def test_the_scope_reads_the_same_through_sqlite_and_duckdb(client, factory, app
         scope = exchange_service.interface_scope(session, department="CAB", dataset_code="PSB-RESIDENTS", delivery="live",
                                                  today=day.today())
     body = json.dumps([PEOPLE[INSIDE], PEOPLE[OUTSIDE], {**PEOPLE[INSIDE], "district": "07"}]).encode()
-    table = live.intake.records_table(json.loads(body), items=scope.items)
-    by_sqlite = live._in_scope_sqlite(table, scope=scope, key_value=INSIDE)
-    by_duckdb = live._in_scope_duckdb(table, scope=scope, key_value=INSIDE)
+    records = json.loads(body)
+    by_sqlite = live._in_scope_sqlite(live._sqlite_rows(records, scope=scope), scope=scope, key_value=INSIDE)
+    by_duckdb = live._in_scope_duckdb(live.intake.records_table(records, items=scope.items), scope=scope, key_value=INSIDE)
     assert by_sqlite == by_duckdb and len(by_sqlite) == 1
     assert by_sqlite[0]["name"] == "*******ng" and by_sqlite[0]["birth_date"] == 1990 and len(by_sqlite[0]["district"]) == 64
     assert through_http.json()["records"] == [by_sqlite[0]]
