@@ -25,6 +25,7 @@ from exchange.interfaces.api import check_key_lookups, consent_of_key, ledger_li
 from exchange.errors import (ExplicitRequestRequired, InvalidQuery, LiveProtectionUnavailable, NoActiveGrant, ProtectionUnavailable,
                              RecordNotFound)
 from exchange.ledger import LedgerLine
+from exchange.ratelimit import RateLimiter
 from govshare.auth import Caller, caller_at_stamp, check_role
 from govshare.db import utcnow
 from govshare.errors import GovshareError
@@ -35,12 +36,15 @@ router = APIRouter(prefix="/api/v1", tags=["exchange"])
 @router.get("/exchange/{code}/live/{key}", summary="A live call: the provider's own API, answered within the caller's live grant",
             response_model=dict[str, Any])
 async def live_call(code: str, key: str, request: Request) -> JSONResponse:
-    # The state is read in a worker thread (the record store's driver blocks); the provider is
+    # The state is read on the event loop or in a worker thread (``_resolves_on_the_loop``); the provider is
     # called on the event loop, so a slow provider holds no thread, only its connection.
     state = request.app.state
     started = time.perf_counter()
     async with state.database.request_slots():
-        scope, caller, provider, consent_id = await live.in_thread(_resolve, code, key, request, started)
+        if _resolves_on_the_loop(state):
+            scope, caller, provider, consent_id = _resolve(code, key, request, started)
+        else:
+            scope, caller, provider, consent_id = await live.in_thread(_resolve, code, key, request, started)
     key_type = next(item["type"] for item in scope.items if item["name"] == scope.lookup_key)
     try:
         value = rowfilter.convert_value(key if key_type == "string" else json.loads(key), key_type, "key")
@@ -83,6 +87,14 @@ def _line(scope: service.Scope, caller: Caller, *, key: str, consent_id: int | N
     line.request_sha256, line.requested_at = message.request_sha256, message.requested_at
     line.answer_sha256, line.answered_at = message.answer_sha256, message.answered_at
     return line
+
+
+def _resolves_on_the_loop(state) -> bool:
+    """Whether the call's state is read on the event loop rather than in a worker thread: on the embedded SQLite record
+    store with this process's own rate limits. There the call reads the change stamp (microseconds: one row of a local
+    file in WAL mode, which a writer never blocks) and keeps the rest at that stamp, and a hop to a thread and back
+    cost more than that (evaluation/bench/REPORT.md, "live"). A networked store or Redis blocks for a round trip."""
+    return state.database.dialect == "sqlite" and isinstance(state.rate_limiter, RateLimiter)
 
 
 def _resolve(code: str, key: str, request: Request, started: float) -> tuple[service.Scope, Caller, live.Provider, int | None]:
