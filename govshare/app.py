@@ -98,7 +98,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(observability.MetricsMiddleware, metrics=app.state.metrics)
     install_error_handlers(app)
 
-    app.include_router(exchange_interfaces_api.router)  # first: the interface calls, the busiest routes, are matched soonest
+    # First the interface calls and the live calls, the busiest routes: routes are matched in order.
+    app.include_router(exchange_interfaces_api.router)
+    app.include_router(exchange_live_api.router)
     app.include_router(exchange_intake_api.router)
     app.include_router(exchange_extracts_api.router)
     app.include_router(observability.router)
@@ -110,7 +112,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     directory_service.add_version_warning(approvals_scope.version_warnings)
     app.include_router(approvals_api.router)
     app.include_router(exchange_sharing_api.router)
-    app.include_router(exchange_live_api.router)
     app.include_router(exchange_citizens_api.router)
     app.include_router(evaluation_api.router)
     web.install(app, navigation=[*approvals_views.NAVIGATION, *evaluation_views.NAVIGATION, *exchange_sharing_views.NAVIGATION])

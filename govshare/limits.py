@@ -146,6 +146,49 @@ class BodyTimeout:
         await self.app(scope, _timed_receive, send)
 
 
+class CoalescingTransport:
+    """A connection's transport whose writes made in one step of the event loop leave in one system call.
+
+    uvicorn writes a response's head and its body apart, two sends where one would do; on
+    loopback each send costs the kernel's whole delivery to the peer, the most expensive step
+    of a small answer (evaluation/bench/REPORT.md, "live"). Writes are gathered and sent when
+    the step ends, or at once past ``FLUSH_BYTES`` so that a large body meets the real
+    transport's flow control as before. Everything else is the real transport's.
+    """
+
+    FLUSH_BYTES = 64 * 1024
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport, self._loop = transport, loop
+        self._pending: list[bytes] = []
+        self._size = 0
+
+    def write(self, data: bytes) -> None:
+        if not data:
+            return
+        if not self._pending:
+            self._loop.call_soon(self.flush)
+        self._pending.append(bytes(data))
+        self._size += len(data)
+        if self._size >= self.FLUSH_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._pending:
+            data = b"".join(self._pending)
+            self._pending.clear()
+            self._size = 0
+            if not self._transport.is_closing():
+                self._transport.write(data)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str):
+        return getattr(self._transport, name)
+
+
 class HeadDeadlineProtocol(H11Protocol):
     """uvicorn's HTTP/1.1 protocol, closing a connection whose request head has not arrived ``head_timeout`` seconds on.
 
@@ -161,7 +204,7 @@ class HeadDeadlineProtocol(H11Protocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._head_deadline: asyncio.TimerHandle | None = None
-        super().connection_made(transport)
+        super().connection_made(CoalescingTransport(transport, asyncio.get_running_loop()))
         self._arm_head_deadline()
 
     def data_received(self, data: bytes) -> None:

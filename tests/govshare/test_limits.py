@@ -358,3 +358,79 @@ def test_a_lone_surrogate_in_a_decision_revocation_correction_or_rating_is_refus
     ratings = f"/api/v1/applications/{application['id']}/ratings"
     _refused_naming(_send(world, "POST", ratings, {"review_speed": 4, "comment": LONE}, world.applicant), "comment")
     assert world.http.get(ratings, headers=world.manager).json()["items"] == []
+
+
+class _Recording:
+    """The real transport's place in ``CoalescingTransport``'s unit test: what reached it, as it reached it."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.sent.append(data)
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def get_extra_info(self, name: str):
+        return ("127.0.0.1", 1234) if name == "peername" else None
+
+
+def test_a_responses_writes_in_one_step_of_the_event_loop_leave_together():
+    import asyncio
+
+    from govshare.limits import CoalescingTransport
+
+    async def scenario() -> dict[str, object]:
+        real = _Recording()
+        transport = CoalescingTransport(real, asyncio.get_running_loop())
+        seen: dict[str, object] = {}
+        transport.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")  # uvicorn: the head,
+        transport.write(b"{}")  # then the body, in the same step
+        transport.write(b"")
+        seen["before the step ends"] = list(real.sent)
+        await asyncio.sleep(0)
+        seen["after"] = list(real.sent)
+        big = b"x" * CoalescingTransport.FLUSH_BYTES
+        transport.write(b"head")
+        transport.write(big)  # past the limit: sent at once, so the real transport's flow control sees it
+        seen["big"] = real.sent[1:]
+        transport.write(b"last")
+        transport.close()  # what is pending goes before the close
+        seen["closed"] = (real.sent[2:], real.closed)
+        transport.write(b"too late")
+        await asyncio.sleep(0)
+        seen["after close"] = real.sent[3:]
+        seen["passed through"] = transport.get_extra_info("peername")
+        return seen
+
+    seen = asyncio.run(scenario())
+    assert seen["before the step ends"] == []
+    assert seen["after"] == [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"]
+    assert seen["big"] == [b"head" + b"x" * CoalescingTransport.FLUSH_BYTES]
+    assert seen["closed"] == ([b"last"], True)
+    assert seen["after close"] == []
+    assert seen["passed through"] == ("127.0.0.1", 1234)
+
+
+def test_govshare_serve_sends_small_and_large_answers_whole(settings, tmp_path):
+    # The served protocol gathers a response's writes (CoalescingTransport): answers of every size arrive intact,
+    # one after another on a kept-alive connection.
+    import httpx
+
+    env = {"GOVSHARE_HOME": str(settings.resolved_home), "GOVSHARE_DATABASE_URL": settings.resolved_database_url,
+           "GOVSHARE_JOBS_ENABLED": "false", "GOVSHARE_ISSUER": None}
+    expected = create_app(settings).openapi()
+    with GovshareServer(env, tmp_path / "serve.log") as server, httpx.Client(base_url=server.base, timeout=30) as http:
+        for _ in range(3):
+            small = http.get("/healthz")
+            assert small.status_code == 200 and small.json()["status"] == "ok"
+            large = http.get("/openapi.json")
+            assert large.status_code == 200 and len(large.content) > 64 * 1024  # past the size sent at once
+            assert large.json()["paths"].keys() == expected["paths"].keys()
+            missing = http.get("/api/v1/datasets/NO-SUCH-DATASET")
+            assert missing.status_code in (401, 404) and missing.headers["content-type"].startswith("application/problem+json")
