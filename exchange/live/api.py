@@ -12,8 +12,7 @@ import time
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.encoders import jsonable_encoder
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 
 from approvals import rowfilter
 from approvals import service as approvals
@@ -21,6 +20,7 @@ from directory import live_credentials
 from exchange import service
 from exchange.live import service as live
 from exchange.citizens import service as citizens
+from exchange.interfaces.api import _json_response as json_response
 from exchange.interfaces.api import check_key_lookups, consent_of_key, ledger_line, take_call
 from exchange.errors import (ExplicitRequestRequired, InvalidQuery, LiveProtectionUnavailable, NoActiveGrant, ProtectionUnavailable,
                              RecordNotFound)
@@ -35,7 +35,7 @@ router = APIRouter(prefix="/api/v1", tags=["exchange"])
 
 @router.get("/exchange/{code}/live/{key}", summary="A live call: the provider's own API, answered within the caller's live grant",
             response_model=dict[str, Any])
-async def live_call(code: str, key: str, request: Request) -> JSONResponse:
+async def live_call(code: str, key: str, request: Request) -> Response:
     # The state is read on the event loop or in a worker thread (``_resolves_on_the_loop``); the provider is
     # called on the event loop, so a slow provider holds no thread, only its connection.
     state = request.app.state
@@ -76,7 +76,7 @@ async def live_call(code: str, key: str, request: Request) -> JSONResponse:
                                       status=status, started=started), admitted=True)
     if not records:
         raise RecordNotFound(f"no record with key {key} within your grant on {code}")
-    return JSONResponse({"dataset": code, "key": key, "records": jsonable_encoder(records)})
+    return json_response({"dataset": code, "key": key, "records": records})
 
 
 def _line(scope: service.Scope, caller: Caller, *, key: str, consent_id: int | None, message: live.Message, rows: int,

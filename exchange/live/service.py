@@ -437,6 +437,8 @@ async def _read_bounded(response: aiohttp.ClientResponse, *, limit: int, dataset
     declared = response.content_length
     if declared is not None and declared > limit:
         raise LiveAnswerTooLarge(f"the provider of {dataset} announced {declared} bytes; answers are limited to {limit}")
+    if declared is not None:  # announced within the limit: read whole (aiohttp stops at the length announced)
+        return await response.read()
     parts, size = [], 0
     async for chunk in response.content.iter_any():
         size += len(chunk)
@@ -586,10 +588,10 @@ def _in_scope_sqlite(rows: list[tuple], *, scope: Scope, key_value: Any) -> list
 
 def _sqlite(items: list[dict[str, Any]]) -> sqlite3.Connection:
     """This thread's in-memory SQLite with a ``records`` table for ``items`` (one per dataset's item list)."""
-    connections: dict[str, sqlite3.Connection] | None = getattr(_thread, "sqlite", None)
+    connections: dict[tuple, sqlite3.Connection] | None = getattr(_thread, "sqlite", None)
     if connections is None:
         connections = _thread.sqlite = {}
-    signature = json.dumps([[item["name"], item["type"]] for item in items])
+    signature = tuple((item["name"], item["type"]) for item in items)
     connection = connections.get(signature)
     if connection is None:
         if len(connections) >= 64:

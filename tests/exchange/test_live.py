@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 import pytest
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from sqlalchemy import select, update
 
 from directory.models import Dataset, LiveCredential
@@ -54,6 +54,9 @@ class Provider:
                 return JSONResponse({"citizen_id": key, "name": "X", "district": "01", "birth_date": "not a date"})
             if self.mode == "huge":
                 return JSONResponse([{**PEOPLE[INSIDE], "name": "x" * 4000}] * 400)
+            if self.mode == "huge-streamed":  # no Content-Length announced: counted as it arrives
+                parts = [b"["] + [json.dumps({**PEOPLE[INSIDE], "name": "x" * 4000}).encode() + b","] * 400 + [b"{}]"]
+                return StreamingResponse(iter(parts), media_type="application/json")
             if self.mode == "slow":
                 self.entered.set()
                 self.release.wait(30)
@@ -222,6 +225,7 @@ def test_oauth2_client_credentials_are_fetched_and_sent(client, factory, app, pr
 @pytest.mark.parametrize(("mode", "status", "kind"), [
     ("error", 502, "live-provider-error"), ("malformed", 502, "live-provider-error"),
     ("wrong-types", 502, "live-provider-error"), ("huge", 502, "live-answer-too-large"),
+    ("huge-streamed", 502, "live-answer-too-large"),
 ])
 def test_provider_failures_are_502(client, factory, app, provider, database, mode, status, kind):
     world = World(client, factory, app, provider)
