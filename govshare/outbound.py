@@ -235,8 +235,10 @@ class AsyncSession:
         self._literals: dict[str, str | None] = {}  # host written as an address -> why refused (None: allowed)
         connector = aiohttp.TCPConnector(limit=connections, use_dns_cache=False, resolver=GuardedResolver(policy),
                                          ssl=ssl_context if ssl_context is not None else True, keepalive_timeout=keepalive_seconds)
+        # No time limit of aiohttp's own (a timer per request): callers bound each exchange whole (asyncio.timeout).
         self.session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False,
-                                             trust_env=False, skip_auto_headers=("User-Agent",))
+                                             trust_env=False, skip_auto_headers=("User-Agent",),
+                                             timeout=aiohttp.ClientTimeout(total=None))
 
     def check(self, url: yarl.URL) -> None:
         """``OutboundRefused`` when ``url``'s host is an address the policy refuses (names are checked as resolved)."""
