@@ -65,6 +65,11 @@ class ServerProcess:
                 return int(line.split()[1]) / 1024
         raise RuntimeError(f"{field} not in /proc status")
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the process has used so far, every thread."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def rss_mib(self) -> float:
         return self._status("VmRSS")
 
