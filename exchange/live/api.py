@@ -22,7 +22,7 @@ from exchange.live import service as live
 from exchange.citizens import service as citizens
 from exchange.interfaces.api import _json_response as json_response
 from exchange.interfaces.api import check_key_lookups, consent_of_key, ledger_line, take_call
-from exchange.errors import (ExplicitRequestRequired, InvalidQuery, LiveProtectionUnavailable, NoActiveGrant, ProtectionUnavailable,
+from exchange.errors import (ExplicitRequestRequired, InvalidQuery, LiveBusy, LiveProtectionUnavailable, NoActiveGrant, ProtectionUnavailable,
                              RecordNotFound)
 from exchange.ledger import LedgerLine
 from exchange.ratelimit import RateLimiter
@@ -57,7 +57,7 @@ async def live_call(code: str, key: str, request: Request) -> Response:
     status = 500
     try:
         lease = await protection.slots.take(scope.grant.id, lease_seconds=provider.timeout_seconds + live.LEASE_MARGIN_SECONDS)
-    except LiveProtectionUnavailable as refusal:  # the shared cap cannot be asked (Redis unreachable): refused, on the ledger
+    except (LiveBusy, LiveProtectionUnavailable) as refusal:  # the grant's cap reached, or it cannot be asked (Redis unreachable)
         state.ledger.record(_line(scope, caller, key=key, consent_id=consent_id, message=message, rows=0, status=refusal.status,
                                   started=started), admitted=True)
         raise

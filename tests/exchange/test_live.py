@@ -279,7 +279,7 @@ def test_the_breaker_opens_fails_fast_and_recovers_after_a_probe(client, factory
     assert len(provider.calls) == 6
 
 
-def test_calls_in_flight_per_grant_are_capped(client, factory, app, provider):
+def test_calls_in_flight_per_grant_are_capped(client, factory, app, provider, database):
     world = World(client, factory, app, provider)
     app.state.live.slots.per_grant = 1
     provider.mode = "slow"
@@ -290,6 +290,10 @@ def test_calls_in_flight_per_grant_are_capped(client, factory, app, provider):
         provider.release.set()
         assert first.result(timeout=60).status_code == 200
     assert world.call(INSIDE).status_code == 200  # the slot was given back
+    app.state.ledger.flush()
+    # Every call is on the ledger, the one refused too; only the calls let through reached the provider.
+    assert sorted(line.status for line in _lines(database)) == [200, 200, 429]
+    assert len(provider.calls) == 2
 
 
 def test_loopback_is_refused_without_the_allowlist(client, factory, app, provider):
