@@ -384,6 +384,7 @@ def test_a_responses_writes_in_one_step_of_the_event_loop_leave_together():
     import asyncio
 
     from govshare.limits import CoalescingTransport
+    from tests.servers import run_coroutine
 
     async def scenario() -> dict[str, object]:
         real = _Recording()
@@ -408,7 +409,7 @@ def test_a_responses_writes_in_one_step_of_the_event_loop_leave_together():
         seen["passed through"] = transport.get_extra_info("peername")
         return seen
 
-    seen = asyncio.run(scenario())
+    seen = run_coroutine(scenario())  # in a thread of its own: a browser test's event loop may run in this one
     assert seen["before the step ends"] == []
     assert seen["after"] == [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"]
     assert seen["big"] == [b"head" + b"x" * CoalescingTransport.FLUSH_BYTES]
