@@ -168,8 +168,7 @@ def _read_request(request_id: int, request: Request) -> JSONResponse:
         application = session.get(Application, grant.application_id)
         line.application_id, line.service_item, line.basis = application.id, application.service_item, application.basis
         try:
-            records, consent_id = service.take_delivery(session, citizen_request=citizen_request, today=_today(request),
-                                                        expiry=_expiry(request))
+            records, consent_id = service.take_delivery(session, citizen_request=citizen_request, expiry=_expiry(request))
         except Exception as refusal:
             status = getattr(refusal, "status", None)
             if status in (403, 404):  # a refused delivery is an access attempt to account for

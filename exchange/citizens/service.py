@@ -323,7 +323,7 @@ def request_for_department(session: Session, *, request_id: int, department: str
     return citizen_request
 
 
-def take_delivery(session: Session, *, citizen_request: CitizenRequest, today: date,
+def take_delivery(session: Session, *, citizen_request: CitizenRequest,
                   expiry: RequestExpiry) -> tuple[list[dict[str, Any]], int | None]:
     """The approved request's records, exactly its preview, handed over once (the request becomes ``delivered`` and its
     copy is erased), and the consent it is delivered under (``consent_required`` datasets).
@@ -343,13 +343,13 @@ def take_delivery(session: Session, *, citizen_request: CitizenRequest, today: d
     if status == "delivered":
         raise RequestDelivered(f"request {citizen_request.id} was delivered already; its records are not kept")
     grant = session.get(Grant, citizen_request.grant_id)
-    if approvals.grant_state(grant, today) != approvals.GrantState.active:
+    if approvals.grant_state(grant, expiry.today) != approvals.GrantState.active:
         raise NoActiveGrant(f"grant {grant.id}, under which request {citizen_request.id} was made, no longer serves")
     consent_id = None
     dataset = session.get(Dataset, citizen_request.dataset_id)
     if consent_required(dataset):
         consent_id = consent_for(session, citizen_id=citizen_request.citizen_id, department=citizen_request.department_code,
-                                 dataset_id=dataset.id, today=today)
+                                 dataset_id=dataset.id, today=expiry.today)
         if consent_id is None:
             raise RecordNotFound(f"no record with key {citizen_request.citizen_id} within your grant on {dataset.code}")
     records = list(citizen_request.preview or [])
