@@ -128,6 +128,17 @@ class RequestRefused(Forbidden):
     type, title = "request-refused", "The citizen refused this request"
 
 
+class RequestExpired(GovshareError):
+    """An explicit request past its last day (``GOVSHARE_CITIZEN_REQUEST_DAYS``) can be neither approved nor collected.
+
+    410, not 409: 409 says "not now" (the service's 409 while the citizen decides invites it
+    to ask again), while an expired request never comes back and its preview is erased: asking
+    again is the only way on, for the citizen's portal and the service alike.
+    """
+
+    status, type, title = 410, "request-expired", "The request has expired"
+
+
 class RequestDelivered(GovshareError):
     """An explicit request is delivered once: a second read finds nothing (its preview is erased at delivery)."""
 

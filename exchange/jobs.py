@@ -1,10 +1,11 @@
 """The exchange's background jobs: building queued extracts (and recovering interrupted ones), keyed stores,
-and erasing the files of ended grants."""
+erasing the files of ended grants, and expiring citizens' requests (erasing their previews)."""
 
 from __future__ import annotations
 
 from approvals import service as approvals
 from exchange import retention
+from exchange.citizens.service import RequestExpiry
 from exchange.extracts import service as extracts
 from exchange.service import prebuild_keyed_stores
 from datetime import timedelta
@@ -32,6 +33,9 @@ def jobs(settings: Settings, keystore: KeyStore) -> list[Job]:
     def erase_ended(database: Database) -> int:
         return retention.erase_ended_grant_files(database, store=store, today=approvals.today(settings))
 
+    def expired_requests(database: Database) -> int:
+        return retention.erase_expired_requests(database, expiry=RequestExpiry.of(settings))
+
     def erased_copies(database: Database) -> int:
         return retention.drop_erased_copies(database, store=store)
 
@@ -41,5 +45,6 @@ def jobs(settings: Settings, keystore: KeyStore) -> list[Job]:
     # Extracts are claimed one row at a time, so every replica builds them side by side;
     # keyed stores and cached copies are each replica's own.
     return [Job("extracts", 0.5, build, shared=False), Job("keyed-stores", 5.0, keyed_stores, shared=False),
-            Job("ended-grant-files", 60.0, erase_ended), Job("erased-copies", 60.0, erased_copies, shared=False),
+            Job("ended-grant-files", 60.0, erase_ended), Job("expired-requests", 60.0, expired_requests),
+            Job("erased-copies", 60.0, erased_copies, shared=False),
             Job("store-temporaries", 3600.0, store_temporaries)]

@@ -243,8 +243,9 @@ class CitizenRequest(Base):
     citizen, delivered once.
 
     ``preview`` holds exactly the records the service receives, taken under its grant when
-    it asked: what the citizen approves is what is sent. It is erased once delivered or refused.
-    ``status``: awaiting_citizen, approved, refused, delivered.
+    it asked: what the citizen approves is what is sent. It is erased once delivered, refused or
+    expired. ``status``: awaiting_citizen, approved, refused, delivered, expired (recorded by the
+    retention job; a lapsing request past its last day is expired on every read before that).
     """
 
     __tablename__ = "citizen_requests"

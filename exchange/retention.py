@@ -7,6 +7,10 @@ the extract's row, its signed manifest, the ledger lines and the audit entries.
 
 Each file is removed before its row is changed, so a run stopped between the two (a
 crash) leaves a row that the next run finds again; removing a missing file is a no-op.
+
+The same holds for the previews of explicit requests past their last day: an expired
+request is refused on every read whether or not this has run, and the job records it as
+``expired`` and erases the copy of the citizen's records it kept.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from sqlalchemy import delete, select, update
 
 from approvals import service as approvals
 from approvals.models import Grant
-from exchange.models import Extract, SharingFile
+from exchange.citizens.service import LAPSING, RequestExpiry
+from exchange.models import CitizenRequest, Extract, SharingFile
 from govshare import audit
 from govshare.db import Database
 from govshare.storage import Store
@@ -53,6 +58,28 @@ def erase_ended_grant_files(database: Database, *, store: Store, today: date) ->
             audit.record(session, actor=ACTOR, action="sharing.file_erased", subject=f"grant:{grant_id}",
                          details={"file": file_id, "version": version, "reason": _reason(revoked)})
     return len(extracts) + len(files)
+
+
+def erase_expired_requests(database: Database, *, expiry: RequestExpiry) -> int:
+    """Record every explicit request past its last day as ``expired`` and erase its preview; the number expired."""
+    with database.transaction(write=False) as session:
+        lapsed = session.execute(
+            select(CitizenRequest.id, CitizenRequest.status)
+            .where(CitizenRequest.status.in_(LAPSING), CitizenRequest.created_at < expiry.cutoff).order_by(CitizenRequest.id)
+        ).all()
+    expired = 0
+    for request_id, status in lapsed:
+        with database.transaction() as session:
+            # Conditional: a delivery or decision that won the race in between keeps its state.
+            changed = session.execute(
+                update(CitizenRequest).where(CitizenRequest.id == request_id, CitizenRequest.status == status)
+                .values(status="expired", preview=None)
+            ).rowcount
+            if changed == 1:
+                audit.record(session, actor=ACTOR, action="citizen_request.expired", subject=f"citizen_request:{request_id}",
+                             details={"was": status, "reason": f"past its last day ({expiry.days} days after it was asked)"})
+                expired += 1
+    return expired
 
 
 def drop_erased_copies(database: Database, *, store: Store) -> int:

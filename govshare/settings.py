@@ -63,6 +63,8 @@ class Settings(BaseSettings):
     max_usage_months: int = Field(default=12, ge=1, le=120, description="longest usage period an application may ask for")
     disclosure_max_delay_days: int = Field(default=180, ge=1, le=3650,
                                            description="longest an application may delay citizens' sight of its accesses (days from filing)")
+    citizen_request_days: int = Field(default=30, ge=1, le=365,
+                                      description="days after the day it was asked that a citizen request may be approved or collected")
     holidays: list[date] = Field(default_factory=list, description="public holidays, as a JSON list of dates")
     extra_working_days: list[date] = Field(default_factory=list, description="weekend days that are working days (JSON list)")
     timezone: str = Field(default="UTC", description="the time zone working days and usage periods are counted in")

@@ -57,6 +57,10 @@ def _today(request: Request) -> date:
     return approvals.today(request.app.state.settings)
 
 
+def _expiry(request: Request) -> service.RequestExpiry:
+    return service.RequestExpiry.of(request.app.state.settings)
+
+
 Portal = Annotated[Caller, Depends(require("citizens.consents"))]
 PortalForRequests = Annotated[Caller, Depends(require("citizens.requests"))]
 
@@ -90,21 +94,28 @@ def withdraw_consent(citizen_id: CitizenId, consent_id: int, request: Request, s
 
 
 @router.get("/citizens/{citizen_id}/requests", summary="Requests for a citizen's data, each with its preview (portal)")
-def list_requests(citizen_id: CitizenId, session: DbSession, caller: PortalForRequests) -> dict[str, Any]:
+def list_requests(citizen_id: CitizenId, request: Request, session: DbSession, caller: PortalForRequests) -> dict[str, Any]:
+    expiry = _expiry(request)
     return {"citizen_id": citizen_id,
-            "items": [service.request_view(item) for item in service.requests_of(session, citizen_id=citizen_id)]}
+            "items": [service.request_view(item, expiry=expiry) for item in service.requests_of(session, citizen_id=citizen_id)]}
 
 
 @router.post("/citizens/{citizen_id}/requests/{request_id}/approve", summary="Approve sending exactly the preview (portal)")
-def approve_request(citizen_id: CitizenId, request_id: int, session: DbSession, caller: PortalForRequests) -> dict[str, Any]:
-    decided = service.decide_request(session, citizen_id=citizen_id, request_id=request_id, approve=True, actor=caller.actor)
-    return service.request_view(decided)
+def approve_request(citizen_id: CitizenId, request_id: int, request: Request, session: DbSession,
+                    caller: PortalForRequests) -> dict[str, Any]:
+    expiry = _expiry(request)
+    decided = service.decide_request(session, citizen_id=citizen_id, request_id=request_id, approve=True, actor=caller.actor,
+                                     expiry=expiry)
+    return service.request_view(decided, expiry=expiry)
 
 
 @router.post("/citizens/{citizen_id}/requests/{request_id}/refuse", summary="Refuse a request; nothing is sent (portal)")
-def refuse_request(citizen_id: CitizenId, request_id: int, session: DbSession, caller: PortalForRequests) -> dict[str, Any]:
-    decided = service.decide_request(session, citizen_id=citizen_id, request_id=request_id, approve=False, actor=caller.actor)
-    return service.request_view(decided)
+def refuse_request(citizen_id: CitizenId, request_id: int, request: Request, session: DbSession,
+                    caller: PortalForRequests) -> dict[str, Any]:
+    expiry = _expiry(request)
+    decided = service.decide_request(session, citizen_id=citizen_id, request_id=request_id, approve=False, actor=caller.actor,
+                                     expiry=expiry)
+    return service.request_view(decided, expiry=expiry)
 
 
 # --- explicit requests: the service's side ---
@@ -157,7 +168,7 @@ def _read_request(request_id: int, request: Request) -> JSONResponse:
         application = session.get(Application, grant.application_id)
         line.application_id, line.service_item, line.basis = application.id, application.service_item, application.basis
         try:
-            records, consent_id = service.take_delivery(session, citizen_request=citizen_request, today=_today(request))
+            records, consent_id = service.take_delivery(session, citizen_request=citizen_request, expiry=_expiry(request))
         except Exception as refusal:
             status = getattr(refusal, "status", None)
             if status in (403, 404):  # a refused delivery is an access attempt to account for

@@ -14,6 +14,14 @@ then and kept as the request's ``preview``: the citizen sees exactly what is sen
 approving sends exactly that, even if the data changes meanwhile. The service reads an
 approved request once (``take_delivery``); the preview is erased at delivery or refusal.
 
+A request lives ``GOVSHARE_CITIZEN_REQUEST_DAYS`` days after the day it was asked
+(``RequestExpiry``). Past that, one awaiting the citizen or approved but never collected is
+``expired``: every read and decision computes that from ``created_at`` and today, so no job
+has to have run; the retention job then records it and erases the preview it still holds.
+
+The citizen's own decisions (giving and withdrawing consent, approving and refusing a
+request) are entries on the audit chain, with the citizen as actor (``citizen_actor``).
+
 Services take the session first and keyword-only arguments, flush and never commit. The
 citizen's page (``/me``) calls ``consents_of``, ``withdraw_consent``, ``requests_of``,
 ``decide_request``, and ``consent_view`` / ``request_view`` for their JSON shape.
@@ -22,7 +30,8 @@ citizen's page (``/me``) calls ``consents_of``, ``withdraw_consent``, ``requests
 from __future__ import annotations
 
 import hashlib
-from datetime import date
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any
 
 import pyarrow as pa
@@ -34,14 +43,22 @@ from approvals.models import Grant
 from directory.models import Dataset
 from exchange.errors import (
     ConsentNotFound, InvalidConsent, NoActiveGrant, RecordNotFound, RequestAwaitingCitizen, RequestDecided, RequestDelivered,
-    RequestNotFound, RequestRefused,
+    RequestExpired, RequestNotFound, RequestRefused,
 )
 from exchange.models import CitizenRequest, Consent, DeliveredConsent
+from govshare import audit
 from govshare.db import utcnow
 from govshare.models import Department
+from govshare.settings import Settings
 
 MAX_CITIZEN_ID = Consent.__table__.c.citizen_id.type.length
 MAX_PURPOSE = 2000
+
+
+def citizen_actor(citizen_id: str) -> str:
+    """How a citizen acting on their own consents and requests is named in the audit log."""
+    return f"citizen:{citizen_id}"
+
 
 # --- consents ---
 
@@ -90,6 +107,8 @@ def give_consent(session: Session, *, citizen_id: str, department: str, dataset_
                       purpose=purpose, valid_until=until, status="active", given_at=utcnow(), given_by=actor)
     session.add(consent)
     session.flush()
+    audit.record(session, actor=citizen_actor(citizen_id), action="consent.given", subject=f"consent:{consent.id}",
+                 details={"department": department, "dataset": dataset.code, "until": until.isoformat(), "through": actor})
     return consent
 
 
@@ -110,6 +129,8 @@ def withdraw_consent(session: Session, *, citizen_id: str, consent_id: int, acto
     if consent.status != "withdrawn":
         consent.status, consent.withdrawn_at, consent.withdrawn_by = "withdrawn", utcnow(), actor
         session.flush()
+        audit.record(session, actor=citizen_actor(citizen_id), action="consent.withdrawn", subject=f"consent:{consent.id}",
+                     details={"department": consent.department_code, "dataset": consent.dataset_code, "through": actor})
     return consent
 
 
@@ -184,14 +205,49 @@ def explicit_request(dataset: Dataset) -> bool:
     return bool(dataset.document.get("explicit_request"))
 
 
-def request_view(citizen_request: CitizenRequest) -> dict[str, Any]:
+# States in which a request still holds its preview, and so lapses when its time is up.
+LAPSING = ("awaiting_citizen", "approved")
+
+
+@dataclass(frozen=True)
+class RequestExpiry:
+    """How long explicit requests live, as of ``today``: one asked on day D (in the configured time zone) may be approved
+    and collected through day D + ``days``, and is expired from the day after."""
+
+    today: date
+    days: int
+    zone: tzinfo
+
+    @classmethod
+    def of(cls, settings: Settings) -> RequestExpiry:
+        """The expiry as of today, as grants count it (``approvals.today``: tests move it the same way)."""
+        return cls(today=approvals.today(settings), days=settings.citizen_request_days, zone=approvals.calendar(settings).zone)
+
+    @property
+    def cutoff(self) -> datetime:
+        """Requests asked before this moment have expired (the start of day ``today - days``)."""
+        return datetime.combine(self.today - timedelta(days=self.days), time.min, tzinfo=self.zone).astimezone(UTC)
+
+    def last_day(self, citizen_request: CitizenRequest) -> date:
+        """The last day ``citizen_request`` may be approved or collected."""
+        return citizen_request.created_at.astimezone(self.zone).date() + timedelta(days=self.days)
+
+    def status(self, citizen_request: CitizenRequest) -> str:
+        """The request's state today: as recorded, or ``expired`` once a lapsing one is past its last day."""
+        if citizen_request.status in LAPSING and citizen_request.created_at < self.cutoff:
+            return "expired"
+        return citizen_request.status
+
+
+def request_view(citizen_request: CitizenRequest, *, expiry: RequestExpiry) -> dict[str, Any]:
     """A request as the citizen's API and page show it: who asks, for what, and ``preview``, exactly what would be sent
-    (None once delivered or refused: the copy is erased)."""
+    (None once delivered, refused or expired: the copy is erased, or no longer shown while the job has yet to erase it)."""
+    status = expiry.status(citizen_request)
     return {
         "id": citizen_request.id, "citizen_id": citizen_request.citizen_id, "department": citizen_request.department_code,
-        "dataset": citizen_request.dataset_code, "grant_id": citizen_request.grant_id, "status": citizen_request.status,
-        "consent_id": citizen_request.consent_id, "preview": citizen_request.preview,
-        "created_at": citizen_request.created_at.isoformat(),
+        "dataset": citizen_request.dataset_code, "grant_id": citizen_request.grant_id, "status": status,
+        "consent_id": citizen_request.consent_id, "preview": None if status == "expired" else citizen_request.preview,
+        "created_at": citizen_request.created_at.isoformat(), "valid_until": expiry.last_day(citizen_request).isoformat(),
         "decided_at": citizen_request.decided_at.isoformat() if citizen_request.decided_at else None,
         "delivered_at": citizen_request.delivered_at.isoformat() if citizen_request.delivered_at else None,
     }
@@ -218,27 +274,44 @@ def requests_of(session: Session, *, citizen_id: str, status: str | None = None)
     return list(session.execute(query.order_by(CitizenRequest.id.desc())).scalars())
 
 
-def decide_request(session: Session, *, citizen_id: str, request_id: int, approve: bool, actor: str) -> CitizenRequest:
-    """The citizen approves (``approve``) or refuses one of their requests awaiting them.
+def _expired(citizen_request: CitizenRequest, expiry: RequestExpiry) -> RequestExpired:
+    return RequestExpired(f"request {citizen_request.id} expired after {expiry.last_day(citizen_request).isoformat()}; "
+                          "its records are not kept: ask again")
+
+
+def decide_request(session: Session, *, citizen_id: str, request_id: int, approve: bool, actor: str,
+                   expiry: RequestExpiry) -> CitizenRequest:
+    """The citizen approves (``approve``) or refuses one of their requests awaiting them, and the audit chain records it.
 
     Another citizen's request does not exist (``RequestNotFound``); one decided already is
-    ``RequestDecided`` (409). Refusing erases the preview. Two decisions at once: one wins.
+    ``RequestDecided`` (409); one past its last day is ``RequestExpired`` (410). Refusing
+    erases the preview. Two decisions at once: one wins.
     """
     citizen_request = session.get(CitizenRequest, request_id)
     if citizen_request is None or citizen_request.citizen_id != citizen_id:
         raise RequestNotFound(f"request {request_id} does not exist")
-    values: dict[str, Any] = {"status": "approved" if approve else "refused", "decided_at": utcnow(), "decided_by": actor}
+    if expiry.status(citizen_request) == "expired":
+        raise _expired(citizen_request, expiry)
+    decision = "approved" if approve else "refused"
+    values: dict[str, Any] = {"status": decision, "decided_at": utcnow(), "decided_by": actor}
     if not approve:
         values["preview"] = None
-    # Conditional on the state read: a decision racing another (or a delivery) changes nothing.
+    # Conditional on the state read: a decision racing another (or a delivery, or the expiry job) changes nothing.
     changed = session.execute(update(CitizenRequest).where(CitizenRequest.id == request_id,
-                                                           CitizenRequest.status == "awaiting_citizen")
+                                                           CitizenRequest.status == "awaiting_citizen",
+                                                           CitizenRequest.created_at >= expiry.cutoff)
                               .values(**values).execution_options(synchronize_session=False)).rowcount
     if changed != 1:
         session.refresh(citizen_request)
+        if expiry.status(citizen_request) == "expired":
+            raise _expired(citizen_request, expiry)
         raise RequestDecided(f"request {request_id} is {citizen_request.status} already")
     session.flush()
     session.refresh(citizen_request)
+    audit.record(session, actor=citizen_actor(citizen_id), action=f"citizen_request.{decision}",
+                 subject=f"citizen_request:{request_id}",
+                 details={"department": citizen_request.department_code, "dataset": citizen_request.dataset_code,
+                          "through": actor})
     return citizen_request
 
 
@@ -250,16 +323,19 @@ def request_for_department(session: Session, *, request_id: int, department: str
     return citizen_request
 
 
-def take_delivery(session: Session, *, citizen_request: CitizenRequest, today: date) -> tuple[list[dict[str, Any]], int | None]:
+def take_delivery(session: Session, *, citizen_request: CitizenRequest,
+                  expiry: RequestExpiry) -> tuple[list[dict[str, Any]], int | None]:
     """The approved request's records, exactly its preview, handed over once (the request becomes ``delivered`` and its
     copy is erased), and the consent it is delivered under (``consent_required`` datasets).
 
     409 while the citizen has not decided (``RequestAwaitingCitizen``), 403 once refused
     (``RequestRefused``), 410 once delivered (``RequestDelivered``: also for the loser of two
-    reads at once), 403 when the grant it was asked under no longer serves (``NoActiveGrant``),
+    reads at once) or past its last day (``RequestExpired``), 403 when the grant it was asked under no longer serves (``NoActiveGrant``),
     404 when the dataset needs consent and the citizen's was withdrawn meanwhile (``RecordNotFound``).
     """
-    status = citizen_request.status
+    status = expiry.status(citizen_request)
+    if status == "expired":
+        raise _expired(citizen_request, expiry)
     if status == "awaiting_citizen":
         raise RequestAwaitingCitizen(f"request {citizen_request.id} awaits the citizen's decision")
     if status == "refused":
@@ -267,21 +343,25 @@ def take_delivery(session: Session, *, citizen_request: CitizenRequest, today: d
     if status == "delivered":
         raise RequestDelivered(f"request {citizen_request.id} was delivered already; its records are not kept")
     grant = session.get(Grant, citizen_request.grant_id)
-    if approvals.grant_state(grant, today) != approvals.GrantState.active:
+    if approvals.grant_state(grant, expiry.today) != approvals.GrantState.active:
         raise NoActiveGrant(f"grant {grant.id}, under which request {citizen_request.id} was made, no longer serves")
     consent_id = None
     dataset = session.get(Dataset, citizen_request.dataset_id)
     if consent_required(dataset):
         consent_id = consent_for(session, citizen_id=citizen_request.citizen_id, department=citizen_request.department_code,
-                                 dataset_id=dataset.id, today=today)
+                                 dataset_id=dataset.id, today=expiry.today)
         if consent_id is None:
             raise RecordNotFound(f"no record with key {citizen_request.citizen_id} within your grant on {dataset.code}")
     records = list(citizen_request.preview or [])
     changed = session.execute(update(CitizenRequest).where(CitizenRequest.id == citizen_request.id,
-                                                           CitizenRequest.status == "approved")
+                                                           CitizenRequest.status == "approved",
+                                                           CitizenRequest.created_at >= expiry.cutoff)
                               .values(status="delivered", delivered_at=utcnow(), preview=None)
                               .execution_options(synchronize_session=False)).rowcount
     if changed != 1:
+        session.refresh(citizen_request)
+        if expiry.status(citizen_request) == "expired":
+            raise _expired(citizen_request, expiry)
         raise RequestDelivered(f"request {citizen_request.id} was delivered already; its records are not kept")
     session.flush()
     return records, consent_id

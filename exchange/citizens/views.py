@@ -40,7 +40,8 @@ KIND_WORDS = {"lookup": "looked up your record", "query": "found your record in 
               "request": "asked for or received your record through a request you answer"}
 CONSENT_WORDS = {"active": "Active", "withdrawn": "Withdrawn", "expired": "Expired"}
 REQUEST_WORDS = {"awaiting_citizen": "Waiting for your answer", "approved": "Approved: to be sent",
-                 "refused": "Refused: nothing sent", "delivered": "Approved and sent"}
+                 "refused": "Refused: nothing sent", "delivered": "Approved and sent",
+                 "expired": "Expired: nothing sent, its copy erased"}
 
 
 @dataclass(frozen=True)
@@ -97,13 +98,16 @@ def my_page(request: Request, session: DbSession, citizen: web.SignedInCitizen) 
     log = access_log(session, request, citizen_id=citizen.citizen_id)
     consents = service.consents_of(session, citizen_id=citizen.citizen_id)
     requests = service.requests_of(session, citizen_id=citizen.citizen_id)
+    expiry = service.RequestExpiry.of(request.app.state.settings)
+    # Each with its state today: one past its last day shows as expired, whether or not the job has recorded it.
+    states = [(item, expiry.status(item)) for item in requests]
     names = Names(session, departments={line.department for line in log} | {item.department_code for item in [*consents, *requests]},
                   datasets={line.dataset for line in log} | {item.dataset_code for item in [*consents, *requests]})
     return pages.render(
         request, "me.html", citizen=citizen, names=names, log=log, kind_words=KIND_WORDS,
         consents=[(consent, service.consent_status(consent, today=today)) for consent in consents], consent_words=CONSENT_WORDS,
-        pending=[item for item in requests if item.status == "awaiting_citizen"],
-        decided=[item for item in requests if item.status != "awaiting_citizen"], request_words=REQUEST_WORDS,
+        pending=[(item, expiry.last_day(item)) for item, state in states if state == "awaiting_citizen"],
+        decided=[(item, state) for item, state in states if state != "awaiting_citizen"], request_words=REQUEST_WORDS,
         record_items=_record_items,
     )
 
@@ -117,12 +121,14 @@ def withdraw_consent(consent_id: int, request: Request, session: DbSession, citi
 
 @router.post("/requests/{request_id}/approve", dependencies=web.CheckedForm)
 def approve_request(request_id: int, request: Request, session: DbSession, citizen: web.SignedInCitizen) -> Response:
-    decided = service.decide_request(session, citizen_id=citizen.citizen_id, request_id=request_id, approve=True, actor=ACTOR)
+    decided = service.decide_request(session, citizen_id=citizen.citizen_id, request_id=request_id, approve=True, actor=ACTOR,
+                                     expiry=service.RequestExpiry.of(request.app.state.settings))
     return web.redirect(request, "/me#requests", flash=(
         f"Request {decided.id} approved: {decided.department_code} will receive exactly what you saw, once."))
 
 
 @router.post("/requests/{request_id}/refuse", dependencies=web.CheckedForm)
 def refuse_request(request_id: int, request: Request, session: DbSession, citizen: web.SignedInCitizen) -> Response:
-    decided = service.decide_request(session, citizen_id=citizen.citizen_id, request_id=request_id, approve=False, actor=ACTOR)
+    decided = service.decide_request(session, citizen_id=citizen.citizen_id, request_id=request_id, approve=False, actor=ACTOR,
+                                     expiry=service.RequestExpiry.of(request.app.state.settings))
     return web.redirect(request, "/me#requests", flash=f"Request {decided.id} refused: nothing is sent to {decided.department_code}.")

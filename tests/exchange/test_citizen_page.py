@@ -231,3 +231,28 @@ def test_the_page_lists_every_line_of_a_busy_citizen(client, world, alice, capsy
     assert stamps == sorted(stamps, reverse=True)
     with capsys.disabled():
         print(f"\nGET /me with {len(lines)} log lines, 1 consent, 2 requests: {took * 1000:.0f} ms ({len(page.content) // 1024} KiB)")
+
+
+# --- expiry ------------------------------------------------------------------------------------------------------------
+
+
+def test_a_waiting_request_shows_its_last_day_and_once_past_it_shows_as_expired(client, world, alice, monkeypatch):
+    from tests.exchange.test_delayed_disclosure import on_day
+
+    last_day = date.today() + timedelta(days=30)
+    article = parse_html(_page(client).text).find("article", id=f"request-{world.alice_requests[0]}")
+    assert f"until the end of {last_day.day} {last_day:%b %Y}" in article.find("p", class_="request-expiry").text
+    before = world.state()
+    on_day(monkeypatch, last_day + timedelta(days=1))
+    shown = parse_html(_page(client).text)
+    assert shown.find_all("article") == [] and shown.find(id="requests-empty") is not None  # nothing to answer any more
+    earlier = {item.get("data-request"): item for item in shown.find("ul", class_="decided-requests").find_all("li")}
+    for request_id in world.alice_requests:
+        assert earlier[str(request_id)].get("data-state") == "expired" and "Expired" in earlier[str(request_id)].text
+    answer = _post(client, f"/me/requests/{world.alice_requests[0]}/approve")  # a form kept open in another tab
+    assert answer.status_code == 410 and answer.headers["content-type"].startswith("text/html")
+    requests_now = {key: state for key, state in world.state().items() if key[0] == "request"}
+    assert set(before.values()) == {"active", "awaiting_citizen"}  # the consents lapse that day too: not this test's point
+    assert requests_now == {("request", number): "expired" for number in [*world.alice_requests, world.bob_request]}
+    with world.app.state.database.transaction(write=False) as session:  # as recorded: unchanged, the job has not run
+        assert set(session.execute(text("SELECT status FROM citizen_requests")).scalars()) == {"awaiting_citizen"}
