@@ -217,7 +217,8 @@ async def lookup(code: str, key: str, request: Request) -> Response:
     # same functions, in the same order, as ServiceCaller's. (response_model only documents
     # the answer: a Response returned is sent as it is, not validated.)
     database = request.app.state.database
-    async with _lookup_slots.current(), database.request_slots():
+    # Room on the ledger first (waiting, should the writer be behind, before anything is read or served).
+    async with request.app.state.ledger.room(1), _lookup_slots.current(), database.request_slots():
         return await run_in_threadpool(_lookup, code, key, request)
 
 
@@ -285,7 +286,8 @@ def _batch_call_state(request: Request) -> tuple[Caller, str | None]:
 async def lookup_batch(code: str, body: BatchBody, request: Request,
                        state: Annotated[tuple[Caller, str | None], Depends(_batch_caller)]) -> Response:
     database = request.app.state.database
-    async with _lookup_slots.current(), database.request_slots():
+    # A line a key at most, and one for the keys missing: room for them on the ledger before anything is served.
+    async with request.app.state.ledger.room(len(body.keys) + 1), _lookup_slots.current(), database.request_slots():
         return await run_in_threadpool(_lookup_batch, code, body.keys, request, *state)
 
 
