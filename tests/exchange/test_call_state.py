@@ -188,7 +188,11 @@ def test_a_lookup_whose_state_is_kept_runs_on_the_event_loop_and_one_that_must_r
     reads.clear()
     for _ in range(3):
         assert exchange.lookup(other).status_code == 200
-    assert "_lookup" not in hops and reads == []  # on the loop: no hop, no read but the stamp
+    if database.dialect == "sqlite":
+        assert "_lookup" not in hops and reads == []  # on the loop: no hop, no read but the stamp
+    else:  # a network store's driver blocks: every lookup in a worker thread (reading only the stamp there)
+        assert hops.count("_lookup") == 3 and reads == []
+        hops.clear()
     # A change to what a call checks (the grant revoked): the next call reads it afresh, in a thread, and is refused.
     with database.transaction() as session:
         revoke_grant(session, grant=session.get(Grant, exchange.grant_id), actor="user:test", reason="fraud")
