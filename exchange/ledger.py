@@ -16,10 +16,18 @@ logged). Should the unwritten backlog reach its limit, ``record`` refuses the ca
 (``LedgerUnavailable``, a 503) rather than let it serve data the ledger could not
 account for. ``stop()`` tries for ``STOP_RETRY_SECONDS`` more, then logs what it could
 not write.
+
+Backpressure: calls on the event loop first ask ``room`` for their lines. Below the high-water
+mark it answers at once; above it the call waits, on the loop, until the writer has brought the
+backlog (and the lines of calls let in and not yet recorded) back under the mark, and is refused
+(``LedgerUnavailable``) only when that has not happened within ``wait_seconds`` (the store down or
+refusing). Calls that serve faster than the writer commits are thus slowed to its pace instead of
+refused once the backlog reaches its limit.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import queue
@@ -51,6 +59,8 @@ MAX_RETRY_SECONDS = 5.0
 STOP_RETRY_SECONDS = 5.0  # how long stop() keeps trying a store that refuses
 STOP_GRACE_SECONDS = 5.0  # and how much longer it waits for a write already under way (a busy timeout running)
 DEFAULT_BACKLOG_LIMIT = 100_000
+DEFAULT_HIGH_WATER = 50_000  # backlog above which calls wait for the writer (room())
+DEFAULT_WAIT_SECONDS = 10.0  # how long a call waits for the writer before it is refused
 BATCH_MARKS_KEPT = timedelta(days=1)  # far longer than a batch is retried in practice
 BATCH_MARKS_PRUNED_EVERY = 60.0  # seconds
 
@@ -121,15 +131,36 @@ def _single_lines(items: list[Item]) -> list[LedgerLine]:
     return [line for item in items for line in (item.lines() if isinstance(item, KeyLines) else (item,))]
 
 
+def _wake(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class _Room:
+    """What ``LedgerWriter.room`` gives: entered once the writer has room for a call's lines."""
+
+    def __init__(self, writer: LedgerWriter, lines: int) -> None:
+        self.writer, self.lines = writer, lines
+
+    async def __aenter__(self) -> None:
+        await self.writer._enter(self.lines)
+
+    async def __aexit__(self, *exc) -> None:
+        self.writer._exit(self.lines)
+
+
 class _GaveUp(Exception):
     """Stopping, and the store still refuses: the lines in hand are not written."""
 
 
 class LedgerWriter:
     def __init__(self, database: Database, *, backlog_limit: int = DEFAULT_BACKLOG_LIMIT,
+                 high_water: int = DEFAULT_HIGH_WATER, wait_seconds: float = DEFAULT_WAIT_SECONDS,
                  metrics: LedgerMetrics | None = None) -> None:
         self.database = database
         self.backlog_limit = backlog_limit
+        self.high_water = min(high_water, backlog_limit)
+        self.wait_seconds = wait_seconds
         self.metrics = metrics or LedgerMetrics()
         self.metrics.backlog.set_function(lambda: self.backlog)
         # Items are (count, lines) (a call's lines go in at once: a batch lookup's thousand, as one KeyLines, in one
@@ -145,6 +176,9 @@ class LedgerWriter:
         self._gave_up = False
         self._abandoned = 0  # lines given up on at stop
         self._prune_at = 0.0  # when old batch marks are next removed (monotonic)
+        self._promised = 0  # lines of calls let in by room() and not yet recorded
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future]] = []  # calls waiting in room()
+        self._waiting_too_long = False
 
     @property
     def backlog(self) -> int:
@@ -176,6 +210,76 @@ class LedgerWriter:
             log.error("%d access ledger lines wait for the record store (limit %d): interface calls are refused "
                       "with 503 until they are written", self._pending, self.backlog_limit)
         raise LedgerUnavailable()
+
+    @property
+    def waiting(self) -> int:
+        """Calls waiting in ``room`` for the writer."""
+        return len(self._waiters)
+
+    def room(self, lines: int) -> _Room:
+        """``async with writer.room(lines):`` around a call that records about ``lines`` lines, before it serves anything.
+
+        Below the high-water mark the call goes on at once; above it, it waits on the event loop (holding no
+        thread) until the writer has brought the backlog under the mark, and raises ``LedgerUnavailable`` should
+        that take more than ``wait_seconds``. The lines are counted against the mark from entry to exit: the
+        calls let in together cannot take the backlog far past it.
+        """
+        return _Room(self, lines)
+
+    def _let_in(self, lines: int) -> bool:
+        with self._lock:
+            if self._pending + self._promised < self.high_water:
+                self._promised += lines
+                return True
+            return False
+
+    async def _enter(self, lines: int) -> None:
+        if self._let_in(lines):
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.wait_seconds
+        while True:
+            waiter = (loop, loop.create_future())
+            with self._lock:
+                if self._pending + self._promised < self.high_water:
+                    self._promised += lines
+                    break
+                self._waiters.append(waiter)
+            try:
+                await asyncio.wait_for(waiter[1], max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                if not self._waiting_too_long:
+                    self._waiting_too_long = True
+                    log.error("calls waited %.0f s for the access ledger (%d lines not yet written): interface calls "
+                              "are refused with 503 until it writes again", self.wait_seconds, self._pending)
+                raise LedgerUnavailable() from None
+            finally:
+                with self._lock:
+                    if waiter in self._waiters:
+                        self._waiters.remove(waiter)
+        if self._waiting_too_long:
+            self._waiting_too_long = False
+            log.warning("the access ledger is writing again (%d lines waiting); interface calls are served again",
+                        self._pending)
+
+    def _exit(self, lines: int) -> None:
+        with self._lock:
+            self._promised -= lines
+        self._wake_waiters()
+
+    def _wake_waiters(self) -> None:
+        """Wake the calls waiting in ``room`` when there is room again (each checks for itself, in its own loop)."""
+        if not self._waiters:
+            return
+        with self._lock:
+            if self._pending + self._promised >= self.high_water:
+                return
+            waiters, self._waiters = self._waiters, []
+        for loop, future in waiters:
+            try:
+                loop.call_soon_threadsafe(_wake, future)
+            except RuntimeError:  # its loop has closed: nobody waits there any more
+                pass
 
     def record(self, line: LedgerLine, *, admitted: bool = False) -> None:
         """Queue one line; returns at once. Raises ``LedgerUnavailable`` (unless ``admitted``) when the backlog is at its limit."""
@@ -236,6 +340,7 @@ class LedgerWriter:
         """``count`` lines are off the backlog, ``lost`` of them not written."""
         with self._lock:
             self._pending -= count
+        self._wake_waiters()
         if lost:
             self.metrics.lines_lost.inc(lost)
 

@@ -62,7 +62,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             runner.add(job)
 
     metrics = observability.RequestMetrics()
-    ledger = LedgerWriter(database, backlog_limit=settings.ledger_backlog_limit, metrics=metrics.ledger)
+    ledger = LedgerWriter(database, backlog_limit=settings.ledger_backlog_limit, high_water=settings.ledger_high_water,
+                          wait_seconds=settings.ledger_wait_seconds, metrics=metrics.ledger)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -88,6 +88,14 @@ class Settings(BaseSettings):
         default=100_000, ge=1,
         description="access ledger lines waiting for the record store beyond which interface calls answer 503 ledger-unavailable",
     )
+    ledger_high_water: int = Field(
+        default=50_000, ge=1,
+        description="access ledger lines waiting for the record store above which lookups wait for the ledger's writer before they are served",
+    )
+    ledger_wait_seconds: float = Field(
+        default=10.0, gt=0, le=600,
+        description="how long a lookup waits for the ledger's writer to catch up before it answers 503 ledger-unavailable",
+    )
     source_connect_timeout_seconds: float = Field(
         default=10.0, gt=0, le=300,
         description="how long connecting to a source (a database's handshake, an HTTP or S3 connection) may take before it fails with 504 source-timeout",

@@ -196,7 +196,7 @@ def bench_lookup(report: Report, folder: Path, sizes: Sizes, database_url: str |
             for _ in range(LOOKUP_ROUNDS):
                 served_rounds.append(run_wrk(server.base, prefix, keys, seconds=sizes.lookup_seconds, token=token))
                 bare_rounds.append(run_wrk(bare_process.base, prefix, keys, seconds=sizes.lookup_seconds))
-        batch_keys, batch_seconds, batch_refusals = _batch_lookups(world, server.base, keys, seconds=sizes.lookup_seconds)
+        batch_keys, batch_seconds, batch_drained, batch_refusals = _batch_lookups(world, server.base, keys, seconds=sizes.lookup_seconds)
         world.close()
     served, bare = _mean(served_rounds), _mean(bare_rounds)
     snapshot = next((home / "data").rglob("v*.parquet"))
@@ -234,10 +234,14 @@ def bench_lookup(report: Report, folder: Path, sizes: Sizes, database_url: str |
     report.add("lookup", Row("errors of the DuckDB keyed store's share (non-2xx, socket)", "-",
                              f"{duck_probe.non_2xx}, {duck_probe.socket_errors}"))
     batch_rate = batch_keys / batch_seconds
-    report.add("lookup", Row(f"batch lookups, keys/s in {BATCH_KEYS:,}-key batches, {BATCH_CLIENTS} clients", f"{batch_rate:,.0f}",
-                             "-", "-", ">= 20,000", batch_rate >= 20_000 and not batch_refusals))
-    report.add("lookup", Row("batch lookups refused (a client stops at its first refusal)",
-                             ", ".join(sorted(set(batch_refusals))) or "none", "-", "-", "none", not batch_refusals))
+    report.add("lookup", Row(f"batch lookups, keys/s in {BATCH_KEYS:,}-key batches, {BATCH_CLIENTS} clients, over the whole "
+                             f"{batch_seconds:.0f} s run", f"{batch_rate:,.0f}", "-", "-", ">= 20,000", batch_rate >= 20_000))
+    report.add("lookup", Row("batch lookups, keys/s counted until the ledger had written all their lines",
+                             f"{batch_keys / batch_drained:,.0f} ({batch_drained - batch_seconds:.1f} s after the last answer)"))
+    counted = {kind: batch_refusals.count(kind) for kind in sorted(set(batch_refusals))}
+    report.add("lookup", Row("batch lookups refused over the run (clients go on after a refusal)",
+                             ", ".join(f"{count} x {kind}" for kind, count in counted.items()) or "none", "-", "-", "none",
+                             not batch_refusals))
     report.add("lookup", Row(f"lookup store: build of {sizes.lookup_rows:,} rows (timed alone) and file size",
                              f"{build_seconds:.1f} s, {lookup_file.stat().st_size / 1024 ** 2:,.0f} MiB",
                              f"snapshot {snapshot.stat().st_size / 1024 ** 2:,.0f} MiB"))
@@ -257,8 +261,9 @@ def bench_lookup(report: Report, folder: Path, sizes: Sizes, database_url: str |
 BATCH_KEYS, BATCH_CLIENTS = 1000, 4
 
 
-def _batch_lookups(world, base: str, keys: list[str], *, seconds: float) -> tuple[int, float, list[str]]:
-    """Keys delivered, seconds taken and refusals met by ``BATCH_CLIENTS`` clients posting ``BATCH_KEYS``-key batches for ``seconds``."""
+def _batch_lookups(world, base: str, keys: list[str], *, seconds: float) -> tuple[int, float, float, list[str]]:
+    """Keys delivered, seconds taken (to the last answer, and until the ledger had written every line) and refusals met by ``BATCH_CLIENTS`` clients posting ``BATCH_KEYS``-key batches for ``seconds``
+    (the whole run: a client goes on after a refusal)."""
     url = f"{base}/api/v1/exchange/{bench_world.CODE}/records:batch"
     headers = world.headers("demander")
     delivered = [0] * BATCH_CLIENTS
@@ -268,9 +273,9 @@ def _batch_lookups(world, base: str, keys: list[str], *, seconds: float) -> tupl
         with httpx.Client(timeout=120) as http:
             while time.perf_counter() < deadline:
                 answer = http.post(url, json={"keys": generator.sample(keys, min(BATCH_KEYS, len(keys)))}, headers=headers)
-                if answer.status_code != 200:  # a refusal (the ledger's backlog at its limit: 503) ends this client's run
+                if answer.status_code != 200:  # a refusal (503 ledger-unavailable): counted, and the client goes on
                     refusals.append(f"{answer.status_code} {answer.json().get('type', '')}")
-                    return
+                    continue
                 delivered[index] += len(answer.json()["records"])
 
     refusals: list[str] = []
@@ -282,7 +287,23 @@ def _batch_lookups(world, base: str, keys: list[str], *, seconds: float) -> tupl
         thread.start()
     for thread in threads:
         thread.join()
-    return sum(delivered), time.perf_counter() - began, refusals
+    served = time.perf_counter() - began
+    drained = _ledger_drained(base) - began
+    return sum(delivered), served, drained, refusals
+
+
+def _ledger_backlog(base: str) -> float:
+    for line in httpx.get(f"{base}/metrics", timeout=60).text.splitlines():
+        if line.startswith("govshare_ledger_backlog "):
+            return float(line.split()[1])
+    raise RuntimeError("govshare_ledger_backlog not in /metrics")
+
+
+def _ledger_drained(base: str) -> float:
+    """When the server's ledger backlog was last seen empty (polled every 50 ms)."""
+    while _ledger_backlog(base) > 0:
+        time.sleep(0.05)
+    return time.perf_counter()
 
 
 def bench_search(report: Report, folder: Path, sizes: Sizes, database_url: str | None) -> None:

@@ -35,7 +35,7 @@ from exchange.intake import service as intake
 from exchange.stores import keyed_store, lookup_store
 from exchange.errors import ExplicitRequestRequired, InvalidQuery, KeyLookupNotGranted, NoActiveGrant, RateLimited, RecordNotFound
 from exchange.ledger import KeyLines, LedgerLine
-from exchange.ratelimit import retry_after_header
+from exchange.ratelimit import RateLimiter, retry_after_header
 from govshare.auth import Caller, caller_at_stamp, check_role, require
 from govshare.db import DbSession, LoopSemaphores
 from govshare.errors import Forbidden
@@ -180,8 +180,9 @@ def _session(session):
 
 
 def _by_key(request: Request, session, scope: service.Scope, values: list[Any], *, version: int | None = None,
-            ) -> tuple[int, dict[Any, list[dict[str, Any]]]]:
-    """The rows of each key in ``values`` within the scope: from the lookup store (SQLite), or for intake the deposits."""
+            may_build: bool = True) -> tuple[int, dict[Any, list[dict[str, Any]]]]:
+    """The rows of each key in ``values`` within the scope: from the lookup store (SQLite), or for intake the deposits.
+    ``may_build`` False: ``_NeedsThread`` rather than build a lookup store not built yet."""
     if intake.is_intake(scope.dataset):
         version, store, scope = _store(request, session, scope)
         found = {}
@@ -191,6 +192,8 @@ def _by_key(request: Request, session, scope: service.Scope, values: list[Any], 
                 found[value] = records
         return version, found
     number, path, scope = _snapshot(request, session, scope, version)
+    if not may_build and not lookup_store.store_path(path, request.app.state.store).exists():
+        raise _NeedsThread()
     store = lookup_store.ensure_store(path, key=scope.lookup_key, items=scope.version_items, store=request.app.state.store)
     row_filter, projection = scope.compiled("sqlite")
     return number, lookup_store.lookup_many(
@@ -209,53 +212,96 @@ LOOKUPS_AT_ONCE = max(2, os.cpu_count() or 2)
 _lookup_slots = LoopSemaphores(LOOKUPS_AT_ONCE)
 
 
+class _NeedsThread(Exception):
+    """A lookup run on the event loop came to what may block (a read of the record store, a lookup store to build):
+    it is run again in a worker thread. ``rate_taken``: the call was already taken from its client's rate."""
+
+    def __init__(self) -> None:
+        self.rate_taken = False
+
+
+def _loop_session():
+    raise _NeedsThread()
+
+
+def _lookups_on_loop(state) -> bool:
+    """Whether a lookup may first try the event loop: its stamp read is on a local SQLite file (about as costly as
+    a function call, far less than the hop to a worker thread and back), as are its rate (this process's own
+    buckets, not Redis) and its data (a local store, nothing fetched). A network store's driver blocks: a thread."""
+    return state.database.dialect == "sqlite" and state.store.is_local and isinstance(state.rate_limiter, RateLimiter)
+
+
 @router.get("/exchange/{code}/records/{key}", summary="Records with this key, within the caller's grant",
             response_model=dict[str, Any])
 async def lookup(code: str, key: str, request: Request) -> Response:
-    # The busiest route: the whole call (token, role, rate, grant, lookup) is one trip to a
-    # worker thread, where the dependencies of other routes take three. The checks are the
-    # same functions, in the same order, as ServiceCaller's. (response_model only documents
-    # the answer: a Response returned is sent as it is, not validated.)
-    database = request.app.state.database
-    async with _lookup_slots.current(), database.request_slots():
-        return await run_in_threadpool(_lookup, code, key, request)
+    # The busiest route. When the call's state is known at the store's change stamp and the
+    # lookup store is built, the whole call (token, role, rate, grant, lookup) runs on the
+    # event loop; else, or on a network record store, it is one trip to a worker thread,
+    # where the dependencies of other routes take three. The checks are the same functions,
+    # in the same order, as ServiceCaller's. (response_model only documents the answer: a
+    # Response returned is sent as it is, not validated.)
+    state = request.app.state
+    # Room on the ledger first (waiting, should the writer be behind, before anything is read or served).
+    async with state.ledger.room(1):
+        rate_taken = False
+        if _lookups_on_loop(state):
+            try:
+                return _lookup(code, key, request, on_loop=True)
+            except _NeedsThread as needed:
+                rate_taken = needed.rate_taken
+        async with _lookup_slots.current(), state.database.request_slots():
+            return await run_in_threadpool(_lookup, code, key, request, rate_taken=rate_taken)
 
 
-def _call_state(request: Request, session) -> tuple[Caller, str | None]:
-    """The service caller of ``request`` (authenticated, its role checked, a call taken from its rate) and the
-    change stamp read for the call: the call's one read of the record store while nothing it checks has changed."""
+def _call_state(request: Request, session, *, take: bool = True) -> tuple[Caller, str | None]:
+    """The service caller of ``request`` (authenticated, its role checked, a call taken from its rate unless ``take``
+    is False) and the change stamp read for the call: the call's one read of the record store while nothing it
+    checks has changed."""
     stamp = request.app.state.database.change_stamp()
-    caller = take_call(request, check_role(caller_at_stamp(request, session, stamp), "exchange.read"))
-    return caller, stamp
+    caller = check_role(caller_at_stamp(request, session, stamp), "exchange.read")
+    return take_call(request, caller) if take else caller, stamp
 
 
-def _lookup(code: str, key: str, request: Request) -> Response:
-    with request.app.state.database.session_on_demand() as session:
-        caller, stamp = _call_state(request, session)
-        started = time.perf_counter()
-        scope = _scope(request, session, caller, code, kind="lookup", keys=[key], started=started, stamp=stamp)
-        if not scope.lookup_key:
-            raise InvalidQuery(f"dataset {code} has no lookup key; use the query interface")
-        check_key_lookups(request, scope, caller, kind="lookup", keys=[key], started=started)
-        consent_id = consent_of_key(request, session, scope, caller, key=key, kind="lookup", started=started)
-        key_type = next(item["type"] for item in scope.items if item["name"] == scope.lookup_key)
+def _lookup(code: str, key: str, request: Request, *, on_loop: bool = False, rate_taken: bool = False) -> Response:
+    """The lookup; ``on_loop``: raising ``_NeedsThread`` before anything that may block (and before any ledger line)."""
+    if on_loop:
+        caller, stamp = _call_state(request, _loop_session)
         try:
-            value = rowfilter.convert_value(key if key_type == "string" else json.loads(key), key_type, "key")
-        except (ValueError, rowfilter.InvalidRowFilter):
-            value = None
-        if intake.is_intake(scope.dataset):
-            version, store, scope = _store(request, session, scope, key_value=key)
-            records = [] if value is None else keyed_store.lookup(store, key=scope.lookup_key, value=value,
-                                                                  projection=scope.projection, scope=scope.row_filter)
-        else:
-            version, found = _by_key(request, session, scope, [] if value is None else [value])
-            records = next(iter(found.values()), [])
-        status = 200 if records else 404
-        request.app.state.ledger.record(ledger_line(scope, caller, kind="lookup", rows=len(records), keys=[key], status=status,
-                                                    started=started, consents={key: consent_id} if consent_id else None))
-        if not records:
-            raise RecordNotFound(f"no record with key {key} within your grant on {code}")
-        return _json_response({"dataset": code, "key": key, "version": version, "records": records})
+            return _lookup_as(caller, stamp, code, key, request, _loop_session, on_loop=True)
+        except _NeedsThread as needed:
+            needed.rate_taken = True
+            raise
+    with request.app.state.database.session_on_demand() as session:
+        caller, stamp = _call_state(request, session, take=not rate_taken)
+        return _lookup_as(caller, stamp, code, key, request, session)
+
+
+def _lookup_as(caller: Caller, stamp: str | None, code: str, key: str, request: Request, session, *,
+               on_loop: bool = False) -> Response:
+    started = time.perf_counter()
+    scope = _scope(request, session, caller, code, kind="lookup", keys=[key], started=started, stamp=stamp)
+    if not scope.lookup_key:
+        raise InvalidQuery(f"dataset {code} has no lookup key; use the query interface")
+    check_key_lookups(request, scope, caller, kind="lookup", keys=[key], started=started)
+    consent_id = consent_of_key(request, session, scope, caller, key=key, kind="lookup", started=started)
+    key_type = next(item["type"] for item in scope.items if item["name"] == scope.lookup_key)
+    try:
+        value = rowfilter.convert_value(key if key_type == "string" else json.loads(key), key_type, "key")
+    except (ValueError, rowfilter.InvalidRowFilter):
+        value = None
+    if intake.is_intake(scope.dataset):
+        version, store, scope = _store(request, session, scope, key_value=key)
+        records = [] if value is None else keyed_store.lookup(store, key=scope.lookup_key, value=value,
+                                                              projection=scope.projection, scope=scope.row_filter)
+    else:
+        version, found = _by_key(request, session, scope, [] if value is None else [value], may_build=not on_loop)
+        records = next(iter(found.values()), [])
+    status = 200 if records else 404
+    request.app.state.ledger.record(ledger_line(scope, caller, kind="lookup", rows=len(records), keys=[key], status=status,
+                                                started=started, consents={key: consent_id} if consent_id else None))
+    if not records:
+        raise RecordNotFound(f"no record with key {key} within your grant on {code}")
+    return _json_response({"dataset": code, "key": key, "version": version, "records": records})
 
 
 MAX_BATCH_KEYS = 1000
@@ -285,7 +331,8 @@ def _batch_call_state(request: Request) -> tuple[Caller, str | None]:
 async def lookup_batch(code: str, body: BatchBody, request: Request,
                        state: Annotated[tuple[Caller, str | None], Depends(_batch_caller)]) -> Response:
     database = request.app.state.database
-    async with _lookup_slots.current(), database.request_slots():
+    # A line a key at most, and one for the keys missing: room for them on the ledger before anything is served.
+    async with request.app.state.ledger.room(len(body.keys) + 1), _lookup_slots.current(), database.request_slots():
         return await run_in_threadpool(_lookup_batch, code, body.keys, request, *state)
 
 

@@ -165,3 +165,50 @@ def test_the_stores_a_lookup_reads_live_in_the_replicas_cache_folder_not_the_dat
         "derived/datasets/PSB-HOUSEHOLD/v000001.lookup.sqlite"]
     assert [path.relative_to(cache).as_posix() for path in cache.rglob("*.keyed.duckdb")] == [
         "derived/datasets/PSB-HOUSEHOLD/v000001.keyed.duckdb"]
+
+
+def test_a_lookup_whose_state_is_kept_runs_on_the_event_loop_and_one_that_must_read_goes_to_a_thread(
+        exchange, monkeypatch, app, database):
+    from exchange.interfaces import api
+    hops: list[str] = []
+    hop = api.run_in_threadpool
+
+    async def counted(function, *args, **kwargs):
+        hops.append(function.__name__)
+        return await hop(function, *args, **kwargs)
+
+    monkeypatch.setattr(api, "run_in_threadpool", counted)
+    reads = _counting(monkeypatch)
+    key, other = exchange.rows[0]["citizen_id"], exchange.rows[1]["citizen_id"]
+    # The first lookup builds the lookup store and reads the token and grant: in a worker thread (once: the rate
+    # taken on the loop is not taken again there).
+    assert exchange.lookup(key).status_code == 200
+    assert hops.count("_lookup") == 1 and reads == ["token", "grant"]
+    hops.clear()
+    reads.clear()
+    for _ in range(3):
+        assert exchange.lookup(other).status_code == 200
+    if database.dialect == "sqlite":
+        assert "_lookup" not in hops and reads == []  # on the loop: no hop, no read but the stamp
+    else:  # a network store's driver blocks: every lookup in a worker thread (reading only the stamp there)
+        assert hops.count("_lookup") == 3 and reads == []
+        hops.clear()
+    # A change to what a call checks (the grant revoked): the next call reads it afresh, in a thread, and is refused.
+    with database.transaction() as session:
+        revoke_grant(session, grant=session.get(Grant, exchange.grant_id), actor="user:test", reason="fraud")
+    refused = exchange.lookup(other)
+    assert refused.status_code == 403, refused.text
+    assert hops.count("_lookup") == 1 and "grant" in reads
+    app.state.ledger.flush()
+    with database.engine.connect() as connection:
+        statuses = connection.execute(text("SELECT status FROM access_log ORDER BY id")).scalars().all()
+    assert statuses[-5:] == [200, 200, 200, 200, 403]  # every call on the ledger, once
+
+
+def test_a_lookup_takes_one_call_from_its_rate_whether_or_not_it_goes_on_to_a_thread(exchange, settings):
+    app = create_app(settings.model_copy(update={"rate_limit_per_second": 0.001, "rate_limit_burst": 2}))
+    with TestClient(app, base_url=ISSUER, raise_server_exceptions=False) as client:
+        key = exchange.rows[0]["citizen_id"]
+        url = f"/api/v1/exchange/PSB-HOUSEHOLD/records/{key}"
+        # The first call goes on to a thread (the lookup store is built, the state read), the second stays on the loop.
+        assert [client.get(url, headers=exchange.service).status_code for _ in range(3)] == [200, 200, 429]

@@ -32,8 +32,9 @@ BACKLOG_LIMIT = 3
 
 @pytest.fixture
 def app(settings):
-    """The app, with a ledger that refuses calls once ``BACKLOG_LIMIT`` lines wait."""
-    return create_app(settings.model_copy(update={"ledger_backlog_limit": BACKLOG_LIMIT}))
+    """The app, with a ledger that refuses calls once ``BACKLOG_LIMIT`` lines wait (a lookup's wait for the writer
+    running out at once: the store is held far longer)."""
+    return create_app(settings.model_copy(update={"ledger_backlog_limit": BACKLOG_LIMIT, "ledger_wait_seconds": 0.01}))
 
 
 def _until(condition: Callable[[], object], what: str) -> None:
