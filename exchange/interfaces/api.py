@@ -224,11 +224,17 @@ def _loop_session():
     raise _NeedsThread()
 
 
+def state_on_loop(state) -> bool:
+    """Whether an interface call's state may be read on the event loop: its stamp read is on a local SQLite file (about
+    as costly as a function call, far less than the hop to a worker thread and back), and its rate is this process's
+    own buckets, not Redis. A network store's driver, or Redis's, blocks for a round trip: a thread."""
+    return state.database.dialect == "sqlite" and isinstance(state.rate_limiter, RateLimiter)
+
+
 def _lookups_on_loop(state) -> bool:
-    """Whether a lookup may first try the event loop: its stamp read is on a local SQLite file (about as costly as
-    a function call, far less than the hop to a worker thread and back), as are its rate (this process's own
-    buckets, not Redis) and its data (a local store, nothing fetched). A network store's driver blocks: a thread."""
-    return state.database.dialect == "sqlite" and state.store.is_local and isinstance(state.rate_limiter, RateLimiter)
+    """Whether a lookup may first try the event loop: its state may (``state_on_loop``), and its data is in a local
+    store (nothing fetched)."""
+    return state_on_loop(state) and state.store.is_local
 
 
 @router.get("/exchange/{code}/records/{key}", summary="Records with this key, within the caller's grant",

@@ -21,11 +21,10 @@ from exchange import service
 from exchange.live import service as live
 from exchange.citizens import service as citizens
 from exchange.interfaces.api import _json_response as json_response
-from exchange.interfaces.api import check_key_lookups, consent_of_key, ledger_line, take_call
+from exchange.interfaces.api import check_key_lookups, consent_of_key, ledger_line, state_on_loop, take_call
 from exchange.errors import (ExplicitRequestRequired, InvalidQuery, LiveBusy, LiveProtectionUnavailable, NoActiveGrant, ProtectionUnavailable,
                              RecordNotFound)
 from exchange.ledger import LedgerLine
-from exchange.ratelimit import RateLimiter
 from govshare.auth import Caller, caller_at_stamp, check_role
 from govshare.db import utcnow
 from govshare.errors import GovshareError
@@ -36,12 +35,12 @@ router = APIRouter(prefix="/api/v1", tags=["exchange"])
 @router.get("/exchange/{code}/live/{key}", summary="A live call: the provider's own API, answered within the caller's live grant",
             response_model=dict[str, Any])
 async def live_call(code: str, key: str, request: Request) -> Response:
-    # The state is read on the event loop or in a worker thread (``_resolves_on_the_loop``); the provider is
+    # The state is read on the event loop or in a worker thread (``state_on_loop``); the provider is
     # called on the event loop, so a slow provider holds no thread, only its connection.
     state = request.app.state
     started = time.perf_counter()
     async with state.database.request_slots():
-        if _resolves_on_the_loop(state):
+        if state_on_loop(state):  # a few microseconds when unchanged; cheaper than a hop to a thread (REPORT.md, live)
             scope, caller, provider, consent_id = _resolve(code, key, request, started)
         else:
             scope, caller, provider, consent_id = await live.in_thread(_resolve, code, key, request, started)
@@ -50,7 +49,15 @@ async def live_call(code: str, key: str, request: Request) -> Response:
         value = rowfilter.convert_value(key if key_type == "string" else json.loads(key), key_type, "key")
     except (ValueError, rowfilter.InvalidRowFilter):
         raise InvalidQuery(f"key: {key!r} is not a valid {key_type} ({scope.lookup_key})") from None
-    state.ledger.admit()  # the provider is not called for an answer the ledger could not account for
+    # The provider is not called for an answer the ledger could not account for: above the ledger's high-water mark
+    # the call waits for its writer (on the event loop), and is refused 503 only if the writer cannot catch up.
+    async with state.ledger.room(1):
+        return await _through(state, scope, caller, provider, consent_id, code=code, key=key, value=value, started=started)
+
+
+async def _through(state, scope: service.Scope, caller: Caller, provider: live.Provider, consent_id: int | None, *,
+                   code: str, key: str, value: Any, started: float) -> Response:
+    """The call passed through to the provider under the grant's protections, its line on the ledger however it ends."""
     message = live.Message(request_sha256=live.request_digest(provider.url, key), requested_at=utcnow())
     protection: live.Protection = state.live
     records: list[dict[str, Any]] = []
@@ -87,14 +94,6 @@ def _line(scope: service.Scope, caller: Caller, *, key: str, consent_id: int | N
     line.request_sha256, line.requested_at = message.request_sha256, message.requested_at
     line.answer_sha256, line.answered_at = message.answer_sha256, message.answered_at
     return line
-
-
-def _resolves_on_the_loop(state) -> bool:
-    """Whether the call's state is read on the event loop rather than in a worker thread: on the embedded SQLite record
-    store with this process's own rate limits. There the call reads the change stamp (microseconds: one row of a local
-    file in WAL mode, which a writer never blocks) and keeps the rest at that stamp, and a hop to a thread and back
-    cost more than that (evaluation/bench/REPORT.md, "live"). A networked store or Redis blocks for a round trip."""
-    return state.database.dialect == "sqlite" and isinstance(state.rate_limiter, RateLimiter)
 
 
 def _resolve(code: str, key: str, request: Request, started: float) -> tuple[service.Scope, Caller, live.Provider, int | None]:

@@ -485,3 +485,21 @@ def test_a_probe_given_up_by_the_server_lets_the_next_call_probe():
         await breaker.admit("DS", probe_seconds=10)
 
     run_coroutine(scenario())
+
+
+def test_a_live_call_the_ledger_cannot_account_for_is_refused_before_the_provider_is_called(client, factory, app, provider,
+                                                                                              database):
+    from tests.exchange.test_ledger_outage import held
+
+    world = World(client, factory, app, provider)
+    assert world.call(INSIDE).status_code == 200
+    app.state.ledger.flush()
+    ledger = app.state.ledger
+    ledger.high_water, ledger.wait_seconds = 1, 0.01  # one line waiting fills it; the store is held far longer than this
+    with held(app.state.settings.resolved_database_url):
+        assert world.call(INSIDE).status_code == 200  # below the mark: served, its line waits for the store
+        refused = _problem(world.call(INSIDE), 503, "ledger-unavailable")
+        assert "records" not in refused
+        assert provider.calls == [INSIDE, INSIDE]  # the refused call never reached the provider
+    ledger.flush()
+    assert [line.status for line in _lines(database)] == [200, 200]  # the served calls are on the ledger
