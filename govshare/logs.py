@@ -15,8 +15,8 @@ from typing import Any
 # the exchange do not reach; the ledger is where who saw which citizen is recorded. So the
 # log names routes, never a citizen, a filter's values, a link's signature, or a row's values.
 WITHHELD = "(withheld)"
-# Path segments that are a citizen's key: a lookup's key, the citizen of an access log.
-_PERSONAL_SEGMENT = re.compile(r"^(/api/v1/exchange/[^/?]+/records/|/api/v1/citizens/)[^/?]+")
+# Path segments that are a citizen's key: a lookup's or a live call's key, the citizen of an access log.
+_PERSONAL_SEGMENT = re.compile(r"^(/api/v1/exchange/[^/?]+/(?:records|live)/|/api/v1/citizens/)[^/?]+")
 # PostgreSQL's errors quote the offending row or key ("DETAIL:  Failing row contains (...)",
 # "Key (citizen_id)=(...) already exists"); SQLAlchemy's own parameters are hidden already
 # (hide_parameters on the engines).

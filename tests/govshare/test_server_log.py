@@ -70,6 +70,7 @@ def test_a_postgresql_error_in_the_log_keeps_its_kind_and_loses_the_row_it_quote
 
 def test_the_access_log_shows_the_route_without_the_citizen_or_the_query():
     assert withhold_path(f"/api/v1/exchange/PSB-HOUSEHOLD/records/{CITIZEN}") == f"/api/v1/exchange/PSB-HOUSEHOLD/records/{WITHHELD}"
+    assert withhold_path(f"/api/v1/exchange/PSB-RESIDENTS/live/{CITIZEN}") == f"/api/v1/exchange/PSB-RESIDENTS/live/{WITHHELD}"
     assert withhold_path(f"/api/v1/citizens/{CITIZEN}/access-log?limit=5") == f"/api/v1/citizens/{WITHHELD}/access-log?{WITHHELD}"
     assert withhold_path("/api/v1/extracts/abc/download?expires=1&signature=s3cret") == f"/api/v1/extracts/abc/download?{WITHHELD}"
     assert withhold_path("/api/v1/datasets/PSB-HOUSEHOLD") == "/api/v1/datasets/PSB-HOUSEHOLD"
