@@ -103,17 +103,19 @@ def list_requests(citizen_id: CitizenId, request: Request, session: DbSession, c
 @router.post("/citizens/{citizen_id}/requests/{request_id}/approve", summary="Approve sending exactly the preview (portal)")
 def approve_request(citizen_id: CitizenId, request_id: int, request: Request, session: DbSession,
                     caller: PortalForRequests) -> dict[str, Any]:
-    expiry = _expiry(request)
-    decided = service.decide_request(session, citizen_id=citizen_id, request_id=request_id, approve=True, actor=caller.actor,
-                                     expiry=expiry)
-    return service.request_view(decided, expiry=expiry)
+    return _decide(citizen_id, request_id, request, session, caller, approve=True)
 
 
 @router.post("/citizens/{citizen_id}/requests/{request_id}/refuse", summary="Refuse a request; nothing is sent (portal)")
 def refuse_request(citizen_id: CitizenId, request_id: int, request: Request, session: DbSession,
                     caller: PortalForRequests) -> dict[str, Any]:
+    return _decide(citizen_id, request_id, request, session, caller, approve=False)
+
+
+def _decide(citizen_id: str, request_id: int, request: Request, session, caller, *, approve: bool) -> dict[str, Any]:
+    """The citizen's decision on a request, made through the portal, as the request now stands."""
     expiry = _expiry(request)
-    decided = service.decide_request(session, citizen_id=citizen_id, request_id=request_id, approve=False, actor=caller.actor,
+    decided = service.decide_request(session, citizen_id=citizen_id, request_id=request_id, approve=approve, actor=caller.actor,
                                      expiry=expiry)
     return service.request_view(decided, expiry=expiry)
 
