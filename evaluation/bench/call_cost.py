@@ -28,8 +28,6 @@ from evaluation.bench import bare
 from evaluation.bench import world as bench_world
 from exchange.interfaces import api
 from exchange.stores import keyed_store
-from exchange.ratelimit import RateLimiter
-from govshare.app import create_app
 from govshare.settings import Settings
 
 ISSUER = "http://127.0.0.1:8000"  # never listened on: the app is called in-process
@@ -88,15 +86,12 @@ def main() -> None:
             f"SELECT citizen_id FROM read_parquet(?) WHERE district IN ({bench_world.GRANTED_MARKS}) USING SAMPLE 2000",
             [str(source), *bench_world.GRANTED_DISTRICTS]).fetchall()]
         settings = Settings(home=home, jobs_enabled=False, issuer=ISSUER)
-        app = create_app(settings)
-        app.state.rate_limiter = RateLimiter(rate=1e12, burst=10**12)  # the limit is not what is measured
+        app = bench_world.in_process_app(settings)
         app.add_api_route("/api/v1/constant", lambda: {"dataset": "X", "records": [bare.RECORD]})
         app.router.routes.insert(0, app.router.routes.pop())  # matched first, as the exchange's routes are
         with TestClient(app, base_url=ISSUER) as client:  # runs the app's lifespan: the ledger writer
             world = bench_world.World(ISSUER, clients, http=client)
-            world.register()
-            world.upload(source)
-            world.grant("interface", bench_world.LOOKUP_COLUMNS)
+            world.lookups_granted(source)
             headers = world.headers("demander")
             lookups = [f"/api/v1/exchange/{bench_world.CODE}/records/{key}" for key in keys]
             print(f"{args.rows:,} rows; CPU (all threads) and wall time per call, {args.calls:,} calls each")

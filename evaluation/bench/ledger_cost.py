@@ -35,8 +35,6 @@ from sqlalchemy import create_engine, make_url, text
 
 from evaluation.bench import world as bench_world
 from exchange import ledger
-from exchange.ratelimit import RateLimiter
-from govshare.app import create_app
 from govshare.db import Database, utcnow
 from govshare.keys import KeyStore
 from govshare.settings import Settings
@@ -83,14 +81,11 @@ def writer_alone(database_url: str, home: Path, *, lines: int, form: str) -> Non
 def beside_calls(database_url: str | None, home: Path, clients: dict, source: Path, keys: list[str], *, threads: int,
                  seconds: float) -> None:
     settings = Settings(home=home, database_url=database_url, jobs_enabled=False, issuer=ISSUER)
-    app = create_app(settings)
-    app.state.rate_limiter = RateLimiter(rate=1e12, burst=10**12)  # the limit is not what is measured
+    app = bench_world.in_process_app(settings)
     url = f"/api/v1/exchange/{bench_world.CODE}/records:batch"
     with TestClient(app, base_url=ISSUER) as client:  # runs the app's lifespan: the ledger writer
         world = bench_world.World(ISSUER, clients, http=client)
-        world.register()
-        world.upload(source)
-        world.grant("interface", bench_world.LOOKUP_COLUMNS)
+        world.lookups_granted(source)
         headers = world.headers("demander")
         warm = client.post(url, json={"keys": keys[:CALL_KEYS]}, headers=headers)
         if warm.status_code != 200:

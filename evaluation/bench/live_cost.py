@@ -24,8 +24,6 @@ from fastapi.testclient import TestClient
 from evaluation.bench import provider as bench_provider
 from evaluation.bench import world as bench_world
 from evaluation.bench.servers import ServerProcess
-from exchange.ratelimit import RateLimiter
-from govshare.app import create_app
 from govshare.settings import Settings
 
 ISSUER = "http://127.0.0.1:8000"  # never listened on: the app is called in-process
@@ -70,8 +68,7 @@ def main() -> None:
         clients = bench_world.prepare_store(home)
         settings = Settings(home=home, jobs_enabled=False, issuer=ISSUER, outbound_allowlist=["127.0.0.1"],
                             live_calls_per_grant=1000)
-        app = create_app(settings)
-        app.state.rate_limiter = RateLimiter(rate=1e12, burst=10**12)  # the limit is not what is measured
+        app = bench_world.in_process_app(settings)
         keys = [f"1101011990{index:08d}" for index in range(2_000)]
         with TestClient(app, base_url=ISSUER) as client:  # runs the app's lifespan: the ledger writer
             world = bench_world.World(ISSUER, clients, http=client)

@@ -182,9 +182,7 @@ def bench_lookup(report: Report, folder: Path, sizes: Sizes, database_url: str |
     prefix = f"/api/v1/exchange/{bench_world.CODE}/records/"
     with govshare_server(home, log=folder / "lookup-server.log", database_url=database_url) as server:
         world = bench_world.World(server.base, clients)
-        world.register()
-        world.upload(source)
-        world.grant("interface", bench_world.LOOKUP_COLUMNS)
+        world.lookups_granted(source)
         token = world.tokens["demander"]
         warm = world.http.get(prefix + keys[0], headers=world.headers("demander"), timeout=3600)  # the lookup store, built once
         if warm.status_code != 200:

@@ -64,6 +64,17 @@ def document(code: str = CODE) -> dict:
     }
 
 
+def in_process_app(settings: Settings):
+    """govshare's app for a benchmark that calls it in its own process, the clients' rate limit lifted (the limit is
+    not what is measured)."""
+    from exchange.ratelimit import RateLimiter
+    from govshare.app import create_app
+
+    app = create_app(settings)
+    app.state.rate_limiter = RateLimiter(rate=1e12, burst=10**12)
+    return app
+
+
 @dataclass
 class Credentials:
     client_id: str
@@ -116,6 +127,12 @@ class World:
         if response.status_code != 201:
             raise RuntimeError(f"upload {path.name}: {response.status_code} {response.text[:500]}")
         return response.json()
+
+    def lookups_granted(self, source: Path) -> int:
+        """The bench dataset registered, ``source`` uploaded, and the demander's interface grant of LOOKUP_COLUMNS (its id)."""
+        self.register()
+        self.upload(source)
+        return self.grant("interface", LOOKUP_COLUMNS)
 
     def grant(self, delivery: str, columns: list[str], code: str = CODE) -> int:
         today = date.today()
