@@ -485,6 +485,14 @@ INSERT_VALUES_AT_MOST = 30_000  # bound values a statement (SQLite's own limit i
 COPY_FROM_LINES = 200  # on PostgreSQL (psycopg), a batch of this many lines or more is written with COPY
 
 
+def _shared_row(item: KeyLines, rollup: rollups.Rollup) -> tuple[dict, list[int | None]]:
+    """A KeyLines' one access_log row (its lines differ only in id and row count), counted in ``rollup`` once for all
+    its lines, and each key's consent (None where there is none)."""
+    row = _row(item.line)
+    rollup.add_alike(SimpleNamespace(**row), count=len(item.keys), rows=sum(item.rows))
+    return row, item.consents if item.consents is not None else [None] * len(item.keys)
+
+
 def _lines_of(items: list[Item], rollup: rollups.Rollup, messages: list[dict], next_id, shared):
     """Each line of ``items`` as (access_log values, its keys), added to ``rollup`` and ``messages`` as it goes.
 
@@ -495,10 +503,8 @@ def _lines_of(items: list[Item], rollup: rollups.Rollup, messages: list[dict], n
         if isinstance(item, KeyLines):
             if not item.keys:
                 continue
-            row = _row(item.line)
+            row, consents = _shared_row(item, rollup)
             values = shared(row)
-            rollup.add_alike(SimpleNamespace(**row), count=len(item.keys), rows=sum(item.rows))
-            consents = item.consents if item.consents is not None else [None] * len(item.keys)
             ids = next_id(len(item.keys))
             for entry_id, key, rows, consent in zip(ids, item.keys, item.rows, consents, strict=True):
                 yield entry_id, rows, values, ((_text(key, KEY_LENGTH), consent),)
@@ -555,11 +561,9 @@ def _write_sqlite(session, items: list[Item], rollup: rollups.Rollup, messages: 
         if isinstance(item, KeyLines):
             if not item.keys:
                 continue
-            row = _row(item.line)
-            rollup.add_alike(SimpleNamespace(**row), count=len(item.keys), rows=sum(item.rows))
+            row, consents = _shared_row(item, rollup)
             ids = next_id(len(item.keys))
             groups.append((shared(row), [value for pair in zip(ids, item.rows, strict=True) for value in pair]))
-            consents = item.consents if item.consents is not None else [None] * len(item.keys)
             for entry_id, key, consent in zip(ids, item.keys, consents, strict=True):
                 key_values.append(entry_id)
                 key_values.append(_text(key, KEY_LENGTH))
@@ -703,9 +707,7 @@ def _write_rows(session, items: list[Item], rollup: rollups.Rollup, messages: li
         if isinstance(item, KeyLines):
             if not item.keys:
                 continue
-            row = _row(item.line)
-            rollup.add_alike(SimpleNamespace(**row), count=len(item.keys), rows=sum(item.rows))
-            consents = item.consents if item.consents is not None else [None] * len(item.keys)
+            row, consents = _shared_row(item, rollup)
             for key, count, consent in zip(item.keys, item.rows, consents, strict=True):
                 rows.append({**row, "rows": count})
                 row_keys.append(((_text(key, KEY_LENGTH), consent),))
