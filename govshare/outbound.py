@@ -7,6 +7,9 @@ server's credentials. So every outbound request's host is resolved, each address
 checked, and the connection goes to the address that was checked (a second lookup could
 answer differently: DNS rebinding). Redirects are followed by the client one hop at a
 time, and each hop passes through the same transport, so each is checked the same way.
+Live services call providers through ``AsyncSession`` (aiohttp), with the same policy:
+names checked as each connection is made, addresses in the URL before each request, and
+no redirect followed.
 
 ``GOVSHARE_OUTBOUND_ALLOWLIST`` (a JSON list of host names, addresses or CIDR ranges)
 names the internal hosts that may be reached all the same: a name there is allowed

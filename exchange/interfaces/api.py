@@ -307,7 +307,7 @@ def _lookup_as(caller: Caller, stamp: str | None, code: str, key: str, request: 
                                                 started=started, consents={key: consent_id} if consent_id else None))
     if not records:
         raise RecordNotFound(f"no record with key {key} within your grant on {code}")
-    return _json_response({"dataset": code, "key": key, "version": version, "records": records})
+    return json_response({"dataset": code, "key": key, "version": version, "records": records})
 
 
 MAX_BATCH_KEYS = 1000
@@ -377,10 +377,10 @@ def _lookup_batch(code: str, keys: list[str], request: Request, caller: Caller, 
                          rows=[len(rows) for rows in records.values()],
                          consents=[consents.get(key) for key in records] if consents else None)
     request.app.state.ledger.record_many([*([delivered] if records else []), *([line] if missing else [])])
-    return _json_response({"dataset": code, "version": version, "records": records, "missing": missing})
+    return json_response({"dataset": code, "version": version, "records": records, "missing": missing})
 
 
-def _json_response(body: dict[str, Any]) -> Response:
+def json_response(body: dict[str, Any]) -> Response:
     # Encoded at once (dates as ISO text, as jsonable_encoder gives them): walking the records
     # through jsonable_encoder first, as JSONResponse would have them, cost more than looking them up.
     return Response(json.dumps(body, default=_iso, ensure_ascii=False, separators=(",", ":")), media_type="application/json")

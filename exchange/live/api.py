@@ -20,8 +20,7 @@ from directory import live_credentials
 from exchange import service
 from exchange.live import service as live
 from exchange.citizens import service as citizens
-from exchange.interfaces.api import _json_response as json_response
-from exchange.interfaces.api import check_key_lookups, consent_of_key, ledger_line, state_on_loop, take_call
+from exchange.interfaces.api import check_key_lookups, consent_of_key, json_response, ledger_line, state_on_loop, take_call
 from exchange.errors import (ExplicitRequestRequired, InvalidQuery, LiveBusy, LiveProtectionUnavailable, NoActiveGrant, ProtectionUnavailable,
                              RecordNotFound)
 from exchange.ledger import LedgerLine
@@ -58,7 +57,8 @@ async def live_call(code: str, key: str, request: Request) -> Response:
 async def _through(state, scope: service.Scope, caller: Caller, provider: live.Provider, consent_id: int | None, *,
                    code: str, key: str, value: Any, started: float) -> Response:
     """The call passed through to the provider under the grant's protections, its line on the ledger however it ends."""
-    message = live.Message(request_sha256=live.request_digest(provider.url, key), requested_at=utcnow())
+    url = live.provider_url(provider.url, key)
+    message = live.Message(request_sha256=live.request_digest(url), requested_at=utcnow())
     protection: live.Protection = state.live
     records: list[dict[str, Any]] = []
     status = 500
@@ -69,7 +69,7 @@ async def _through(state, scope: service.Scope, caller: Caller, provider: live.P
                                   started=started), admitted=True)
         raise
     try:
-        records = await live.fetch_records(provider, scope=scope, key=key, key_value=value, protection=protection, message=message)
+        records = await live.fetch_records(provider, scope=scope, url=url, key_value=value, protection=protection, message=message)
         status = 200 if records else 404
     except GovshareError as error:
         status = error.status

@@ -448,9 +448,9 @@ async def _read_bounded(response: aiohttp.ClientResponse, *, limit: int, dataset
     return b"".join(parts)
 
 
-async def fetch_records(provider: Provider, *, scope: Scope, key: str, key_value: Any, protection: Protection,
+async def fetch_records(provider: Provider, *, scope: Scope, url: str, key_value: Any, protection: Protection,
                         message: Message) -> list[dict[str, Any]]:
-    """Call the provider for ``key`` and read its answer through the grant's scope (``records_in_scope``).
+    """Call the provider at ``url`` (``provider_url``: the key's) and read its answer through the grant's scope (``records_in_scope``).
 
     The errors a client gets: 502 (provider error, malformed answer, refused address, too
     large, TLS refused), 504 (timeout), 503 (circuit open). Each of those but the last counts as a failure
@@ -458,7 +458,7 @@ async def fetch_records(provider: Provider, *, scope: Scope, key: str, key_value
     """
     await protection.breaker.admit(provider.dataset, probe_seconds=provider.timeout_seconds + LEASE_MARGIN_SECONDS)
     try:
-        status, body = await _call(provider, key=key, protection=protection, message=message)
+        status, body = await _call(provider, url=url, protection=protection, message=message)
         records = [] if status == 404 else await read_in_scope(body, scope=scope, key_value=key_value)
     except asyncio.CancelledError:
         # Given up by the server (its client gone, a shutdown): says nothing of the provider, but a probe is let go.
@@ -471,7 +471,7 @@ async def fetch_records(provider: Provider, *, scope: Scope, key: str, key_value
     return records
 
 
-async def _call(provider: Provider, *, key: str, protection: Protection, message: Message) -> tuple[int, bytes]:
+async def _call(provider: Provider, *, url: str, protection: Protection, message: Message) -> tuple[int, bytes]:
     """The provider's status and body for ``key`` (2xx or 404), or the error a client gets."""
     try:
         client = protection.client_for(provider)
@@ -481,7 +481,7 @@ async def _call(provider: Provider, *, key: str, protection: Protection, message
             headers = {"Accept": "application/json", "Accept-Encoding": "identity",
                        **await _auth_headers(client, provider, protection)}
             message.requested_at = utcnow()
-            async with client.request("GET", provider_url(provider.url, key), headers=headers) as response:
+            async with client.request("GET", url, headers=headers) as response:
                 body = await _read_bounded(response, limit=protection.max_answer_bytes, dataset=provider.dataset)
         message.answer_sha256, message.answered_at = hashlib.sha256(body).hexdigest(), utcnow()
     except outbound.OutboundRefused as refusal:
@@ -497,9 +497,9 @@ async def _call(provider: Provider, *, key: str, protection: Protection, message
     raise LiveProviderFailed(f"the provider of {provider.dataset} answered {response.status}")
 
 
-def request_digest(url_template: str, key: str) -> str:
+def request_digest(url: str) -> str:
     """SHA-256 of the request sent to the provider: its method and URL (credentials are not part of the record)."""
-    return hashlib.sha256(f"GET {provider_url(url_template, key)}".encode()).hexdigest()
+    return hashlib.sha256(f"GET {url}".encode()).hexdigest()
 
 
 def records_in_scope(body: bytes, *, scope: Scope, key_value: Any) -> list[dict[str, Any]]:
